@@ -1,0 +1,89 @@
+"""``python -m service``: run the service.
+
+With no AWS settings in the environment it starts the embedded default (moto's server in-process,
+provisioned), prints the service's URL and the emulator's endpoint, and serves until Ctrl-C or SIGTERM,
+then drains in-flight requests and stops. With AWS settings it uses them and provisions nothing.
+
+Layer: composition (entry point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+
+from aiohttp import web
+
+from service.app import create_app, make_runner
+from service.embedded import provision_emulator, run_emulator
+from service.logs import configure_logging
+from service.settings import Settings, SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Run the file sync service (embedded emulator unless AWS is configured).",
+    )
+    parser.add_argument("--host", help="address to listen on (default: FILESYNC_HOST or 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="port to listen on, 0 for any free one (default: PORT or 8080)"
+    )
+    return parser
+
+
+def _url(address: object) -> str:
+    host, port = address[:2] if isinstance(address, tuple) else (str(address), 0)
+    host = f"[{host}]" if ":" in str(host) else host
+    return f"http://{host}:{port}"
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM; start and provision the emulator first if embedded."""
+    with contextlib.ExitStack() as stack:
+        emulator = None
+        if settings.backend == "embedded":
+            emulator = stack.enter_context(run_emulator())
+            settings = await provision_emulator(settings.for_emulator(emulator))
+        runner = make_runner(create_app(settings))
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+            lines = [f"filesync serving on {_url(runner.addresses[0])}"]
+            if emulator:
+                lines.append(f"embedded AWS emulator at {emulator} (data lives as long as this process)")
+            lines.append("press Ctrl-C to stop")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    settings = dataclasses.replace(
+        settings,
+        host=settings.host if args.host is None else args.host,
+        port=settings.port if args.port is None else args.port,
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

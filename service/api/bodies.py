@@ -1,0 +1,36 @@
+"""Reading request bodies: content type, size limit, JSON, and the typed model, in that order.
+
+Layer: api. Each failure is a distinct, named client error: 415 for a body that is not JSON by its
+content type, 413 past ``Limits.max_json_body`` (checked on ``Content-Length`` before reading, and by
+aiohttp while reading a chunked body), 400 for malformed JSON, 422 naming the field for a wrong shape.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+
+from service import codec
+from service.keys import SETTINGS
+
+T = TypeVar("T")
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_json(request: web.Request, model: type[T]) -> T:
+    """The request's JSON body as a ``model``; a client error if it is anything else."""
+    if not _is_json(request.content_type):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Send the body as application/json, not {request.content_type or 'nothing'}."
+        )
+    limit = request.app[SETTINGS].limits.max_json_body
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    raw = await request.read()
+    return codec.decode(raw, model)

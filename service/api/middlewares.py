@@ -1,0 +1,74 @@
+"""Middlewares, outermost first: request id, metrics, problem details.
+
+Layer: api. ``problem_middleware`` is the only ``try/except`` around handlers: it turns domain errors and
+aiohttp's HTTP exceptions into problem+json, and anything else into a logged, plain 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.api import problems
+from service.core.errors import FileSyncError
+from service.keys import METRICS
+from service.logs import REQUEST_ID, REQUEST_ID_HEADER
+
+log = logging.getLogger(__name__)
+
+#: A client-supplied request id is echoed only if it is short and plain (it ends up in log lines).
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    try:
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+    finally:
+        REQUEST_ID.reset(token)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    metrics.http_in_flight.inc()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        metrics.http_in_flight.dec()
+        metrics.http_latency.labels(route, request.method).observe(time.perf_counter() - started)
+        metrics.http_requests.labels(route, request.method, str(status)).inc()
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FileSyncError as exc:
+        return problems.from_domain(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problems.from_http(request, exc)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problems.internal(request)
+
+
+MIDDLEWARES = (request_id_middleware, metrics_middleware, problem_middleware)

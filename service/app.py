@@ -1,0 +1,97 @@
+"""The composition root: ``create_app(settings)`` wires the whole service.
+
+Layer: composition (may import every layer). ``python -m service`` and gunicorn both call it; nothing
+here does I/O at import time. Resources are opened in ``cleanup_ctx``, one resource per context, and
+closed in reverse order at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aioboto3
+from aiohttp import web
+
+from service.api.middlewares import MIDDLEWARES
+from service.api.openapi import build_openapi
+from service.api.routes import OPERATIONS, add_routes
+from service.aws.clients import AwsClients, make_session, open_clients
+from service.aws.health import readiness_probes
+from service.core.health import ReadinessService
+from service.keys import METRICS, OPENAPI, READINESS, SETTINGS
+from service.logs import AccessLogger, configure_logging
+from service.metrics import Metrics
+from service.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+TITLE = "filesync"
+VERSION = "0.1.0"
+
+_SESSION = web.AppKey("aws_session", aioboto3.Session)
+_CLIENTS = web.AppKey("aws_clients", AwsClients)
+
+
+def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -> web.Application:
+    """Build the application for ``settings``. AWS clients open when the app starts.
+
+    ``session`` lets several apps in one process (the tests) share botocore's loaded service models;
+    by default the app makes its own, the one session of its process.
+    """
+    app = web.Application(
+        middlewares=MIDDLEWARES,
+        client_max_size=settings.limits.max_json_body,
+    )
+    app[SETTINGS] = settings
+    app[_SESSION] = session or make_session(settings.aws)
+    app[METRICS] = Metrics()
+    app[OPENAPI] = build_openapi(OPERATIONS, title=TITLE, version=VERSION)
+    app.cleanup_ctx.append(_aws_clients)
+    app.cleanup_ctx.append(_readiness)
+    add_routes(app)
+    return app
+
+
+@asynccontextmanager
+async def _aws_clients(app: web.Application) -> AsyncIterator[None]:
+    async with open_clients(app[SETTINGS].aws, app[METRICS], app[_SESSION]) as clients:
+        app[_CLIENTS] = clients
+        yield
+
+
+@asynccontextmanager
+async def _readiness(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[READINESS] = ReadinessService(
+        readiness_probes(app[_CLIENTS], settings.bucket, settings.table),
+        cache_seconds=settings.readiness_cache_seconds,
+        timeout_seconds=settings.readiness_timeout_seconds,
+    )
+    yield
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner both entry points use: structured access log, graceful shutdown timeout."""
+    return web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        shutdown_timeout=app[SETTINGS].shutdown_timeout_seconds,
+    )
+
+
+async def gunicorn_app() -> web.AppRunner:
+    """Gunicorn's entry point (see the Procfile): settings from the environment, AWS required.
+
+    The embedded emulator is per process, so with several workers each would hold different data;
+    gunicorn therefore refuses to start without AWS settings.
+    """
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.backend != "aws":
+        raise SettingsError(
+            "gunicorn needs AWS settings (AWS_REGION, credentials or AWS_ENDPOINT_URL, and "
+            "FILESYNC_*); for a local service with an embedded emulator run `python -m service`"
+        )
+    return make_runner(create_app(settings))

@@ -1,0 +1,88 @@
+"""The domain exception tree: every error the service means to report to a client.
+
+Layer: core (leaf). Imports nothing from aiohttp, botocore or the rest of the project. The API layer maps
+each class to an HTTP status and an RFC 9457 problem type (``service.api.problems``), looked up along the
+exception's ``__mro__`` so a subclass inherits its parent's mapping unless it has its own.
+
+::
+
+    FileSyncError                 any error meant for the client; ``detail`` is safe to show
+    ├── BadRequest                the request cannot be parsed at all (malformed JSON, bad encoding)
+    ├── ValidationFailed          parsed, but a field is missing, mistyped, unknown or out of range
+    ├── Unauthenticated           no credentials, or credentials that are invalid or expired
+    ├── PermissionDenied          authenticated, but not allowed to do this
+    ├── NotFound                  no such resource (or one the caller may not know exists)
+    ├── Conflict                  the resource's state does not allow this
+    │   └── VersionConflict       a conditional write lost: someone else changed it first
+    ├── PayloadTooLarge           a body, batch or part is over its documented limit
+    ├── RateLimited               too many attempts; ``retry_after`` seconds until the next may pass
+    └── DependencyUnavailable     an AWS service did not answer in time or refused; retry later
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One invalid field: ``path`` is a JSON path such as ``$.entries[3].size``."""
+
+    path: str
+    message: str
+
+
+class FileSyncError(Exception):
+    """Base of every error a client may see. ``detail`` is a sentence written for the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(FileSyncError):
+    """The request could not be parsed (malformed JSON, wrong encoding, bad header syntax)."""
+
+
+class ValidationFailed(FileSyncError):
+    """The request parsed but its content is invalid; ``errors`` names each offending field."""
+
+    def __init__(self, detail: str, errors: tuple[FieldError, ...] = ()) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class Unauthenticated(FileSyncError):
+    """Missing, malformed, expired or revoked credentials."""
+
+
+class PermissionDenied(FileSyncError):
+    """The caller is known but may not perform this operation."""
+
+
+class NotFound(FileSyncError):
+    """The resource does not exist, or the caller may not learn that it does."""
+
+
+class Conflict(FileSyncError):
+    """The resource's current state does not allow the operation."""
+
+
+class VersionConflict(Conflict):
+    """A conditional write lost a race: the stored version is not the one the caller based its change on."""
+
+
+class PayloadTooLarge(FileSyncError):
+    """A body, batch or part exceeds its documented limit."""
+
+
+class RateLimited(FileSyncError):
+    """Too many attempts; the client should wait ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class DependencyUnavailable(FileSyncError):
+    """An AWS dependency timed out, throttled or failed; the operation may be retried."""

@@ -1,0 +1,19 @@
+"""Typed application keys: what lives on the ``web.Application``, all named in one place.
+
+Layer: composition (imported by ``app`` and ``api``). Only settings, metrics and services live here,
+never raw AWS clients.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.core.health import ReadinessService
+from service.metrics import Metrics
+from service.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+READINESS = web.AppKey("readiness", ReadinessService)
+#: The OpenAPI document, built once from the route table at start-up.
+OPENAPI = web.AppKey("openapi", dict)

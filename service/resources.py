@@ -1,0 +1,142 @@
+"""The shapes of the AWS resources the service needs, defined once.
+
+Layer: leaf, pure data. The embedded default's provisioning (``service.aws.provision``), the tests and the
+CloudFormation generator (``cloudformation/``) all build from these, so the emulator and production have
+the same table keys, indexes, bucket rules and upload role. Shapes use the AWS API's field names; the
+template generator maps the few that CloudFormation spells differently (S3 CORS ``ExposeHeaders``,
+``MaxAgeSeconds``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# --- DynamoDB: one table, generic keys ---------------------------------------------------------------
+
+#: Partition and sort key of every item; the item kinds encode their own prefixes in them.
+TABLE_PARTITION_KEY = "pk"
+TABLE_SORT_KEY = "sk"
+#: One general-purpose global secondary index (for "by user" and other inverted look-ups).
+GSI1_NAME = "gsi1"
+GSI1_PARTITION_KEY = "gsi1pk"
+GSI1_SORT_KEY = "gsi1sk"
+#: Items carrying this numeric attribute (epoch seconds) are deleted by DynamoDB's TTL after that time.
+TABLE_TTL_ATTRIBUTE = "expires_at"
+
+
+def table_key_schema() -> list[dict[str, str]]:
+    return [
+        {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+        {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+    ]
+
+
+def table_attribute_definitions() -> list[dict[str, str]]:
+    return [
+        {"AttributeName": name, "AttributeType": "S"}
+        for name in (TABLE_PARTITION_KEY, TABLE_SORT_KEY, GSI1_PARTITION_KEY, GSI1_SORT_KEY)
+    ]
+
+
+def table_global_secondary_indexes() -> list[dict[str, Any]]:
+    return [
+        {
+            "IndexName": GSI1_NAME,
+            "KeySchema": [
+                {"AttributeName": GSI1_PARTITION_KEY, "KeyType": "HASH"},
+                {"AttributeName": GSI1_SORT_KEY, "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
+
+
+def create_table_request(table_name: str) -> dict[str, Any]:
+    """Arguments of DynamoDB ``CreateTable`` for the service's table (on-demand billing)."""
+    return {
+        "TableName": table_name,
+        "KeySchema": table_key_schema(),
+        "AttributeDefinitions": table_attribute_definitions(),
+        "GlobalSecondaryIndexes": table_global_secondary_indexes(),
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+# --- S3: the blob bucket -----------------------------------------------------------------------------
+
+#: Every namespace's objects live under this prefix: ``ns/<namespace id>/blobs/<content hash>``.
+NAMESPACE_PREFIX = "ns/"
+#: Days after which S3 aborts a multipart upload nobody completed (and frees its parts).
+ABORT_INCOMPLETE_MULTIPART_DAYS = 1
+
+
+def bucket_cors_rules() -> list[dict[str, Any]]:
+    """CORS for browser uploads and downloads through presigned URLs."""
+    return [
+        {
+            "AllowedMethods": ["GET", "HEAD", "PUT"],
+            "AllowedOrigins": ["*"],
+            "AllowedHeaders": ["*"],
+            "ExposeHeaders": ["ETag", "x-amz-checksum-sha256", "x-amz-version-id"],
+            "MaxAgeSeconds": 3600,
+        }
+    ]
+
+
+def bucket_lifecycle_rules() -> list[dict[str, Any]]:
+    return [
+        {
+            "ID": "abort-incomplete-multipart-uploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_INCOMPLETE_MULTIPART_DAYS},
+        }
+    ]
+
+
+# --- IAM: the role clients' temporary credentials come from -----------------------------------------
+
+UPLOAD_ROLE_NAME = "filesync-upload"
+#: Longest session the role allows; minted credentials never ask for more.
+UPLOAD_ROLE_MAX_SESSION_SECONDS = 3600
+
+#: What the role itself may do. Each minted credential narrows this with a session policy.
+UPLOAD_ROLE_ACTIONS = (
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
+
+
+def upload_role_trust_policy(trusted_principal_arn: str) -> dict[str, Any]:
+    """Who may assume the upload role: the service's own principal (instance role, or an account)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": trusted_principal_arn},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+            }
+        ],
+    }
+
+
+def upload_role_policy(bucket_arn: str) -> dict[str, Any]:
+    """The most the upload role may ever do: object reads and writes under the namespace prefix."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "NamespaceObjects",
+                "Effect": "Allow",
+                "Action": list(UPLOAD_ROLE_ACTIONS),
+                "Resource": f"{bucket_arn}/{NAMESPACE_PREFIX}*",
+            }
+        ],
+    }
+
+
+def bucket_arn(bucket: str) -> str:
+    return f"arn:aws:s3:::{bucket}"

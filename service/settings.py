@@ -1,0 +1,233 @@
+"""Settings: the one typed, frozen configuration object, and the only reader of the environment.
+
+Layer: leaf. Imports nothing from the project. `Settings.from_env()` reads standard `AWS_*` variables
+(region, credentials, `AWS_ENDPOINT_URL` and the per-service `AWS_ENDPOINT_URL_<SERVICE>` that botocore
+knows) and our own `FILESYNC_*` variables. Everything else takes a `Settings` as an argument; tests build
+one directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+Backend = Literal["aws", "embedded"]
+LogFormat = Literal["json", "text"]
+
+#: Services the service talks to; each may have its own `AWS_ENDPOINT_URL_<NAME>`.
+AWS_SERVICES = ("s3", "dynamodb", "sts", "ses", "iam")
+
+#: Any of these set means "the operator configured AWS": the embedded default stays off.
+_AWS_MARKERS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+
+#: Credentials moto's server accepts; only ever used against the embedded emulator.
+EMULATOR_ACCESS_KEY = "testing"
+EMULATOR_REGION = "us-east-1"
+
+MiB = 1024 * 1024
+
+_C = TypeVar("_C", bound=str)
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """How to reach AWS (or an S3/DynamoDB-compatible endpoint)."""
+
+    region: str = EMULATOR_REGION
+    endpoint_url: str | None = None
+    #: Per-service endpoint overrides, e.g. ``{"s3": "http://..."}`` from ``AWS_ENDPOINT_URL_S3``.
+    service_endpoints: tuple[tuple[str, str], ...] = ()
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    profile: str | None = None
+    max_pool_connections: int = 64
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 4
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint URL for one service: its own variable first, then the global one."""
+        return dict(self.service_endpoints).get(service, self.endpoint_url)
+
+    @property
+    def custom_endpoints(self) -> bool:
+        return self.endpoint_url is not None or bool(self.service_endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Explicit limits on what one request may carry. Each is documented in the README."""
+
+    #: Largest JSON request body, in bytes (413 past it).
+    max_json_body: int = 1 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service needs to know about its environment."""
+
+    backend: Backend = "embedded"
+    aws: AwsSettings = AwsSettings()
+    bucket: str = "filesync-blobs"
+    table: str = "filesync"
+    upload_role_arn: str | None = None
+    mail_from: str = "filesync@example.com"
+    token_secret: str = field(default="", repr=False)
+    limits: Limits = Limits()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_format: LogFormat = "json"
+    log_level: str = "INFO"
+    #: How long a readiness result is reused, so load balancer checks cost few AWS calls.
+    readiness_cache_seconds: float = 2.0
+    readiness_timeout_seconds: float = 2.0
+    #: How long shutdown waits for in-flight requests (keep below gunicorn's --graceful-timeout).
+    shutdown_timeout_seconds: float = 25.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (``os.environ`` unless given)."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        backend = _backend(env)
+        aws = AwsSettings(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or EMULATOR_REGION,
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            service_endpoints=tuple(
+                (name, env[var])
+                for name in AWS_SERVICES
+                if (var := f"AWS_ENDPOINT_URL_{name.upper()}") in env and env[var]
+            ),
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+            profile=env.get("AWS_PROFILE") or None,
+            max_pool_connections=_int(env, "FILESYNC_AWS_MAX_POOL", 64, minimum=1),
+            connect_timeout=_float(env, "FILESYNC_AWS_CONNECT_TIMEOUT", 5.0),
+            read_timeout=_float(env, "FILESYNC_AWS_READ_TIMEOUT", 30.0),
+            max_attempts=_int(env, "FILESYNC_AWS_MAX_ATTEMPTS", 4, minimum=1),
+            s3_addressing_style=_choice(
+                env, "FILESYNC_S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), "auto"
+            ),
+        )
+        token_secret = env.get("FILESYNC_TOKEN_SECRET", "")
+        if backend == "aws" and len(token_secret) < 32:
+            raise SettingsError(
+                "FILESYNC_TOKEN_SECRET must be set to at least 32 characters when using AWS "
+                "(every worker must share it); generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return cls(
+            backend=backend,
+            aws=aws,
+            bucket=env.get("FILESYNC_BUCKET", defaults.bucket),
+            table=env.get("FILESYNC_TABLE", defaults.table),
+            upload_role_arn=env.get("FILESYNC_UPLOAD_ROLE_ARN") or None,
+            mail_from=env.get("FILESYNC_MAIL_FROM", defaults.mail_from),
+            token_secret=token_secret,
+            limits=Limits(
+                max_json_body=_int(
+                    env, "FILESYNC_MAX_JSON_BODY", defaults.limits.max_json_body, minimum=1024
+                ),
+            ),
+            host=env.get("FILESYNC_HOST", defaults.host),
+            port=_int(env, "PORT", _int(env, "FILESYNC_PORT", defaults.port, minimum=0), minimum=0),
+            log_format=_choice(
+                env,
+                "FILESYNC_LOG_FORMAT",
+                ("json", "text"),
+                "text" if backend == "embedded" else "json",
+            ),
+            log_level=_choice(
+                env, "FILESYNC_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+            ),
+            readiness_cache_seconds=_float(env, "FILESYNC_READINESS_CACHE_SECONDS", 2.0),
+            readiness_timeout_seconds=_float(env, "FILESYNC_READINESS_TIMEOUT_SECONDS", 2.0),
+            shutdown_timeout_seconds=_float(env, "FILESYNC_SHUTDOWN_TIMEOUT_SECONDS", 25.0),
+        )
+
+    def for_emulator(self, endpoint_url: str) -> Settings:
+        """These settings pointed at an embedded emulator: its endpoint, its credentials, a fresh secret."""
+        return dataclasses.replace(
+            self,
+            backend="embedded",
+            aws=dataclasses.replace(
+                self.aws,
+                region=EMULATOR_REGION,
+                endpoint_url=endpoint_url,
+                service_endpoints=(),
+                access_key_id=EMULATOR_ACCESS_KEY,
+                secret_access_key=EMULATOR_ACCESS_KEY,
+                session_token=None,
+                profile=None,
+            ),
+            token_secret=self.token_secret or secrets.token_urlsafe(48),
+        )
+
+
+def _backend(env: Mapping[str, str]) -> Backend:
+    chosen = _choice(env, "FILESYNC_BACKEND", ("auto", "aws", "embedded"), "auto")
+    if chosen == "auto":
+        configured = any(env.get(name) for name in _AWS_MARKERS) or any(
+            env.get(f"AWS_ENDPOINT_URL_{name.upper()}") for name in AWS_SERVICES
+        )
+        return "aws" if configured else "embedded"
+    return "aws" if chosen == "aws" else "embedded"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _choice(
+    env: Mapping[str, str], name: str, choices: tuple[_C, ...], default: _C, *, upper: bool = False
+) -> _C:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    wanted = raw.upper() if upper else raw.lower()
+    for choice in choices:
+        if choice == wanted:
+            return choice
+    raise SettingsError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")

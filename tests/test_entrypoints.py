@@ -1,0 +1,186 @@
+"""The two ways the service starts: ``python -m service`` (embedded default) and the Procfile's gunicorn.
+
+Both run as real subprocesses on free loopback ports and are stopped by signal, as a user or a process
+manager would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from service.app import create_app, gunicorn_app, make_runner
+from service.settings import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: no AWS or FILESYNC settings, our virtualenv on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "FILESYNC_")) and k not in ("PORT", "WEB_CONCURRENCY")
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+async def wait_for(url: str, deadline: float) -> aiohttp.ClientResponse:
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+                    if response.status == 200:
+                        return response
+            except aiohttp.ClientConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer 200 in time")
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(60)
+async def test_python_m_service_serves_readyz_within_15s_and_stops_on_ctrl_c(tmp_path: Path):
+    started = time.monotonic()
+    with (tmp_path / "stdout").open("w+") as out:
+        await _run_and_stop_embedded(out, started, tmp_path)
+
+
+async def _run_and_stop_embedded(out, started: float, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT,
+        env=clean_env(HOME=str(tmp_path)),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = None
+        while url is None and time.monotonic() - started < 15:
+            out.seek(0)
+            match = re.search(r"serving on (http://\S+)", out.read())
+            url = match.group(1) if match else None
+            await asyncio.sleep(0.1)
+        assert url, "no URL printed"
+        await wait_for(f"{url}/readyz", started + 15)
+        elapsed = time.monotonic() - started
+        out.seek(0)
+        printed = out.read()
+        assert re.search(r"embedded AWS emulator at http://127\.0\.0\.1:\d+", printed)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)
+    assert elapsed < 15
+    out.seek(0)
+    log = out.read()
+    assert code == 0, log
+    assert "Traceback" not in log
+
+
+def test_python_m_service_reports_bad_settings_clearly():
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        env=clean_env(AWS_REGION="us-east-1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "FILESYNC_TOKEN_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+@pytest.mark.timeout(90)
+async def test_procfile_web_runs_gunicorn_with_two_workers(provisioned: Settings, tmp_path: Path):
+    web_line = next(
+        line.split(":", 1)[1].strip()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    port = free_port()
+    env = clean_env(
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+        AWS_ENDPOINT_URL=provisioned.aws.endpoint_url or "",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        FILESYNC_BUCKET=provisioned.bucket,
+        FILESYNC_TABLE=provisioned.table,
+        FILESYNC_TOKEN_SECRET="x" * 48,
+    )
+    with (tmp_path / "gunicorn.log").open("w+") as log:
+        await _run_and_stop_gunicorn(web_line, env, port, log)
+
+
+async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, log) -> None:
+    proc = subprocess.Popen(["bash", "-c", web_line], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 45
+        await wait_for(f"http://127.0.0.1:{port}/healthz", deadline)
+        await wait_for(f"http://127.0.0.1:{port}/readyz", deadline)
+        while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(children(proc.pid)) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=40)
+    log.seek(0)
+    output = log.read()
+    assert code == 0, output
+    assert "GunicornUVLoopWebWorker" in output or "Booting worker" in output
+
+
+async def test_gunicorn_refuses_the_embedded_default():
+    with pytest.raises(SettingsError, match="python -m service"):
+        await gunicorn_app()
+
+
+async def test_shutdown_drains_in_flight_requests(provisioned: Settings, aws_session):
+    app = create_app(provisioned, session=aws_session)
+    entered = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        entered.set()
+        await asyncio.sleep(1.0)
+        return web.Response(text="finished")
+
+    app.router.add_get("/slow", slow)
+    runner = make_runner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/slow"))
+        await entered.wait()
+        await runner.cleanup()
+        response = await request
+        assert response.status == 200
+        assert await response.text() == "finished"

@@ -1,0 +1,101 @@
+"""Settings from the environment: backend choice, AWS endpoints, our own variables, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.settings import Settings, SettingsError
+
+SECRET = "s" * 40
+
+
+def test_no_aws_settings_means_the_embedded_default():
+    settings = Settings.from_env({})
+    assert settings.backend == "embedded"
+    assert settings.log_format == "text"
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"],
+)
+def test_any_aws_setting_selects_aws(variable: str):
+    settings = Settings.from_env({variable: "x", "FILESYNC_TOKEN_SECRET": SECRET})
+    assert settings.backend == "aws"
+    assert settings.log_format == "json"
+
+
+def test_backend_can_be_forced():
+    env = {"AWS_REGION": "eu-west-1", "FILESYNC_BACKEND": "embedded"}
+    assert Settings.from_env(env).backend == "embedded"
+
+
+def test_per_service_endpoint_overrides_the_global_one():
+    settings = Settings.from_env(
+        {
+            "AWS_ENDPOINT_URL": "http://global:1",
+            "AWS_ENDPOINT_URL_S3": "http://s3:2",
+            "AWS_REGION": "eu-west-1",
+            "FILESYNC_TOKEN_SECRET": SECRET,
+        }
+    )
+    assert settings.aws.region == "eu-west-1"
+    assert settings.aws.endpoint_for("s3") == "http://s3:2"
+    assert settings.aws.endpoint_for("dynamodb") == "http://global:1"
+
+
+def test_filesync_variables_are_read():
+    settings = Settings.from_env(
+        {
+            "AWS_DEFAULT_REGION": "ap-south-1",
+            "FILESYNC_TOKEN_SECRET": SECRET,
+            "FILESYNC_BUCKET": "my-bucket",
+            "FILESYNC_TABLE": "my-table",
+            "FILESYNC_MAX_JSON_BODY": "2048",
+            "FILESYNC_LOG_FORMAT": "TEXT",
+            "FILESYNC_LOG_LEVEL": "debug",
+            "PORT": "9000",
+        }
+    )
+    assert (settings.aws.region, settings.bucket, settings.table) == ("ap-south-1", "my-bucket", "my-table")
+    assert settings.limits.max_json_body == 2048
+    assert settings.log_format == "text"
+    assert settings.log_level == "DEBUG"
+    assert settings.port == 9000
+
+
+def test_aws_backend_requires_a_shared_token_secret():
+    with pytest.raises(SettingsError, match="FILESYNC_TOKEN_SECRET"):
+        Settings.from_env({"AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": "short"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FILESYNC_MAX_JSON_BODY", "lots", "must be an integer"),
+        ("FILESYNC_MAX_JSON_BODY", "10", "at least 1024"),
+        ("FILESYNC_LOG_FORMAT", "xml", "one of json, text"),
+        ("FILESYNC_READINESS_CACHE_SECONDS", "-1", "positive"),
+        ("FILESYNC_BACKEND", "gcp", "one of auto, aws, embedded"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, message: str):
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.from_env({variable: value})
+    assert variable in str(info.value)
+
+
+def test_secrets_stay_out_of_repr():
+    settings = Settings.from_env(
+        {"AWS_SECRET_ACCESS_KEY": "hunter2-aws", "AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": SECRET}
+    )
+    assert "hunter2-aws" not in repr(settings)
+    assert SECRET not in repr(settings)
+
+
+def test_for_emulator_points_everything_at_the_emulator():
+    settings = Settings(bucket="b").for_emulator("http://127.0.0.1:5555")
+    assert settings.backend == "embedded"
+    assert settings.aws.endpoint_for("sts") == "http://127.0.0.1:5555"
+    assert settings.aws.access_key_id == "testing"
+    assert len(settings.token_secret) >= 32
