@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.app import create_app
 from service.aws.clients import make_session
 from service.embedded import provision_emulator, run_emulator
+from service.logs import AccessLogger
 from service.settings import Settings
 
 _STRIPPED_PREFIXES = ("AWS_", "FILESYNC_")
@@ -77,7 +78,9 @@ async def make_client() -> AsyncIterator[MakeClient]:
     clients: list[AppClient] = []
 
     async def make(app: web.Application) -> AppClient:
-        client: AppClient = TestClient(TestServer(app))
+        server = TestServer(app)
+        await server.start_server(access_log_class=AccessLogger)
+        client: AppClient = TestClient(server)
         await client.start_server()
         clients.append(client)
         return client
