@@ -1,4 +1,4 @@
-"""``python -m service``: run the service.
+"""``python -m service``: run the service, or administer it (``python -m service users ...``).
 
 With no AWS settings in the environment it starts the embedded default (moto's server in-process,
 provisioned), prints the service's URL and the emulator's endpoint, and serves until Ctrl-C or SIGTERM,
@@ -18,6 +18,7 @@ import sys
 
 from aiohttp import web
 
+from service import admin
 from service.app import create_app, make_runner
 from service.embedded import provision_emulator, run_emulator
 from service.logs import configure_logging
@@ -33,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, help="port to listen on, 0 for any free one (default: PORT or 8080)"
     )
+    commands = parser.add_subparsers(dest="command", metavar="{users}")
+    users = commands.add_parser("users", help="manage accounts (needs AWS settings)")
+    actions = users.add_subparsers(dest="action", required=True)
+    add = actions.add_parser(
+        "add", help="create an account; the password comes from FILESYNC_PASSWORD or a prompt"
+    )
+    add.add_argument("name")
+    for action, text in (("disable", "disable an account and end its sessions"), ("enable", "enable it")):
+        actions.add_parser(action, help=text).add_argument("name")
     return parser
 
 
@@ -81,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port if args.port is None else args.port,
     )
     configure_logging(settings.log_format, settings.log_level)
+    if args.command == "users":
+        return admin.run_users_command(settings, args.action, args.name)
     asyncio.run(serve(settings))
     return 0
 

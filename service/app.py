@@ -7,6 +7,8 @@ closed in reverse order at shutdown.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,11 +21,13 @@ from service.api.openapi import build_openapi
 from service.api.routes import OPERATIONS, add_routes
 from service.aws.clients import AwsClients, make_session, open_clients
 from service.aws.health import readiness_probes
+from service.core import revocations
 from service.core.health import ReadinessService
-from service.keys import METRICS, OPENAPI, READINESS, SETTINGS
+from service.keys import ACCOUNTS, CREDENTIALS, METRICS, NAMESPACES, OPENAPI, READINESS, SETTINGS
 from service.logs import AccessLogger, configure_logging
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
+from service.wiring import build_services
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
     app[OPENAPI] = build_openapi(OPERATIONS, title=TITLE, version=VERSION)
     app.cleanup_ctx.append(_aws_clients)
     app.cleanup_ctx.append(_readiness)
+    app.cleanup_ctx.append(_services)
     add_routes(app)
     return app
 
@@ -70,6 +75,29 @@ async def _readiness(app: web.Application) -> AsyncIterator[None]:
         timeout_seconds=settings.readiness_timeout_seconds,
     )
     yield
+
+
+@asynccontextmanager
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The domain services, and the background task that follows token revocations."""
+    settings = app[SETTINGS]
+    services = build_services(settings, app[_CLIENTS])
+    app[ACCOUNTS] = services.accounts
+    app[NAMESPACES] = services.namespaces
+    app[CREDENTIALS] = services.credentials
+    follower = asyncio.create_task(
+        revocations.follow(
+            services.revocation_feed,
+            services.revoked,
+            interval=settings.auth.revocation_poll_seconds,
+            lookback=settings.auth.access_token_seconds + 60,
+        ),
+        name="revocation-follower",
+    )
+    yield
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
 
 
 def make_runner(app: web.Application) -> web.AppRunner:

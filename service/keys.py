@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.core.accounts import AccountService
+from service.core.credentials import CredentialService
 from service.core.health import ReadinessService
+from service.core.namespaces import NamespaceService
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -17,3 +20,6 @@ METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", ReadinessService)
 #: The OpenAPI document, built once from the route table at start-up.
 OPENAPI = web.AppKey("openapi", dict)
+ACCOUNTS = web.AppKey("accounts", AccountService)
+NAMESPACES = web.AppKey("namespaces", NamespaceService)
+CREDENTIALS = web.AppKey("credentials", CredentialService)

@@ -82,6 +82,32 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Accounts, tokens, login throttling and the temporary AWS credentials handed to clients."""
+
+    #: Whether ``POST /v1/auth/signup`` is open to anyone (on in the embedded default).
+    open_signup: bool = False
+    access_token_seconds: int = 300
+    refresh_token_seconds: int = 30 * 86400
+    #: Default lifetime of minted STS credentials (STS allows 900 up to the role's maximum).
+    credentials_seconds: int = 900
+    #: Failed logins allowed per account, and per client address, within the window; then 429.
+    login_max_failures: int = 10
+    login_max_failures_per_address: int = 50
+    login_window_seconds: int = 900
+    #: How often each worker reads new token revocations (logout, password change, disable).
+    revocation_poll_seconds: float = 1.0
+    #: Take the client address from the last ``X-Forwarded-For`` hop (behind the load balancer).
+    trust_forwarded_for: bool = False
+    #: argon2id cost parameters (argon2-cffi's defaults: RFC 9106 low-memory profile).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    #: Password hashes computed at once per worker (each takes ``argon2_memory_kib``).
+    max_concurrent_hashes: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service needs to know about its environment."""
 
@@ -93,6 +119,9 @@ class Settings:
     mail_from: str = "filesync@example.com"
     token_secret: str = field(default="", repr=False)
     limits: Limits = Limits()
+    auth: AuthSettings = AuthSettings()
+    #: The S3 endpoint clients are told to use with their credentials (None: AWS's regional one).
+    s3_public_endpoint: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     log_format: LogFormat = "json"
@@ -136,12 +165,18 @@ class Settings:
                 "(every worker must share it); generate one with "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
             )
+        upload_role_arn = env.get("FILESYNC_UPLOAD_ROLE_ARN") or None
+        if backend == "aws" and upload_role_arn is None:
+            raise SettingsError(
+                "FILESYNC_UPLOAD_ROLE_ARN must name the role clients' temporary credentials come from "
+                "(the stack's UploadRoleArn output)"
+            )
         return cls(
             backend=backend,
             aws=aws,
             bucket=env.get("FILESYNC_BUCKET", defaults.bucket),
             table=env.get("FILESYNC_TABLE", defaults.table),
-            upload_role_arn=env.get("FILESYNC_UPLOAD_ROLE_ARN") or None,
+            upload_role_arn=upload_role_arn,
             mail_from=env.get("FILESYNC_MAIL_FROM", defaults.mail_from),
             token_secret=token_secret,
             limits=Limits(
@@ -149,6 +184,24 @@ class Settings:
                     env, "FILESYNC_MAX_JSON_BODY", defaults.limits.max_json_body, minimum=1024
                 ),
             ),
+            auth=AuthSettings(
+                open_signup=_bool(env, "FILESYNC_OPEN_SIGNUP", backend == "embedded"),
+                access_token_seconds=_int(env, "FILESYNC_ACCESS_TOKEN_SECONDS", 300, minimum=30),
+                refresh_token_seconds=_int(env, "FILESYNC_REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=300),
+                credentials_seconds=_int(env, "FILESYNC_CREDENTIALS_SECONDS", 900, minimum=900),
+                login_max_failures=_int(env, "FILESYNC_LOGIN_MAX_FAILURES", 10, minimum=1),
+                login_max_failures_per_address=_int(
+                    env, "FILESYNC_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1
+                ),
+                login_window_seconds=_int(env, "FILESYNC_LOGIN_WINDOW_SECONDS", 900, minimum=1),
+                revocation_poll_seconds=_float(env, "FILESYNC_REVOCATION_POLL_SECONDS", 1.0),
+                trust_forwarded_for=_bool(env, "FILESYNC_TRUST_FORWARDED_FOR", False),
+                argon2_time_cost=_int(env, "FILESYNC_ARGON2_TIME_COST", 3, minimum=1),
+                argon2_memory_kib=_int(env, "FILESYNC_ARGON2_MEMORY_KIB", 65536, minimum=8192),
+                argon2_parallelism=_int(env, "FILESYNC_ARGON2_PARALLELISM", 4, minimum=1),
+                max_concurrent_hashes=_int(env, "FILESYNC_MAX_CONCURRENT_HASHES", 2, minimum=1),
+            ),
+            s3_public_endpoint=env.get("FILESYNC_S3_PUBLIC_ENDPOINT") or aws.endpoint_for("s3"),
             host=env.get("FILESYNC_HOST", defaults.host),
             port=_int(env, "PORT", _int(env, "FILESYNC_PORT", defaults.port, minimum=0), minimum=0),
             log_format=_choice(
@@ -181,7 +234,15 @@ class Settings:
                 profile=None,
             ),
             token_secret=self.token_secret or secrets.token_urlsafe(48),
+            s3_public_endpoint=endpoint_url,
         )
+
+
+def password_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``FILESYNC_PASSWORD`` for the admin command. Kept out of ``Settings``: a password should not live
+    in the long-lived configuration object (or its repr) of a server process."""
+    env = os.environ if environ is None else environ
+    return env.get("FILESYNC_PASSWORD") or None
 
 
 def _backend(env: Mapping[str, str]) -> Backend:
@@ -205,6 +266,18 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

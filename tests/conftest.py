@@ -21,7 +21,16 @@ from service.app import create_app
 from service.aws.clients import make_session
 from service.embedded import provision_emulator, run_emulator
 from service.logs import AccessLogger
-from service.settings import Settings
+from service.settings import AuthSettings, Settings
+
+#: Open sign-up, and argon2 parameters cheap enough for hundreds of logins per run.
+FAST_AUTH = AuthSettings(
+    open_signup=True,
+    argon2_time_cost=1,
+    argon2_memory_kib=8192,
+    argon2_parallelism=1,
+    revocation_poll_seconds=0.2,
+)
 
 _STRIPPED_PREFIXES = ("AWS_", "FILESYNC_")
 _STRIPPED_NAMES = ("PORT", "WEB_CONCURRENCY", "BOTO_CONFIG")
@@ -59,6 +68,7 @@ def settings(moto_endpoint: str) -> Settings:
         bucket=f"filesync-test-{suffix}",
         table=f"filesync-test-{suffix}",
         log_format="text",
+        auth=FAST_AUTH,
     ).for_emulator(moto_endpoint)
 
 

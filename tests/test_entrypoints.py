@@ -45,9 +45,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def wait_for(url: str, deadline: float) -> aiohttp.ClientResponse:
+async def wait_for(url: str, deadline: float, proc: subprocess.Popen | None = None) -> aiohttp.ClientResponse:
     async with aiohttp.ClientSession() as session:
         while True:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the process exited with {proc.returncode} before {url} answered")
             try:
                 async with session.get(url) as response:
                     await response.read()
@@ -83,7 +85,7 @@ async def _run_and_stop_embedded(out, started: float, tmp_path: Path) -> None:
             url = match.group(1) if match else None
             await asyncio.sleep(0.1)
         assert url, "no URL printed"
-        await wait_for(f"{url}/readyz", started + 15)
+        await wait_for(f"{url}/readyz", started + 15, proc)
         elapsed = time.monotonic() - started
         out.seek(0)
         printed = out.read()
@@ -135,6 +137,7 @@ async def test_procfile_web_runs_gunicorn_with_two_workers(provisioned: Settings
         FILESYNC_BUCKET=provisioned.bucket,
         FILESYNC_TABLE=provisioned.table,
         FILESYNC_TOKEN_SECRET="x" * 48,
+        FILESYNC_UPLOAD_ROLE_ARN=provisioned.upload_role_arn or "",
     )
     with (tmp_path / "gunicorn.log").open("w+") as log:
         await _run_and_stop_gunicorn(web_line, env, port, log)
@@ -144,8 +147,8 @@ async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, 
     proc = subprocess.Popen(["bash", "-c", web_line], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 45
-        await wait_for(f"http://127.0.0.1:{port}/healthz", deadline)
-        await wait_for(f"http://127.0.0.1:{port}/readyz", deadline)
+        await wait_for(f"http://127.0.0.1:{port}/healthz", deadline, proc)
+        await wait_for(f"http://127.0.0.1:{port}/readyz", deadline, proc)
         while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert len(children(proc.pid)) == 2

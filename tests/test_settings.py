@@ -7,6 +7,7 @@ import pytest
 from service.settings import Settings, SettingsError
 
 SECRET = "s" * 40
+ROLE = "arn:aws:iam::123456789012:role/filesync-upload"
 
 
 def test_no_aws_settings_means_the_embedded_default():
@@ -20,7 +21,9 @@ def test_no_aws_settings_means_the_embedded_default():
     ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"],
 )
 def test_any_aws_setting_selects_aws(variable: str):
-    settings = Settings.from_env({variable: "x", "FILESYNC_TOKEN_SECRET": SECRET})
+    settings = Settings.from_env(
+        {variable: "x", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE}
+    )
     assert settings.backend == "aws"
     assert settings.log_format == "json"
 
@@ -37,6 +40,7 @@ def test_per_service_endpoint_overrides_the_global_one():
             "AWS_ENDPOINT_URL_S3": "http://s3:2",
             "AWS_REGION": "eu-west-1",
             "FILESYNC_TOKEN_SECRET": SECRET,
+            "FILESYNC_UPLOAD_ROLE_ARN": ROLE,
         }
     )
     assert settings.aws.region == "eu-west-1"
@@ -49,6 +53,7 @@ def test_filesync_variables_are_read():
         {
             "AWS_DEFAULT_REGION": "ap-south-1",
             "FILESYNC_TOKEN_SECRET": SECRET,
+            "FILESYNC_UPLOAD_ROLE_ARN": ROLE,
             "FILESYNC_BUCKET": "my-bucket",
             "FILESYNC_TABLE": "my-table",
             "FILESYNC_MAX_JSON_BODY": "2048",
@@ -69,6 +74,18 @@ def test_aws_backend_requires_a_shared_token_secret():
         Settings.from_env({"AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": "short"})
 
 
+def test_aws_backend_requires_the_upload_role():
+    with pytest.raises(SettingsError, match="FILESYNC_UPLOAD_ROLE_ARN"):
+        Settings.from_env({"AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": SECRET})
+
+
+def test_open_signup_defaults_on_only_in_the_embedded_default():
+    assert Settings.from_env({}).auth.open_signup
+    aws = {"AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE}
+    assert not Settings.from_env(aws).auth.open_signup
+    assert Settings.from_env({**aws, "FILESYNC_OPEN_SIGNUP": "true"}).auth.open_signup
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -87,7 +104,12 @@ def test_bad_values_name_the_variable(variable: str, value: str, message: str):
 
 def test_secrets_stay_out_of_repr():
     settings = Settings.from_env(
-        {"AWS_SECRET_ACCESS_KEY": "hunter2-aws", "AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": SECRET}
+        {
+            "AWS_SECRET_ACCESS_KEY": "hunter2-aws",
+            "AWS_REGION": "us-east-1",
+            "FILESYNC_TOKEN_SECRET": SECRET,
+            "FILESYNC_UPLOAD_ROLE_ARN": ROLE,
+        }
     )
     assert "hunter2-aws" not in repr(settings)
     assert SECRET not in repr(settings)

@@ -34,12 +34,14 @@ class Operation:
     summary: str
     tag: str
     #: Success responses: status -> wire model class, or a media type string for non-JSON bodies.
-    responses: Mapping[int, type | str]
+    responses: Mapping[int, type | str | None]
     request: type | None = None
     #: Error statuses this operation answers with a problem+json body.
     errors: tuple[int, ...] = ()
     description: str = ""
     parameters: tuple[dict[str, Any], ...] = field(default=())
+    #: Whether the operation needs a bearer access token (documents the 401 and the security scheme).
+    auth: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -73,6 +75,14 @@ def build_openapi(operations: Iterable[Operation], *, title: str, version: str) 
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An access token from POST /v1/auth/token.",
+                }
+            },
             "schemas": schemas,
             "responses": {
                 "Problem": {
@@ -103,19 +113,24 @@ def _operation(op: Operation) -> dict[str, Any]:
         doc["parameters"] = parameters
     if op.request is not None:
         doc["requestBody"] = {
-            "required": True,
+            "required": any(f.required for f in msgspec.structs.fields(op.request)),
             "content": {"application/json": {"schema": {"$ref": _ref(op.request)}}},
         }
     for status, body in op.responses.items():
         doc["responses"][str(status)] = _success(status, body)
     error_statuses = set(op.errors) | (set(_BODY_ERRORS) if op.request is not None else set())
+    if op.auth:
+        doc["security"] = [{"bearer": []}]
+        error_statuses.add(401)
     for status in sorted(error_statuses):
         doc["responses"][str(status)] = {"$ref": "#/components/responses/Problem"}
     return doc
 
 
-def _success(status: int, body: type | str) -> dict[str, Any]:
+def _success(status: int, body: type | str | None) -> dict[str, Any]:
     description = "Success" if status < 300 else "See the status code"
+    if body is None:
+        return {"description": "No content"}
     if isinstance(body, str):
         return {"description": description, "content": {body: {"schema": {"type": "string"}}}}
     return {

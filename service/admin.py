@@ -1,0 +1,54 @@
+"""Administration commands: ``python -m service users add|disable|enable NAME``.
+
+Layer: composition. These act on the configured AWS resources directly (they need AWS settings: the
+embedded default's data lives inside its own process, where sign-up is open instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+
+from service.aws.clients import open_clients
+from service.core.errors import FileSyncError
+from service.metrics import Metrics
+from service.settings import Settings, password_from_env
+from service.wiring import build_services
+
+
+def run_users_command(settings: Settings, action: str, name: str) -> int:
+    if settings.backend != "aws":
+        sys.stderr.write(
+            "error: `users` commands need AWS settings (AWS_REGION or AWS_ENDPOINT_URL, FILESYNC_TABLE...); "
+            "with the embedded default, sign up through POST /v1/auth/signup instead\n"
+        )
+        return 2
+    password = _password() if action == "add" else ""
+    try:
+        message = asyncio.run(_users(settings, action, name, password))
+    except FileSyncError as exc:
+        sys.stderr.write(f"error: {exc.detail}\n")
+        return 1
+    sys.stdout.write(message + "\n")
+    return 0
+
+
+def _password() -> str:
+    from_env = password_from_env()
+    if from_env:
+        return from_env
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise SystemExit("error: the passwords differ")
+    return first
+
+
+async def _users(settings: Settings, action: str, name: str, password: str) -> str:
+    async with open_clients(settings.aws, Metrics()) as clients:
+        accounts = build_services(settings, clients).accounts
+        if action == "add":
+            user = await accounts.add_user(name, password)
+            return f"created {user.username} (home namespace {user.home_namespace})"
+        await accounts.set_disabled(name, action == "disable")
+        return f"{action}d {name}"

@@ -1,0 +1,73 @@
+"""Building the domain services from settings and AWS clients: shared by the app and the admin CLI.
+
+Layer: composition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service import resources
+from service.aws.clients import AwsClients
+from service.aws.identity import DynamoIdentityStore, DynamoRevocationFeed
+from service.aws.sts import StsCredentialVendor
+from service.core.accounts import AccountService
+from service.core.credentials import CredentialService
+from service.core.namespaces import NamespaceService
+from service.core.passwords import PasswordHasher
+from service.core.revocations import RevocationList
+from service.core.throttle import LoginThrottle
+from service.core.tokens import TokenService
+from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    accounts: AccountService
+    namespaces: NamespaceService
+    credentials: CredentialService
+    revocation_feed: DynamoRevocationFeed
+    revoked: RevocationList
+
+
+def build_services(
+    settings: Settings, clients: AwsClients, clock: Callable[[], float] = time.time
+) -> Services:
+    auth = settings.auth
+    store = DynamoIdentityStore(clients.dynamodb, settings.table)
+    feed = DynamoRevocationFeed(clients.dynamodb, settings.table)
+    revoked = RevocationList(clock)
+    accounts = AccountService(
+        store,
+        hasher=PasswordHasher(
+            time_cost=auth.argon2_time_cost,
+            memory_kib=auth.argon2_memory_kib,
+            parallelism=auth.argon2_parallelism,
+            max_concurrent=auth.max_concurrent_hashes,
+        ),
+        tokens=TokenService(settings.token_secret, auth.access_token_seconds, clock),
+        throttle=LoginThrottle(
+            store,
+            per_account=auth.login_max_failures,
+            per_address=auth.login_max_failures_per_address,
+            window_seconds=auth.login_window_seconds,
+            clock=clock,
+        ),
+        feed=feed,
+        revoked=revoked,
+        refresh_seconds=auth.refresh_token_seconds,
+        open_signup=auth.open_signup,
+        clock=clock,
+    )
+    namespaces = NamespaceService(store, store, clock)
+    credentials = CredentialService(
+        namespaces,
+        StsCredentialVendor(clients.sts),
+        bucket=settings.bucket,
+        role_arn=settings.upload_role_arn,
+        default_seconds=auth.credentials_seconds,
+        max_seconds=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS,
+    )
+    return Services(accounts, namespaces, credentials, feed, revoked)

@@ -1,0 +1,30 @@
+"""``python -m tools.bench [NAME ...]``: run the named benchmarks (all when none is named)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Benchmark name -> module under ``tools.bench`` with a ``main(argv) -> int``.
+BENCHMARKS = {
+    "token_check": "tools.bench.token_check",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+    parser.add_argument(
+        "names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)"
+    )
+    args, rest = parser.parse_known_args(argv)
+    for name in args.names or list(BENCHMARKS):
+        print(f"== {name}")
+        code = importlib.import_module(BENCHMARKS[name]).main(rest)
+        if code:
+            return int(code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
