@@ -1,0 +1,106 @@
+"""The content hash: fixed blocks, SHA-256 per block, and the hash of the block digests. Shared with
+the client, which computes it the same way.
+
+Layer: leaf. For a body of at most one block the content hash is its plain SHA-256 (64 hex digits): what
+S3 computes for a single ``PutObject`` with ``ChecksumAlgorithm=SHA256``. For more blocks it is the SHA-256
+of the concatenated block digests, followed by ``-<number of blocks>``: what S3 computes for a multipart
+upload whose parts are the blocks (S3 writes it as ``<base64>-<parts>``). The suffix keeps the two kinds
+apart: a small file whose bytes happen to be two block digests does not share a hash with the big file.
+The block size is part of the deployment's configuration and is reported to clients.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+DEFAULT_BLOCK_SIZE = 8 * MiB
+#: S3's smallest multipart part (all but the last); blocks are parts, so no block may be smaller.
+MIN_BLOCK_SIZE = 5 * MiB
+EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+
+_CONTENT_HASH = re.compile(r"^(?P<hex>[0-9a-f]{64})(?:-(?P<blocks>[1-9][0-9]{0,5}))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDigest:
+    content_hash: str
+    size: int
+    block_digests: tuple[bytes, ...]
+
+
+def block_count(size: int, block_size: int) -> int:
+    return -(-size // block_size)
+
+
+def content_hash_from_blocks(block_digests: list[bytes] | tuple[bytes, ...]) -> str:
+    if len(block_digests) == 0:
+        return EMPTY_HASH
+    if len(block_digests) == 1:
+        return block_digests[0].hex()
+    return f"{hashlib.sha256(b''.join(block_digests)).hexdigest()}-{len(block_digests)}"
+
+
+def parse_content_hash(value: str) -> tuple[str, int] | None:
+    """``(hex digest, blocks)`` of a well-formed content hash (blocks 1 for a plain one), else None."""
+    match = _CONTENT_HASH.match(value)
+    if match is None:
+        return None
+    return match.group("hex"), int(match.group("blocks") or 1)
+
+
+def expected_blocks(content_hash: str) -> int:
+    parsed = parse_content_hash(content_hash)
+    return parsed[1] if parsed else 0
+
+
+def s3_checksum(content_hash: str) -> str:
+    """The ``ChecksumSHA256`` S3 reports for a body with this content hash (multipart: ``b64-N``)."""
+    parsed = parse_content_hash(content_hash)
+    if parsed is None:
+        raise ValueError(f"not a content hash: {content_hash!r}")
+    digest = base64.b64encode(bytes.fromhex(parsed[0])).decode()
+    return digest if "-" not in content_hash else f"{digest}-{parsed[1]}"
+
+
+def b64_digest(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+@dataclass(slots=True)
+class BlockHasher:
+    """Feed bytes in any chunking; ``finish`` gives the content digest. Each byte is hashed once."""
+
+    block_size: int = DEFAULT_BLOCK_SIZE
+    _current: hashlib._Hash = field(default_factory=hashlib.sha256)
+    _filled: int = 0
+    _size: int = 0
+    _digests: list[bytes] = field(default_factory=list)
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.block_size - self._filled)
+            self._current.update(view[:take])
+            self._filled += take
+            self._size += take
+            view = view[take:]
+            if self._filled == self.block_size:
+                self._digests.append(self._current.digest())
+                self._current = hashlib.sha256()
+                self._filled = 0
+
+    def finish(self) -> ContentDigest:
+        digests = list(self._digests)
+        if self._filled:
+            digests.append(self._current.digest())
+        return ContentDigest(content_hash_from_blocks(digests), self._size, tuple(digests))
+
+
+def digest_bytes(data: bytes, block_size: int = DEFAULT_BLOCK_SIZE) -> ContentDigest:
+    hasher = BlockHasher(block_size)
+    hasher.update(data)
+    return hasher.finish()
