@@ -23,11 +23,21 @@ from service.aws.clients import AwsClients, make_session, open_clients
 from service.aws.health import readiness_probes
 from service.core import revocations
 from service.core.health import ReadinessService
-from service.keys import ACCOUNTS, CREDENTIALS, METRICS, NAMESPACES, OPENAPI, READINESS, SETTINGS
+from service.keys import (
+    ACCOUNTS,
+    CREDENTIALS,
+    FILES,
+    METRICS,
+    NAMESPACES,
+    OPENAPI,
+    READINESS,
+    SETTINGS,
+    TRANSFERS,
+)
 from service.logs import AccessLogger, configure_logging
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
-from service.wiring import build_services
+from service.wiring import Services, build_services
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +95,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNTS] = services.accounts
     app[NAMESPACES] = services.namespaces
     app[CREDENTIALS] = services.credentials
+    app[FILES] = services.files
+    app[TRANSFERS] = services.transfers
+    sweeper = asyncio.create_task(
+        _sweep_uploads(
+            services, settings.files.upload_sweep_seconds, settings.files.abandoned_upload_seconds
+        ),
+        name="upload-sweeper",
+    )
     follower = asyncio.create_task(
         revocations.follow(
             services.revocation_feed,
@@ -95,9 +113,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         name="revocation-follower",
     )
     yield
-    follower.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await follower
+    for task in (follower, sweeper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _sweep_uploads(services: Services, interval: float, max_age: float) -> None:
+    """Abort the multipart uploads this service started and nobody finished (every worker may sweep:
+    aborting twice is harmless)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            swept = await services.uploads.sweep(max_age)
+            if swept:
+                log.info("aborted %d abandoned multipart uploads", swept)
+        except Exception:
+            log.warning("sweeping abandoned uploads failed; will retry", exc_info=True)
 
 
 def make_runner(app: web.Application) -> web.AppRunner:

@@ -25,6 +25,10 @@ EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 _CONTENT_HASH = re.compile(r"^(?P<hex>[0-9a-f]{64})(?:-(?P<blocks>[1-9][0-9]{0,5}))?$")
 
 
+class ContentMismatch(Exception):
+    """Bytes did not hash to the content hash announced for them; the message is the actual hash."""
+
+
 @dataclass(frozen=True, slots=True)
 class ContentDigest:
     content_hash: str

@@ -10,8 +10,10 @@ from aiohttp import web
 
 from service.core.accounts import AccountService
 from service.core.credentials import CredentialService
+from service.core.files import FileService
 from service.core.health import ReadinessService
 from service.core.namespaces import NamespaceService
+from service.core.transfers import TransferService
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -23,3 +25,5 @@ OPENAPI = web.AppKey("openapi", dict)
 ACCOUNTS = web.AppKey("accounts", AccountService)
 NAMESPACES = web.AppKey("namespaces", NamespaceService)
 CREDENTIALS = web.AppKey("credentials", CredentialService)
+FILES = web.AppKey("files", FileService)
+TRANSFERS = web.AppKey("transfers", TransferService)

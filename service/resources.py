@@ -66,6 +66,22 @@ def create_table_request(table_name: str) -> dict[str, Any]:
 
 #: Every namespace's objects live under this prefix: ``ns/<namespace id>/blobs/<content hash>``.
 NAMESPACE_PREFIX = "ns/"
+
+
+def blob_prefix(namespace_id: str) -> str:
+    """Where a namespace's content-addressed bodies live."""
+    return f"{NAMESPACE_PREFIX}{namespace_id}/blobs/"
+
+
+def blob_key(namespace_id: str, content_hash: str) -> str:
+    return f"{blob_prefix(namespace_id)}{content_hash}"
+
+
+def staging_key(namespace_id: str, upload_id: str) -> str:
+    """Where a streamed body of unknown hash is assembled before it is copied to its blob key."""
+    return f"{NAMESPACE_PREFIX}{namespace_id}/staging/{upload_id}"
+
+
 #: Days after which S3 aborts a multipart upload nobody completed (and frees its parts).
 ABORT_INCOMPLETE_MULTIPART_DAYS = 1
 

@@ -108,6 +108,24 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FileSettings:
+    """File bodies: block size, verification, transfer concurrency, URL lifetimes, upload clean-up."""
+
+    #: Content-hash block size and multipart part size (at least S3's 5 MiB part minimum).
+    block_size: int = 8 * MiB
+    #: How commits prove content matches its hash: S3's stored SHA-256 checksum, or reading it once.
+    verify: Literal["checksum", "read"] = "checksum"
+    #: Parts in flight per streaming upload through the service (memory: this x block_size).
+    upload_concurrency: int = 4
+    #: Lifetime of presigned upload URLs and of download redirects.
+    presign_seconds: int = 900
+    download_url_seconds: int = 60
+    #: Multipart uploads the service started and nobody finished are aborted after this long.
+    abandoned_upload_seconds: int = 86400
+    upload_sweep_seconds: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service needs to know about its environment."""
 
@@ -120,6 +138,7 @@ class Settings:
     token_secret: str = field(default="", repr=False)
     limits: Limits = Limits()
     auth: AuthSettings = AuthSettings()
+    files: FileSettings = FileSettings()
     #: The S3 endpoint clients are told to use with their credentials (None: AWS's regional one).
     s3_public_endpoint: str | None = None
     host: str = "127.0.0.1"
@@ -201,6 +220,20 @@ class Settings:
                 argon2_parallelism=_int(env, "FILESYNC_ARGON2_PARALLELISM", 4, minimum=1),
                 max_concurrent_hashes=_int(env, "FILESYNC_MAX_CONCURRENT_HASHES", 2, minimum=1),
             ),
+            files=FileSettings(
+                block_size=_int(env, "FILESYNC_BLOCK_SIZE", 8 * MiB, minimum=5 * MiB),
+                verify=_choice(
+                    env,
+                    "FILESYNC_VERIFY",
+                    ("checksum", "read"),
+                    "read" if backend == "embedded" else "checksum",
+                ),
+                upload_concurrency=_int(env, "FILESYNC_UPLOAD_CONCURRENCY", 4, minimum=1),
+                presign_seconds=_int(env, "FILESYNC_PRESIGN_SECONDS", 900, minimum=60),
+                download_url_seconds=_int(env, "FILESYNC_DOWNLOAD_URL_SECONDS", 60, minimum=5),
+                abandoned_upload_seconds=_int(env, "FILESYNC_ABANDONED_UPLOAD_SECONDS", 86400, minimum=60),
+                upload_sweep_seconds=_float(env, "FILESYNC_UPLOAD_SWEEP_SECONDS", 600.0),
+            ),
             s3_public_endpoint=env.get("FILESYNC_S3_PUBLIC_ENDPOINT") or aws.endpoint_for("s3"),
             host=env.get("FILESYNC_HOST", defaults.host),
             port=_int(env, "PORT", _int(env, "FILESYNC_PORT", defaults.port, minimum=0), minimum=0),
@@ -235,6 +268,8 @@ class Settings:
             ),
             token_secret=self.token_secret or secrets.token_urlsafe(48),
             s3_public_endpoint=endpoint_url,
+            # The emulator stores whatever checksum a client claims: only reading proves content there.
+            files=dataclasses.replace(self.files, verify="read"),
         )
 
 

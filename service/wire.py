@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta
 
 from service.codec import WireModel
@@ -35,6 +36,7 @@ class Problem(WireModel, omit_defaults=True):
     errors: list[FieldProblem] | None = None
     retry_after: int | None = None
     checks: dict[str, str] | None = None
+    current: FileInfo | None = None
 
 
 class Health(WireModel):
@@ -158,3 +160,143 @@ class AwsCredentials(WireModel):
     region: str
     endpoint_url: str | None
     grants: list[Grant]
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+#: A path in a request body: the path rules (service.paths) are checked after this raw cap.
+RawPath = Annotated[str, Meta(max_length=8192)]
+RawHash = Annotated[str, Meta(max_length=80)]
+
+
+class FileInfo(WireModel, omit_defaults=True):
+    """One version of a file."""
+
+    path: str
+    file_id: str
+    rev: int
+    content_hash: str
+    size: int
+    mtime: float
+    deleted: bool
+    committed_by: str
+    committed_at: float
+    seq: int
+    block_size: int
+    moved_from: str | None = None
+    moved_to: str | None = None
+
+
+class CommitEntryIn(WireModel):
+    """One change: a new version of ``path`` (content already uploaded), or a deletion."""
+
+    path: RawPath
+    content_hash: RawHash = ""
+    size: Annotated[int, Meta(ge=0)] = 0
+    mtime: float = 0.0
+    parent_rev: int | None = None
+    deleted: bool = False
+
+
+class CommitRequest(WireModel):
+    entries: Annotated[list[CommitEntryIn], Meta(max_length=1000)]
+
+
+class CommitResultOut(WireModel, omit_defaults=True):
+    """``committed`` with the new version, or ``conflict`` with the current one (if any) and why."""
+
+    path: str
+    status: Literal["committed", "conflict"]
+    file: FileInfo | None = None
+    current: FileInfo | None = None
+    reason: str | None = None
+
+
+class CommitResponse(WireModel):
+    """Per entry, in request order; ``seq`` is the namespace journal position after the commit."""
+
+    seq: int
+    results: list[CommitResultOut]
+
+
+class BlobCheck(WireModel):
+    hashes: Annotated[list[RawHash], Meta(max_length=1000)]
+
+
+class BlobCheckResult(WireModel):
+    """The hashes the namespace does not have verified content for: upload those."""
+
+    missing: list[str]
+
+
+class UploadRequest(WireModel):
+    content_hash: RawHash
+    size: Annotated[int, Meta(ge=0)]
+
+
+class PresignedPartOut(WireModel):
+    number: int
+    url: str
+
+
+class UploadTicket(WireModel, omit_defaults=True):
+    """How to upload: ``present`` (nothing to do), ``put`` (one PUT to ``url`` with ``headers``), or
+    ``multipart`` (PUT each block to its part URL, then complete with the ETags)."""
+
+    kind: Literal["present", "put", "multipart"]
+    url: str | None = None
+    headers: dict[str, str] | None = None
+    upload_id: str | None = None
+    part_size: int | None = None
+    parts: list[PresignedPartOut] | None = None
+
+
+class CompletedPart(WireModel):
+    number: Annotated[int, Meta(ge=1, le=10000)]
+    etag: Annotated[str, Meta(max_length=256)]
+    checksum_sha256: Annotated[str, Meta(max_length=128)] | None = None
+
+
+class CompleteRequest(WireModel):
+    parts: Annotated[list[CompletedPart], Meta(max_length=10000)]
+
+
+class CompleteResponse(WireModel):
+    """The upload is complete; commit ``content_hash`` to make it a file."""
+
+    content_hash: str
+
+
+class FileList(WireModel):
+    """A page of files; pass ``cursor`` back for the next page (null at the end)."""
+
+    files: list[FileInfo]
+    cursor: str | None
+
+
+class History(WireModel):
+    """Versions newest first; pass ``cursor`` back as ``before`` for older ones (null at the end)."""
+
+    versions: list[FileInfo]
+    cursor: int | None
+
+
+class RestoreRequest(WireModel):
+    path: RawPath
+    rev: Annotated[int, Meta(ge=1)]
+
+
+class MoveRequest(WireModel):
+    source: RawPath = msgspec.field(name="from")
+    target: RawPath = msgspec.field(name="to")
+    parent_rev: Annotated[int, Meta(ge=1)]
+
+
+class ServiceConfig(WireModel):
+    """What a client must know to hash and upload the way this deployment does."""
+
+    block_size: int
+    max_file_size: int
+    max_commit_entries: int
+    max_json_body: int
+    max_path_bytes: int

@@ -10,16 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service import resources
+from service.aws.blobs import S3BlobStore
 from service.aws.clients import AwsClients
+from service.aws.files import DynamoFileStore
 from service.aws.identity import DynamoIdentityStore, DynamoRevocationFeed
 from service.aws.sts import StsCredentialVendor
+from service.aws.uploads import DynamoUploadRegistry
 from service.core.accounts import AccountService
 from service.core.credentials import CredentialService
+from service.core.files import FileService
 from service.core.namespaces import NamespaceService
 from service.core.passwords import PasswordHasher
 from service.core.revocations import RevocationList
 from service.core.throttle import LoginThrottle
 from service.core.tokens import TokenService
+from service.core.transfers import TransferService
 from service.settings import Settings
 
 
@@ -28,6 +33,9 @@ class Services:
     accounts: AccountService
     namespaces: NamespaceService
     credentials: CredentialService
+    files: FileService
+    transfers: TransferService
+    uploads: DynamoUploadRegistry
     revocation_feed: DynamoRevocationFeed
     revoked: RevocationList
 
@@ -70,4 +78,22 @@ def build_services(
         default_seconds=auth.credentials_seconds,
         max_seconds=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS,
     )
-    return Services(accounts, namespaces, credentials, feed, revoked)
+    blobs = S3BlobStore(clients.s3, settings.bucket, settings.files.verify)
+    files = FileService(
+        DynamoFileStore(clients.dynamodb, settings.table),
+        blobs,
+        namespaces,
+        block_size=settings.files.block_size,
+        clock=clock,
+    )
+    uploads = DynamoUploadRegistry(clients.dynamodb, clients.s3, settings.table, settings.bucket)
+    transfers = TransferService(
+        blobs,
+        uploads,
+        files,
+        namespaces,
+        block_size=settings.files.block_size,
+        concurrency=settings.files.upload_concurrency,
+        presign_seconds=settings.files.presign_seconds,
+    )
+    return Services(accounts, namespaces, credentials, files, transfers, uploads, feed, revoked)

@@ -21,7 +21,7 @@ from service.app import create_app
 from service.aws.clients import make_session
 from service.embedded import provision_emulator, run_emulator
 from service.logs import AccessLogger
-from service.settings import AuthSettings, Settings
+from service.settings import AuthSettings, FileSettings, Settings
 
 #: Open sign-up, and argon2 parameters cheap enough for hundreds of logins per run.
 FAST_AUTH = AuthSettings(
@@ -31,6 +31,9 @@ FAST_AUTH = AuthSettings(
     argon2_parallelism=1,
     revocation_poll_seconds=0.2,
 )
+
+#: The smallest block S3 allows, so multi-block tests stay small.
+TEST_BLOCK_SIZE = 5 * 1024 * 1024
 
 _STRIPPED_PREFIXES = ("AWS_", "FILESYNC_")
 _STRIPPED_NAMES = ("PORT", "WEB_CONCURRENCY", "BOTO_CONFIG")
@@ -69,6 +72,7 @@ def settings(moto_endpoint: str) -> Settings:
         table=f"filesync-test-{suffix}",
         log_format="text",
         auth=FAST_AUTH,
+        files=FileSettings(block_size=TEST_BLOCK_SIZE),
     ).for_emulator(moto_endpoint)
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from service import codec
+from service.api.responses import file_info
 from service.core import errors
+from service.core.models import FileVersion
 from service.logs import REQUEST_ID
-from service.wire import FieldProblem, Problem
+from service.wire import FieldProblem, FileInfo, Problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 DOCS_PATH = "/v1/docs"
@@ -121,6 +123,7 @@ def problem_response(
     errors_: list[FieldProblem] | None = None,
     retry_after: int | None = None,
     checks: dict[str, str] | None = None,
+    current: FileInfo | None = None,
 ) -> web.Response:
     status = status or kind.status
     body = Problem(
@@ -133,6 +136,7 @@ def problem_response(
         errors=errors_,
         retry_after=retry_after,
         checks=checks,
+        current=current,
     )
     response = web.Response(
         body=codec.dumps(body), status=status, content_type=PROBLEM_MEDIA_TYPE, headers=headers
@@ -160,8 +164,17 @@ def from_domain(request: web.BaseRequest, exc: errors.FileSyncError) -> web.Resp
         retry_after = 1
     if isinstance(exc, errors.ValidationFailed) and exc.errors:
         field_problems = [FieldProblem(path=e.path, message=e.message) for e in exc.errors]
+    current = None
+    if isinstance(exc, errors.VersionConflict) and isinstance(exc.current, FileVersion):
+        current = file_info(exc.current)
     return problem_response(
-        request, kind, exc.detail, headers=headers, errors_=field_problems, retry_after=retry_after
+        request,
+        kind,
+        exc.detail,
+        headers=headers,
+        errors_=field_problems,
+        retry_after=retry_after,
+        current=current,
     )
 
 

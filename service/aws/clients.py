@@ -63,6 +63,10 @@ def client_config(aws: AwsSettings, service: str) -> AioConfig:
         read_timeout=aws.read_timeout,
         retries={"max_attempts": aws.max_attempts, "mode": "standard"},
         signature_version="s3v4" if service == "s3" else None,
+        # The service computes and checks SHA-256 itself (each byte hashed once): botocore must not add
+        # CRC32 to uploads or re-hash downloads on its own.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
         s3={"addressing_style": style} if service == "s3" else None,
     )
 

@@ -20,6 +20,7 @@ import orjson
 from service.core.errors import DependencyUnavailable, FieldError, NotFound, ValidationFailed
 from service.core.models import Membership, Principal, TemporaryCredentials, role_allows
 from service.core.namespaces import NamespaceService
+from service.resources import blob_prefix
 
 #: AWS's limit on the plain text of a session policy passed to AssumeRole.
 SESSION_POLICY_MAX_CHARS = 2048
@@ -32,11 +33,6 @@ WRITE_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:
 READ_ACTIONS = ("s3:GetObject",)
 
 Access = Literal["read", "write"]
-
-
-def blob_prefix(namespace_id: str) -> str:
-    """Where a namespace's content-addressed bodies live in the bucket."""
-    return f"ns/{namespace_id}/blobs/"
 
 
 def session_policy(bucket: str, writable: Sequence[str], readable: Sequence[str]) -> dict[str, Any]:

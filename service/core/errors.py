@@ -69,7 +69,12 @@ class Conflict(FileSyncError):
 
 
 class VersionConflict(Conflict):
-    """A conditional write lost a race: the stored version is not the one the caller based its change on."""
+    """A conditional write lost a race: the stored version is not the one the caller based its change on.
+    ``current`` is the version that won (a ``core.models.FileVersion``), if there is one."""
+
+    def __init__(self, detail: str, current: object | None = None) -> None:
+        super().__init__(detail)
+        self.current = current
 
 
 class PayloadTooLarge(FileSyncError):

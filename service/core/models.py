@@ -6,6 +6,7 @@ layer renders them. Nothing here does I/O.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -80,3 +81,75 @@ class LoginFailures:
 
     count: int
     first_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """One version of a file: what the current-state item and every journal entry record."""
+
+    path: str
+    file_id: str
+    rev: int
+    content_hash: str
+    size: int
+    mtime: float
+    deleted: bool
+    committed_by: str
+    committed_at: float
+    #: The journal sequence number of the commit that wrote this version, and of the one before.
+    seq: int
+    prev_seq: int | None
+    block_size: int
+    commit_key: str | None = None
+    moved_from: str | None = None
+    moved_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One commit (or one chunk of a large one): its sequence number in the namespace and its changes."""
+
+    seq: int
+    committed_at: float
+    committed_by: str
+    changes: tuple[FileVersion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    """Content the service has verified against its hash, in one namespace."""
+
+    content_hash: str
+    size: int
+    block_size: int
+
+
+class StoreConflict(Exception):
+    """A conditional write lost: the namespace head moved, or some file items changed (``keys``)."""
+
+    def __init__(self, keys: tuple[str, ...] = (), head_moved: bool = False) -> None:
+        super().__init__(f"conflict on {len(keys)} items (head moved: {head_moved})")
+        self.keys = keys
+        self.head_moved = head_moved
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    """A multipart upload the service started (so it can be finished, or aborted if abandoned)."""
+
+    upload_id: str
+    key: str
+    namespace: str
+    content_hash: str
+    started_at: float
+    sort_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An open body: iterate ``chunks``; ``size`` is the length served, ``total`` the whole body's."""
+
+    chunks: AsyncIterator[bytes]
+    size: int
+    total: int
+    content_range: str | None

@@ -1,0 +1,339 @@
+"""Files over HTTP: blob checks, presigned uploads, commits, streaming upload and download, versions,
+restore, move, delete, listing.
+
+Layer: api.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.api.bodies import read_json
+from service.api.responses import file_info, json_response
+from service.api.security import authenticate
+from service.content import EMPTY_HASH
+from service.core.errors import FieldError, PayloadTooLarge, ValidationFailed
+from service.core.files import MAX_COMMIT_ENTRIES, MAX_FILE_BLOCKS, CommitEntry, CommitResult
+from service.core.models import FileVersion
+from service.core.transfers import StreamPrecondition
+from service.keys import FILES, SETTINGS, TRANSFERS
+from service.paths import MAX_PATH_BYTES
+from service.wire import (
+    BlobCheck,
+    BlobCheckResult,
+    CommitRequest,
+    CommitResponse,
+    CommitResultOut,
+    CompleteRequest,
+    CompleteResponse,
+    FileList,
+    History,
+    MoveRequest,
+    PresignedPartOut,
+    RestoreRequest,
+    ServiceConfig,
+    UploadRequest,
+    UploadTicket,
+)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_LIST_LIMIT_MAX = 1000
+_HISTORY_LIMIT_MAX = 100
+
+
+def _result(result: CommitResult) -> CommitResultOut:
+    return CommitResultOut(
+        path=result.path,
+        status=result.status,
+        file=file_info(result.version) if result.version else None,
+        current=file_info(result.current) if result.current else None,
+        reason=result.reason,
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        message = f"{name} must be an integer from {low} to {high}"
+        raise ValidationFailed(f"The query parameter {message}.", (FieldError(name, message),))
+    return int(raw)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """Block size and limits, so clients hash and upload the way this deployment does."""
+    settings = request.app[SETTINGS]
+    return json_response(
+        ServiceConfig(
+            block_size=settings.files.block_size,
+            max_file_size=settings.files.block_size * MAX_FILE_BLOCKS,
+            max_commit_entries=MAX_COMMIT_ENTRIES,
+            max_json_body=settings.limits.max_json_body,
+            max_path_bytes=MAX_PATH_BYTES,
+        )
+    )
+
+
+async def post_blobs_check(request: web.Request) -> web.Response:
+    """Which of these content hashes the namespace lacks (upload only those)."""
+    principal = authenticate(request)
+    body = await read_json(request, BlobCheck)
+    missing = await request.app[FILES].missing_blobs(principal, request.match_info["ns"], body.hashes)
+    return json_response(BlobCheckResult(missing=missing))
+
+
+async def post_commit(request: web.Request) -> web.Response:
+    """Commit a batch of new versions and deletions; per entry, the new version or a conflict. Send an
+    ``Idempotency-Key`` header so a retried request commits nothing twice."""
+    principal = authenticate(request)
+    body = await read_json(request, CommitRequest)
+    entries = [
+        CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries
+    ]
+    outcome = await request.app[FILES].commit(
+        principal, request.match_info["ns"], entries, request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    return json_response(CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]))
+
+
+async def get_files(request: web.Request) -> web.Response:
+    """List the live files of a folder (``folder``, default the root; ``recursive=true`` for the whole
+    subtree), ``limit`` (1-1000, default 500) a page."""
+    principal = authenticate(request)
+    limit = _int_param(request, "limit", 500, 1, _LIST_LIMIT_MAX) or 500
+    files, cursor = await request.app[FILES].list_folder(
+        principal,
+        request.match_info["ns"],
+        request.query.get("folder", ""),
+        request.query.get("recursive", "false").lower() == "true",
+        request.query.get("cursor"),
+        limit,
+    )
+    return json_response(FileList(files=[file_info(f) for f in files], cursor=cursor))
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """Download (a redirect to a short-lived S3 URL; ``via=service`` streams it through the service with
+    ``Range`` support), or with ``versions`` the file's history, or with ``rev=N`` that version."""
+    principal = authenticate(request)
+    ns, path = request.match_info["ns"], request.match_info["path"]
+    files = request.app[FILES]
+    if "versions" in request.query:
+        limit = _int_param(request, "limit", 50, 1, _HISTORY_LIMIT_MAX) or 50
+        before = _int_param(request, "before", None, 1, 10**12)
+        versions, cursor = await files.history(principal, ns, path, limit, before)
+        return json_response(History(versions=[file_info(v) for v in versions], cursor=cursor))
+    rev = _int_param(request, "rev", None, 1, 10**12)
+    version = (
+        await files.version(principal, ns, path, rev) if rev else await files.current(principal, ns, path)
+    )
+    if version.deleted:
+        raise ValidationFailed(
+            f"rev {version.rev} of {path!r} is a deletion.", (FieldError("rev", "a tombstone"),)
+        )
+    if request.method == "HEAD":
+        return web.Response(headers=_version_headers(version, version.size))
+    if request.query.get("via") == "service" or version.content_hash == EMPTY_HASH:
+        return await _stream(request, ns, version)
+    url = await request.app[TRANSFERS].download_url(
+        ns, version, request.app[SETTINGS].files.download_url_seconds
+    )
+    raise web.HTTPFound(location=url, headers=_version_headers(version, None))
+
+
+async def _stream(request: web.Request, ns: str, version: FileVersion) -> web.StreamResponse:
+    byte_range = _parse_range(request.headers.get("Range"), version.size)
+    if version.size == 0:
+        return web.Response(body=b"", headers=_version_headers(version, 0))
+    async with request.app[TRANSFERS].open_download(ns, version, byte_range) as download:
+        response = web.StreamResponse(
+            status=206 if byte_range else 200, headers=_version_headers(version, download.size)
+        )
+        if download.content_range:
+            response.headers["Content-Range"] = download.content_range
+        await response.prepare(request)
+        async for chunk in download.chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+def _parse_range(header: str | None, size: int) -> str | None:
+    """A single ``bytes=`` range as S3 accepts it; 416 when it cannot be satisfied."""
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{size}"},
+            text="Only one range of the form bytes=a-b, a- or -n.",
+        )
+    start, end = match.group(1), match.group(2)
+    if (start and (int(start) >= size or (end and int(end) < int(start)))) or (not start and int(end) == 0):
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{size}"}, text=f"The range lies outside the {size}-byte body."
+        )
+    return f"bytes={start}-{end}"
+
+
+def _version_headers(version: FileVersion, length: int | None) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{version.content_hash}"',
+        "X-Content-Hash": version.content_hash,
+        "X-Rev": str(version.rev),
+        "X-File-Id": version.file_id,
+        "X-Block-Size": str(version.block_size),
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Last-Modified": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(version.committed_at)),
+    }
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    return headers
+
+
+async def put_file(request: web.Request) -> web.Response:
+    """Upload a body through the service and commit it, streaming: memory stays about concurrency x
+    block size whatever the size. ``If-Match: <rev>`` or ``If-None-Match: *`` guard against overwriting
+    someone else's version; ``X-Content-Hash`` (optional) is checked before the upload completes."""
+    principal = authenticate(request)
+    settings = request.app[SETTINGS].files
+    max_size = settings.block_size * MAX_FILE_BLOCKS
+    if request.content_length is not None and request.content_length > max_size:
+        raise PayloadTooLarge(f"A file may be at most {max_size} bytes.")
+    result = await request.app[TRANSFERS].stream_put(
+        principal,
+        request.match_info["ns"],
+        request.match_info["path"],
+        _blocks(request, settings.block_size),
+        expected_hash=request.headers.get("X-Content-Hash"),
+        precondition=_precondition(request),
+        mtime=_mtime(request),
+        commit_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    assert result.version is not None
+    return json_response(file_info(result.version), status=201 if result.version.rev == 1 else 200)
+
+
+async def _blocks(request: web.Request, block_size: int) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            yield await request.content.readexactly(block_size)
+        except asyncio.IncompleteReadError as end:
+            if end.partial:
+                yield end.partial
+            return
+
+
+def _precondition(request: web.Request) -> StreamPrecondition:
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        rev = if_match.strip().strip('"')
+        if not rev.isdigit() or int(rev) < 1:
+            raise ValidationFailed(
+                "If-Match takes the rev you based the upload on.", (FieldError("If-Match", "not a rev"),)
+            )
+        return StreamPrecondition(parent_rev=int(rev))
+    if request.headers.get("If-None-Match", "").strip() == "*":
+        return StreamPrecondition(must_be_new=True)
+    return StreamPrecondition()
+
+
+def _mtime(request: web.Request) -> float:
+    raw = request.headers.get("X-Mtime")
+    if raw is None:
+        return time.time()
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValidationFailed(
+            "X-Mtime takes seconds since the epoch.", (FieldError("X-Mtime", "not a number"),)
+        ) from None
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    """Delete a file (a tombstone version: it syncs, shows in history, can be restored). ``If-Match``
+    must carry the rev being deleted."""
+    principal = authenticate(request)
+    precondition = _precondition(request)
+    if precondition.parent_rev is None:
+        raise ValidationFailed(
+            "Send If-Match with the rev you are deleting.", (FieldError("If-Match", "required for a delete"),)
+        )
+    entry = CommitEntry(request.match_info["path"], "", 0, time.time(), precondition.parent_rev, deleted=True)
+    outcome = await request.app[FILES].commit(
+        principal, request.match_info["ns"], [entry], request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    return json_response(
+        _result(outcome.results[0]), status=200 if outcome.results[0].status == "committed" else 409
+    )
+
+
+async def post_restore(request: web.Request) -> web.Response:
+    """Make an old version current again (as a new version)."""
+    principal = authenticate(request)
+    body = await read_json(request, RestoreRequest)
+    result = await request.app[FILES].restore(
+        principal, request.match_info["ns"], body.path, body.rev, request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    return json_response(_result(result), status=200 if result.status == "committed" else 409)
+
+
+async def post_move(request: web.Request) -> web.Response:
+    """Rename or move a file; it keeps its file id and history."""
+    principal = authenticate(request)
+    body = await read_json(request, MoveRequest)
+    results = await request.app[FILES].move(
+        principal,
+        request.match_info["ns"],
+        body.source,
+        body.target,
+        body.parent_rev,
+        request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    ok = all(r.status == "committed" for r in results)
+    return json_response(
+        CommitResponse(seq=0, results=[_result(r) for r in results]), status=200 if ok else 409
+    )
+
+
+async def post_upload(request: web.Request) -> web.Response:
+    """Presigned URLs for clients without an AWS SDK: one PUT for a body of one block, one URL per part
+    for more (then complete the upload here), or nothing if the namespace already has the content."""
+    principal = authenticate(request)
+    body = await read_json(request, UploadRequest)
+    ticket = await request.app[TRANSFERS].presign_upload(
+        principal, request.match_info["ns"], body.content_hash, body.size
+    )
+    return json_response(
+        UploadTicket(
+            kind=ticket.kind,
+            url=ticket.url,
+            headers=ticket.headers,
+            upload_id=ticket.upload_id,
+            part_size=ticket.part_size,
+            parts=[PresignedPartOut(number=p.number, url=p.url) for p in ticket.parts]
+            if ticket.parts
+            else None,
+        )
+    )
+
+
+async def post_upload_complete(request: web.Request) -> web.Response:
+    """Complete a presigned multipart upload with the parts' ETags; then commit its content hash."""
+    principal = authenticate(request)
+    body = await read_json(request, CompleteRequest)
+    content_hash = await request.app[TRANSFERS].complete_upload(
+        principal,
+        request.match_info["ns"],
+        request.match_info["upload_id"],
+        [(p.number, p.etag, p.checksum_sha256) for p in body.parts],
+    )
+    return json_response(CompleteResponse(content_hash=content_hash))

@@ -1,0 +1,307 @@
+"""DynamoDB adapter for file metadata: current state per path, the namespace journal, verified blobs.
+
+Layer: aws. Items in the one table::
+
+    NS#<ns>   HEAD              seq: the namespace's last journal sequence number
+    NS#<ns>   F#<path key>      the current version of one path (path key: NFC + case folded)
+    NS#<ns>   J#<seq, 12 digits> one commit: who, when, and its changes (orjson bytes)
+    NS#<ns>   BLOB#<hash>       content verified against its hash: size, block size
+
+A commit is one ``TransactWriteItems``: the head moves from ``seq`` to ``seq + 1`` on condition it is still
+``seq``, each file item is written on condition it is still what the service read, new blob records are
+added, and the journal entry is put at ``seq + 1``. A reader therefore never sees ``seq + 1`` without
+``seq``, and two commits racing on a namespace serialize (one retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from service import resources
+from service.aws.errors import error_code, unavailable_on_transient
+from service.core.models import BlobRecord, FileVersion, JournalEntry, StoreConflict
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]
+PK, SK = resources.TABLE_PARTITION_KEY, resources.TABLE_SORT_KEY
+_BATCH_GET_MAX = 100
+SEQ_DIGITS = 12
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _key(ns: str, sk: str) -> Item:
+    return {PK: _s(f"NS#{ns}"), SK: _s(sk)}
+
+
+def file_sk(path_key: str) -> str:
+    return f"F#{path_key}"
+
+
+def journal_sk(seq: int) -> str:
+    return f"J#{seq:0{SEQ_DIGITS}d}"
+
+
+def version_to_dict(v: FileVersion) -> dict[str, Any]:
+    """A version as plain data (the journal's change records and the API's file info)."""
+    out: dict[str, Any] = {
+        "path": v.path,
+        "file_id": v.file_id,
+        "rev": v.rev,
+        "content_hash": v.content_hash,
+        "size": v.size,
+        "mtime": v.mtime,
+        "deleted": v.deleted,
+        "by": v.committed_by,
+        "at": v.committed_at,
+        "seq": v.seq,
+        "prev_seq": v.prev_seq,
+        "block_size": v.block_size,
+    }
+    for name in ("commit_key", "moved_from", "moved_to"):
+        if getattr(v, name) is not None:
+            out[name] = getattr(v, name)
+    return out
+
+
+def version_from_dict(d: dict[str, Any]) -> FileVersion:
+    return FileVersion(
+        path=d["path"],
+        file_id=d["file_id"],
+        rev=int(d["rev"]),
+        content_hash=d["content_hash"],
+        size=int(d["size"]),
+        mtime=float(d["mtime"]),
+        deleted=bool(d["deleted"]),
+        committed_by=d["by"],
+        committed_at=float(d["at"]),
+        seq=int(d["seq"]),
+        prev_seq=None if d.get("prev_seq") is None else int(d["prev_seq"]),
+        block_size=int(d["block_size"]),
+        commit_key=d.get("commit_key"),
+        moved_from=d.get("moved_from"),
+        moved_to=d.get("moved_to"),
+    )
+
+
+def _file_item(ns: str, path_key: str, v: FileVersion) -> Item:
+    item: Item = {
+        **_key(ns, file_sk(path_key)),
+        "path": _s(v.path),
+        "file_id": _s(v.file_id),
+        "rev": _n(v.rev),
+        "content_hash": _s(v.content_hash),
+        "size": _n(v.size),
+        "mtime": _n(v.mtime),
+        "deleted": {"BOOL": v.deleted},
+        "by": _s(v.committed_by),
+        "at": _n(v.committed_at),
+        "seq": _n(v.seq),
+        "block_size": _n(v.block_size),
+    }
+    if v.prev_seq is not None:
+        item["prev_seq"] = _n(v.prev_seq)
+    for name in ("commit_key", "moved_from", "moved_to"):
+        value = getattr(v, name)
+        if value is not None:
+            item[name] = _s(value)
+    return item
+
+
+def _file(item: Item) -> FileVersion:
+    return FileVersion(
+        path=item["path"]["S"],
+        file_id=item["file_id"]["S"],
+        rev=int(item["rev"]["N"]),
+        content_hash=item["content_hash"]["S"],
+        size=int(item["size"]["N"]),
+        mtime=float(item["mtime"]["N"]),
+        deleted=item["deleted"]["BOOL"],
+        committed_by=item["by"]["S"],
+        committed_at=float(item["at"]["N"]),
+        seq=int(item["seq"]["N"]),
+        prev_seq=int(item["prev_seq"]["N"]) if "prev_seq" in item else None,
+        block_size=int(item["block_size"]["N"]),
+        commit_key=item.get("commit_key", {}).get("S"),
+        moved_from=item.get("moved_from", {}).get("S"),
+        moved_to=item.get("moved_to", {}).get("S"),
+    )
+
+
+def _journal(item: Item) -> JournalEntry:
+    changes = orjson.loads(item["changes"]["B"])
+    return JournalEntry(
+        seq=int(item["seq"]["N"]),
+        committed_at=float(item["at"]["N"]),
+        committed_by=item["by"]["S"],
+        changes=tuple(version_from_dict(c) for c in changes),
+    )
+
+
+class DynamoFileStore:
+    def __init__(self, dynamodb: DynamoDBClient, table: str, read_concurrency: int = 8) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._reads = asyncio.Semaphore(read_concurrency)
+
+    async def read(
+        self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
+    ) -> tuple[dict[str, FileVersion], set[str]]:
+        """Current items for ``path_keys`` and which of ``blob_hashes`` are verified: BatchGetItem of 100
+        keys, fanned out with a bound, unprocessed keys retried."""
+        keys = [_key(ns, file_sk(k)) for k in dict.fromkeys(path_keys)]
+        keys += [_key(ns, f"BLOB#{h}") for h in dict.fromkeys(blob_hashes)]
+        batches = [keys[i : i + _BATCH_GET_MAX] for i in range(0, len(keys), _BATCH_GET_MAX)]
+        pages = await asyncio.gather(*(self._batch_get(batch) for batch in batches))
+        files: dict[str, FileVersion] = {}
+        blobs: set[str] = set()
+        for page in pages:
+            for item in page:
+                sk = item[SK]["S"]
+                if sk.startswith("F#"):
+                    files[sk[2:]] = _file(item)
+                else:
+                    blobs.add(sk.removeprefix("BLOB#"))
+        return files, blobs
+
+    async def _batch_get(self, keys: list[Item]) -> list[Item]:
+        items: list[Item] = []
+        request: Any = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        async with self._reads:
+            for attempt in range(10):
+                with unavailable_on_transient("DynamoDB"):
+                    page = await self._db.batch_get_item(RequestItems=request)
+                items.extend(page.get("Responses", {}).get(self._table, []))
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    return items
+                await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * _jitter())
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed keys"}},
+            "BatchGetItem",
+        )
+
+    async def head_seq(self, ns: str) -> int:
+        with unavailable_on_transient("DynamoDB"):
+            response = await self._db.get_item(
+                TableName=self._table, Key=_key(ns, "HEAD"), ConsistentRead=True
+            )
+        item = response.get("Item")
+        return int(item["seq"]["N"]) if item else 0
+
+    async def write(
+        self,
+        ns: str,
+        expected_seq: int,
+        changes: Sequence[tuple[str, FileVersion | None, FileVersion]],
+        new_blobs: Sequence[BlobRecord],
+        journal: JournalEntry,
+    ) -> None:
+        """One transaction: head ``expected_seq`` -> ``journal.seq``, each ``(path key, observed, new)``
+        written on condition the item is still ``observed``, blob records, the journal entry."""
+        actions: list[Any] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(ns, "HEAD"),
+                    "UpdateExpression": "SET seq = :next",
+                    "ConditionExpression": "attribute_not_exists(seq) OR seq = :seq"
+                    if expected_seq == 0
+                    else "seq = :seq",
+                    "ExpressionAttributeValues": {":next": _n(journal.seq), ":seq": _n(expected_seq)},
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(ns, journal_sk(journal.seq)),
+                        "seq": _n(journal.seq),
+                        "at": _n(journal.committed_at),
+                        "by": _s(journal.committed_by),
+                        "changes": {"B": orjson.dumps([version_to_dict(c) for c in journal.changes])},
+                    },
+                    "ConditionExpression": f"attribute_not_exists({PK})",
+                }
+            },
+        ]
+        for path_key, observed, new in changes:
+            put: dict[str, Any] = {"TableName": self._table, "Item": _file_item(ns, path_key, new)}
+            if observed is None:
+                put["ConditionExpression"] = f"attribute_not_exists({PK})"
+            else:
+                put["ConditionExpression"] = "rev = :rev AND seq = :seq"
+                put["ExpressionAttributeValues"] = {":rev": _n(observed.rev), ":seq": _n(observed.seq)}
+            actions.append({"Put": put})
+        for blob in new_blobs:
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(ns, f"BLOB#{blob.content_hash}"),
+                            "size": _n(blob.size),
+                            "block_size": _n(blob.block_size),
+                        },
+                    }
+                }
+            )
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons: list[Any] = exc.response.get("CancellationReasons", [])
+            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+            if not failed and any(
+                r.get("Code") in ("TransactionConflict", "ThrottlingError") for r in reasons
+            ):
+                raise StoreConflict(head_moved=True) from None
+            if not failed:
+                raise
+            keys = tuple(changes[i - 2][0] for i in failed if 2 <= i < 2 + len(changes))
+            raise StoreConflict(keys=keys, head_moved=0 in failed or 1 in failed) from None
+
+    async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None:
+        with unavailable_on_transient("DynamoDB"):
+            response = await self._db.get_item(TableName=self._table, Key=_key(ns, journal_sk(seq)))
+        item = response.get("Item")
+        return _journal(item) if item else None
+
+    async def list_files(
+        self, ns: str, prefix_key: str, start_after: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]:
+        """Up to ``limit`` current items whose path key starts with ``prefix_key``, in key order."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":prefix": _s(file_sk(prefix_key))},
+            "Limit": limit,
+        }
+        if start_after is not None:
+            kwargs["ExclusiveStartKey"] = _key(ns, file_sk(start_after))
+        with unavailable_on_transient("DynamoDB"):
+            page = await self._db.query(**kwargs)
+        files = [_file(item) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return files, (last[SK]["S"][2:] if last else None)
+
+
+def _jitter() -> float:
+    return random.uniform(0.5, 1.5)  # noqa: S311 - backoff jitter, not security
