@@ -150,8 +150,10 @@ class FileService:
         current, known = await self._store.read(
             ns, [p.key for p in pending], [p.entry.content_hash for p in pending if not p.entry.deleted]
         )
-        known |= verified
-        newly = await self._verify_blobs(ns, pending, current, known)
+        newly = await self._verify_blobs(ns, pending, current, known | verified)
+        for p in pending:  # content the caller stored and hashed itself gets its record too
+            if p.entry.content_hash in verified and p.entry.content_hash not in known and not p.entry.deleted:
+                newly.setdefault(p.entry.content_hash, p.entry.size)
         for chunk in self._chunks(pending, newly):
             seq = await self._commit_chunk(principal, ns, chunk, key, current, newly, results, dict(moves))
             last_seq = max(last_seq, seq)

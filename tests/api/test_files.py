@@ -33,6 +33,10 @@ SIZES = {
 }
 
 
+def claim_of(data: bytes) -> dict:
+    return {"content_hash": independent_hash(data), "size": len(data)}
+
+
 async def home(client, headers) -> str:
     return (await (await client.get("/v1/account", headers=headers)).json())["home_namespace"]
 
@@ -436,3 +440,46 @@ async def test_hash_helper_agrees_with_hashlib():
 
 def test_file_settings_default_block_size_is_8_mib():
     assert FileSettings().block_size == 8 * 1024 * 1024
+
+
+async def test_abandoned_uploads_are_aborted_by_the_sweeper(client, alice):
+    headers, ns = alice
+    data = body(2 * TEST_BLOCK_SIZE + 1)
+    response = await client.post(
+        f"/v1/ns/{ns}/uploads",
+        json={"content_hash": independent_hash(data), "size": len(data)},
+        headers=headers,
+    )
+    ticket = await response.json()
+    assert ticket["kind"] == "multipart"
+    from service.keys import TRANSFERS
+
+    registry = client.app[TRANSFERS]._registry
+    assert await registry.find(ticket["upload_id"]) is not None
+    assert await registry.sweep(older_than_seconds=0) >= 1
+    assert await registry.find(ticket["upload_id"]) is None
+    gone = await client.post(
+        f"/v1/ns/{ns}/uploads/{ticket['upload_id']}/complete",
+        json={"parts": [{"number": 1, "etag": "x"}, {"number": 2, "etag": "y"}, {"number": 3, "etag": "z"}]},
+        headers=headers,
+    )
+    await problem(gone, 404)
+
+
+async def test_presigned_upload_of_known_content_is_skipped_and_bad_claims_refused(client, alice):
+    headers, ns = alice
+    data = b"already here"
+    await client.put(f"/v1/ns/{ns}/files/a.txt", data=data, headers=headers)
+    present = await client.post(
+        f"/v1/ns/{ns}/uploads",
+        json={"content_hash": independent_hash(data), "size": len(data)},
+        headers=headers,
+    )
+    assert (await present.json())["kind"] == "present"
+    for claim in (
+        {"content_hash": "abc", "size": 1},
+        {"content_hash": independent_hash(data), "size": 3 * TEST_BLOCK_SIZE},
+        {"content_hash": independent_hash(data), "size": -1},
+    ):
+        response = await client.post(f"/v1/ns/{ns}/uploads", json=claim, headers=headers)
+        await problem(response, 422)

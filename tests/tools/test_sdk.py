@@ -1,0 +1,95 @@
+"""The SDK against the real service over HTTP: accounts, direct transfers, commits, errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.api.files_helpers import independent_hash
+from tests.conftest import TEST_BLOCK_SIZE
+from tools.sdk import ApiError, FileSyncClient
+from tools.sdk.hashing import hash_file, hash_files
+from tools.sdk.transfer import S3Transfer
+
+
+@pytest.fixture
+async def sdk(client):
+    async with FileSyncClient(str(client.make_url(""))) as api:
+        await api.sign_up("alice", "correct horse battery")
+        await api.log_in("alice", "correct horse battery")
+        yield api
+
+
+@pytest.mark.parametrize("size", [0, 1, TEST_BLOCK_SIZE, 3 * TEST_BLOCK_SIZE + 5])
+async def test_hash_matches_the_definition(tmp_path: Path, size: int):
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    digest = await hash_file(path, TEST_BLOCK_SIZE)
+    assert digest.content_hash == independent_hash(data)
+    assert digest.size == size
+
+
+async def test_hash_files_in_parallel(tmp_path: Path):
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"{i}"
+        path.write_bytes(os.urandom(1000 * i))
+        paths.append(path)
+    digests = await hash_files(paths, TEST_BLOCK_SIZE)
+    assert {p: d.content_hash for p, d in digests.items()} == {
+        p: independent_hash(p.read_bytes()) for p in paths
+    }
+
+
+@pytest.mark.parametrize("size", [10, 3 * TEST_BLOCK_SIZE + 5])
+async def test_direct_upload_commit_download(sdk: FileSyncClient, tmp_path: Path, size: int):
+    config = await sdk.config()
+    ns = (await sdk.account()).home_namespace
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(size))
+    digest = await hash_file(source, config.block_size)
+    assert await sdk.missing(ns, [digest.content_hash]) == [digest.content_hash]
+    creds = await sdk.credentials([ns])
+    sent: list[int] = []
+    async with S3Transfer(creds, config.block_size, concurrency=4) as s3:
+        await s3.upload(ns, source, digest, progress=sent.append)
+        result = await sdk.commit(
+            ns, [{"path": "docs/source.bin", "content_hash": digest.content_hash, "size": size, "mtime": 1.0}]
+        )
+        assert result.results[0].status == "committed"
+        target = tmp_path / "copy.bin"
+        await s3.download(ns, digest.content_hash, size, target)
+    assert sum(sent) == size
+    assert target.read_bytes() == source.read_bytes()
+    assert [f.path for f in await sdk.list_files(ns)] == ["docs/source.bin"]
+    assert [v.rev for v in await sdk.history(ns, "docs/source.bin")] == [1]
+    assert await sdk.missing(ns, [digest.content_hash]) == []
+
+
+async def test_streaming_put_through_the_sdk(sdk: FileSyncClient):
+    ns = (await sdk.account()).home_namespace
+    info = await sdk.put_stream(ns, "notes/hello world.txt", b"hello")
+    assert info.path == "notes/hello world.txt"
+    assert info.content_hash == independent_hash(b"hello")
+
+
+async def test_errors_are_api_errors_with_the_problem(sdk: FileSyncClient):
+    with pytest.raises(ApiError) as info:
+        await sdk.commit("a" * 16, [{"path": "x", "content_hash": "0" * 64, "size": 1}])
+    assert info.value.status == 404
+    assert info.value.problem is not None
+    with pytest.raises(ApiError) as bad:
+        await sdk.put_stream((await sdk.account()).home_namespace, "../escape", b"x")
+    assert bad.value.status == 422
+    assert "dot-segment" in bad.value.detail
+
+
+async def test_unreachable_server_is_a_clear_error():
+    async with FileSyncClient("http://127.0.0.1:9", attempts=2) as api:
+        with pytest.raises(ApiError) as info:
+            await api.config()
+    assert info.value.status == 0
+    assert "cannot reach" in info.value.detail
