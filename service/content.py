@@ -104,7 +104,7 @@ class BlockHasher:
         return ContentDigest(content_hash_from_blocks(digests), self._size, tuple(digests))
 
 
-def digest_bytes(data: bytes, block_size: int = DEFAULT_BLOCK_SIZE) -> ContentDigest:
+def digest_bytes(data: bytes | memoryview, block_size: int = DEFAULT_BLOCK_SIZE) -> ContentDigest:
     hasher = BlockHasher(block_size)
     hasher.update(data)
     return hasher.finish()

@@ -6,7 +6,7 @@ Layer: api.
 
 from __future__ import annotations
 
-import asyncio
+import io
 import re
 import time
 from collections.abc import AsyncIterator
@@ -222,14 +222,24 @@ async def put_file(request: web.Request) -> web.Response:
     return json_response(file_info(result.version), status=201 if result.version.rev == 1 else 200)
 
 
-async def _blocks(request: web.Request, block_size: int) -> AsyncIterator[bytes]:
-    while True:
-        try:
-            yield await request.content.readexactly(block_size)
-        except asyncio.IncompleteReadError as end:
-            if end.partial:
-                yield end.partial
-            return
+async def _blocks(request: web.Request, block_size: int) -> AsyncIterator[io.BytesIO]:
+    """The body as buffers of ``block_size`` bytes (the last may be shorter), filled as data arrives:
+    one buffer per block, no second copy."""
+    block, filled = io.BytesIO(), 0
+    async for chunk in request.content.iter_any():
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), block_size - filled)
+            block.write(view[:take])
+            filled += take
+            view = view[take:]
+            if filled == block_size:
+                block.seek(0)
+                yield block
+                block, filled = io.BytesIO(), 0
+    if filled:
+        block.seek(0)
+        yield block
 
 
 def _precondition(request: web.Request) -> StreamPrecondition:

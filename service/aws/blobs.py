@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -89,8 +90,9 @@ class S3BlobStore:
 
     # --- writing --------------------------------------------------------------------------------------
 
-    async def put_small(self, key: str, data: bytes, digest: ContentDigest) -> None:
+    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> None:
         """A body of at most one block, in one PutObject with its SHA-256; an existing blob is kept."""
+        data.seek(0)
         try:
             with unavailable_on_transient("S3"):
                 await self._s3.put_object(
@@ -107,7 +109,7 @@ class S3BlobStore:
     async def multipart(
         self,
         key: str,
-        blocks: AsyncIterator[bytes],
+        blocks: AsyncIterator[io.BytesIO],
         block_size: int,
         concurrency: int,
         on_started: Callable[[str], Awaitable[None]] | None = None,
@@ -128,9 +130,10 @@ class S3BlobStore:
         digests: dict[int, bytes] = {}
         size = 0
 
-        async def send(number: int, block: bytes) -> None:
+        async def send(number: int, block: io.BytesIO) -> None:
             try:
                 digest = await asyncio.to_thread(_sha256, block)
+                block.seek(0)
                 digests[number] = digest
                 with unavailable_on_transient("S3"):
                     response = await self._s3.upload_part(
@@ -138,6 +141,8 @@ class S3BlobStore:
                         Key=key,
                         UploadId=upload_id,
                         PartNumber=number,
+                        # A stream, not bytes: aiohttp sends it in small chunks with back-pressure
+                        # instead of copying the whole part into the socket's send buffer.
                         Body=block,
                         ChecksumSHA256=b64_digest(digest),
                     )
@@ -152,10 +157,15 @@ class S3BlobStore:
         try:
             async with asyncio.TaskGroup() as group:
                 number = 0
-                async for block in blocks:
-                    number += 1
-                    size += len(block)
+                while True:
+                    # Take a slot before reading the next block: at most ``concurrency`` blocks exist.
                     await slots.acquire()
+                    block = await anext(blocks, None)
+                    if block is None:
+                        slots.release()
+                        break
+                    number += 1
+                    size += block.getbuffer().nbytes
                     group.create_task(send(number, block))
             ordered = tuple(digests[n] for n in sorted(digests))
             content_hash = content_hash_from_blocks(ordered)
@@ -265,8 +275,9 @@ class S3BlobStore:
             )
 
 
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+def _sha256(block: io.BytesIO) -> bytes:
+    with block.getbuffer() as view:
+        return hashlib.sha256(view).digest()
 
 
 def _same_checksum(stored: str, expected: str) -> bool:

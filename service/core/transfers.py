@@ -12,6 +12,7 @@ the multipart upload for the client; the client then commits, and the commit ver
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -47,12 +48,12 @@ MAX_PRESIGNED_PARTS = 1000
 
 
 class BlobTransfer(Protocol):
-    async def put_small(self, key: str, data: bytes, digest: ContentDigest) -> None: ...
+    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> None: ...
 
     async def multipart(
         self,
         key: str,
-        blocks: AsyncIterator[bytes],
+        blocks: AsyncIterator[io.BytesIO],
         block_size: int,
         concurrency: int,
         on_started: Callable[[str], Awaitable[None]] | None = None,
@@ -137,7 +138,7 @@ class TransferService:
         principal: Principal,
         ns: str,
         path: str,
-        blocks: AsyncIterator[bytes],
+        blocks: AsyncIterator[io.BytesIO],
         *,
         expected_hash: str | None,
         precondition: StreamPrecondition,
@@ -171,21 +172,27 @@ class TransferService:
         return result
 
     async def _store_stream(
-        self, ns: str, blocks: AsyncIterator[bytes], expected_hash: str | None
+        self, ns: str, blocks: AsyncIterator[io.BytesIO], expected_hash: str | None
     ) -> ContentDigest:
-        first = await anext(blocks, b"")
+        """Each block arrives as its own buffer (``block_size`` bytes but the last); none is kept longer
+        than its upload needs."""
+        head = [await anext(blocks, io.BytesIO())]
         second = await anext(blocks, None)
         if second is None:
-            digest = digest_bytes(first, self.block_size)
+            single = head.pop()
+            with single.getbuffer() as view:
+                digest = digest_bytes(view, self.block_size)
             if expected_hash is not None and digest.content_hash != expected_hash:
                 raise _mismatch(expected_hash, digest.content_hash)
             if digest.content_hash != EMPTY_HASH:
-                await self._blobs.put_small(blob_key(ns, digest.content_hash), first, digest)
+                await self._blobs.put_small(blob_key(ns, digest.content_hash), single, digest)
             return digest
+        head.append(second)
+        del second
 
-        async def all_blocks() -> AsyncIterator[bytes]:
-            yield first
-            yield second
+        async def all_blocks() -> AsyncIterator[io.BytesIO]:
+            while head:
+                yield head.pop(0)
             count = 2
             async for block in blocks:
                 count += 1

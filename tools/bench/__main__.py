@@ -9,6 +9,7 @@ import sys
 #: Benchmark name -> module under ``tools.bench`` with a ``main(argv) -> int``.
 BENCHMARKS = {
     "token_check": "tools.bench.token_check",
+    "stream_put": "tools.bench.stream_put",
 }
 
 

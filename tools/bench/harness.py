@@ -1,0 +1,175 @@
+"""What the benchmarks share: an emulator and a service in processes of their own, RSS sampling, and a
+progress line.
+
+The emulator runs in its own process so that the service's memory and CPU are measured alone; the service
+runs as ``python -m service`` against it with AWS settings, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from service.embedded import provision_emulator
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FILESYNC_"))}
+    env.update(extra)
+    return env
+
+
+async def wait_http(url: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up in {within:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running emulator and service; ``settings`` are the service's (pointed at the emulator)."""
+
+    emulator: str
+    service: str
+    service_pid: int
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def stack(block_size: int = 8 * MiB, upload_concurrency: int = 4) -> AsyncIterator[Stack]:
+    emulator_port, service_port = free_port(), free_port()
+    emulator = f"http://127.0.0.1:{emulator_port}"
+    with process(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(emulator_port)], clean_env()
+    ):
+        await wait_http(emulator + "/moto-api/")
+        suffix = secrets.token_hex(4)
+        settings = Settings(bucket=f"bench-{suffix}", table=f"bench-{suffix}").for_emulator(emulator)
+        provisioned = await provision_emulator(settings)
+        env = clean_env(
+            AWS_ENDPOINT_URL=emulator,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - the emulator's fixed credentials
+            AWS_REGION="us-east-1",
+            FILESYNC_BUCKET=settings.bucket,
+            FILESYNC_TABLE=settings.table,
+            FILESYNC_TOKEN_SECRET=secrets.token_urlsafe(48),
+            FILESYNC_UPLOAD_ROLE_ARN=provisioned.upload_role_arn or "",
+            FILESYNC_OPEN_SIGNUP="true",
+            FILESYNC_VERIFY="read",
+            FILESYNC_BLOCK_SIZE=str(block_size),
+            FILESYNC_UPLOAD_CONCURRENCY=str(upload_concurrency),
+            FILESYNC_LOG_LEVEL="WARNING",
+            MALLOC_MMAP_THRESHOLD_="131072",
+        )
+        with process(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(service_port)], env
+        ) as service:
+            url = f"http://127.0.0.1:{service_port}"
+            await wait_http(url + "/healthz")
+            yield Stack(emulator, url, service.pid, settings)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class RssSampler:
+    """Samples a process's resident set every ``interval`` seconds; ``peak`` is the highest seen."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.baseline = rss_bytes(pid)
+        self.peak = self.baseline
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.peak = max(self.peak, rss_bytes(self.pid))
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            await asyncio.sleep(self.interval)
+
+
+class ProgressLine:
+    """One line on stderr, rewritten in place: ``label  done/total MiB  rate``."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.started = time.perf_counter()
+        self._last = 0.0
+
+    def __call__(self, amount: int) -> None:
+        self.done += amount
+        now = time.perf_counter()
+        if now - self._last > 0.2 or self.done >= self.total:
+            self._last = now
+            rate = self.done / max(now - self.started, 1e-9) / MiB
+            sys.stderr.write(
+                f"\r{self.label}: {self.done / MiB:8.0f}/{self.total / MiB:.0f} MiB  {rate:7.1f} MiB/s "
+            )
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
