@@ -16,6 +16,7 @@ import dataclasses
 import signal
 import sys
 
+import uvloop
 from aiohttp import web
 
 from service import admin
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "users":
         return admin.run_users_command(settings, args.action, args.name)
-    asyncio.run(serve(settings))
+    # uvloop, as under gunicorn's uvloop worker in production: faster transports for the same code.
+    uvloop.run(serve(settings))
     return 0
 
 

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 MiB = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 8 * MiB
@@ -108,3 +109,13 @@ def digest_bytes(data: bytes | memoryview, block_size: int = DEFAULT_BLOCK_SIZE)
     hasher = BlockHasher(block_size)
     hasher.update(data)
     return hasher.finish()
+
+
+def reuse_declared_sha256(request: Any, **_: Any) -> None:
+    """A botocore ``before-sign.s3`` hook: when a request already declares its body's SHA-256 (the
+    ``x-amz-checksum-sha256`` header S3 verifies), give SigV4 that digest as the payload hash instead of
+    letting botocore hash the body again. The block's one SHA-256 is then the content-hash input, the part
+    checksum and the signature's payload hash."""
+    declared = request.headers.get("x-amz-checksum-sha256")
+    if declared and "X-Amz-Content-SHA256" not in request.headers and "-" not in declared:
+        request.headers["X-Amz-Content-SHA256"] = base64.b64decode(declared).hex()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from service.content import reuse_declared_sha256
 from service.metrics import Metrics
 from service.settings import AwsSettings
 
@@ -88,6 +89,8 @@ async def open_clients(
                 )
             )
             instrument(opened, metrics)
+            if name == "s3":
+                opened.meta.events.register("before-sign.s3", reuse_declared_sha256)
             return opened
 
         yield AwsClients(

@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
     "token_check": "tools.bench.token_check",
     "stream_put": "tools.bench.stream_put",
+    "direct_upload": "tools.bench.direct_upload",
 }
 
 

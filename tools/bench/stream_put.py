@@ -17,6 +17,8 @@ import os
 import time
 from collections.abc import AsyncIterator
 
+import uvloop
+
 from service.aws.blobs import S3BlobStore
 from service.aws.clients import open_clients
 from service.content import BlockHasher
@@ -120,5 +122,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-mib", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args(argv)
-    asyncio.run(run(args.size_mib * MiB, args.block_mib * MiB, args.concurrency))
+    uvloop.run(run(args.size_mib * MiB, args.block_mib * MiB, args.concurrency))
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from service.content import ContentDigest
+from service.content import ContentDigest, reuse_declared_sha256
 from service.resources import blob_key
 from service.wire import AwsCredentials
 
@@ -52,6 +52,7 @@ class S3Transfer:
         )
         self._context = session.client("s3", endpoint_url=self._creds.endpoint_url, config=config)
         self._client = await self._context.__aenter__()
+        self._client.meta.events.register("before-sign.s3", reuse_declared_sha256)
         return self
 
     async def __aexit__(
