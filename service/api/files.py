@@ -90,8 +90,9 @@ async def post_blobs_check(request: web.Request) -> web.Response:
 
 
 async def post_commit(request: web.Request) -> web.Response:
-    """Commit a batch of new versions and deletions; per entry, the new version or a conflict. Send an
-    ``Idempotency-Key`` header so a retried request commits nothing twice."""
+    """Commit a batch of new versions and deletions; per entry, the new version or a conflict (the status
+    is 409 when every entry conflicted, else 200). Send an ``Idempotency-Key`` header so a retried request
+    commits nothing twice."""
     principal = authenticate(request)
     body = await read_json(request, CommitRequest)
     entries = [
@@ -100,7 +101,11 @@ async def post_commit(request: web.Request) -> web.Response:
     outcome = await request.app[FILES].commit(
         principal, request.match_info["ns"], entries, request.headers.get(IDEMPOTENCY_HEADER)
     )
-    return json_response(CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]))
+    statuses = {r.status for r in outcome.results}
+    return json_response(
+        CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]),
+        status=409 if statuses == {"conflict"} else 200,
+    )
 
 
 async def get_files(request: web.Request) -> web.Response:

@@ -245,8 +245,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "Commit new versions",
         "files",
         request=CommitRequest,
-        responses={200: CommitResponse},
-        errors=(403, 404, 409),
+        responses={200: CommitResponse, 409: CommitResponse},
+        errors=(403, 404),
         auth=True,
         parameters=(
             {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},

@@ -34,8 +34,10 @@ async def commit(client, headers, ns: str, entries: list[dict[str, Any]], key: s
     response = await client.post(
         f"/v1/ns/{ns}/commit", json={"entries": entries}, headers={**headers, **extra}
     )
-    assert response.status == 200, await response.text()
-    return await response.json()
+    body = await response.json()
+    everything_conflicted = {r["status"] for r in body["results"]} == {"conflict"}
+    assert response.status == (409 if everything_conflicted else 200), body
+    return body
 
 
 def entry(path: str, data: bytes, parent_rev: int | None = None) -> dict[str, Any]:

@@ -197,6 +197,7 @@ class FileSyncClient:
             CommitResponse,
             json={"entries": entries},
             headers={"Idempotency-Key": key},
+            expect=(200, 409),
         )
 
     async def put_stream(
