@@ -16,36 +16,26 @@ added, and the journal entry is put at ``seq + 1``. A reader therefore never see
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from botocore.exceptions import ClientError
 
-from service import resources
+from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
+from service.aws.items import BATCH_GET_MAX, PK, SK, Item
 from service.core.models import BlobRecord, FileVersion, JournalEntry, StoreConflict
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-Item = dict[str, Any]
-PK, SK = resources.TABLE_PARTITION_KEY, resources.TABLE_SORT_KEY
-_BATCH_GET_MAX = 100
 SEQ_DIGITS = 12
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": str(value)}
+_s, _n = items.s, items.n
 
 
 def _key(ns: str, sk: str) -> Item:
-    return {PK: _s(f"NS#{ns}"), SK: _s(sk)}
+    return items.key(f"NS#{ns}", sk)
 
 
 def file_sk(path_key: str) -> str:
@@ -165,7 +155,7 @@ class DynamoFileStore:
         keys, fanned out with a bound, unprocessed keys retried."""
         keys = [_key(ns, file_sk(k)) for k in dict.fromkeys(path_keys)]
         keys += [_key(ns, f"BLOB#{h}") for h in dict.fromkeys(blob_hashes)]
-        batches = [keys[i : i + _BATCH_GET_MAX] for i in range(0, len(keys), _BATCH_GET_MAX)]
+        batches = [keys[i : i + BATCH_GET_MAX] for i in range(0, len(keys), BATCH_GET_MAX)]
         pages = await asyncio.gather(*(self._batch_get(batch) for batch in batches))
         files: dict[str, FileVersion] = {}
         blobs: set[str] = set()
@@ -179,17 +169,17 @@ class DynamoFileStore:
         return files, blobs
 
     async def _batch_get(self, keys: list[Item]) -> list[Item]:
-        items: list[Item] = []
+        found: list[Item] = []
         request: Any = {self._table: {"Keys": keys, "ConsistentRead": True}}
         async with self._reads:
             for attempt in range(10):
                 with unavailable_on_transient("DynamoDB"):
                     page = await self._db.batch_get_item(RequestItems=request)
-                items.extend(page.get("Responses", {}).get(self._table, []))
+                found.extend(page.get("Responses", {}).get(self._table, []))
                 request = page.get("UnprocessedKeys") or {}
                 if not request:
-                    return items
-                await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * _jitter())
+                    return found
+                await asyncio.sleep(items.backoff(attempt))
         raise ClientError(
             {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed keys"}},
             "BatchGetItem",
@@ -301,7 +291,3 @@ class DynamoFileStore:
         files = [_file(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return files, (last[SK]["S"][2:] if last else None)
-
-
-def _jitter() -> float:
-    return random.uniform(0.5, 1.5)  # noqa: S311 - backoff jitter, not security

@@ -15,7 +15,6 @@ Item layout in the one table (``pk`` / ``sk``; ``gsi1pk`` / ``gsi1sk`` for look-
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from service import resources
+from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
+from service.aws.items import BATCH_WRITE_MAX, GPK, GSK, PK, SK, TTL, Item
 from service.core.errors import Conflict, NotFound
 from service.core.models import LoginFailures, Membership, Namespace, Session, User
 from service.core.revocations import Revocation, position_at
@@ -31,23 +32,7 @@ from service.core.revocations import Revocation, position_at
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-Item = dict[str, Any]
-PK, SK = resources.TABLE_PARTITION_KEY, resources.TABLE_SORT_KEY
-GPK, GSK = resources.GSI1_PARTITION_KEY, resources.GSI1_SORT_KEY
-TTL = resources.TABLE_TTL_ATTRIBUTE
-_BATCH_WRITE_MAX = 25
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _key(pk: str, sk: str) -> Item:
-    return {PK: _s(pk), SK: _s(sk)}
+_s, _n, _key = items.s, items.n, items.key
 
 
 def _user_item(user: User) -> Item:
@@ -278,7 +263,7 @@ class DynamoIdentityStore:
             request = page.get("UnprocessedKeys") or {}  # type: ignore[assignment]
             if not request:
                 return found
-            await asyncio.sleep(random.uniform(0.01, 0.05))  # noqa: S311 - jitter, not security
+            await asyncio.sleep(items.backoff(0))
         return found
 
     async def record_failure(self, key: str, now: float, window: int) -> None:
@@ -359,15 +344,15 @@ class DynamoRevocationFeed:
             }
             for sid in sids
         ]
-        for start in range(0, len(requests), _BATCH_WRITE_MAX):
-            pending: Any = {self._table: requests[start : start + _BATCH_WRITE_MAX]}
+        for start in range(0, len(requests), BATCH_WRITE_MAX):
+            pending: Any = {self._table: requests[start : start + BATCH_WRITE_MAX]}
             for attempt in range(8):
                 with unavailable_on_transient("DynamoDB"):
                     response = await self._db.batch_write_item(RequestItems=pending)
                 pending = response.get("UnprocessedItems") or {}
                 if not pending:
                     break
-                await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter
+                await asyncio.sleep(items.backoff(attempt))
             else:
                 raise ClientError(
                     {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed"}},

@@ -1,0 +1,37 @@
+"""DynamoDB's typed attribute values and the table's key names, for the adapters in ``aws/``.
+
+Layer: aws (leaf within it).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from service import resources
+
+Item = dict[str, Any]
+PK, SK = resources.TABLE_PARTITION_KEY, resources.TABLE_SORT_KEY
+GPK, GSK = resources.GSI1_PARTITION_KEY, resources.GSI1_SORT_KEY
+TTL = resources.TABLE_TTL_ATTRIBUTE
+BATCH_GET_MAX = 100
+BATCH_WRITE_MAX = 25
+
+
+def s(value: str) -> dict[str, str]:
+    """A string attribute value."""
+    return {"S": value}
+
+
+def n(value: float) -> dict[str, str]:
+    """A number attribute value."""
+    return {"N": str(value)}
+
+
+def key(pk: str, sk: str) -> Item:
+    return {PK: s(pk), SK: s(sk)}
+
+
+def backoff(attempt: int, cap: float = 1.0) -> float:
+    """Exponential backoff with jitter for retrying unprocessed batch items."""
+    return float(min(cap, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
