@@ -32,6 +32,7 @@ from service.keys import (
     OPENAPI,
     READINESS,
     SETTINGS,
+    SYNC,
     TRANSFERS,
 )
 from service.logs import AccessLogger, configure_logging
@@ -97,6 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[CREDENTIALS] = services.credentials
     app[FILES] = services.files
     app[TRANSFERS] = services.transfers
+    app[SYNC] = services.sync
     sweeper = asyncio.create_task(
         _sweep_uploads(
             services, settings.files.upload_sweep_seconds, settings.files.abandoned_upload_seconds
@@ -117,6 +119,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await services.watcher.close()
 
 
 async def _sweep_uploads(services: Services, interval: float, max_age: float) -> None:

@@ -8,8 +8,10 @@ embedded default actually starts.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aioboto3
 
@@ -19,18 +21,44 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 
-@contextmanager
-def run_emulator(host: str = "127.0.0.1") -> Iterator[str]:
-    """Start moto's server on a free loopback port; yield its endpoint URL; stop it on exit."""
-    from moto.server import ThreadedMotoServer
+class _OneRequestAtATime:
+    """A WSGI wrapper that lets moto handle one request at a time.
 
-    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
-    server.start()
+    moto's backends are not safe under concurrent requests: a DynamoDB transaction deep-copies a table
+    that another request thread is changing, and checks its conditions apart from its writes, so two
+    racing transactions can both succeed. DynamoDB itself serializes conflicting transactions, and the
+    service's guarantees (one winner per parent rev, a gapless journal) rest on that; serializing the
+    emulator gives the embedded default and the tests the same ordering.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
+@contextmanager
+def run_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Start moto's server on a loopback port (0: any free one); yield its endpoint URL; stop it on exit."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True)
+    thread.start()
     try:
-        bound_host, port = server.get_host_and_port()
-        yield f"http://{bound_host}:{port}"
+        yield f"http://{host}:{server.server_port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
 
 
 async def provision_emulator(settings: Settings, session: aioboto3.Session | None = None) -> Settings:

@@ -13,6 +13,7 @@ from service.core.credentials import CredentialService
 from service.core.files import FileService
 from service.core.health import ReadinessService
 from service.core.namespaces import NamespaceService
+from service.core.sync import SyncService
 from service.core.transfers import TransferService
 from service.metrics import Metrics
 from service.settings import Settings
@@ -27,3 +28,4 @@ NAMESPACES = web.AppKey("namespaces", NamespaceService)
 CREDENTIALS = web.AppKey("credentials", CredentialService)
 FILES = web.AppKey("files", FileService)
 TRANSFERS = web.AppKey("transfers", TransferService)
+SYNC = web.AppKey("sync", SyncService)

@@ -79,6 +79,8 @@ class Limits:
 
     #: Largest JSON request body, in bytes (413 past it).
     max_json_body: int = 1 * MiB
+    #: Largest compare request (a manifest page of up to 5,000 entries with long paths).
+    max_compare_body: int = 8 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,8 @@ class FileSettings:
     #: Multipart uploads the service started and nobody finished are aborted after this long.
     abandoned_upload_seconds: int = 86400
     upload_sweep_seconds: float = 600.0
+    #: How often a worker reads the heads of the namespaces its long-polls wait on.
+    feed_poll_seconds: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +237,7 @@ class Settings:
                 download_url_seconds=_int(env, "FILESYNC_DOWNLOAD_URL_SECONDS", 60, minimum=5),
                 abandoned_upload_seconds=_int(env, "FILESYNC_ABANDONED_UPLOAD_SECONDS", 86400, minimum=60),
                 upload_sweep_seconds=_float(env, "FILESYNC_UPLOAD_SWEEP_SECONDS", 600.0),
+                feed_poll_seconds=_float(env, "FILESYNC_FEED_POLL_SECONDS", 0.5),
             ),
             s3_public_endpoint=env.get("FILESYNC_S3_PUBLIC_ENDPOINT") or aws.endpoint_for("s3"),
             host=env.get("FILESYNC_HOST", defaults.host),

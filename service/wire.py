@@ -300,3 +300,52 @@ class ServiceConfig(WireModel):
     max_commit_entries: int
     max_json_body: int
     max_path_bytes: int
+
+
+# --- sync --------------------------------------------------------------------------------------------
+
+
+class ManifestEntryIn(WireModel):
+    """What the client has at ``path`` (``content_hash``, empty for nothing) and what it last synced
+    there (``synced_rev``/``synced_hash``, null if never)."""
+
+    path: RawPath
+    content_hash: RawHash = ""
+    synced_rev: int | None = None
+    synced_hash: RawHash | None = None
+
+
+class CompareRequest(WireModel):
+    """A page of the client's manifest. With ``ranged`` (the default) it must hold every client path whose
+    key (NFC, case folded) is in ``after < key <= through`` (nulls: open ends), and the answer includes
+    the server's files in that range the client lacks."""
+
+    entries: Annotated[list[ManifestEntryIn], Meta(max_length=5000)]
+    after: RawPath | None = None
+    through: RawPath | None = None
+    ranged: bool = True
+
+
+class CompareItemOut(WireModel, omit_defaults=True):
+    path: str
+    action: Literal["download", "upload", "conflict", "deleted", "up_to_date"]
+    file: FileInfo | None = None
+
+
+class CompareResponse(WireModel):
+    """The paths needing action (``up_to_date`` only when the rev changed under identical content), how
+    many were already up to date, and the feed cursor to follow from now on."""
+
+    items: list[CompareItemOut]
+    up_to_date: int
+    cursor: str
+
+
+class Changes(WireModel):
+    """Versions committed after the cursor, in commit order; ``cursor`` continues after them; ``more``:
+    another page is ready now; ``backoff_seconds``: wait this long before the next long-poll."""
+
+    changes: list[FileInfo]
+    cursor: str
+    more: bool
+    backoff_seconds: float

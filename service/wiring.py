@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from service import resources
 from service.aws.blobs import S3BlobStore
 from service.aws.clients import AwsClients
-from service.aws.files import DynamoFileStore
+from service.aws.files import DynamoFileStore, DynamoJournal
 from service.aws.identity import DynamoIdentityStore, DynamoRevocationFeed
 from service.aws.sts import StsCredentialVendor
 from service.aws.uploads import DynamoUploadRegistry
@@ -22,6 +22,7 @@ from service.core.files import FileService
 from service.core.namespaces import NamespaceService
 from service.core.passwords import PasswordHasher
 from service.core.revocations import RevocationList
+from service.core.sync import HeadWatcher, SyncService
 from service.core.throttle import LoginThrottle
 from service.core.tokens import TokenService
 from service.core.transfers import TransferService
@@ -36,6 +37,8 @@ class Services:
     files: FileService
     transfers: TransferService
     uploads: DynamoUploadRegistry
+    sync: SyncService
+    watcher: HeadWatcher
     revocation_feed: DynamoRevocationFeed
     revoked: RevocationList
 
@@ -79,8 +82,9 @@ def build_services(
         max_seconds=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS,
     )
     blobs = S3BlobStore(clients.s3, settings.bucket, settings.files.verify)
+    file_store = DynamoFileStore(clients.dynamodb, settings.table)
     files = FileService(
-        DynamoFileStore(clients.dynamodb, settings.table),
+        file_store,
         blobs,
         namespaces,
         block_size=settings.files.block_size,
@@ -96,4 +100,9 @@ def build_services(
         concurrency=settings.files.upload_concurrency,
         presign_seconds=settings.files.presign_seconds,
     )
-    return Services(accounts, namespaces, credentials, files, transfers, uploads, feed, revoked)
+    journal = DynamoJournal(clients.dynamodb, settings.table)
+    watcher = HeadWatcher(journal, settings.files.feed_poll_seconds)
+    sync = SyncService(journal, file_store, namespaces, watcher)
+    return Services(
+        accounts, namespaces, credentials, files, transfers, uploads, sync, watcher, feed, revoked
+    )

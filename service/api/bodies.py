@@ -23,14 +23,19 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def read_json(request: web.Request, model: type[T]) -> T:
-    """The request's JSON body as a ``model``; a client error if it is anything else."""
+async def read_json(request: web.Request, model: type[T], *, max_body: int | None = None) -> T:
+    """The request's JSON body as a ``model``; a client error if it is anything else. ``max_body``
+    (default ``Limits.max_json_body``) caps the body, chunked or not."""
     if not _is_json(request.content_type):
         raise web.HTTPUnsupportedMediaType(
             text=f"Send the body as application/json, not {request.content_type or 'nothing'}."
         )
-    limit = request.app[SETTINGS].limits.max_json_body
+    limit = max_body or request.app[SETTINGS].limits.max_json_body
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    raw = await request.read()
-    return codec.decode(raw, model)
+    raw = bytearray()
+    async for chunk in request.content.iter_any():
+        raw += chunk
+        if len(raw) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    return codec.decode(bytes(raw), model)

@@ -57,7 +57,7 @@ def _result(result: CommitResult) -> CommitResultOut:
     )
 
 
-def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -112,7 +112,7 @@ async def get_files(request: web.Request) -> web.Response:
     """List the live files of a folder (``folder``, default the root; ``recursive=true`` for the whole
     subtree), ``limit`` (1-1000, default 500) a page."""
     principal = authenticate(request)
-    limit = _int_param(request, "limit", 500, 1, _LIST_LIMIT_MAX) or 500
+    limit = int_param(request, "limit", 500, 1, _LIST_LIMIT_MAX) or 500
     files, cursor = await request.app[FILES].list_folder(
         principal,
         request.match_info["ns"],
@@ -131,11 +131,11 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     ns, path = request.match_info["ns"], request.match_info["path"]
     files = request.app[FILES]
     if "versions" in request.query:
-        limit = _int_param(request, "limit", 50, 1, _HISTORY_LIMIT_MAX) or 50
-        before = _int_param(request, "before", None, 1, 10**12)
+        limit = int_param(request, "limit", 50, 1, _HISTORY_LIMIT_MAX) or 50
+        before = int_param(request, "before", None, 1, 10**12)
         versions, cursor = await files.history(principal, ns, path, limit, before)
         return json_response(History(versions=[file_info(v) for v in versions], cursor=cursor))
-    rev = _int_param(request, "rev", None, 1, 10**12)
+    rev = int_param(request, "rev", None, 1, 10**12)
     version = (
         await files.version(principal, ns, path, rev) if rev else await files.current(principal, ns, path)
     )

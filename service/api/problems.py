@@ -42,6 +42,13 @@ _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
     errors.BadRequest: ProblemType(
         "malformed", 400, "Malformed request", "The body or a header could not be parsed."
     ),
+    errors.CursorInvalid: ProblemType(
+        "cursor-invalid",
+        400,
+        "Invalid cursor",
+        "The change-feed cursor is malformed or unknown here: do a full compare (POST /v1/ns/{ns}/compare), "
+        "which returns a fresh cursor.",
+    ),
     errors.ValidationFailed: ProblemType(
         "validation-failed",
         422,

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import auth, credentials, docs, files, health, namespaces
+from service.api import auth, credentials, docs, files, health, namespaces, sync
 from service.api.openapi import Operation
 from service.wire import (
     Account,
     AwsCredentials,
     BlobCheck,
     BlobCheckResult,
+    Changes,
     CommitRequest,
     CommitResponse,
     CommitResultOut,
+    CompareRequest,
+    CompareResponse,
     CompleteRequest,
     CompleteResponse,
     CredentialsRequest,
@@ -321,6 +324,31 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: CommitResponse, 409: CommitResponse},
         errors=(404,),
         auth=True,
+    ),
+    Operation(
+        "POST",
+        "/v1/ns/{ns}/compare",
+        sync.post_compare,
+        "Compare a manifest",
+        "sync",
+        request=CompareRequest,
+        responses={200: CompareResponse},
+        errors=(404,),
+        auth=True,
+    ),
+    Operation(
+        "GET",
+        "/v1/ns/{ns}/changes",
+        sync.get_changes,
+        "Follow the change feed",
+        "sync",
+        responses={200: Changes},
+        errors=(400, 404),
+        auth=True,
+        parameters=tuple(
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in ("cursor", "limit", "wait")
+        ),
     ),
 )
 

@@ -16,7 +16,7 @@ added, and the journal entry is put at ``seq + 1``. A reader therefore never see
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -291,3 +291,73 @@ class DynamoFileStore:
         files = [_file(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return files, (last[SK]["S"][2:] if last else None)
+
+
+class DynamoJournal:
+    """Reads of the namespace journal and heads, for the change feed and its long-poll."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def since(self, ns: str, after_seq: int, limit: int) -> list[JournalEntry]:
+        """Up to ``limit`` journal entries after ``after_seq``, in order (strongly consistent)."""
+        with unavailable_on_transient("DynamoDB"):
+            page = await self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="#pk = :pk AND #sk BETWEEN :lo AND :hi",
+                ExpressionAttributeNames={"#pk": PK, "#sk": SK},
+                ExpressionAttributeValues={
+                    ":pk": _s(f"NS#{ns}"),
+                    ":lo": _s(journal_sk(after_seq + 1)),
+                    ":hi": _s(journal_sk(10**SEQ_DIGITS - 1)),
+                },
+                ConsistentRead=True,
+                Limit=limit,
+            )
+        return [_journal(item) for item in page.get("Items", [])]
+
+    async def heads(self, namespaces: Sequence[str]) -> dict[str, int]:
+        """The head sequence number of each namespace (0 if it has none), BatchGetItem of 100."""
+        heads: dict[str, int] = dict.fromkeys(namespaces, 0)
+        unique = list(heads)
+        for start in range(0, len(unique), BATCH_GET_MAX):
+            request: Any = {
+                self._table: {"Keys": [_key(ns, "HEAD") for ns in unique[start : start + BATCH_GET_MAX]]}
+            }
+            for attempt in range(10):
+                with unavailable_on_transient("DynamoDB"):
+                    page = await self._db.batch_get_item(RequestItems=request)
+                for item in page.get("Responses", {}).get(self._table, []):
+                    heads[item[PK]["S"].removeprefix("NS#")] = int(item["seq"]["N"])
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                await asyncio.sleep(items.backoff(attempt))
+        return heads
+
+    async def files_in_range(
+        self, ns: str, after_key: str | None, through_key: str | None, page_size: int = 1000
+    ) -> AsyncIterator[FileVersion]:
+        """Current items with ``after_key < key <= through_key`` in key order, paged."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":prefix": _s("F#")},
+            "ConsistentRead": True,
+            "Limit": page_size,
+        }
+        if after_key is not None:
+            kwargs["ExclusiveStartKey"] = _key(ns, file_sk(after_key))
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**kwargs)
+            for item in page.get("Items", []):
+                if through_key is not None and item[SK]["S"][2:] > through_key:
+                    return
+                yield _file(item)
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last

@@ -8,6 +8,7 @@ exception's ``__mro__`` so a subclass inherits its parent's mapping unless it ha
 
     FileSyncError                 any error meant for the client; ``detail`` is safe to show
     ├── BadRequest                the request cannot be parsed at all (malformed JSON, bad encoding)
+    │   └── CursorInvalid         a change-feed cursor that is malformed or was never issued here
     ├── ValidationFailed          parsed, but a field is missing, mistyped, unknown or out of range
     ├── Unauthenticated           no credentials, or credentials that are invalid or expired
     ├── PermissionDenied          authenticated, but not allowed to do this
@@ -44,12 +45,22 @@ class BadRequest(FileSyncError):
     """The request could not be parsed (malformed JSON, wrong encoding, bad header syntax)."""
 
 
+class CursorInvalid(BadRequest):
+    """A feed cursor that is malformed or that this namespace never issued: the client should fall back
+    to a full compare, which hands out a fresh cursor."""
+
+
 class ValidationFailed(FileSyncError):
     """The request parsed but its content is invalid; ``errors`` names each offending field."""
 
     def __init__(self, detail: str, errors: tuple[FieldError, ...] = ()) -> None:
         super().__init__(detail)
         self.errors = errors
+
+    @classmethod
+    def of(cls, path: str, message: str) -> ValidationFailed:
+        """One invalid field: ``message`` names what is wrong with the value at JSON path ``path``."""
+        return cls(f"Invalid {path}: {message}.", (FieldError(path, message),))
 
 
 class Unauthenticated(FileSyncError):

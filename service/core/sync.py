@@ -1,0 +1,286 @@
+"""Sync: comparing a client's manifest with the namespace, and the change feed with its long-poll.
+
+Layer: core.
+
+**Compare.** A manifest entry says what the client has at a path (``content_hash``, empty for nothing)
+and what it last synced there (``synced_rev``, ``synced_hash``). With those, each path is decided three-way:
+changed here (hash differs from the synced one), changed there (the server's rev differs from the synced
+one), both (conflict), or neither. In *range* mode (``after``/``through`` given, the manifest holding every
+client path in that key range) the service reads the range with a paginated Query and merge-joins it with
+the sorted manifest, rclone-style, so it also finds the server's files the client lacks; DynamoDB requests
+are about N/1,000 for N files. In *lookup* mode it reads just the entries' paths (BatchGetItem of 100).
+The answer lists only paths needing action, plus the feed cursor to follow afterwards (the head read
+*before* the compare, so nothing committed meanwhile is missed).
+
+**Feed.** Every commit appended one journal entry at the next sequence number, atomically with its file
+writes; reading entries after a cursor therefore never skips or repeats a committed change. A long-poll
+(``wait``) registers with the worker's ``HeadWatcher``, which polls the heads of every namespace some request
+waits on with one batched read per interval, however many requests wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from service.core.errors import CursorInvalid, ValidationFailed
+from service.core.models import FileVersion, JournalEntry, Principal
+from service.core.namespaces import NamespaceService
+from service.paths import normalize_path, path_key
+
+log = logging.getLogger(__name__)
+
+MAX_COMPARE_ENTRIES = 5000
+MAX_FEED_ENTRIES = 100
+MAX_WAIT_SECONDS = 60
+_CURSOR = re.compile(r"^s(?P<seq>0|[1-9][0-9]{0,11})$")
+
+Action = Literal["download", "upload", "conflict", "deleted", "up_to_date"]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    path: str
+    content_hash: str
+    synced_rev: int | None
+    synced_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompareItem:
+    path: str
+    action: Action
+    server: FileVersion | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompareResult:
+    items: list[CompareItem]
+    up_to_date: int
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    changes: list[FileVersion]
+    cursor: str
+    more: bool
+    #: Seconds the client should wait before its next long-poll (0: at once).
+    backoff: float
+
+
+class JournalReader(Protocol):
+    async def since(self, ns: str, after_seq: int, limit: int) -> list[JournalEntry]: ...
+
+    async def heads(self, namespaces: Sequence[str]) -> dict[str, int]: ...
+
+    def files_in_range(
+        self, ns: str, after_key: str | None, through_key: str | None, page_size: int = 1000
+    ) -> AsyncIterator[FileVersion]: ...
+
+
+class FileReader(Protocol):
+    async def read(
+        self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
+    ) -> tuple[dict[str, FileVersion], set[str]]: ...
+
+
+def encode_cursor(seq: int) -> str:
+    return f"s{seq}"
+
+
+def decode_cursor(cursor: str) -> int:
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise CursorInvalid("The cursor is malformed; do a full compare (POST .../compare) to get a new one.")
+    return int(match.group("seq"))
+
+
+def decide(entry: ManifestEntry, server: FileVersion | None) -> Action:
+    """The three-way decision for one path (see the module docstring)."""
+    has_local = entry.content_hash != ""
+    changed_here = entry.content_hash != (entry.synced_hash or "")
+    if server is None:
+        return "upload" if has_local else "up_to_date"
+    changed_there = server.rev != entry.synced_rev
+    if server.deleted:
+        if not has_local:
+            return "up_to_date"
+        if not changed_there:
+            return "upload"  # the client re-created a file it had seen deleted
+        return "conflict" if changed_here else "deleted"
+    if has_local and entry.content_hash == server.content_hash:
+        return "up_to_date"
+    if not changed_there:
+        return "upload" if changed_here else "up_to_date"
+    if changed_here:
+        return "conflict"
+    return "download"
+
+
+class HeadWatcher:
+    """Wakes long-polls when their namespace's head moves past what they have seen.
+
+    One task per worker polls, every ``interval`` seconds, the heads of the namespaces that have waiters
+    (one batched read), and only while someone waits.
+    """
+
+    def __init__(self, journal: JournalReader, interval: float) -> None:
+        self._journal = journal
+        self._interval = interval
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[int]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, ns: str, seen: int, seconds: float) -> int | None:
+        """The new head once it exceeds ``seen``; None when ``seconds`` pass first."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(ns, []).append((seen, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="head-watcher")
+        try:
+            async with asyncio.timeout(seconds):
+                return await future
+        except TimeoutError:
+            return None
+        finally:
+            waiting = self._waiters.get(ns, [])
+            waiting[:] = [(s, f) for s, f in waiting if f is not future]
+            if not waiting:
+                self._waiters.pop(ns, None)
+
+    async def _poll(self) -> None:
+        while self._waiters:
+            await asyncio.sleep(self._interval)
+            try:
+                heads = await self._journal.heads(list(self._waiters))
+            except Exception:
+                log.warning("polling namespace heads failed; retrying", exc_info=True)
+                continue
+            for ns, head in heads.items():
+                for seen, future in self._waiters.get(ns, []):
+                    if head > seen and not future.done():
+                        future.set_result(head)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class SyncService:
+    def __init__(
+        self,
+        journal: JournalReader,
+        files: FileReader,
+        namespaces: NamespaceService,
+        watcher: HeadWatcher,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._journal = journal
+        self._files = files
+        self._namespaces = namespaces
+        self._watcher = watcher
+        self._clock = clock
+
+    async def compare(
+        self,
+        principal: Principal,
+        ns: str,
+        entries: Sequence[ManifestEntry],
+        *,
+        ranged: bool,
+        after: str | None,
+        through: str | None,
+    ) -> CompareResult:
+        await self._namespaces.authorize(principal, ns, "viewer")
+        if len(entries) > MAX_COMPARE_ENTRIES:
+            raise ValidationFailed.of(
+                "$.entries", f"at most {MAX_COMPARE_ENTRIES} entries per request; send the manifest in pages"
+            )
+        keyed = self._keyed(entries, after, through if ranged else None, ranged)
+        head = (await self._journal.heads([ns]))[ns]
+        if ranged:
+            items = await self._merge(ns, keyed, after, through)
+        else:
+            current, _ = await self._files.read(ns, list(keyed), [])
+            items = [CompareItem(e.path, decide(e, current.get(k)), current.get(k)) for k, e in keyed.items()]
+        needing = [i for i in items if i.action != "up_to_date" or _rev_news(i, keyed)]
+        return CompareResult(needing, len(items) - len(needing), encode_cursor(head))
+
+    @staticmethod
+    def _keyed(
+        entries: Sequence[ManifestEntry], after: str | None, through: str | None, ranged: bool
+    ) -> dict[str, ManifestEntry]:
+        keyed: dict[str, ManifestEntry] = {}
+        for index, entry in enumerate(entries):
+            path = normalize_path(entry.path, f"$.entries[{index}].path")
+            key = path_key(path)
+            if key in keyed:
+                raise ValidationFailed.of(
+                    f"$.entries[{index}].path", "the same path (ignoring case) appears twice"
+                )
+            if ranged and ((after is not None and key <= after) or (through is not None and key > through)):
+                raise ValidationFailed.of(
+                    f"$.entries[{index}].path", "outside the range after < path key <= through"
+                )
+            keyed[key] = ManifestEntry(path, entry.content_hash, entry.synced_rev, entry.synced_hash)
+        return keyed
+
+    async def _merge(
+        self, ns: str, keyed: dict[str, ManifestEntry], after: str | None, through: str | None
+    ) -> list[CompareItem]:
+        items: list[CompareItem] = []
+        seen: set[str] = set()
+        async for version in self._journal.files_in_range(ns, after, through):
+            key = path_key(version.path)
+            entry = keyed.get(key)
+            if entry is None:
+                if not version.deleted:
+                    items.append(CompareItem(version.path, "download", version))
+                continue
+            seen.add(key)
+            items.append(CompareItem(entry.path, decide(entry, version), version))
+        for key, entry in keyed.items():
+            if key not in seen:
+                items.append(CompareItem(entry.path, decide(entry, None), None))
+        return items
+
+    async def changes(
+        self, principal: Principal, ns: str, cursor: str | None, limit: int, wait: float
+    ) -> FeedPage:
+        await self._namespaces.authorize(principal, ns, "viewer")
+        after = decode_cursor(cursor) if cursor else 0
+        entries = await self._journal.since(ns, after, limit + 1)
+        if not entries and after > 0:
+            head = (await self._journal.heads([ns]))[ns]
+            if after > head:
+                raise CursorInvalid(
+                    f"The cursor is ahead of this namespace (at {head}); do a full compare to get a new one."
+                )
+        if not entries and wait > 0 and await self._watcher.wait(ns, after, min(wait, MAX_WAIT_SECONDS)):
+            entries = await self._journal.since(ns, after, limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        changes = [change for entry in entries for change in entry.changes]
+        last = entries[-1].seq if entries else after
+        return FeedPage(changes, encode_cursor(last), more, 0.0)
+
+
+def _rev_news(item: CompareItem, keyed: dict[str, ManifestEntry]) -> bool:
+    """An up-to-date path is still reported when the client's synced rev is stale (same content, new
+    rev), so it can record the rev and not conflict on its next change."""
+    entry = keyed.get(path_key(item.path))
+    return bool(
+        item.server is not None
+        and entry is not None
+        and not item.server.deleted
+        and entry.synced_rev != item.server.rev
+        and entry.content_hash == item.server.content_hash
+    )
