@@ -22,13 +22,14 @@ from service.settings import Settings
 
 
 class _OneRequestAtATime:
-    """A WSGI wrapper that lets moto handle one request at a time.
+    """A WSGI wrapper that lets moto handle one DynamoDB request at a time.
 
-    moto's backends are not safe under concurrent requests: a DynamoDB transaction deep-copies a table
-    that another request thread is changing, and checks its conditions apart from its writes, so two
-    racing transactions can both succeed. DynamoDB itself serializes conflicting transactions, and the
-    service's guarantees (one winner per parent rev, a gapless journal) rest on that; serializing the
-    emulator gives the embedded default and the tests the same ordering.
+    moto's DynamoDB backend is not safe under concurrent requests: a transaction deep-copies a table that
+    another request thread is changing, and checks its conditions apart from its writes, so two racing
+    transactions can both succeed. DynamoDB itself serializes conflicting transactions, and the service's
+    guarantees (one winner per parent rev, a gapless journal) rest on that; serializing the emulator's
+    DynamoDB gives the embedded default and the tests the same ordering. S3 requests, which carry the
+    bulk of the bytes, still run concurrently.
     """
 
     def __init__(self, app: Any) -> None:
@@ -36,6 +37,8 @@ class _OneRequestAtATime:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            return list(self._app(environ, start_response))
         with self._lock:
             return list(self._app(environ, start_response))
 
@@ -67,3 +70,28 @@ async def provision_emulator(settings: Settings, session: aioboto3.Session | Non
     async with open_clients(settings.aws, Metrics(), session) as clients:
         provisioned = await provision(settings, clients, session)
     return dataclasses.replace(settings, upload_role_arn=provisioned.upload_role_arn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.embedded [--host H] [--port P]``: just the (serialized) emulator, for tools
+    that want it in a process of its own."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m service.embedded", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with run_emulator(args.host, args.port) as endpoint:
+        sys.stdout.write(f"emulator at {endpoint}\n")
+        sys.stdout.flush()
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

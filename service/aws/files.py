@@ -88,7 +88,7 @@ def version_from_dict(d: dict[str, Any]) -> FileVersion:
     )
 
 
-def _file_item(ns: str, path_key: str, v: FileVersion) -> Item:
+def file_item(ns: str, path_key: str, v: FileVersion) -> Item:
     item: Item = {
         **_key(ns, file_sk(path_key)),
         "path": _s(v.path),
@@ -230,7 +230,7 @@ class DynamoFileStore:
             },
         ]
         for path_key, observed, new in changes:
-            put: dict[str, Any] = {"TableName": self._table, "Item": _file_item(ns, path_key, new)}
+            put: dict[str, Any] = {"TableName": self._table, "Item": file_item(ns, path_key, new)}
             if observed is None:
                 put["ConditionExpression"] = f"attribute_not_exists({PK})"
             else:
@@ -337,17 +337,19 @@ class DynamoJournal:
         return heads
 
     async def files_in_range(
-        self, ns: str, after_key: str | None, through_key: str | None, page_size: int = 1000
+        self, ns: str, after_key: str | None, through_key: str | None, page_size: int | None = None
     ) -> AsyncIterator[FileVersion]:
-        """Current items with ``after_key < key <= through_key`` in key order, paged."""
+        """Current items with ``after_key < key <= through_key`` in key order, in pages of ``page_size``
+        (default: as many as DynamoDB returns, up to 1 MB, a few thousand items)."""
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
             "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":prefix": _s("F#")},
             "ConsistentRead": True,
-            "Limit": page_size,
         }
+        if page_size is not None:
+            kwargs["Limit"] = page_size
         if after_key is not None:
             kwargs["ExclusiveStartKey"] = _key(ns, file_sk(after_key))
         while True:

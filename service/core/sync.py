@@ -81,7 +81,7 @@ class JournalReader(Protocol):
     async def heads(self, namespaces: Sequence[str]) -> dict[str, int]: ...
 
     def files_in_range(
-        self, ns: str, after_key: str | None, through_key: str | None, page_size: int = 1000
+        self, ns: str, after_key: str | None, through_key: str | None, page_size: int | None = None
     ) -> AsyncIterator[FileVersion]: ...
 
 

@@ -15,7 +15,7 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith(name + " "):
             found: dict[str, str] = {}
         elif line.startswith(name + "{"):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
         else:
             continue
         if all(found.get(k) == v for k, v in labels.items()):

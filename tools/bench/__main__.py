@@ -11,6 +11,7 @@ BENCHMARKS = {
     "token_check": "tools.bench.token_check",
     "stream_put": "tools.bench.stream_put",
     "direct_upload": "tools.bench.direct_upload",
+    "compare": "tools.bench.compare",
 }
 
 

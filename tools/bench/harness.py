@@ -86,9 +86,7 @@ class Stack:
 async def stack(block_size: int = 8 * MiB, upload_concurrency: int = 4) -> AsyncIterator[Stack]:
     emulator_port, service_port = free_port(), free_port()
     emulator = f"http://127.0.0.1:{emulator_port}"
-    with process(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(emulator_port)], clean_env()
-    ):
+    with process([sys.executable, "-m", "service.embedded", "--port", str(emulator_port)], clean_env()):
         await wait_http(emulator + "/moto-api/")
         suffix = secrets.token_hex(4)
         settings = Settings(bucket=f"bench-{suffix}", table=f"bench-{suffix}").for_emulator(emulator)
