@@ -155,9 +155,8 @@ async def run(files: int) -> None:
     print(f"  (the budget: well under N/100 = {files // 100:,})")
     print(f"service time in compare: {server:.2f} s = {server / files * 1e6:.1f} ms per 1,000 entries")
     print(f"client wall time: {wall:.2f} s")
-    print(
-        f"baseline: bare Query of the namespace: {bare_time:.2f} s, {bare_items:,} items, {bare_pages} requests"
-    )
+    bare = f"{bare_time:.2f} s, {bare_items:,} items, {bare_pages} requests"
+    print(f"baseline: bare Query of the namespace: {bare}")
     print(f"  = {bare_time / bare_items * 1e6:.1f} ms per 1,000; service / bare = {server / bare_time:.2f}x")
 
 
