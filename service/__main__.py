@@ -32,15 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the file sync service (embedded emulator unless AWS is configured).",
     )
     parser.add_argument("--host", help="address to listen on (default: FILESYNC_HOST or 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, help="port to listen on, 0 for any free one (default: PORT or 8080)"
-    )
+    parser.add_argument("--port", type=int, help="port to listen on, 0 for any free one (default: PORT or 8080)")
     commands = parser.add_subparsers(dest="command", metavar="{users}")
     users = commands.add_parser("users", help="manage accounts (needs AWS settings)")
     actions = users.add_subparsers(dest="action", required=True)
-    add = actions.add_parser(
-        "add", help="create an account; the password comes from FILESYNC_PASSWORD or a prompt"
-    )
+    add = actions.add_parser("add", help="create an account; the password comes from FILESYNC_PASSWORD or a prompt")
     add.add_argument("name")
     for action, text in (("disable", "disable an account and end its sessions"), ("enable", "enable it")):
         actions.add_parser(action, help=text).add_argument("name")

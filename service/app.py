@@ -100,9 +100,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TRANSFERS] = services.transfers
     app[SYNC] = services.sync
     sweeper = asyncio.create_task(
-        _sweep_uploads(
-            services, settings.files.upload_sweep_seconds, settings.files.abandoned_upload_seconds
-        ),
+        _sweep_uploads(services, settings.files.upload_sweep_seconds, settings.files.abandoned_upload_seconds),
         name="upload-sweeper",
     )
     follower = asyncio.create_task(

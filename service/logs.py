@@ -41,9 +41,7 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     if log_format == "json":
-        handler.setFormatter(
-            OrjsonFormatter(_JSON_FIELDS, rename_fields={"levelname": "level", "asctime": "time"})
-        )
+        handler.setFormatter(OrjsonFormatter(_JSON_FIELDS, rename_fields={"levelname": "level", "asctime": "time"}))
     else:
         handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
     root = logging.getLogger()

@@ -177,9 +177,7 @@ class Settings:
             connect_timeout=_float(env, "FILESYNC_AWS_CONNECT_TIMEOUT", 5.0),
             read_timeout=_float(env, "FILESYNC_AWS_READ_TIMEOUT", 30.0),
             max_attempts=_int(env, "FILESYNC_AWS_MAX_ATTEMPTS", 4, minimum=1),
-            s3_addressing_style=_choice(
-                env, "FILESYNC_S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), "auto"
-            ),
+            s3_addressing_style=_choice(env, "FILESYNC_S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), "auto"),
         )
         token_secret = env.get("FILESYNC_TOKEN_SECRET", "")
         if backend == "aws" and len(token_secret) < 32:
@@ -203,9 +201,7 @@ class Settings:
             mail_from=env.get("FILESYNC_MAIL_FROM", defaults.mail_from),
             token_secret=token_secret,
             limits=Limits(
-                max_json_body=_int(
-                    env, "FILESYNC_MAX_JSON_BODY", defaults.limits.max_json_body, minimum=1024
-                ),
+                max_json_body=_int(env, "FILESYNC_MAX_JSON_BODY", defaults.limits.max_json_body, minimum=1024),
             ),
             auth=AuthSettings(
                 open_signup=_bool(env, "FILESYNC_OPEN_SIGNUP", backend == "embedded"),
@@ -213,9 +209,7 @@ class Settings:
                 refresh_token_seconds=_int(env, "FILESYNC_REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=300),
                 credentials_seconds=_int(env, "FILESYNC_CREDENTIALS_SECONDS", 900, minimum=900),
                 login_max_failures=_int(env, "FILESYNC_LOGIN_MAX_FAILURES", 10, minimum=1),
-                login_max_failures_per_address=_int(
-                    env, "FILESYNC_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1
-                ),
+                login_max_failures_per_address=_int(env, "FILESYNC_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1),
                 login_window_seconds=_int(env, "FILESYNC_LOGIN_WINDOW_SECONDS", 900, minimum=1),
                 revocation_poll_seconds=_float(env, "FILESYNC_REVOCATION_POLL_SECONDS", 1.0),
                 trust_forwarded_for=_bool(env, "FILESYNC_TRUST_FORWARDED_FOR", False),
@@ -248,9 +242,7 @@ class Settings:
                 ("json", "text"),
                 "text" if backend == "embedded" else "json",
             ),
-            log_level=_choice(
-                env, "FILESYNC_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
-            ),
+            log_level=_choice(env, "FILESYNC_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True),
             readiness_cache_seconds=_float(env, "FILESYNC_READINESS_CACHE_SECONDS", 2.0),
             readiness_timeout_seconds=_float(env, "FILESYNC_READINESS_TIMEOUT_SECONDS", 2.0),
             shutdown_timeout_seconds=_float(env, "FILESYNC_SHUTDOWN_TIMEOUT_SECONDS", 25.0),
@@ -333,9 +325,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _choice(
-    env: Mapping[str, str], name: str, choices: tuple[_C, ...], default: _C, *, upper: bool = False
-) -> _C:
+def _choice(env: Mapping[str, str], name: str, choices: tuple[_C, ...], default: _C, *, upper: bool = False) -> _C:
     raw = env.get(name)
     if raw is None or raw == "":
         return default

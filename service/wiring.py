@@ -43,9 +43,7 @@ class Services:
     revoked: RevocationList
 
 
-def build_services(
-    settings: Settings, clients: AwsClients, clock: Callable[[], float] = time.time
-) -> Services:
+def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], float] = time.time) -> Services:
     auth = settings.auth
     store = DynamoIdentityStore(clients.dynamodb, settings.table)
     feed = DynamoRevocationFeed(clients.dynamodb, settings.table)
@@ -103,6 +101,4 @@ def build_services(
     journal = DynamoJournal(clients.dynamodb, settings.table)
     watcher = HeadWatcher(journal, settings.files.feed_poll_seconds)
     sync = SyncService(journal, file_store, namespaces, watcher)
-    return Services(
-        accounts, namespaces, credentials, files, transfers, uploads, sync, watcher, feed, revoked
-    )
+    return Services(accounts, namespaces, credentials, files, transfers, uploads, sync, watcher, feed, revoked)

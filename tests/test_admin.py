@@ -10,9 +10,7 @@ from tests.api.helpers import log_in, problem
 from tests.test_entrypoints import ROOT, clean_env
 
 
-def run_admin(
-    settings: Settings, *args: str, password: str | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_admin(settings: Settings, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
     env = clean_env(
         AWS_ENDPOINT_URL=settings.aws.endpoint_url or "",
         AWS_ACCESS_KEY_ID="testing",
@@ -51,9 +49,7 @@ async def test_add_then_disable_a_user_from_the_command_line(client, provisioned
 
     disabled = run_admin(provisioned, "disable", "zoe")
     assert disabled.returncode == 0, disabled.stderr
-    response = await client.post(
-        "/v1/auth/token", json={"username": "zoe", "password": "zoe's long password"}
-    )
+    response = await client.post("/v1/auth/token", json={"username": "zoe", "password": "zoe's long password"})
     await problem(response, 401)
 
     assert run_admin(provisioned, "enable", "zoe").returncode == 0

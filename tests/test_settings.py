@@ -21,9 +21,7 @@ def test_no_aws_settings_means_the_embedded_default():
     ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"],
 )
 def test_any_aws_setting_selects_aws(variable: str):
-    settings = Settings.from_env(
-        {variable: "x", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE}
-    )
+    settings = Settings.from_env({variable: "x", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE})
     assert settings.backend == "aws"
     assert settings.log_format == "json"
 

@@ -57,8 +57,7 @@ def render_docs(spec: dict[str, Any]) -> str:
         parts.extend(_render_operation(method, path, op) for method, path, op in ops)
     parts.append('<h2 id="problems">Problem types</h2>')
     parts.append(
-        "<p>Errors are <code>application/problem+json</code> (RFC 9457); the <code>type</code> "
-        "member links here.</p>"
+        "<p>Errors are <code>application/problem+json</code> (RFC 9457); the <code>type</code> member links here.</p>"
     )
     for kind in PROBLEM_TYPES:
         parts.append(
@@ -78,8 +77,7 @@ def render_docs(spec: dict[str, Any]) -> str:
 def _render_operation(method: str, path: str, op: dict[str, Any]) -> str:
     rows = [
         f'<div class=op id="op-{escape(op["operationId"])}">',
-        f"<span class=m>{escape(method.upper())}</span> <code>{escape(path)}</code> "
-        f"&mdash; {escape(op['summary'])}",
+        f"<span class=m>{escape(method.upper())}</span> <code>{escape(path)}</code> &mdash; {escape(op['summary'])}",
     ]
     if "description" in op:
         rows.append(f"<p>{escape(op['description'])}</p>")

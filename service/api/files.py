@@ -95,9 +95,7 @@ async def post_commit(request: web.Request) -> web.Response:
     commits nothing twice."""
     principal = authenticate(request)
     body = await read_json(request, CommitRequest)
-    entries = [
-        CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries
-    ]
+    entries = [CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries]
     outcome = await request.app[FILES].commit(
         principal, request.match_info["ns"], entries, request.headers.get(IDEMPOTENCY_HEADER)
     )
@@ -136,20 +134,14 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         versions, cursor = await files.history(principal, ns, path, limit, before)
         return json_response(History(versions=[file_info(v) for v in versions], cursor=cursor))
     rev = int_param(request, "rev", None, 1, 10**12)
-    version = (
-        await files.version(principal, ns, path, rev) if rev else await files.current(principal, ns, path)
-    )
+    version = await files.version(principal, ns, path, rev) if rev else await files.current(principal, ns, path)
     if version.deleted:
-        raise ValidationFailed(
-            f"rev {version.rev} of {path!r} is a deletion.", (FieldError("rev", "a tombstone"),)
-        )
+        raise ValidationFailed(f"rev {version.rev} of {path!r} is a deletion.", (FieldError("rev", "a tombstone"),))
     if request.method == "HEAD":
         return web.Response(headers=_version_headers(version, version.size))
     if request.query.get("via") == "service" or version.content_hash == EMPTY_HASH:
         return await _stream(request, ns, version)
-    url = await request.app[TRANSFERS].download_url(
-        ns, version, request.app[SETTINGS].files.download_url_seconds
-    )
+    url = await request.app[TRANSFERS].download_url(ns, version, request.app[SETTINGS].files.download_url_seconds)
     raise web.HTTPFound(location=url, headers=_version_headers(version, None))
 
 
@@ -286,9 +278,7 @@ async def delete_file(request: web.Request) -> web.Response:
     outcome = await request.app[FILES].commit(
         principal, request.match_info["ns"], [entry], request.headers.get(IDEMPOTENCY_HEADER)
     )
-    return json_response(
-        _result(outcome.results[0]), status=200 if outcome.results[0].status == "committed" else 409
-    )
+    return json_response(_result(outcome.results[0]), status=200 if outcome.results[0].status == "committed" else 409)
 
 
 async def post_restore(request: web.Request) -> web.Response:
@@ -314,9 +304,7 @@ async def post_move(request: web.Request) -> web.Response:
         request.headers.get(IDEMPOTENCY_HEADER),
     )
     ok = all(r.status == "committed" for r in results)
-    return json_response(
-        CommitResponse(seq=0, results=[_result(r) for r in results]), status=200 if ok else 409
-    )
+    return json_response(CommitResponse(seq=0, results=[_result(r) for r in results]), status=200 if ok else 409)
 
 
 async def post_upload(request: web.Request) -> web.Response:
@@ -334,9 +322,7 @@ async def post_upload(request: web.Request) -> web.Response:
             headers=ticket.headers,
             upload_id=ticket.upload_id,
             part_size=ticket.part_size,
-            parts=[PresignedPartOut(number=p.number, url=p.url) for p in ticket.parts]
-            if ticket.parts
-            else None,
+            parts=[PresignedPartOut(number=p.number, url=p.url) for p in ticket.parts] if ticket.parts else None,
         )
     )
 

@@ -36,12 +36,8 @@ class ProblemType:
 
 
 _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
-    errors.FileSyncError: ProblemType(
-        "bad-request", 400, "Bad request", "The request cannot be served as sent."
-    ),
-    errors.BadRequest: ProblemType(
-        "malformed", 400, "Malformed request", "The body or a header could not be parsed."
-    ),
+    errors.FileSyncError: ProblemType("bad-request", 400, "Bad request", "The request cannot be served as sent."),
+    errors.BadRequest: ProblemType("malformed", 400, "Malformed request", "The body or a header could not be parsed."),
     errors.CursorInvalid: ProblemType(
         "cursor-invalid",
         400,
@@ -62,13 +58,9 @@ _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
         "Authentication required",
         "No bearer token, or one that is malformed, expired or revoked.",
     ),
-    errors.PermissionDenied: ProblemType(
-        "forbidden", 403, "Forbidden", "The caller may not perform this operation."
-    ),
+    errors.PermissionDenied: ProblemType("forbidden", 403, "Forbidden", "The caller may not perform this operation."),
     errors.NotFound: ProblemType("not-found", 404, "Not found", "No such resource."),
-    errors.Conflict: ProblemType(
-        "conflict", 409, "Conflict", "The resource's current state does not allow this."
-    ),
+    errors.Conflict: ProblemType("conflict", 409, "Conflict", "The resource's current state does not allow this."),
     errors.VersionConflict: ProblemType(
         "version-conflict",
         409,
@@ -145,9 +137,7 @@ def problem_response(
         checks=checks,
         current=current,
     )
-    response = web.Response(
-        body=codec.dumps(body), status=status, content_type=PROBLEM_MEDIA_TYPE, headers=headers
-    )
+    response = web.Response(body=codec.dumps(body), status=status, content_type=PROBLEM_MEDIA_TYPE, headers=headers)
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response

@@ -116,9 +116,7 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: Tokens},
         errors=(401,),
     ),
-    Operation(
-        "POST", "/v1/auth/logout", auth.post_logout, "Log out", "accounts", responses={204: None}, auth=True
-    ),
+    Operation("POST", "/v1/auth/logout", auth.post_logout, "Log out", "accounts", responses={204: None}, auth=True),
     Operation(
         "GET",
         "/v1/account",
@@ -251,9 +249,7 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: CommitResponse, 409: CommitResponse},
         errors=(403, 404),
         auth=True,
-        parameters=(
-            {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
-        ),
+        parameters=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},),
     ),
     Operation(
         "GET",

@@ -63,9 +63,7 @@ class S3BlobStore:
         if head["ContentLength"] != size:
             outcome: Outcome = "mismatch"
         elif mode == "checksum" and head.get("ChecksumSHA256"):
-            outcome = (
-                "ok" if _same_checksum(head["ChecksumSHA256"], s3_checksum(content_hash)) else "mismatch"
-            )
+            outcome = "ok" if _same_checksum(head["ChecksumSHA256"], s3_checksum(content_hash)) else "mismatch"
         else:
             digest = await self._hash_object(key, block_size)
             outcome = "ok" if digest.content_hash == content_hash and digest.size == size else "mismatch"
@@ -119,9 +117,7 @@ class S3BlobStore:
         with its SHA-256; complete and return the content digest. If the digest is not ``expected_hash``
         the upload is aborted before it completes (``ContentMismatch``); any failure aborts it."""
         with unavailable_on_transient("S3"):
-            created = await self._s3.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256"
-            )
+            created = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
         upload_id = created["UploadId"]
         if on_started is not None:
             await on_started(upload_id)
@@ -185,15 +181,11 @@ class S3BlobStore:
 
     async def abort(self, key: str, upload_id: str) -> None:
         try:
-            await asyncio.shield(
-                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            )
+            await asyncio.shield(self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id))
         except Exception:
             log.warning("could not abort multipart upload %s of %s", upload_id, key, exc_info=True)
 
-    async def copy(
-        self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int
-    ) -> None:
+    async def copy(self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int) -> None:
         """Server-side copy keeping the block layout (one UploadPartCopy per block); the source stays."""
         with unavailable_on_transient("S3"):
             created = await self._s3.create_multipart_upload(
@@ -260,9 +252,7 @@ class S3BlobStore:
 
     async def start_upload(self, key: str) -> str:
         with unavailable_on_transient("S3"):
-            created = await self._s3.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256"
-            )
+            created = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
         return created["UploadId"]
 
     async def complete_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:

@@ -105,9 +105,7 @@ async def open_clients(
 async def open_iam(aws: AwsSettings, session: aioboto3.Session | None = None) -> AsyncIterator[IAMClient]:
     """An IAM client, used only to provision the embedded default's upload role."""
     session = session or make_session(aws)
-    async with session.client(
-        "iam", endpoint_url=aws.endpoint_for("iam"), config=client_config(aws, "iam")
-    ) as iam:
+    async with session.client("iam", endpoint_url=aws.endpoint_for("iam"), config=client_config(aws, "iam")) as iam:
         yield iam
 
 
@@ -118,9 +116,7 @@ def instrument(client: Any, metrics: Metrics) -> None:
     def before_call(model: Any, context: dict[str, Any], **_: Any) -> None:
         context[_STARTED] = time.perf_counter()
 
-    def after_call(
-        model: Any, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
-    ) -> None:
+    def after_call(model: Any, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         _observe(model.name, context)
         if http_response.status_code >= 300:
             code = str(parsed.get("Error", {}).get("Code", http_response.status_code))

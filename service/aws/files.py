@@ -187,9 +187,7 @@ class DynamoFileStore:
 
     async def head_seq(self, ns: str) -> int:
         with unavailable_on_transient("DynamoDB"):
-            response = await self._db.get_item(
-                TableName=self._table, Key=_key(ns, "HEAD"), ConsistentRead=True
-            )
+            response = await self._db.get_item(TableName=self._table, Key=_key(ns, "HEAD"), ConsistentRead=True)
         item = response.get("Item")
         return int(item["seq"]["N"]) if item else 0
 
@@ -258,9 +256,7 @@ class DynamoFileStore:
                 raise
             reasons: list[Any] = exc.response.get("CancellationReasons", [])
             failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
-            if not failed and any(
-                r.get("Code") in ("TransactionConflict", "ThrottlingError") for r in reasons
-            ):
+            if not failed and any(r.get("Code") in ("TransactionConflict", "ThrottlingError") for r in reasons):
                 raise StoreConflict(head_moved=True) from None
             if not failed:
                 raise
@@ -322,9 +318,7 @@ class DynamoJournal:
         heads: dict[str, int] = dict.fromkeys(namespaces, 0)
         unique = list(heads)
         for start in range(0, len(unique), BATCH_GET_MAX):
-            request: Any = {
-                self._table: {"Keys": [_key(ns, "HEAD") for ns in unique[start : start + BATCH_GET_MAX]]}
-            }
+            request: Any = {self._table: {"Keys": [_key(ns, "HEAD") for ns in unique[start : start + BATCH_GET_MAX]]}}
             for attempt in range(10):
                 with unavailable_on_transient("DynamoDB"):
                     page = await self._db.batch_get_item(RequestItems=request)

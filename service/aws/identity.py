@@ -243,16 +243,12 @@ class DynamoIdentityStore:
 
     async def delete_membership(self, namespace_id: str, username: str) -> None:
         with unavailable_on_transient("DynamoDB"):
-            await self._db.delete_item(
-                TableName=self._table, Key=_key(f"NS#{namespace_id}", f"MEMBER#{username}")
-            )
+            await self._db.delete_item(TableName=self._table, Key=_key(f"NS#{namespace_id}", f"MEMBER#{username}"))
 
     # --- login failures ------------------------------------------------------------------------------
 
     async def failures(self, keys: list[str]) -> dict[str, LoginFailures]:
-        request = {
-            self._table: {"Keys": [_key(f"THROTTLE#{k}", "LOGIN") for k in keys], "ConsistentRead": True}
-        }
+        request = {self._table: {"Keys": [_key(f"THROTTLE#{k}", "LOGIN") for k in keys], "ConsistentRead": True}}
         found: dict[str, LoginFailures] = {}
         for _ in range(5):
             with unavailable_on_transient("DynamoDB"):
@@ -370,9 +366,7 @@ class DynamoRevocationFeed:
         while True:
             page = await self._db.query(**kwargs)
             for item in page.get("Items", []):
-                revocations.append(
-                    Revocation(item["sid"]["S"], float(item[TTL]["N"]), item[SK]["S"].split("#", 1)[0])
-                )
+                revocations.append(Revocation(item["sid"]["S"], float(item[TTL]["N"]), item[SK]["S"].split("#", 1)[0]))
             if "LastEvaluatedKey" not in page:
                 return revocations
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -112,8 +112,6 @@ async def _upload_role(settings: Settings, session: aioboto3.Session, trusted_pr
         await iam.put_role_policy(
             RoleName=resources.UPLOAD_ROLE_NAME,
             PolicyName="namespace-objects",
-            PolicyDocument=orjson.dumps(
-                resources.upload_role_policy(resources.bucket_arn(settings.bucket))
-            ).decode(),
+            PolicyDocument=orjson.dumps(resources.upload_role_policy(resources.bucket_arn(settings.bucket))).decode(),
         )
     return role_arn

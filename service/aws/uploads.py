@@ -64,9 +64,7 @@ class DynamoUploadRegistry:
 
     async def finished(self, record: UploadRecord) -> None:
         with unavailable_on_transient("DynamoDB"):
-            await self._db.delete_item(
-                TableName=self._table, Key={PK: {"S": PARTITION}, SK: {"S": record.sort_key}}
-            )
+            await self._db.delete_item(TableName=self._table, Key={PK: {"S": PARTITION}, SK: {"S": record.sort_key}})
 
     async def sweep(self, older_than_seconds: float) -> int:
         """Abort and forget uploads started more than ``older_than_seconds`` ago; how many."""

@@ -116,9 +116,7 @@ class AccountService:
         name = normalize_username(username)
         check_password(password)
         now = self._clock()
-        home = Namespace(
-            id=new_namespace_id(), name=f"{name} (home)", kind="home", created_by=name, created_at=now
-        )
+        home = Namespace(id=new_namespace_id(), name=f"{name} (home)", kind="home", created_by=name, created_at=now)
         user = User(
             username=name,
             password_hash=await self._hasher.hash(password),

@@ -100,9 +100,7 @@ class CredentialService:
     ) -> CredentialGrant:
         role_arn = self._role_arn
         if role_arn is None:
-            raise DependencyUnavailable(
-                "This service has no upload role configured (FILESYNC_UPLOAD_ROLE_ARN)."
-            )
+            raise DependencyUnavailable("This service has no upload role configured (FILESYNC_UPLOAD_ROLE_ARN).")
         duration = self._duration(duration_seconds)
         memberships = await self._memberships(principal, namespace_ids)
         if not memberships:
@@ -128,9 +126,7 @@ class CredentialService:
             raise ValidationFailed(f"The {message}.", (FieldError("$.duration_seconds", message),))
         return duration
 
-    async def _memberships(
-        self, principal: Principal, namespace_ids: Sequence[str] | None
-    ) -> list[Membership]:
+    async def _memberships(self, principal: Principal, namespace_ids: Sequence[str] | None) -> list[Membership]:
         if namespace_ids is None:
             return await self._namespaces.list_for(principal)
         unique = list(dict.fromkeys(namespace_ids))

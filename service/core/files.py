@@ -177,9 +177,7 @@ class FileService:
                 errors.append(FieldError(f"{where}.{problem[0]}", problem[1]))
             key = path_key(path)
             if key in seen:
-                errors.append(
-                    FieldError(f"{where}.path", f"the same path (ignoring case) as entries[{seen[key]}]")
-                )
+                errors.append(FieldError(f"{where}.path", f"the same path (ignoring case) as entries[{seen[key]}]"))
             seen[key] = index
             pending.append(_Pending(index, replace(entry, path=path), key))
         if errors:
@@ -344,9 +342,7 @@ class FileService:
             )
             return CommitResult(entry.path, "conflict", current=cur, reason=reason)
         if cur is None or cur.rev != entry.parent_rev:
-            reason = (
-                "no such file" if cur is None else f"the current rev is {cur.rev}, not {entry.parent_rev}"
-            )
+            reason = "no such file" if cur is None else f"the current rev is {cur.rev}, not {entry.parent_rev}"
             return CommitResult(entry.path, "conflict", current=cur, reason=reason)
         if entry.deleted and cur.deleted:
             return CommitResult(entry.path, "conflict", current=cur, reason="already deleted")
@@ -413,9 +409,7 @@ class FileService:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    async def current(
-        self, principal: Principal, ns: str, path: str, *, include_deleted: bool = False
-    ) -> FileVersion:
+    async def current(self, principal: Principal, ns: str, path: str, *, include_deleted: bool = False) -> FileVersion:
         await self._namespaces.authorize(principal, ns, "viewer")
         clean = normalize_path(path, "path")
         found, _ = await self._store.read(ns, [path_key(clean)], [])
@@ -455,18 +449,14 @@ class FileService:
             if cursor is None or not page:
                 raise NotFound(f"{path!r} has no rev {rev}.")
 
-    async def restore(
-        self, principal: Principal, ns: str, path: str, rev: int, commit_key: str | None
-    ) -> CommitResult:
+    async def restore(self, principal: Principal, ns: str, path: str, rev: int, commit_key: str | None) -> CommitResult:
         """Make an old version current again, as a new version (history keeps everything)."""
         old = await self.version(principal, ns, path, rev)
         if old.deleted:
             raise Conflict(f"rev {rev} of {path!r} is a deletion; restore a version with content.")
         head = await self.current(principal, ns, path, include_deleted=True)
         entry = CommitEntry(head.path, old.content_hash, old.size, old.mtime, head.rev)
-        outcome = await self.commit(
-            principal, ns, [entry], commit_key, verified=frozenset({old.content_hash})
-        )
+        outcome = await self.commit(principal, ns, [entry], commit_key, verified=frozenset({old.content_hash}))
         return outcome.results[0]
 
     async def move(
@@ -480,9 +470,7 @@ class FileService:
             CommitEntry(target, src.content_hash, src.size, src.mtime, None),
         ]
         if path_key(normalize_path(target, "$.to")) == path_key(src.path):
-            raise ValidationFailed(
-                "Source and target are the same path.", (FieldError("$.to", "same as the source"),)
-            )
+            raise ValidationFailed("Source and target are the same path.", (FieldError("$.to", "same as the source"),))
         outcome = await self.commit(
             principal, ns, entries, commit_key, moves=[(1, 0)], verified=frozenset({src.content_hash})
         )
@@ -516,9 +504,7 @@ class FileService:
         return [h for h in dict.fromkeys(hashes) if h not in known and h != EMPTY_HASH]
 
 
-def _join_moves(
-    decisions: dict[int, CommitResult | None], moves: dict[int, int], chunk: dict[int, _Pending]
-) -> None:
+def _join_moves(decisions: dict[int, CommitResult | None], moves: dict[int, int], chunk: dict[int, _Pending]) -> None:
     """A move is both halves or neither: if one side conflicts, so does the other."""
     for target, source in moves.items():
         sides = (target, source)
@@ -549,7 +535,5 @@ def _decode_cursor(cursor: str | None) -> str | None:
     except orjson.JSONDecodeError:
         value = None
     if not isinstance(value, str):
-        raise ValidationFailed(
-            "The cursor is malformed.", (FieldError("cursor", "not a cursor from this API"),)
-        )
+        raise ValidationFailed("The cursor is malformed.", (FieldError("cursor", "not a cursor from this API"),))
     return value

@@ -61,9 +61,7 @@ class NamespaceView:
 
 
 class NamespaceService:
-    def __init__(
-        self, store: NamespaceStore, users: UserLookup, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, store: NamespaceStore, users: UserLookup, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._users = users
         self._clock = clock
@@ -104,9 +102,7 @@ class NamespaceService:
         members = await self._store.members_of(namespace_id)
         return NamespaceView(namespace, membership.role, members)
 
-    async def set_member(
-        self, principal: Principal, namespace_id: str, username: str, role: Role
-    ) -> Membership:
+    async def set_member(self, principal: Principal, namespace_id: str, username: str, role: Role) -> Membership:
         mine = await self.authorize(principal, namespace_id, "owner")
         if mine.namespace_kind == "home":
             raise Conflict("A home namespace cannot be shared; create a shared namespace instead.")

@@ -17,9 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 class PasswordHasher:
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, max_concurrent: int) -> None:
-        self._argon2 = Argon2Hasher(
-            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
-        )
+        self._argon2 = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._dummy: str | None = None
 

@@ -223,13 +223,9 @@ class SyncService:
             path = normalize_path(entry.path, f"$.entries[{index}].path")
             key = path_key(path)
             if key in keyed:
-                raise ValidationFailed.of(
-                    f"$.entries[{index}].path", "the same path (ignoring case) appears twice"
-                )
+                raise ValidationFailed.of(f"$.entries[{index}].path", "the same path (ignoring case) appears twice")
             if ranged and ((after is not None and key <= after) or (through is not None and key > through)):
-                raise ValidationFailed.of(
-                    f"$.entries[{index}].path", "outside the range after < path key <= through"
-                )
+                raise ValidationFailed.of(f"$.entries[{index}].path", "outside the range after < path key <= through")
             keyed[key] = ManifestEntry(path, entry.content_hash, entry.synced_rev, entry.synced_hash)
         return keyed
 
@@ -252,9 +248,7 @@ class SyncService:
                 items.append(CompareItem(entry.path, decide(entry, None), None))
         return items
 
-    async def changes(
-        self, principal: Principal, ns: str, cursor: str | None, limit: int, wait: float
-    ) -> FeedPage:
+    async def changes(self, principal: Principal, ns: str, cursor: str | None, limit: int, wait: float) -> FeedPage:
         await self._namespaces.authorize(principal, ns, "viewer")
         after = decode_cursor(cursor) if cursor else 0
         entries = await self._journal.since(ns, after, limit + 1)

@@ -60,9 +60,7 @@ class BlobTransfer(Protocol):
         expected_hash: str | None = None,
     ) -> ContentDigest: ...
 
-    async def copy(
-        self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int
-    ) -> None: ...
+    async def copy(self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int) -> None: ...
 
     async def delete(self, key: str) -> None: ...
 
@@ -226,9 +224,7 @@ class TransferService:
 
     # --- presigned URLs -------------------------------------------------------------------------------
 
-    async def presign_upload(
-        self, principal: Principal, ns: str, content_hash: str, size: int
-    ) -> PresignedUpload:
+    async def presign_upload(self, principal: Principal, ns: str, content_hash: str, size: int) -> PresignedUpload:
         await self._namespaces.authorize(principal, ns, "editor")
         blocks = self._check_claim(content_hash, size)
         if content_hash == EMPTY_HASH or not await self._files.missing_blobs(principal, ns, [content_hash]):
@@ -315,9 +311,7 @@ class TransferService:
             raise ValidationFailed("Size cannot be negative.", (FieldError("$.size", "negative"),))
         blocks = -(-size // self.block_size)
         if blocks > MAX_FILE_BLOCKS:
-            raise PayloadTooLarge(
-                f"A file may have at most {MAX_FILE_BLOCKS} blocks of {self.block_size} bytes."
-            )
+            raise PayloadTooLarge(f"A file may have at most {MAX_FILE_BLOCKS} blocks of {self.block_size} bytes.")
         if max(blocks, 1) != expected_blocks(content_hash) or (size == 0) != (content_hash == EMPTY_HASH):
             message = f"a body of {size} bytes has {max(blocks, 1)} block(s) of {self.block_size} bytes"
             raise ValidationFailed(

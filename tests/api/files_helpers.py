@@ -31,9 +31,7 @@ def body(size: int) -> bytes:
 
 async def commit(client, headers, ns: str, entries: list[dict[str, Any]], key: str | None = None) -> dict:
     extra = {"Idempotency-Key": key} if key else {}
-    response = await client.post(
-        f"/v1/ns/{ns}/commit", json={"entries": entries}, headers={**headers, **extra}
-    )
+    response = await client.post(f"/v1/ns/{ns}/commit", json={"entries": entries}, headers={**headers, **extra})
     body = await response.json()
     everything_conflicted = {r["status"] for r in body["results"]} == {"conflict"}
     assert response.status == (409 if everything_conflicted else 200), body
@@ -113,9 +111,7 @@ async def upload_presigned(client, headers, ns: str, data: bytes) -> None:
         parts = []
         for part in ticket["parts"]:
             start = (part["number"] - 1) * ticket["part_size"]
-            async with http.put(
-                part["url"], data=io.BytesIO(data[start : start + ticket["part_size"]])
-            ) as put:
+            async with http.put(part["url"], data=io.BytesIO(data[start : start + ticket["part_size"]])) as put:
                 assert put.status == 200, await put.text()
                 parts.append({"number": part["number"], "etag": put.headers["ETag"]})
     done = await client.post(

@@ -49,9 +49,7 @@ async def test_sign_up_log_in_refresh_use_log_out(client):
 async def test_reusing_a_rotated_refresh_token_ends_the_session(client):
     await sign_up(client, "mallory-victim")
     tokens = await log_in(client, "mallory-victim")
-    first = await (
-        await client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
-    ).json()
+    first = await (await client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).json()
     replay = await client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     await problem(replay, 401)
     # The legitimate holder's tokens from the rotation are revoked too: the family is burnt.
@@ -127,9 +125,7 @@ async def test_bad_tokens_are_401(client, provisioned: Settings, kind: str):
         "tampered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
         "wrong-alg": jwt.encode(claims, secret, algorithm="HS512"),
-        "wrong-secret": jwt.encode(
-            claims, "another-secret-that-is-long-enough-0123456789", algorithm="HS256"
-        ),
+        "wrong-secret": jwt.encode(claims, "another-secret-that-is-long-enough-0123456789", algorithm="HS256"),
         "malformed": "not.a.token",
         "refresh-as-access": tokens["refresh_token"],
     }[kind]
@@ -158,9 +154,7 @@ async def test_every_authenticated_route_refuses_anonymous_callers(client):
 async def test_eleven_wrong_passwords_get_429_with_retry_after(client):
     await sign_up(client, "frank")
     for attempt in range(10):
-        response = await client.post(
-            "/v1/auth/token", json={"username": "frank", "password": f"wrong-{attempt}"}
-        )
+        response = await client.post("/v1/auth/token", json={"username": "frank", "password": f"wrong-{attempt}"})
         await problem(response, 401)
     eleventh = await client.post("/v1/auth/token", json={"username": "frank", "password": "wrong-10"})
     body = await problem(eleventh, 429)
@@ -177,12 +171,8 @@ async def test_failed_logins_are_limited_per_client_address(provisioned, make_cl
     )
     client = await make_client(app_factory(settings))
     for name in ("gina", "hank", "ivan"):
-        await problem(
-            await client.post("/v1/auth/token", json={"username": name, "password": "nope-nope"}), 401
-        )
-    await problem(
-        await client.post("/v1/auth/token", json={"username": "judy", "password": "nope-nope"}), 429
-    )
+        await problem(await client.post("/v1/auth/token", json={"username": name, "password": "nope-nope"}), 401)
+    await problem(await client.post("/v1/auth/token", json={"username": "judy", "password": "nope-nope"}), 429)
 
 
 async def test_wrong_user_and_wrong_password_are_indistinguishable(client):
@@ -190,9 +180,7 @@ async def test_wrong_user_and_wrong_password_are_indistinguishable(client):
 
     async def attempt(username: str) -> tuple[dict, float]:
         started = time.perf_counter()
-        response = await client.post(
-            "/v1/auth/token", json={"username": username, "password": "wrong password"}
-        )
+        response = await client.post("/v1/auth/token", json={"username": username, "password": "wrong password"})
         elapsed = time.perf_counter() - started
         return await problem(response, 401), elapsed
 
@@ -237,9 +225,7 @@ async def test_usernames_are_normalized_and_unique(client):
     await problem(taken, 409)
     # Full-width letters normalize (NFKC) to the same name.
     await problem(
-        await client.post(
-            "/v1/auth/signup", json={"username": "\uff4d\uff49\uff4b\uff45", "password": PASSWORD}
-        ),
+        await client.post("/v1/auth/signup", json={"username": "\uff4d\uff49\uff4b\uff45", "password": PASSWORD}),
         409,
     )
     await log_in(client, "mike")
@@ -248,9 +234,7 @@ async def test_usernames_are_normalized_and_unique(client):
 async def test_sign_up_can_be_closed(provisioned, make_client, app_factory):
     closed = dataclasses.replace(provisioned, auth=dataclasses.replace(provisioned.auth, open_signup=False))
     client = await make_client(app_factory(closed))
-    body = await problem(
-        await client.post("/v1/auth/signup", json={"username": "nina", "password": PASSWORD}), 403
-    )
+    body = await problem(await client.post("/v1/auth/signup", json={"username": "nina", "password": PASSWORD}), 403)
     assert "administrator" in body["detail"]
 
 
@@ -258,9 +242,7 @@ async def test_password_hashes_are_upgraded_when_parameters_change(provisioned, 
     client = await make_client(app_factory(provisioned))
     await sign_up(client, "olga")
     old_hash = (await client.app[ACCOUNTS].get_user("olga")).password_hash
-    stronger = dataclasses.replace(
-        provisioned, auth=dataclasses.replace(provisioned.auth, argon2_time_cost=2)
-    )
+    stronger = dataclasses.replace(provisioned, auth=dataclasses.replace(provisioned.auth, argon2_time_cost=2))
     upgraded = await make_client(app_factory(stronger))
     await log_in(upgraded, "olga")
     new_hash = (await upgraded.app[ACCOUNTS].get_user("olga")).password_hash

@@ -84,9 +84,7 @@ async def test_valid_body_is_accepted(api: AppClient) -> None:
 
 
 async def test_malformed_json_is_400(api: AppClient) -> None:
-    response = await api.post(
-        "/v1/test/batch", data=b'{"entries": [', headers={"Content-Type": "application/json"}
-    )
+    response = await api.post("/v1/test/batch", data=b'{"entries": [', headers={"Content-Type": "application/json"})
     body = await problem(response, 400)
     assert "not valid JSON" in body["detail"]
 
@@ -131,9 +129,7 @@ async def test_body_at_the_limit_is_accepted_and_past_it_is_413(api: AppClient) 
         head, tail = b'{"entries": [{"path": "', b'", "size": 1}]}'
         return head + b"x" * (length - len(head) - len(tail)) + tail
 
-    at_limit = await api.post(
-        "/v1/test/batch", data=body_of(4096), headers={"Content-Type": "application/json"}
-    )
+    at_limit = await api.post("/v1/test/batch", data=body_of(4096), headers={"Content-Type": "application/json"})
     assert at_limit.status == 200
     over = await api.post("/v1/test/batch", data=body_of(4097), headers={"Content-Type": "application/json"})
     body = await problem(over, 413)

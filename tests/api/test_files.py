@@ -130,9 +130,7 @@ async def test_a_claimed_hash_that_does_not_match_is_refused_and_nothing_is_writ
     assert body_["errors"][0]["path"] == "$.entries[0].content_hash"
     await problem(await client.get(f"/v1/ns/{ns}/files/forged.bin", headers=headers), 404)
     # The bad object was removed, so it cannot poison deduplication.
-    check = await client.post(
-        f"/v1/ns/{ns}/blobs:check", json={"hashes": [forged["content_hash"]]}, headers=headers
-    )
+    check = await client.post(f"/v1/ns/{ns}/blobs:check", json={"hashes": [forged["content_hash"]]}, headers=headers)
     assert (await check.json())["missing"] == [forged["content_hash"]]
 
 
@@ -181,9 +179,7 @@ async def test_many_concurrent_writers_on_one_file_never_lose_a_version(client, 
 
     revs = await asyncio.gather(*(writer(d) for d in bodies[1:]))
     assert sorted(revs) == list(range(2, 2 + len(bodies) - 1))
-    history = await (
-        await client.get(f"/v1/ns/{ns}/files/hot.txt?versions&limit=100", headers=headers)
-    ).json()
+    history = await (await client.get(f"/v1/ns/{ns}/files/hot.txt?versions&limit=100", headers=headers)).json()
     assert [v["rev"] for v in history["versions"]] == list(range(len(bodies), 0, -1))
 
 
@@ -270,13 +266,9 @@ async def test_a_delete_without_the_current_rev_is_refused(client, alice):
 
 async def test_streaming_put_respects_preconditions(client, alice):
     headers, ns = alice
-    first = await client.put(
-        f"/v1/ns/{ns}/files/p.txt", data=b"one", headers={**headers, "If-None-Match": "*"}
-    )
+    first = await client.put(f"/v1/ns/{ns}/files/p.txt", data=b"one", headers={**headers, "If-None-Match": "*"})
     assert first.status == 201
-    exists = await client.put(
-        f"/v1/ns/{ns}/files/p.txt", data=b"two", headers={**headers, "If-None-Match": "*"}
-    )
+    exists = await client.put(f"/v1/ns/{ns}/files/p.txt", data=b"two", headers={**headers, "If-None-Match": "*"})
     conflict = await problem(exists, 409)
     assert conflict["current"]["rev"] == 1
     stale = await client.put(f"/v1/ns/{ns}/files/p.txt", data=b"two", headers={**headers, "If-Match": "5"})
@@ -345,9 +337,7 @@ ATTACKS = [
 async def test_path_attacks_are_4xx_and_write_nothing(client, alice, path: str):
     headers, ns = alice
     await upload_direct(client, headers, ns, b"payload")
-    response = await client.post(
-        f"/v1/ns/{ns}/commit", json={"entries": [entry(path, b"payload")]}, headers=headers
-    )
+    response = await client.post(f"/v1/ns/{ns}/commit", json={"entries": [entry(path, b"payload")]}, headers=headers)
     problem_body = await problem(response, 422)
     assert problem_body["errors"][0]["path"] == "$.entries[0].path"
     listing = await (await client.get(f"/v1/ns/{ns}/files?recursive=true", headers=headers)).json()
@@ -385,9 +375,7 @@ async def test_blobs_check_reports_only_unverified_content(client, alice):
     hashes = [independent_hash(known), independent_hash(unknown), EMPTY_HASH]
     check = await client.post(f"/v1/ns/{ns}/blobs:check", json={"hashes": hashes}, headers=headers)
     assert (await check.json())["missing"] == [independent_hash(unknown)]
-    await problem(
-        await client.post(f"/v1/ns/{ns}/blobs:check", json={"hashes": ["x"] * 1001}, headers=headers), 422
-    )
+    await problem(await client.post(f"/v1/ns/{ns}/blobs:check", json={"hashes": ["x"] * 1001}, headers=headers), 422)
 
 
 async def test_outsiders_and_viewers(client, alice):

@@ -51,9 +51,7 @@ async def test_share_a_folder_with_roles(client):
     }
 
     # Members who are not owners cannot manage members.
-    await problem(
-        await client.put(f"/v1/namespaces/{ns}/members/carol", json={"role": "owner"}, headers=bob), 403
-    )
+    await problem(await client.put(f"/v1/namespaces/{ns}/members/carol", json={"role": "owner"}, headers=bob), 403)
     await problem(await client.delete(f"/v1/namespaces/{ns}/members/bob", headers=carol), 403)
 
     # Anyone can leave; the owner can remove.
@@ -85,14 +83,10 @@ async def test_a_namespace_keeps_an_owner_and_home_namespaces_are_private(client
     await user(client, "bob")
     ns = (await (await client.post("/v1/namespaces", json={"name": "solo"}, headers=alice)).json())["id"]
     await problem(await client.delete(f"/v1/namespaces/{ns}/members/alice", headers=alice), 409)
-    await problem(
-        await client.put(f"/v1/namespaces/{ns}/members/alice", json={"role": "viewer"}, headers=alice), 409
-    )
+    await problem(await client.put(f"/v1/namespaces/{ns}/members/alice", json={"role": "viewer"}, headers=alice), 409)
 
     home = (await (await client.get("/v1/account", headers=alice)).json())["home_namespace"]
-    await problem(
-        await client.put(f"/v1/namespaces/{home}/members/bob", json={"role": "viewer"}, headers=alice), 409
-    )
+    await problem(await client.put(f"/v1/namespaces/{home}/members/bob", json={"role": "viewer"}, headers=alice), 409)
 
 
 async def test_bad_member_and_namespace_input(client):
@@ -100,9 +94,7 @@ async def test_bad_member_and_namespace_input(client):
     ns = (await (await client.post("/v1/namespaces", json={"name": "x"}, headers=alice)).json())["id"]
     bad_role = await client.put(f"/v1/namespaces/{ns}/members/bob", json={"role": "admin"}, headers=alice)
     assert (await problem(bad_role, 422))["errors"][0]["path"] == "$.role"
-    await problem(
-        await client.put(f"/v1/namespaces/{ns}/members/nobody", json={"role": "viewer"}, headers=alice), 404
-    )
+    await problem(await client.put(f"/v1/namespaces/{ns}/members/nobody", json={"role": "viewer"}, headers=alice), 404)
     for name in ("", "   ", "tab\there", "x" * 256):
         response = await client.post("/v1/namespaces", json={"name": name}, headers=alice)
         assert (await problem(response, 422))["errors"][0]["path"] == "$.name"

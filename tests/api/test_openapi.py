@@ -38,9 +38,7 @@ async def test_openapi_lists_every_route(settings: Settings, make_client: MakeCl
     assert documented - registered_routes(app) == set()
 
 
-async def test_a_route_added_outside_the_table_is_caught(
-    settings: Settings, make_client: MakeClient, app_factory
-):
+async def test_a_route_added_outside_the_table_is_caught(settings: Settings, make_client: MakeClient, app_factory):
     app = app_factory(settings)
 
     async def undocumented(request):

@@ -130,9 +130,7 @@ async def test_feed_pages_through_commits_in_order(client, alice):
         await commit(client, headers, ns, [entry(f"f{i}.txt", b"v")])
     seen, cursor = [], start
     while True:
-        page = await (
-            await client.get(f"/v1/ns/{ns}/changes?cursor={cursor}&limit=2", headers=headers)
-        ).json()
+        page = await (await client.get(f"/v1/ns/{ns}/changes?cursor={cursor}&limit=2", headers=headers)).json()
         seen += [c["path"] for c in page["changes"]]
         cursor = page["cursor"]
         if not page["more"]:
@@ -174,9 +172,7 @@ async def test_long_poll_returns_as_soon_as_something_changes(client, alice):
     assert elapsed < 5
 
     started = time.monotonic()
-    idle = await (
-        await client.get(f"/v1/ns/{ns}/changes?cursor={page['cursor']}&wait=1", headers=headers)
-    ).json()
+    idle = await (await client.get(f"/v1/ns/{ns}/changes?cursor={page['cursor']}&wait=1", headers=headers)).json()
     assert idle["changes"] == []
     assert 0.9 < time.monotonic() - started < 5
 
@@ -231,9 +227,7 @@ async def test_the_feed_never_skips_or_repeats_while_workers_commit_concurrently
         await asyncio.wait_for(reading, 30)
     except TimeoutError:
         missing = expected - {p for _, p in seen}
-        raise AssertionError(
-            f"the reader never saw {sorted(missing)[:10]} ({len(missing)} missing)"
-        ) from None
+        raise AssertionError(f"the reader never saw {sorted(missing)[:10]} ({len(missing)} missing)") from None
     paths = [p for _, p in seen]
     assert len(paths) == len(set(paths)), "a change was delivered twice"
     assert set(paths) == expected, "a committed change was skipped"

@@ -37,9 +37,7 @@ async def test_provision_creates_every_resource_and_is_idempotent(settings: Sett
         assert settings.mail_from in identities["Identities"]
 
     async with open_iam(settings.aws, aws_session) as iam:
-        policy = await iam.get_role_policy(
-            RoleName=resources.UPLOAD_ROLE_NAME, PolicyName="namespace-objects"
-        )
+        policy = await iam.get_role_policy(RoleName=resources.UPLOAD_ROLE_NAME, PolicyName="namespace-objects")
         document = policy["PolicyDocument"]
         if isinstance(document, str):
             document = orjson.loads(document)

@@ -11,9 +11,7 @@ A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
 def server(content_hash: str, rev: int, deleted: bool = False) -> FileVersion:
-    return FileVersion(
-        "f", "id", rev, "" if deleted else content_hash, 1, 0.0, deleted, "u", 0.0, rev, None, 8
-    )
+    return FileVersion("f", "id", rev, "" if deleted else content_hash, 1, 0.0, deleted, "u", 0.0, rev, None, 8)
 
 
 @pytest.mark.parametrize(

@@ -39,9 +39,7 @@ async def test_hash_files_in_parallel(tmp_path: Path):
         path.write_bytes(os.urandom(1000 * i))
         paths.append(path)
     digests = await hash_files(paths, TEST_BLOCK_SIZE)
-    assert {p: d.content_hash for p, d in digests.items()} == {
-        p: independent_hash(p.read_bytes()) for p in paths
-    }
+    assert {p: d.content_hash for p, d in digests.items()} == {p: independent_hash(p.read_bytes()) for p in paths}
 
 
 @pytest.mark.parametrize("size", [10, 3 * TEST_BLOCK_SIZE + 5])

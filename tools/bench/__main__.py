@@ -17,9 +17,7 @@ BENCHMARKS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
-    parser.add_argument(
-        "names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)"
-    )
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
     args, rest = parser.parse_known_args(argv)
     for name in args.names or list(BENCHMARKS):
         print(f"== {name}")

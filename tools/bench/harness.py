@@ -165,9 +165,7 @@ class ProgressLine:
         if now - self._last > 0.2 or self.done >= self.total:
             self._last = now
             rate = self.done / max(now - self.started, 1e-9) / MiB
-            sys.stderr.write(
-                f"\r{self.label}: {self.done / MiB:8.0f}/{self.total / MiB:.0f} MiB  {rate:7.1f} MiB/s "
-            )
+            sys.stderr.write(f"\r{self.label}: {self.done / MiB:8.0f}/{self.total / MiB:.0f} MiB  {rate:7.1f} MiB/s ")
             if self.done >= self.total:
                 sys.stderr.write("\n")
             sys.stderr.flush()

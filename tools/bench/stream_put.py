@@ -52,9 +52,7 @@ def content_hash(seed: bytes, size: int, block_size: int) -> str:
     return hasher.finish().content_hash
 
 
-async def bare_multipart(
-    emulator: str, bucket: str, seed: bytes, size: int, block: int, concurrency: int
-) -> float:
+async def bare_multipart(emulator: str, bucket: str, seed: bytes, size: int, block: int, concurrency: int) -> float:
     """The same bytes, the same emulator, the same concurrency: bare aiobotocore multipart calls."""
     settings = Settings(bucket=bucket).for_emulator(emulator)
 
@@ -93,15 +91,11 @@ async def run(size: int, block_size: int, concurrency: int) -> None:
             progress = ProgressLine("stream PUT through the service", size)
             async with RssSampler(running.service_pid) as rss:
                 started = time.perf_counter()
-                info = await api.put_stream(
-                    ns, "big.bin", generate(seed, size, progress), content_hash=expected
-                )
+                info = await api.put_stream(ns, "big.bin", generate(seed, size, progress), content_hash=expected)
                 elapsed = time.perf_counter() - started
             if (info.size, info.content_hash) != (size, expected):
                 raise RuntimeError("the service stored something else")
-        bare = await bare_multipart(
-            running.emulator, running.settings.bucket, seed, size, block_size, concurrency
-        )
+        bare = await bare_multipart(running.emulator, running.settings.bucket, seed, size, block_size, concurrency)
     growth = rss.peak - rss.baseline
     allowance = 64 * MiB + concurrency * block_size
     print(f"size {size / MiB:.0f} MiB, block {block_size / MiB:.0f} MiB, {concurrency} parts in flight")

@@ -25,7 +25,10 @@ from service.wire import (
     Account,
     AwsCredentials,
     BlobCheckResult,
+    Changes,
     CommitResponse,
+    CommitResultOut,
+    CompareResponse,
     FileInfo,
     FileList,
     History,
@@ -137,14 +140,10 @@ class FileSyncClient:
     # --- accounts -------------------------------------------------------------------------------------
 
     async def sign_up(self, username: str, password: str) -> Account:
-        return await self._json(
-            "POST", "/v1/auth/signup", Account, json={"username": username, "password": password}
-        )
+        return await self._json("POST", "/v1/auth/signup", Account, json={"username": username, "password": password})
 
     async def log_in(self, username: str, password: str) -> Tokens:
-        tokens = await self._json(
-            "POST", "/v1/auth/token", Tokens, json={"username": username, "password": password}
-        )
+        tokens = await self._json("POST", "/v1/auth/token", Tokens, json={"username": username, "password": password})
         self.token = tokens.access_token
         return tokens
 
@@ -183,9 +182,7 @@ class FileSyncClient:
     # --- files ----------------------------------------------------------------------------------------
 
     async def missing(self, ns: str, hashes: list[str]) -> list[str]:
-        return (
-            await self._json("POST", f"/v1/ns/{ns}/blobs:check", BlobCheckResult, json={"hashes": hashes})
-        ).missing
+        return (await self._json("POST", f"/v1/ns/{ns}/blobs:check", BlobCheckResult, json={"hashes": hashes})).missing
 
     async def commit(
         self, ns: str, entries: list[dict[str, Any]], idempotency_key: str | None = None
@@ -200,13 +197,28 @@ class FileSyncClient:
             expect=(200, 409),
         )
 
+    async def compare(self, ns: str, body: dict[str, Any]) -> CompareResponse:
+        """One page of a compare (see ``CompareRequest``)."""
+        return await self._json("POST", f"/v1/ns/{ns}/compare", CompareResponse, json=body)
+
+    async def changes(self, ns: str, cursor: str, wait: int = 0, limit: int = 100) -> Changes:
+        params = {"cursor": cursor, "wait": str(wait), "limit": str(limit)}
+        return await self._json("GET", f"/v1/ns/{ns}/changes", Changes, params=params)
+
+    async def restore(self, ns: str, path: str, rev: int) -> CommitResultOut:
+        return await self._json(
+            "POST",
+            f"/v1/ns/{ns}/restore",
+            CommitResultOut,
+            json={"path": path, "rev": rev},
+            expect=(200, 409),
+        )
+
     async def put_stream(
         self, ns: str, path: str, body: AsyncIterator[bytes] | bytes, *, content_hash: str | None = None
     ) -> FileInfo:
         headers = {"X-Content-Hash": content_hash} if content_hash else {}
-        return await self._json(
-            "PUT", f"/v1/ns/{ns}/files/{_quote(path)}", FileInfo, data=body, headers=headers
-        )
+        return await self._json("PUT", f"/v1/ns/{ns}/files/{_quote(path)}", FileInfo, data=body, headers=headers)
 
     async def list_files(self, ns: str, folder: str = "", recursive: bool = True) -> list[FileInfo]:
         files: list[FileInfo] = []
@@ -222,15 +234,11 @@ class FileSyncClient:
             cursor = page.cursor
 
     async def history(self, ns: str, path: str) -> list[FileInfo]:
-        return (
-            await self._json("GET", f"/v1/ns/{ns}/files/{_quote(path)}", History, params={"versions": ""})
-        ).versions
+        return (await self._json("GET", f"/v1/ns/{ns}/files/{_quote(path)}", History, params={"versions": ""})).versions
 
     async def download_url(self, ns: str, path: str, rev: int | None = None) -> str:
         params = {"rev": str(rev)} if rev else None
-        _, _, headers = await self.request(
-            "GET", f"/v1/ns/{ns}/files/{_quote(path)}", params=params, expect=(302,)
-        )
+        _, _, headers = await self.request("GET", f"/v1/ns/{ns}/files/{_quote(path)}", params=params, expect=(302,))
         return headers["Location"]
 
 

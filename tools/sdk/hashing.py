@@ -44,9 +44,7 @@ async def hash_file(path: Path, block_size: int) -> ContentDigest:
     return await asyncio.to_thread(hash_file_sync, path, block_size)
 
 
-async def hash_files(
-    paths: Iterable[Path], block_size: int, workers: int | None = None
-) -> dict[Path, ContentDigest]:
+async def hash_files(paths: Iterable[Path], block_size: int, workers: int | None = None) -> dict[Path, ContentDigest]:
     """Hash many files, ``workers`` at a time (default: one per core)."""
     slots = asyncio.Semaphore(workers or os.cpu_count() or 2)
 

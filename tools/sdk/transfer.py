@@ -60,9 +60,7 @@ class S3Transfer:
     ) -> None:
         await self._context.__aexit__(exc_type, exc, tb)
 
-    async def upload(
-        self, ns: str, path: Path, digest: ContentDigest, progress: Progress | None = None
-    ) -> None:
+    async def upload(self, ns: str, path: Path, digest: ContentDigest, progress: Progress | None = None) -> None:
         """Put ``path`` (already hashed into ``digest``) at its blob key."""
         key = blob_key(ns, digest.content_hash)
         bucket = self._creds.bucket
@@ -75,17 +73,13 @@ class S3Transfer:
             if progress:
                 progress(len(data))
             return
-        upload = await self._client.create_multipart_upload(
-            Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256"
-        )
+        upload = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
         upload_id = upload["UploadId"]
         slots = asyncio.Semaphore(self._concurrency)
 
         async def part(number: int) -> dict[str, Any]:
             async with slots:
-                data = await asyncio.to_thread(
-                    _read_block, path, (number - 1) * self._block_size, self._block_size
-                )
+                data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
                 checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
                 response = await self._client.upload_part(
                     Bucket=bucket,
@@ -105,9 +99,7 @@ class S3Transfer:
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": list(parts)}
             )
         except BaseException:
-            await asyncio.shield(
-                self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            )
+            await asyncio.shield(self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
             raise
 
     async def download(

@@ -1,0 +1,163 @@
+"""End to end: the real service (embedded default) and two devices driven through the CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_entrypoints import ROOT, clean_env
+
+BLOCK = 5 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = (tmp_path_factory.mktemp("service") / "log").open("w+")
+    env = clean_env(FILESYNC_BLOCK_SIZE=str(BLOCK), FILESYNC_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", "0"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 30
+    url = None
+    while url is None and time.monotonic() < deadline:
+        log.seek(0)
+        match = re.search(r"serving on (http://\S+)", log.read())
+        url = match.group(1) if match else None
+        time.sleep(0.1)
+    assert url, "the service did not start"
+    yield url
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    log.close()
+
+
+class Device:
+    def __init__(self, name: str, base: Path, server: str) -> None:
+        self.name = name
+        self.config = base / f"{name}-config"
+        self.root = base / f"{name}-files"
+        self.root.mkdir()
+        self.server = server
+
+    def run(self, *args: str, expect: int = 0) -> str:
+        env = clean_env(FILESYNC_PASSWORD="correct horse battery")
+        result = subprocess.run(
+            [sys.executable, "-m", "tools.sync", "--config", str(self.config), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == expect, f"{args}: {result.stdout}\n{result.stderr}"
+        assert "Traceback" not in result.stderr
+        return result.stdout + result.stderr
+
+    def sync(self) -> str:
+        return self.run("sync", str(self.root))
+
+    def write(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        # A later write in the same mtime tick must still look changed.
+        os.utime(target, ns=(time.time_ns(), time.time_ns()))
+
+    def tree(self) -> dict[str, bytes]:
+        return {
+            p.relative_to(self.root).as_posix(): p.read_bytes() for p in sorted(self.root.rglob("*")) if p.is_file()
+        }
+
+
+@pytest.fixture
+def devices(server, tmp_path):
+    user = f"u{os.getpid()}{time.time_ns() % 10**8}"
+    laptop, desktop = Device("laptop", tmp_path, server), Device("desktop", tmp_path, server)
+    laptop.run("signup", "--server", server, "--device", "laptop", user)
+    desktop.run("login", "--server", server, "--device", "desktop", user)
+    return laptop, desktop
+
+
+def test_two_devices_converge_through_every_kind_of_change(devices):
+    laptop, desktop = devices
+    big = os.urandom(2 * BLOCK + 123)
+    laptop.write("notes/today.txt", b"first draft")
+    laptop.write("empty.txt", b"")
+    laptop.write("na\u00efve/\u65e5\u672c\u8a9e \u00e9t\u00e9.txt", b"unicode")
+    laptop.write("deep/er/and/deeper/file.bin", b"\x00\x01\x02")
+    laptop.write("video/big.bin", big)
+    laptop.write("old-name.txt", b"rename me")
+    assert "6 uploaded" in laptop.sync()
+    desktop.sync()
+    assert desktop.tree() == laptop.tree()
+
+    laptop.write("notes/today.txt", b"second draft")
+    (laptop.root / "empty.txt").unlink()
+    (laptop.root / "old-name.txt").rename(laptop.root / "new-name.txt")
+    laptop.write("video/big.bin", big[:BLOCK] + b"changed" + big[BLOCK + 7 :])
+    laptop.sync()
+    desktop.sync()
+    assert desktop.tree() == laptop.tree()
+    assert not (desktop.root / "old-name.txt").exists()
+    assert (desktop.root / "new-name.txt").read_bytes() == b"rename me"
+
+
+def test_concurrent_edits_keep_both_versions(devices):
+    laptop, desktop = devices
+    laptop.write("shared.txt", b"base")
+    laptop.sync()
+    desktop.sync()
+    laptop.write("shared.txt", b"laptop's edit")
+    desktop.write("shared.txt", b"desktop's edit")
+    laptop.sync()
+    desktop.sync()
+    laptop.sync()
+    assert laptop.tree() == desktop.tree()
+    contents = set(laptop.tree().values())
+    assert {b"laptop's edit", b"desktop's edit"} <= contents
+    copies = [p for p in laptop.tree() if "conflicted copy" in p]
+    assert len(copies) == 1
+    assert copies[0].startswith("shared (conflicted copy desktop ")
+
+
+def test_an_edit_survives_a_delete(devices):
+    laptop, desktop = devices
+    laptop.write("keep.txt", b"v1")
+    laptop.sync()
+    desktop.sync()
+    (laptop.root / "keep.txt").unlink()
+    laptop.sync()
+    desktop.write("keep.txt", b"v2 edited offline")
+    desktop.sync()
+    laptop.sync()
+    assert (laptop.root / "keep.txt").read_bytes() == b"v2 edited offline"
+    assert laptop.tree() == desktop.tree()
+
+
+def test_status_history_restore_and_errors(devices):
+    laptop, _ = devices
+    laptop.write("doc.txt", b"one")
+    laptop.sync()
+    laptop.write("doc.txt", b"two")
+    status = laptop.run("status", str(laptop.root))
+    assert "modified  doc.txt" in status
+    laptop.sync()
+    history = laptop.run("history", str(laptop.root / "doc.txt"))
+    assert "rev    2" in history
+    assert "rev    1" in history
+    laptop.run("restore", str(laptop.root / "doc.txt"), "--rev", "1")
+    laptop.sync()
+    assert (laptop.root / "doc.txt").read_bytes() == b"one"
+    wrong = Device("mallory", laptop.root.parent, laptop.server)
+    out = wrong.run("sync", str(wrong.root), expect=2)
+    assert "not logged in" in out
+    bad = wrong.run("login", "--server", "http://127.0.0.1:9", "nobody", expect=1)
+    assert "cannot reach" in bad

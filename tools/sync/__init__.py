@@ -1,0 +1,1 @@
+"""The sync client: ``python -m tools.sync``. See ``tools/sync/__main__.py`` for the commands."""

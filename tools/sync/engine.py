@@ -1,0 +1,366 @@
+"""The sync executor: scan, hash what changed, compare, plan, and carry the plan out.
+
+Local reads never block the event loop (scanning and hashing run in threads, hashing on every core);
+transfers go straight to S3 with the scoped credentials, ``concurrency`` files at a time; commits are
+batched (up to 1,000 entries, each batch with an idempotency key). Downloads land in a temporary file
+next to their target, are verified against their content hash, get the server's mtime, and are renamed
+into place, so no partial file ever appears at a final path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.content import EMPTY_HASH
+from service.paths import normalize_path, path_key
+from service.wire import CompareItemOut, FileInfo
+from tools.sdk import ApiError, FileSyncClient
+from tools.sdk.hashing import hash_file, hash_files
+from tools.sdk.transfer import S3Transfer
+from tools.sync.plan import ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
+from tools.sync.state import StateDB, StateEntry
+
+COMPARE_PAGE = 5000
+COMMIT_BATCH = 1000
+TEMP_PREFIX = ".filesync-"
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(slots=True)
+class SyncReport:
+    uploaded: int = 0
+    downloaded: int = 0
+    deleted_local: int = 0
+    deleted_remote: int = 0
+    conflicts: int = 0
+    skipped: list[str] = field(default_factory=list)
+    pending_conflicts: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.uploaded + self.downloaded + self.deleted_local + self.deleted_remote + self.conflicts
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    absolute: Path
+
+
+def scan(root: Path, skipped: list[str]) -> Iterator[Scanned]:
+    """Every regular file under ``root`` (symlinks and our temporary files excluded), with ``os.scandir``."""
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            skipped.append(f"{prefix or '.'}: {exc.strerror}")
+            continue
+        for entry in entries:
+            relative = f"{prefix}{entry.name}"
+            if entry.name.startswith(TEMP_PREFIX) or entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), relative + "/"))
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                path = normalize_path(relative, "path")
+            except ValueError as exc:
+                skipped.append(f"{relative}: {exc}")
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            yield Scanned(path_key(path), path, stat.st_size, stat.st_mtime_ns, Path(entry.path))
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        api: FileSyncClient,
+        ns: str,
+        root: Path,
+        state: StateDB,
+        *,
+        device: str,
+        concurrency: int = 4,
+        progress: Progress | None = None,
+    ) -> None:
+        self._api = api
+        self._ns = ns
+        self._root = root
+        self._state = state
+        self._device = device
+        self._concurrency = concurrency
+        self._progress = progress or (lambda label, done, total: None)
+        self._block_size = 0
+
+    async def sync(self, rounds: int = 3) -> SyncReport:
+        """Sync until nothing is left to do (a commit that lost a race is retried in the next round)."""
+        report = SyncReport()
+        for _ in range(rounds):
+            done = await self._round(report)
+            if done:
+                break
+        return report
+
+    async def _round(self, report: SyncReport) -> bool:
+        self._block_size = (await self._api.config()).block_size
+        local = await self._scan(report)
+        state = {e.key: e for e in self._state.entries()}
+        items, cursor = await self._compare(local, state)
+        keys = {item.path: path_key(item.path) for item in items}
+        todo = plan(local, state, items, keys)
+        if todo.empty and not todo.forget:
+            self._state.set("cursor", cursor)
+            return True
+        await self._execute(todo, state, report)
+        self._state.set("cursor", cursor)
+        return False
+
+    # --- scanning ------------------------------------------------------------------------------------
+
+    async def _scan(self, report: SyncReport) -> dict[str, LocalFile]:
+        skipped: list[str] = []
+        found = await asyncio.to_thread(lambda: list(scan(self._root, skipped)))
+        report.skipped = skipped
+        known = {e.key: e for e in self._state.entries()}
+        unchanged: dict[str, LocalFile] = {}
+        to_hash: list[Scanned] = []
+        for item in found:
+            before = known.get(item.key)
+            if before is not None and (before.size, before.mtime_ns) == (item.size, item.mtime_ns):
+                unchanged[item.key] = LocalFile(item.key, item.path, item.size, item.mtime_ns, before.content_hash)
+            else:
+                to_hash.append(item)
+        total = sum(i.size for i in to_hash)
+        self._progress("hashing", 0, total)
+        digests = await hash_files([i.absolute for i in to_hash], self._block_size)
+        self._progress("hashing", total, total)
+        for item in to_hash:
+            unchanged[item.key] = LocalFile(
+                item.key, item.path, item.size, item.mtime_ns, digests[item.absolute].content_hash
+            )
+        return unchanged
+
+    # --- compare ------------------------------------------------------------------------------------
+
+    async def _compare(
+        self, local: dict[str, LocalFile], state: dict[str, StateEntry]
+    ) -> tuple[list[CompareItemOut], str]:
+        manifest: dict[str, dict[str, Any]] = {}
+        for key, entry in state.items():
+            manifest[key] = {
+                "path": entry.path,
+                "content_hash": "",
+                "synced_rev": entry.synced_rev,
+                "synced_hash": entry.content_hash,
+            }
+        for key, file in local.items():
+            before = state.get(key)
+            manifest[key] = {
+                "path": file.path,
+                "content_hash": file.content_hash,
+                "synced_rev": before.synced_rev if before else None,
+                "synced_hash": before.content_hash if before else None,
+            }
+        ordered = sorted(manifest)
+        items: list[CompareItemOut] = []
+        cursor: str | None = None
+        after: str | None = None
+        pages = max(1, -(-len(ordered) // COMPARE_PAGE))
+        for page in range(pages):
+            keys = ordered[page * COMPARE_PAGE : (page + 1) * COMPARE_PAGE]
+            through = None if page == pages - 1 else keys[-1]
+            body = {"entries": [manifest[k] for k in keys], "after": after, "through": through}
+            response = await self._api.compare(self._ns, body)
+            items.extend(response.items)
+            cursor = cursor or response.cursor  # the first page's: nothing committed since is missed
+            after = through
+        return items, cursor or "s0"
+
+    # --- executing ----------------------------------------------------------------------------------
+
+    async def _execute(self, todo: SyncPlan, state: dict[str, StateEntry], report: SyncReport) -> None:
+        for key in todo.forget:
+            self._state.forget([key])
+        self._state.record(
+            StateEntry(r.key, r.file.path, r.local.size, r.local.mtime_ns, r.local.content_hash, r.file.rev)
+            for r in todo.records
+        )
+        for conflict in todo.conflicts:
+            renamed = await self._keep_conflicted_copy(conflict)
+            todo.uploads.append(Upload(renamed, None))
+            todo.downloads.append(Download(conflict.local.key, conflict.server))
+            report.conflicts += 1
+        needs_s3 = any(u.local.content_hash != EMPTY_HASH for u in todo.uploads) or any(
+            d.file.content_hash != EMPTY_HASH for d in todo.downloads
+        )
+        transfer: S3Transfer | None = None
+        async with contextlib.AsyncExitStack() as stack:
+            if needs_s3:
+                creds = await self._api.credentials([self._ns])
+                transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
+            await self._uploads(todo, transfer, report)
+            await self._remote_deletes(todo, report)
+            await self._downloads(todo, transfer, report)
+        self._local_deletes(todo, report)
+
+    async def _keep_conflicted_copy(self, conflict: ConflictCopy) -> LocalFile:
+        source = self._root / conflict.local.path
+        stem, dot, ext = source.name.partition(".") if not source.name.startswith(".") else (source.name, "", "")
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        n = 1
+        target = source.with_name(f"{stem} (conflicted copy {self._device} {day}){dot}{ext}")
+        while target.exists():
+            n += 1
+            target = source.with_name(f"{stem} (conflicted copy {self._device} {day} {n}){dot}{ext}")
+        os.rename(source, target)
+        stat = target.stat()
+        relative = target.relative_to(self._root).as_posix()
+        path = normalize_path(relative, "path")
+        return LocalFile(path_key(path), path, stat.st_size, stat.st_mtime_ns, conflict.local.content_hash)
+
+    async def _uploads(self, todo: SyncPlan, transfer: S3Transfer | None, report: SyncReport) -> None:
+        if not todo.uploads:
+            return
+        hashes = sorted({u.local.content_hash for u in todo.uploads if u.local.content_hash != EMPTY_HASH})
+        missing: set[str] = set()
+        for start in range(0, len(hashes), 1000):
+            missing.update(await self._api.missing(self._ns, hashes[start : start + 1000]))
+        first_by_hash: dict[str, LocalFile] = {}
+        for upload in todo.uploads:
+            if upload.local.content_hash in missing:
+                first_by_hash.setdefault(upload.local.content_hash, upload.local)
+        total = sum(f.size for f in first_by_hash.values())
+        sent = 0
+        slots = asyncio.Semaphore(self._concurrency)
+
+        def advance(amount: int) -> None:
+            nonlocal sent
+            sent += amount
+            self._progress("uploading", sent, total)
+
+        async def send(local: LocalFile) -> None:
+            async with slots:
+                source = self._root / local.path
+                digest = await hash_file(source, self._block_size)
+                if digest.content_hash != local.content_hash:
+                    return  # changed while syncing: the next round picks it up
+                assert transfer is not None
+                await transfer.upload(self._ns, source, digest, progress=advance)
+
+        await asyncio.gather(*(send(f) for f in first_by_hash.values()))
+        entries = [
+            {
+                "path": u.local.path,
+                "content_hash": u.local.content_hash,
+                "size": u.local.size,
+                "mtime": u.local.mtime_ns / 1e9,
+                "parent_rev": u.parent_rev,
+            }
+            for u in todo.uploads
+        ]
+        by_path = {u.local.path: u.local for u in todo.uploads}
+        for start in range(0, len(entries), COMMIT_BATCH):
+            batch = entries[start : start + COMMIT_BATCH]
+            try:
+                response = await self._api.commit(self._ns, batch, idempotency_key=uuid.uuid4().hex)
+            except ApiError as exc:
+                if exc.status == 422:  # content changed under us: next round
+                    continue
+                raise
+            recorded = []
+            for result in response.results:
+                if result.status == "committed" and result.file is not None:
+                    local = by_path[result.path]
+                    recorded.append(_entry(local, result.file))
+                    report.uploaded += 1
+                else:
+                    report.pending_conflicts += 1
+            self._state.record(recorded)
+
+    async def _remote_deletes(self, todo: SyncPlan, report: SyncReport) -> None:
+        entries = [{"path": d.path, "deleted": True, "parent_rev": d.parent_rev} for d in todo.remote_deletes]
+        keys = {d.path: d.key for d in todo.remote_deletes}
+        for start in range(0, len(entries), COMMIT_BATCH):
+            response = await self._api.commit(self._ns, entries[start : start + COMMIT_BATCH])
+            gone = [keys[r.path] for r in response.results if r.status == "committed"]
+            self._state.forget(gone)
+            report.deleted_remote += len(gone)
+
+    async def _downloads(self, todo: SyncPlan, transfer: S3Transfer | None, report: SyncReport) -> None:
+        slots = asyncio.Semaphore(self._concurrency)
+        total = sum(d.file.size for d in todo.downloads)
+        received = 0
+
+        def advance(amount: int) -> None:
+            nonlocal received
+            received += amount
+            self._progress("downloading", received, total)
+
+        async def fetch(key: str, file: FileInfo) -> None:
+            async with slots:
+                target = self._root / file.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+                try:
+                    if file.content_hash == EMPTY_HASH or file.size == 0:
+                        temp.write_bytes(b"")
+                    else:
+                        assert transfer is not None
+                        await transfer.download(self._ns, file.content_hash, file.size, temp, progress=advance)
+                        digest = await hash_file(temp, file.block_size)
+                        if digest.content_hash != file.content_hash:
+                            raise ApiError(0, "Corrupt download", f"{file.path} did not match its hash")
+                    mtime_ns = int(file.mtime * 1e9)
+                    os.utime(temp, ns=(time.time_ns(), mtime_ns))
+                    os.replace(temp, target)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        temp.unlink()
+                stat = target.stat()
+                local = LocalFile(key, file.path, stat.st_size, stat.st_mtime_ns, file.content_hash)
+                self._state.record([_entry(local, file)])
+                report.downloaded += 1
+
+        await asyncio.gather(*(fetch(d.key, d.file) for d in todo.downloads))
+
+    def _local_deletes(self, todo: SyncPlan, report: SyncReport) -> None:
+        for delete in todo.local_deletes:
+            target = self._root / delete.path
+            try:
+                stat = target.stat()
+            except FileNotFoundError:
+                self._state.forget([delete.key])
+                continue
+            if (stat.st_size, stat.st_mtime_ns) != (delete.expected.size, delete.expected.mtime_ns):
+                continue  # changed since we looked: the next round sees an edit against a delete
+            target.unlink()
+            self._state.forget([delete.key])
+            report.deleted_local += 1
+            parent = target.parent
+            while parent != self._root:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+
+
+def _entry(local: LocalFile, file: FileInfo) -> StateEntry:
+    return StateEntry(local.key, file.path, local.size, local.mtime_ns, local.content_hash, file.rev)

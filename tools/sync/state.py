@@ -1,0 +1,94 @@
+"""The client's local state: one SQLite database per synced folder.
+
+For every path synced it records what was there at the last sync (size, mtime, content hash) and the
+server's rev it matched, so a later scan re-hashes only files whose size or mtime changed, and a compare
+can tell "changed here" from "changed there". It also keeps the feed cursor and the namespace. Memory
+does not grow with the number of files: rows are read and written in batches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,          -- the path key: NFC, case folded
+    path TEXT NOT NULL,            -- the path as stored on the server
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,    -- of the local file at the last sync
+    synced_rev INTEGER NOT NULL    -- the server rev it matched
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    synced_rev: int
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, name: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def entries(self) -> Iterator[StateEntry]:
+        for row in self._db.execute(
+            "SELECT key, path, size, mtime_ns, content_hash, synced_rev FROM files ORDER BY key"
+        ):
+            yield StateEntry(*row)
+
+    def entry(self, key: str) -> StateEntry | None:
+        row = self._db.execute(
+            "SELECT key, path, size, mtime_ns, content_hash, synced_rev FROM files WHERE key = ?", (key,)
+        ).fetchone()
+        return StateEntry(*row) if row else None
+
+    def record(self, entries: Iterable[StateEntry]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                ((e.key, e.path, e.size, e.mtime_ns, e.content_hash, e.synced_rev) for e in entries),
+            )
+
+    def forget(self, keys: Iterable[str]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM files WHERE key = ?", ((k,) for k in keys))
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
