@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,31 @@ def test_an_edit_survives_a_delete(devices):
     laptop.sync()
     assert (laptop.root / "keep.txt").read_bytes() == b"v2 edited offline"
     assert laptop.tree() == desktop.tree()
+
+
+def test_a_no_change_sync_is_one_request(devices):
+    laptop, _ = devices
+    for i in range(50):
+        laptop.write(f"many/{i:03d}.txt", f"file {i}".encode())
+    laptop.sync()
+
+    def requests() -> dict[str, float]:
+        with urllib.request.urlopen(f"{laptop.server}/metrics") as response:
+            text = response.read().decode()
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("filesync_http_requests_total{") and 'route="/metrics"' not in line:
+                route = re.search(r'route="([^"]*)"', line)
+                assert route is not None
+                counts[route.group(1)] = counts.get(route.group(1), 0) + float(line.rsplit(" ", 1)[1])
+        return counts
+
+    before = requests()
+    out = laptop.sync()
+    after = requests()
+    made = {route: after[route] - before.get(route, 0) for route in after if after[route] != before.get(route, 0)}
+    assert made == {"/v1/ns/{ns}/changes": 1}, made
+    assert "0 uploaded, 0 downloaded" in out
 
 
 def test_status_history_restore_and_errors(devices):

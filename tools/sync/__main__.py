@@ -22,6 +22,7 @@ import hashlib
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -107,19 +108,34 @@ class Progress:
 
 
 async def _session(config: Config) -> tuple[FileSyncClient, dict[str, Any]]:
+    """A client with a valid access token: the saved one while it lasts, else a refreshed one."""
     data = config.load()
     api = FileSyncClient(data["server"])
     await api.__aenter__()
     try:
+        await _fresh_token(api, config, data)
+    except BaseException:
+        await api.__aexit__(None, None, None)
+        raise
+    return api, data
+
+
+async def _fresh_token(api: FileSyncClient, config: Config, data: dict[str, Any]) -> None:
+    if time.time() < data.get("access_expires_at", 0) - 30:
+        api.token = data["access_token"]
+        return
+    try:
         tokens = await api.refresh(data["refresh_token"])
     except ApiError as exc:
-        await api.__aexit__(None, None, None)
         if exc.status == 401:
             raise UserError("the session has ended; run `python -m tools.sync login` again") from None
         raise
-    data.update(access_token=tokens.access_token, refresh_token=tokens.refresh_token)
+    data.update(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        access_expires_at=time.time() + tokens.expires_in,
+    )
     config.save(data)
-    return api, data
 
 
 async def cmd_signup(args: argparse.Namespace, config: Config) -> int:
@@ -143,6 +159,7 @@ async def _log_in(api: FileSyncClient, args: argparse.Namespace, config: Config,
             "username": tokens.username,
             "access_token": tokens.access_token,
             "refresh_token": tokens.refresh_token,
+            "access_expires_at": time.time() + tokens.expires_in,
             "device": args.device or previous.get("device") or platform.node() or "device",
         }
     )
@@ -172,7 +189,9 @@ async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
                 print(_summary(report))
             if not args.watch:
                 return 0
+            await _fresh_token(api, config, data)
             await _wait_for_change(api, ns, root, state)
+            await _fresh_token(api, config, data)
     finally:
         state.close()
         await api.__aexit__(None, None, None)

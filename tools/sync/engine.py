@@ -110,16 +110,38 @@ class SyncEngine:
         self._block_size = 0
 
     async def sync(self, rounds: int = 3) -> SyncReport:
-        """Sync until nothing is left to do (a commit that lost a race is retried in the next round)."""
+        """Sync until nothing is left to do (a commit that lost a race is retried in the next round).
+
+        When nothing changed locally (by size and mtime against the state database) and the feed has
+        nothing after our cursor, that is the whole sync: one request to the service."""
         report = SyncReport()
+        if await self._nothing_changed(report):
+            return report
         for _ in range(rounds):
             done = await self._round(report)
             if done:
                 break
         return report
 
+    async def _nothing_changed(self, report: SyncReport) -> bool:
+        cursor = self._state.get("cursor")
+        if cursor is None:
+            return False
+        skipped: list[str] = []
+        known = {e.key: (e.size, e.mtime_ns) for e in self._state.entries()}
+        found = await asyncio.to_thread(lambda: {i.key: (i.size, i.mtime_ns) for i in scan(self._root, skipped)})
+        report.skipped = skipped
+        if found != known:
+            return False
+        page = await self._api.changes(self._ns, cursor, limit=1)
+        return not page.changes
+
     async def _round(self, report: SyncReport) -> bool:
-        self._block_size = (await self._api.config()).block_size
+        stored = self._state.get("block_size")
+        if stored is None:
+            stored = str((await self._api.config()).block_size)
+            self._state.set("block_size", stored)
+        self._block_size = int(stored)
         local = await self._scan(report)
         state = {e.key: e for e in self._state.entries()}
         items, cursor = await self._compare(local, state)
