@@ -17,17 +17,18 @@ through the service) ends here, in ``commit``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import orjson
 
 from service.content import EMPTY_HASH, expected_blocks, parse_content_hash
-from service.core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from service.core.errors import Conflict, DependencyUnavailable, FieldError, NotFound, ValidationFailed
 from service.core.models import (
     BlobRecord,
     FileVersion,
@@ -43,7 +44,7 @@ MAX_ACTIONS = 100
 #: Budget for one journal entry (DynamoDB items are at most 400 KB).
 MAX_JOURNAL_BYTES = 300_000
 MAX_COMMIT_ENTRIES = 1000
-MAX_ATTEMPTS = 12
+MAX_ATTEMPTS = 20
 MAX_FILE_BLOCKS = 10_000
 IDEMPOTENCY_KEY_MAX = 128
 
@@ -127,6 +128,8 @@ class FileService:
         self.block_size = block_size
         self._verify_slots = asyncio.Semaphore(verify_concurrency)
         self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
 
     # --- commit ---------------------------------------------------------------------------------------
 
@@ -300,14 +303,17 @@ class FileService:
                     writes.append((p.key, current.get(p.key), p))
             if not writes:
                 return 0
-            seq = await self._store.head_seq(ns) + 1
-            now = self._clock()
-            versions = self._versions(principal, writes, current, commit_key, seq, now, moves, chunk)
-            hashes = {v.content_hash for _, _, v in versions}
-            new_blobs = [BlobRecord(h, size, self.block_size) for h, size in newly.items() if h in hashes]
-            journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
             try:
-                await self._store.write(ns, seq - 1, versions, new_blobs, journal)
+                # Commits to one namespace from this worker take turns; only other workers' commits can
+                # still race us for the head, and those are retried below.
+                async with self._namespace_lock(ns):
+                    seq = await self._store.head_seq(ns) + 1
+                    now = self._clock()
+                    versions = self._versions(principal, writes, current, commit_key, seq, now, moves, chunk)
+                    hashes = {v.content_hash for _, _, v in versions}
+                    new_blobs = [BlobRecord(h, size, self.block_size) for h, size in newly.items() if h in hashes]
+                    journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
+                    await self._store.write(ns, seq - 1, versions, new_blobs, journal)
             except StoreConflict as conflict:
                 if conflict.keys:
                     fresh, _ = await self._store.read(ns, list(conflict.keys), [])
@@ -324,7 +330,20 @@ class FileService:
                 current[key] = version
                 results[p.index] = CommitResult(p.entry.path, "committed", version=version)
             return seq
-        raise Conflict("The namespace is too busy to commit right now; retry shortly.")
+        raise DependencyUnavailable("The namespace is too busy to commit right now; retry shortly.")
+
+    @contextlib.asynccontextmanager
+    async def _namespace_lock(self, ns: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(ns, asyncio.Lock())
+        self._lock_users[ns] = self._lock_users.get(ns, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[ns] -= 1
+            if self._lock_users[ns] == 0:
+                del self._lock_users[ns]
+                del self._locks[ns]
 
     def _decide(self, p: _Pending, cur: FileVersion | None, commit_key: str) -> CommitResult | None:
         entry = p.entry

@@ -9,7 +9,8 @@ import pytest
 
 from tests.api.files_helpers import independent_hash
 from tests.conftest import TEST_BLOCK_SIZE
-from tools.sdk import ApiError, FileSyncClient
+from tools.sdk.client import FileSyncClient
+from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_files
 from tools.sdk.transfer import S3Transfer
 

@@ -165,7 +165,7 @@ def test_a_no_change_sync_is_one_request(devices):
     after = requests()
     made = {route: after[route] - before.get(route, 0) for route in after if after[route] != before.get(route, 0)}
     assert made == {"/v1/ns/{ns}/changes": 1}, made
-    assert "0 uploaded, 0 downloaded" in out
+    assert "nothing changed" in out
 
 
 def test_status_history_restore_and_errors(devices):

@@ -12,6 +12,7 @@ BENCHMARKS = {
     "stream_put": "tools.bench.stream_put",
     "direct_upload": "tools.bench.direct_upload",
     "compare": "tools.bench.compare",
+    "sync_client": "tools.bench.sync_client",
 }
 
 

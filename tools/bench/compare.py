@@ -27,7 +27,7 @@ from service.core.models import FileVersion
 from service.metrics import Metrics
 from service.paths import path_key
 from tools.bench.harness import ProgressLine, stack
-from tools.sdk import FileSyncClient
+from tools.sdk.client import FileSyncClient
 
 PAGE = 5000
 
@@ -44,7 +44,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def bulk_load(settings: Any, ns: str, paths: list[str], content_hash: str) -> None:
-    progress = ProgressLine("bulk-loading metadata", len(paths))
+    progress = ProgressLine("bulk-loading metadata", len(paths), unit="files")
     async with open_clients(settings.aws, Metrics()) as clients:
         slots = asyncio.Semaphore(8)
 
@@ -115,7 +115,7 @@ async def run(files: int) -> None:
                 for p in paths
             )
             _, before, _ = await api.request("GET", "/metrics")
-            progress = ProgressLine("compare (entries)", files)
+            progress = ProgressLine("compare", files, unit="entries")
             started = time.perf_counter()
             after, needing, up_to_date = None, 0, 0
             for start in range(0, files, PAGE):

@@ -29,7 +29,7 @@ import uvloop
 
 from service.resources import blob_key
 from tools.bench.harness import ROOT, MiB, ProgressLine, clean_env, stack
-from tools.sdk import FileSyncClient
+from tools.sdk.client import FileSyncClient
 from tools.sdk.hashing import hash_file
 from tools.sdk.transfer import S3Transfer
 

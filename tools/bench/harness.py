@@ -150,11 +150,13 @@ class RssSampler:
 
 
 class ProgressLine:
-    """One line on stderr, rewritten in place: ``label  done/total MiB  rate``."""
+    """One line on stderr, rewritten in place: ``label  done/total unit  rate``."""
 
-    def __init__(self, label: str, total: int) -> None:
+    def __init__(self, label: str, total: int, unit: str = "MiB") -> None:
         self.label = label
         self.total = total
+        self.scale = MiB if unit == "MiB" else 1
+        self.unit = unit
         self.done = 0
         self.started = time.perf_counter()
         self._last = 0.0

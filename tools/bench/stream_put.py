@@ -25,7 +25,7 @@ from service.content import BlockHasher
 from service.metrics import Metrics
 from service.settings import Settings
 from tools.bench.harness import MiB, ProgressLine, RssSampler, stack
-from tools.sdk import FileSyncClient
+from tools.sdk.client import FileSyncClient
 
 
 def pattern(size: int, chunk: int = MiB) -> tuple[bytes, int]:

@@ -38,21 +38,11 @@ from service.wire import (
     ServiceConfig,
     Tokens,
 )
+from tools.sdk.errors import ApiError
 
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-
-
-class ApiError(Exception):
-    """The service answered with an error (or could not be reached)."""
-
-    def __init__(self, status: int, title: str, detail: str, problem: Problem | None = None) -> None:
-        super().__init__(f"{status} {title}: {detail}")
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.problem = problem
 
 
 class FileSyncClient:

@@ -16,7 +16,6 @@ read) print one sentence and exit non-zero; never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import hashlib
 import os
@@ -25,14 +24,18 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from service.paths import normalize_path
-from tools.sdk import ApiError, FileSyncClient
-from tools.sync.engine import SyncEngine, SyncReport, scan
+from tools.sdk.errors import ApiError
+from tools.sync.scan import scan
 from tools.sync.state import StateDB
+
+if TYPE_CHECKING:
+    from tools.sdk.client import FileSyncClient
+    from tools.sync.engine import SyncReport
 
 
 class UserError(Exception):
@@ -109,6 +112,8 @@ class Progress:
 
 async def _session(config: Config) -> tuple[FileSyncClient, dict[str, Any]]:
     """A client with a valid access token: the saved one while it lasts, else a refreshed one."""
+    from tools.sdk.client import FileSyncClient
+
     data = config.load()
     api = FileSyncClient(data["server"])
     await api.__aenter__()
@@ -139,6 +144,8 @@ async def _fresh_token(api: FileSyncClient, config: Config, data: dict[str, Any]
 
 
 async def cmd_signup(args: argparse.Namespace, config: Config) -> int:
+    from tools.sdk.client import FileSyncClient
+
     async with FileSyncClient(args.server) as api:
         password = _password()
         await api.sign_up(args.user, password)
@@ -146,6 +153,8 @@ async def cmd_signup(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cmd_login(args: argparse.Namespace, config: Config) -> int:
+    from tools.sdk.client import FileSyncClient
+
     async with FileSyncClient(args.server) as api:
         return await _log_in(api, args, config, _password())
 
@@ -167,7 +176,44 @@ async def _log_in(api: FileSyncClient, args: argparse.Namespace, config: Config,
     return 0
 
 
+def quick_no_change(config: Config, root: Path) -> bool:
+    """True when nothing changed on either side, found with one HTTP request and nothing heavier than
+    the standard library: no local file differs from the state database by size or mtime, and the feed
+    has nothing after our cursor. Anything else (or any doubt) says False and the full sync runs."""
+    if not config.file.exists():
+        return False
+    data = config.load()
+    if time.time() >= data.get("access_expires_at", 0) - 30:
+        return False
+    state = config.state_for(root)
+    try:
+        ns, cursor = state.get("namespace"), state.get("cursor")
+        if not ns or not cursor:
+            return False
+        known = {e.key: (e.size, e.mtime_ns) for e in state.entries()}
+        skipped: list[str] = []
+        if {i.key: (i.size, i.mtime_ns) for i in scan(root, skipped)} != known or skipped:
+            return False
+    finally:
+        state.close()
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310 - the configured service URL
+        f"{data['server']}/v1/ns/{ns}/changes?cursor={cursor}&limit=1",
+        headers={"Authorization": f"Bearer {data['access_token']}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            page = orjson.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return not page.get("changes")
+
+
 async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
+    from tools.sync.engine import SyncEngine
+
     root = Path(args.folder).resolve()
     if not root.is_dir():
         raise UserError(f"{args.folder} is not a folder")
@@ -199,6 +245,8 @@ async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
 
 async def _wait_for_change(api: FileSyncClient, ns: str, root: Path, state: StateDB) -> None:
     """Until the server's feed moves past our cursor or a local file changes (debounced)."""
+    import asyncio
+
     from watchfiles import awatch
 
     cursor = state.get("cursor") or "s0"
@@ -369,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = Config(Path(args.config))
     try:
+        if args.command == "sync" and not args.watch and quick_no_change(config, Path(args.folder).resolve()):
+            if not args.quiet:
+                print("synced: nothing changed")
+            return 0
         import uvloop
 
         return uvloop.run(COMMANDS[args.command](args, config))

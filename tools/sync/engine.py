@@ -14,24 +14,25 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.content import EMPTY_HASH
+from service.content import EMPTY_HASH, ContentDigest
 from service.paths import normalize_path, path_key
 from service.wire import CompareItemOut, FileInfo
-from tools.sdk import ApiError, FileSyncClient
+from tools.sdk.client import FileSyncClient
+from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_files
 from tools.sdk.transfer import S3Transfer
 from tools.sync.plan import ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
+from tools.sync.scan import TEMP_PREFIX, Scanned, scan
 from tools.sync.state import StateDB, StateEntry
 
 COMPARE_PAGE = 5000
 COMMIT_BATCH = 1000
-TEMP_PREFIX = ".filesync-"
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,43 +52,6 @@ class SyncReport:
         return self.uploaded + self.downloaded + self.deleted_local + self.deleted_remote + self.conflicts
 
 
-@dataclass(frozen=True, slots=True)
-class Scanned:
-    key: str
-    path: str
-    size: int
-    mtime_ns: int
-    absolute: Path
-
-
-def scan(root: Path, skipped: list[str]) -> Iterator[Scanned]:
-    """Every regular file under ``root`` (symlinks and our temporary files excluded), with ``os.scandir``."""
-    stack = [(root, "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as exc:
-            skipped.append(f"{prefix or '.'}: {exc.strerror}")
-            continue
-        for entry in entries:
-            relative = f"{prefix}{entry.name}"
-            if entry.name.startswith(TEMP_PREFIX) or entry.is_symlink():
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                stack.append((Path(entry.path), relative + "/"))
-                continue
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                path = normalize_path(relative, "path")
-            except ValueError as exc:
-                skipped.append(f"{relative}: {exc}")
-                continue
-            stat = entry.stat(follow_symlinks=False)
-            yield Scanned(path_key(path), path, stat.st_size, stat.st_mtime_ns, Path(entry.path))
-
-
 class SyncEngine:
     def __init__(
         self,
@@ -97,7 +61,7 @@ class SyncEngine:
         state: StateDB,
         *,
         device: str,
-        concurrency: int = 4,
+        concurrency: int = 16,
         progress: Progress | None = None,
     ) -> None:
         self._api = api
@@ -108,6 +72,8 @@ class SyncEngine:
         self._concurrency = concurrency
         self._progress = progress or (lambda label, done, total: None)
         self._block_size = 0
+        #: Digests (with their block digests) of the files hashed in this run, reused for uploads.
+        self._digests: dict[str, ContentDigest] = {}
 
     async def sync(self, rounds: int = 3) -> SyncReport:
         """Sync until nothing is left to do (a commit that lost a race is retried in the next round).
@@ -174,9 +140,9 @@ class SyncEngine:
         digests = await hash_files([i.absolute for i in to_hash], self._block_size)
         self._progress("hashing", total, total)
         for item in to_hash:
-            unchanged[item.key] = LocalFile(
-                item.key, item.path, item.size, item.mtime_ns, digests[item.absolute].content_hash
-            )
+            digest = digests[item.absolute]
+            self._digests[item.key] = digest
+            unchanged[item.key] = LocalFile(item.key, item.path, item.size, item.mtime_ns, digest.content_hash)
         return unchanged
 
     # --- compare ------------------------------------------------------------------------------------
@@ -280,7 +246,9 @@ class SyncEngine:
         async def send(local: LocalFile) -> None:
             async with slots:
                 source = self._root / local.path
-                digest = await hash_file(source, self._block_size)
+                digest = self._digests.get(local.key)
+                if digest is None or digest.content_hash != local.content_hash:
+                    digest = await hash_file(source, self._block_size)
                 if digest.content_hash != local.content_hash:
                     return  # changed while syncing: the next round picks it up
                 assert transfer is not None

@@ -1,0 +1,149 @@
+"""The sync client on many small files, against ``aws s3 sync`` and a naive client, in the same run.
+
+A tree of ``--files`` small files (default 2,000, 1 KiB each) is pushed three ways to the same emulator:
+``python -m tools.sync sync`` (the real CLI, as a user runs it: process start-up included), ``aws s3 sync``
+(which keeps no versions and no metadata), and a naive client that makes one streaming PUT per file (8 at a
+time). Then each syncs again with nothing changed: the sync client should need one feed request whatever
+the number of files, while ``aws s3 sync`` lists the bucket. ``--unchanged-files`` (default 10,000) sets the
+tree for a second no-change measurement. Service requests are read from the service's /metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+from tools.bench.direct_upload import awscli
+from tools.bench.harness import ROOT, Stack, clean_env, stack
+from tools.sdk.client import FileSyncClient
+
+PASSWORD = "benchmark password"  # noqa: S105 - a throwaway account on a throwaway emulator
+
+
+def make_tree(root: Path, files: int, size: int = 1024) -> None:
+    for i in range(files):
+        folder = root / f"dir{i % 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"file-{i:06d}.bin").write_bytes(os.urandom(size))
+
+
+def service_requests(text: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("filesync_http_requests_total{") and 'route="/metrics"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def requests_now(api: FileSyncClient) -> float:
+    _, body, _ = await api.request("GET", "/metrics")
+    return service_requests(body.decode())
+
+
+def timed(args: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)  # noqa: S603
+    if result.returncode != 0:
+        raise RuntimeError(f"{args[:4]} failed: {result.stderr[-500:]}")
+    return time.perf_counter() - started
+
+
+async def run(files: int, unchanged_files: int) -> None:
+    aws = awscli()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        tree, big_tree = base / "tree", base / "big-tree"
+        make_tree(tree, files)
+        make_tree(big_tree, unchanged_files, size=64)
+        async with stack() as running:
+            await _measure(running, base, tree, big_tree, files, unchanged_files, aws)
+
+
+async def _measure(
+    running: Stack, base: Path, tree: Path, big_tree: Path, files: int, unchanged: int, aws: Path
+) -> None:
+    async with FileSyncClient(running.service, timeout=3600) as api:
+        for user in ("client", "naive", "bigtree"):
+            await api.sign_up(user, PASSWORD)
+        env = clean_env(FILESYNC_PASSWORD=PASSWORD)
+
+        def cli(config: str, *args: str) -> list[str]:
+            return [sys.executable, "-m", "tools.sync", "--config", str(base / config), *args]
+
+        timed(cli("c1", "login", "--server", running.service, "client"), env)
+        timed(cli("c2", "login", "--server", running.service, "bigtree"), env)
+
+        before = await requests_now(api)
+        ours_initial = timed(cli("c1", "sync", "--quiet", str(tree)), env)
+        ours_initial_requests = await requests_now(api) - before
+        before = await requests_now(api)
+        ours_again = timed(cli("c1", "sync", "--quiet", str(tree)), env)
+        ours_again_requests = await requests_now(api) - before
+
+        aws_env = clean_env(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - the emulator's fixed credentials
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        target = f"s3://{running.settings.bucket}/aws-sync/"
+        aws_sync = [str(aws), "--endpoint-url", running.emulator, "s3", "sync", "--quiet", str(tree), target]
+        aws_initial = timed(aws_sync, aws_env)
+        aws_again = timed(aws_sync, aws_env)
+
+        naive = FileSyncClient(running.service, timeout=3600)
+        async with naive:
+            await naive.log_in("naive", PASSWORD)
+            ns = (await naive.account()).home_namespace
+            bodies = await asyncio.to_thread(
+                lambda: {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+            )
+            slots = asyncio.Semaphore(8)
+
+            async def put(path: str) -> None:
+                async with slots:
+                    await naive.put_stream(ns, path, bodies[path])
+
+            started = time.perf_counter()
+            await asyncio.gather(*(put(p) for p in bodies))
+            naive_initial = time.perf_counter() - started
+
+        timed(cli("c2", "sync", "--quiet", str(big_tree)), env)
+        before = await requests_now(api)
+        big_again = timed(cli("c2", "sync", "--quiet", str(big_tree)), env)
+        big_again_requests = await requests_now(api) - before
+        big_aws = f"s3://{running.settings.bucket}/aws-big/"
+        aws_big = [str(aws), "--endpoint-url", running.emulator, "s3", "sync", "--quiet", str(big_tree), big_aws]
+        timed(aws_big, aws_env)
+        aws_big_again = timed(aws_big, aws_env)
+
+    def rate(seconds: float, count: int) -> str:
+        return f"{seconds:7.2f} s  {count / seconds:7.0f} files/s"
+
+    print(f"{files:,} files of 1 KiB; every figure includes process start-up where a process is started")
+    print(f"initial sync, python -m tools.sync:  {rate(ours_initial, files)}  ({int(ours_initial_requests)} requests)")
+    print(f"initial sync, aws s3 sync:           {rate(aws_initial, files)}")
+    print(f"initial sync, naive one PUT a file:   {rate(naive_initial, files)}  ({files} requests)")
+    print(f"  ratio aws s3 sync / ours: {aws_initial / ours_initial:.2f}", end="; ")
+    print(f"naive / ours: {naive_initial / ours_initial:.2f}")
+    print(f"no-change sync, ours:     {ours_again:6.2f} s ({int(ours_again_requests)} service request)")
+    print(f"no-change sync, aws s3 sync: {aws_again:6.2f} s;  ratio {aws_again / ours_again:.2f} (goal >= 2.5)")
+    print(f"no-change sync of {unchanged:,} files, ours: {big_again:6.2f} s ({int(big_again_requests)} request)")
+    print(f"no-change sync of {unchanged:,} files, aws s3 sync: {aws_big_again:6.2f} s", end="; ")
+    print(f"ratio {aws_big_again / big_again:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench sync_client", description=__doc__)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--unchanged-files", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    uvloop.run(run(args.files, args.unchanged_files))
+    return 0

@@ -1,0 +1,53 @@
+"""Scanning a synced folder: every regular file, its path key, size and mtime. Light to import.
+
+Layer: tools (client).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.paths import normalize_path, path_key
+
+#: Names the client writes while downloading; never synced.
+TEMP_PREFIX = ".filesync-"
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    absolute: Path
+
+
+def scan(root: Path, skipped: list[str]) -> Iterator[Scanned]:
+    """Every regular file under ``root`` (symlinks and our temporary files excluded), with ``os.scandir``."""
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            skipped.append(f"{prefix or '.'}: {exc.strerror}")
+            continue
+        for entry in entries:
+            relative = f"{prefix}{entry.name}"
+            if entry.name.startswith(TEMP_PREFIX) or entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), relative + "/"))
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                path = normalize_path(relative, "path")
+            except ValueError as exc:
+                skipped.append(f"{relative}: {exc}")
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            yield Scanned(path_key(path), path, stat.st_size, stat.st_mtime_ns, Path(entry.path))
