@@ -50,27 +50,34 @@ class S3BlobStore:
     # --- verification ---------------------------------------------------------------------------------
 
     async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Outcome:
-        """Does the object at the blob's key hold exactly this content? Deletes it if not."""
-        mode = self._verify_mode
+        """Does the object at the blob's key hold exactly this content? Deletes it if not. One request:
+        a HeadObject (checksum mode) or a GetObject read once (read mode, or no stored checksum)."""
         key = blob_key(ns, content_hash)
         try:
-            with unavailable_on_transient("S3"):
-                head = await self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            if self._verify_mode == "checksum":
+                with unavailable_on_transient("S3"):
+                    head = await self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+                stored = head.get("ChecksumSHA256")
+                if head["ContentLength"] != size:
+                    outcome: Outcome = "mismatch"
+                elif stored:
+                    outcome = "ok" if _same_checksum(stored, s3_checksum(content_hash)) else "mismatch"
+                else:
+                    outcome = await self._read_and_compare(key, content_hash, size, block_size)
+            else:
+                outcome = await self._read_and_compare(key, content_hash, size, block_size)
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return "missing"
             raise
-        if head["ContentLength"] != size:
-            outcome: Outcome = "mismatch"
-        elif mode == "checksum" and head.get("ChecksumSHA256"):
-            outcome = "ok" if _same_checksum(head["ChecksumSHA256"], s3_checksum(content_hash)) else "mismatch"
-        else:
-            digest = await self._hash_object(key, block_size)
-            outcome = "ok" if digest.content_hash == content_hash and digest.size == size else "mismatch"
         if outcome == "mismatch":
             log.warning("blob %s in %s does not match its hash; deleting it", content_hash, ns)
             await self.delete(key)
         return outcome
+
+    async def _read_and_compare(self, key: str, content_hash: str, size: int, block_size: int) -> Outcome:
+        digest = await self._hash_object(key, block_size)
+        return "ok" if digest.content_hash == content_hash and digest.size == size else "mismatch"
 
     async def _hash_object(self, key: str, block_size: int) -> ContentDigest:
         hasher = BlockHasher(block_size)
@@ -79,7 +86,11 @@ class S3BlobStore:
             body = response["Body"]
             async with body:
                 while chunk := await body.read(_READ_CHUNK):
-                    await asyncio.to_thread(hasher.update, chunk)
+                    # Small bodies are hashed inline: a thread hop costs more than hashing them.
+                    if len(chunk) >= 256 * 1024:
+                        await asyncio.to_thread(hasher.update, chunk)
+                    else:
+                        hasher.update(chunk)
         return hasher.finish()
 
     async def delete(self, key: str) -> None:

@@ -119,7 +119,7 @@ class FileService:
         namespaces: NamespaceService,
         *,
         block_size: int,
-        verify_concurrency: int = 8,
+        verify_concurrency: int = 32,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
