@@ -101,7 +101,7 @@ async def stack(block_size: int = 8 * MiB, upload_concurrency: int = 4) -> Async
             FILESYNC_TOKEN_SECRET=secrets.token_urlsafe(48),
             FILESYNC_UPLOAD_ROLE_ARN=provisioned.upload_role_arn or "",
             FILESYNC_OPEN_SIGNUP="true",
-            FILESYNC_ACCESS_TOKEN_SECONDS="7200",
+            FILESYNC_ACCESS_TOKEN_SECONDS="7200",  # noqa: S106 - a lifetime, not a secret
             FILESYNC_VERIFY="read",
             FILESYNC_BLOCK_SIZE=str(block_size),
             FILESYNC_UPLOAD_CONCURRENCY=str(upload_concurrency),

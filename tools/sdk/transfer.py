@@ -60,8 +60,17 @@ class S3Transfer:
     ) -> None:
         await self._context.__aexit__(exc_type, exc, tb)
 
-    async def upload(self, ns: str, path: Path, digest: ContentDigest, progress: Progress | None = None) -> None:
-        """Put ``path`` (already hashed into ``digest``) at its blob key."""
+    async def upload(
+        self,
+        ns: str,
+        path: Path,
+        digest: ContentDigest,
+        progress: Progress | None = None,
+        previous: ContentDigest | None = None,
+    ) -> None:
+        """Put ``path`` (already hashed into ``digest``) at its blob key. With ``previous`` (the digest of a
+        version the namespace has), each block whose SHA-256 is unchanged is copied inside S3
+        (``UploadPartCopy``) instead of sent: a small change to a big file moves one block."""
         key = blob_key(ns, digest.content_hash)
         bucket = self._creds.bucket
         if len(digest.block_digests) <= 1:
@@ -77,10 +86,30 @@ class S3Transfer:
         upload_id = upload["UploadId"]
         slots = asyncio.Semaphore(self._concurrency)
 
+        reusable = set()
+        if previous is not None and len(previous.block_digests) > 1:
+            reusable = {
+                n
+                for n, (old, new) in enumerate(zip(previous.block_digests, digest.block_digests, strict=False), 1)
+                if old == new and (n < len(previous.block_digests) or previous.size == digest.size)
+            }
+
         async def part(number: int) -> dict[str, Any]:
             async with slots:
-                data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
                 checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
+                if number in reusable and previous is not None:
+                    start = (number - 1) * self._block_size
+                    end = min(previous.size, start + self._block_size) - 1
+                    copied = await self._client.upload_part_copy(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)},
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
+                    return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum}
+                data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
                 response = await self._client.upload_part(
                     Bucket=bucket,
                     Key=key,

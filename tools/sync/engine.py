@@ -186,10 +186,7 @@ class SyncEngine:
     async def _execute(self, todo: SyncPlan, state: dict[str, StateEntry], report: SyncReport) -> None:
         for key in todo.forget:
             self._state.forget([key])
-        self._state.record(
-            StateEntry(r.key, r.file.path, r.local.size, r.local.mtime_ns, r.local.content_hash, r.file.rev)
-            for r in todo.records
-        )
+        self._state.record(_entry(r.local, r.file, self._digests.get(r.key)) for r in todo.records)
         for conflict in todo.conflicts:
             renamed = await self._keep_conflicted_copy(conflict)
             todo.uploads.append(Upload(renamed, None))
@@ -207,6 +204,14 @@ class SyncEngine:
             await self._remote_deletes(todo, report)
             await self._downloads(todo, transfer, report)
         self._local_deletes(todo, report)
+
+    def _previous(self, local: LocalFile) -> ContentDigest | None:
+        """The last synced version of this path, when its block digests are known: the delta's base."""
+        before = self._state.entry(local.key)
+        if before is None or before.blocks is None or before.content_hash == local.content_hash:
+            return None
+        digests = tuple(before.blocks[i : i + 32] for i in range(0, len(before.blocks), 32))
+        return ContentDigest(before.content_hash, before.size, digests)
 
     async def _keep_conflicted_copy(self, conflict: ConflictCopy) -> LocalFile:
         source = self._root / conflict.local.path
@@ -252,7 +257,7 @@ class SyncEngine:
                 if digest.content_hash != local.content_hash:
                     return  # changed while syncing: the next round picks it up
                 assert transfer is not None
-                await transfer.upload(self._ns, source, digest, progress=advance)
+                await transfer.upload(self._ns, source, digest, progress=advance, previous=self._previous(local))
 
         await asyncio.gather(*(send(f) for f in first_by_hash.values()))
         entries = [
@@ -278,7 +283,7 @@ class SyncEngine:
             for result in response.results:
                 if result.status == "committed" and result.file is not None:
                     local = by_path[result.path]
-                    recorded.append(_entry(local, result.file))
+                    recorded.append(_entry(local, result.file, self._digests.get(local.key)))
                     report.uploaded += 1
                 else:
                     report.pending_conflicts += 1
@@ -308,6 +313,7 @@ class SyncEngine:
                 target = self._root / file.path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+                digest: ContentDigest | None = None
                 try:
                     if file.content_hash == EMPTY_HASH or file.size == 0:
                         temp.write_bytes(b"")
@@ -325,7 +331,7 @@ class SyncEngine:
                         temp.unlink()
                 stat = target.stat()
                 local = LocalFile(key, file.path, stat.st_size, stat.st_mtime_ns, file.content_hash)
-                self._state.record([_entry(local, file)])
+                self._state.record([_entry(local, file, digest)])
                 report.downloaded += 1
 
         await asyncio.gather(*(fetch(d.key, d.file) for d in todo.downloads))
@@ -352,5 +358,6 @@ class SyncEngine:
                 parent = parent.parent
 
 
-def _entry(local: LocalFile, file: FileInfo) -> StateEntry:
-    return StateEntry(local.key, file.path, local.size, local.mtime_ns, local.content_hash, file.rev)
+def _entry(local: LocalFile, file: FileInfo, digest: ContentDigest | None) -> StateEntry:
+    blocks = b"".join(digest.block_digests) if digest is not None and len(digest.block_digests) > 1 else None
+    return StateEntry(local.key, file.path, local.size, local.mtime_ns, local.content_hash, file.rev, blocks)

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     content_hash TEXT NOT NULL,    -- of the local file at the last sync
-    synced_rev INTEGER NOT NULL    -- the server rev it matched
+    synced_rev INTEGER NOT NULL,   -- the server rev it matched
+    blocks BLOB                    -- its block digests (32 bytes each) when it had several: delta uploads
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -34,6 +35,7 @@ class StateEntry:
     mtime_ns: int
     content_hash: str
     synced_rev: int
+    blocks: bytes | None = None
 
 
 class StateDB:
@@ -55,21 +57,21 @@ class StateDB:
 
     def entries(self) -> Iterator[StateEntry]:
         for row in self._db.execute(
-            "SELECT key, path, size, mtime_ns, content_hash, synced_rev FROM files ORDER BY key"
+            "SELECT key, path, size, mtime_ns, content_hash, synced_rev, blocks FROM files ORDER BY key"
         ):
             yield StateEntry(*row)
 
     def entry(self, key: str) -> StateEntry | None:
         row = self._db.execute(
-            "SELECT key, path, size, mtime_ns, content_hash, synced_rev FROM files WHERE key = ?", (key,)
+            "SELECT key, path, size, mtime_ns, content_hash, synced_rev, blocks FROM files WHERE key = ?", (key,)
         ).fetchone()
         return StateEntry(*row) if row else None
 
     def record(self, entries: Iterable[StateEntry]) -> None:
         with self._transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                ((e.key, e.path, e.size, e.mtime_ns, e.content_hash, e.synced_rev) for e in entries),
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((e.key, e.path, e.size, e.mtime_ns, e.content_hash, e.synced_rev, e.blocks) for e in entries),
             )
 
     def forget(self, keys: Iterable[str]) -> None:
