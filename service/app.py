@@ -99,6 +99,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[FILES] = services.files
     app[TRANSFERS] = services.transfers
     app[SYNC] = services.sync
+
+    async def release_long_polls(_: web.Application) -> None:
+        services.watcher.release_all()
+
+    app.on_shutdown.append(release_long_polls)
     sweeper = asyncio.create_task(
         _sweep_uploads(services, settings.files.upload_sweep_seconds, settings.files.abandoned_upload_seconds),
         name="upload-sweeper",

@@ -167,6 +167,14 @@ class HeadWatcher:
                     if head > seen and not future.done():
                         future.set_result(head)
 
+    def release_all(self) -> None:
+        """Answer every waiting long-poll now (with nothing new): used when the worker shuts down, so
+        clients reconnect elsewhere instead of holding the shutdown for their whole wait."""
+        for waiting in self._waiters.values():
+            for _, future in waiting:
+                if not future.done():
+                    future.set_result(0)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -260,6 +268,7 @@ class SyncService:
                 )
         if not entries and wait > 0 and await self._watcher.wait(ns, after, min(wait, MAX_WAIT_SECONDS)):
             entries = await self._journal.since(ns, after, limit + 1)
+        # A long-poll released by a shutdown answers with nothing new, which is true: the client polls again.
         more = len(entries) > limit
         entries = entries[:limit]
         changes = [change for entry in entries for change in entry.changes]

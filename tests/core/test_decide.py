@@ -35,3 +35,23 @@ def server(content_hash: str, rev: int, deleted: bool = False) -> FileVersion:
 )
 def test_decide(local, synced_rev, synced_hash, remote, action):
     assert decide(ManifestEntry("f", local, synced_rev, synced_hash), remote) == action
+
+
+async def test_a_shutdown_releases_waiting_long_polls_at_once():
+    import asyncio
+    import time
+
+    from service.core.sync import HeadWatcher
+
+    class Journal:
+        async def heads(self, namespaces):
+            return dict.fromkeys(namespaces, 0)
+
+    watcher = HeadWatcher(Journal(), interval=0.05)  # type: ignore[arg-type]
+    started = time.monotonic()
+    waiting = asyncio.create_task(watcher.wait("ns", 0, 30))
+    await asyncio.sleep(0.1)
+    watcher.release_all()
+    assert not await waiting
+    assert time.monotonic() - started < 2
+    await watcher.close()

@@ -18,27 +18,6 @@ from tests.test_entrypoints import ROOT, clean_env
 BLOCK = 5 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    log = (tmp_path_factory.mktemp("service") / "log").open("w+")
-    env = clean_env(FILESYNC_BLOCK_SIZE=str(BLOCK), FILESYNC_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", "0"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 30
-    url = None
-    while url is None and time.monotonic() < deadline:
-        log.seek(0)
-        match = re.search(r"serving on (http://\S+)", log.read())
-        url = match.group(1) if match else None
-        time.sleep(0.1)
-    assert url, "the service did not start"
-    yield url
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=20)
-    log.close()
-
-
 class Device:
     def __init__(self, name: str, base: Path, server: str) -> None:
         self.name = name
@@ -46,6 +25,9 @@ class Device:
         self.root = base / f"{name}-files"
         self.root.mkdir()
         self.server = server
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tools.sync", "--config", str(self.config)]
 
     def run(self, *args: str, expect: int = 0) -> str:
         env = clean_env(FILESYNC_PASSWORD="correct horse battery")
@@ -187,3 +169,51 @@ def test_status_history_restore_and_errors(devices):
     assert "not logged in" in out
     bad = wrong.run("login", "--server", "http://127.0.0.1:9", "nobody", expect=1)
     assert "cannot reach" in bad
+
+
+def test_watch_syncs_both_ways_until_interrupted(devices):
+    laptop, desktop = devices
+    laptop.write("start.txt", b"hello")
+    laptop.sync()
+    env = clean_env(FILESYNC_PASSWORD="correct horse battery")
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.sync",
+            "--config",
+            str(laptop.config),
+            "sync",
+            "--watch",
+            "--quiet",
+            str(laptop.root),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    failure: AssertionError | None = None
+    try:
+        desktop.sync()
+        desktop.write("from-desktop.txt", b"pushed by the desktop")
+        desktop.sync()
+        deadline = time.monotonic() + 60
+        while not (laptop.root / "from-desktop.txt").exists():
+            assert time.monotonic() < deadline, "the watcher never pulled the desktop's file"
+            time.sleep(0.2)
+        laptop.write("from-laptop.txt", b"noticed by the watcher")
+        deadline = time.monotonic() + 60
+        while "from-laptop.txt" not in desktop.tree():
+            assert time.monotonic() < deadline, "the watcher never pushed the laptop's file"
+            time.sleep(0.5)
+            desktop.sync()
+    except AssertionError as exc:
+        failure = exc
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        _, err = watcher.communicate(timeout=30)
+    assert failure is None, f"{failure}; the watcher said: {err.decode()[-2000:]}"
+    assert watcher.returncode in (0, 130), err
+    assert b"Traceback" not in err
