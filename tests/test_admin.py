@@ -7,19 +7,12 @@ import sys
 
 from service.settings import Settings
 from tests.api.helpers import log_in, problem
-from tests.test_entrypoints import ROOT, clean_env
+from tests.test_entrypoints import ROOT, aws_env, clean_env
 
 
 def run_admin(settings: Settings, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = clean_env(
-        AWS_ENDPOINT_URL=settings.aws.endpoint_url or "",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_REGION="us-east-1",
-        FILESYNC_TABLE=settings.table,
-        FILESYNC_BUCKET=settings.bucket,
-        FILESYNC_TOKEN_SECRET="t" * 40,
-        FILESYNC_UPLOAD_ROLE_ARN=settings.upload_role_arn or "",
+    env = aws_env(
+        settings,
         FILESYNC_ARGON2_TIME_COST="1",
         FILESYNC_ARGON2_MEMORY_KIB="8192",
         FILESYNC_LOG_LEVEL="WARNING",

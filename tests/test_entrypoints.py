@@ -45,6 +45,21 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def aws_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """A clean environment that points a service process at the test emulator, as AWS settings."""
+    return clean_env(
+        AWS_ENDPOINT_URL=settings.aws.endpoint_url or "",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        FILESYNC_BUCKET=settings.bucket,
+        FILESYNC_TABLE=settings.table,
+        FILESYNC_TOKEN_SECRET="t" * 40,
+        FILESYNC_UPLOAD_ROLE_ARN=settings.upload_role_arn or "",
+        **extra,
+    )
+
+
 async def wait_for(url: str, deadline: float, proc: subprocess.Popen | None = None) -> aiohttp.ClientResponse:
     async with aiohttp.ClientSession() as session:
         while True:
@@ -127,18 +142,7 @@ async def test_procfile_web_runs_gunicorn_with_two_workers(provisioned: Settings
         if line.startswith("web:")
     )
     port = free_port()
-    env = clean_env(
-        PORT=str(port),
-        WEB_CONCURRENCY="2",
-        AWS_ENDPOINT_URL=provisioned.aws.endpoint_url or "",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_REGION="us-east-1",
-        FILESYNC_BUCKET=provisioned.bucket,
-        FILESYNC_TABLE=provisioned.table,
-        FILESYNC_TOKEN_SECRET="x" * 48,
-        FILESYNC_UPLOAD_ROLE_ARN=provisioned.upload_role_arn or "",
-    )
+    env = aws_env(provisioned, PORT=str(port), WEB_CONCURRENCY="2")
     with (tmp_path / "gunicorn.log").open("w+") as log:
         await _run_and_stop_gunicorn(web_line, env, port, log)
 
