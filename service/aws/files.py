@@ -342,6 +342,14 @@ class DynamoJournal:
             "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":prefix": _s("F#")},
             "ConsistentRead": True,
         }
+        if through_key is not None:
+            # Bounded on both sides, DynamoDB reads exactly the range: no page past its end.
+            kwargs["KeyConditionExpression"] = "#pk = :pk AND #sk BETWEEN :lo AND :hi"
+            kwargs["ExpressionAttributeValues"] = {
+                ":pk": _s(f"NS#{ns}"),
+                ":lo": _s("F#"),
+                ":hi": _s(file_sk(through_key)),
+            }
         if page_size is not None:
             kwargs["Limit"] = page_size
         if after_key is not None:

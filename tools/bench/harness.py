@@ -102,6 +102,8 @@ async def stack(block_size: int = 8 * MiB, upload_concurrency: int = 4) -> Async
             FILESYNC_UPLOAD_ROLE_ARN=provisioned.upload_role_arn or "",
             FILESYNC_OPEN_SIGNUP="true",
             FILESYNC_ACCESS_TOKEN_SECONDS="7200",  # noqa: S106 - a lifetime, not a secret
+            # Its once-a-second Query would be counted with the operation measured.
+            FILESYNC_REVOCATION_POLL_SECONDS="3600",
             FILESYNC_VERIFY="read",
             FILESYNC_BLOCK_SIZE=str(block_size),
             FILESYNC_UPLOAD_CONCURRENCY=str(upload_concurrency),
