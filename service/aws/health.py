@@ -5,11 +5,12 @@ Layer: aws. Each probe is an async callable that raises when its dependency is u
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from service.aws.clients import AwsClients
-from service.core.health import Probe
 
 
-def readiness_probes(clients: AwsClients, bucket: str, table: str) -> dict[str, Probe]:
+def readiness_probes(clients: AwsClients, bucket: str, table: str) -> dict[str, Callable[[], Awaitable[None]]]:
     """S3: ``HeadBucket`` on the blob bucket. DynamoDB: ``DescribeTable`` on the table."""
 
     async def s3() -> None:

@@ -1,6 +1,6 @@
 """DynamoDB adapters for accounts, sessions, namespaces, memberships, login failures and revocations.
 
-Layer: aws. Imports the leaf domain modules (``core.models``, ``core.errors``) and the revocation record.
+Layer: aws. Imports only the leaf domain modules (``core.models``, ``core.errors``).
 Item layout in the one table (``pk`` / ``sk``; ``gsi1pk`` / ``gsi1sk`` for look-ups by user)::
 
     USER#<name>          PROFILE             password hash, created_at, home namespace, disabled
@@ -26,8 +26,7 @@ from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.items import BATCH_WRITE_MAX, GPK, GSK, PK, SK, TTL, Item
 from service.core.errors import Conflict, NotFound
-from service.core.models import LoginFailures, Membership, Namespace, Session, User
-from service.core.revocations import Revocation, position_at
+from service.core.models import LoginFailures, Membership, Namespace, Revocation, Session, User, position_at
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -153,3 +153,17 @@ class Download:
     size: int
     total: int
     content_range: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    sid: str
+    #: Epoch seconds after which no token of the session can be valid anyway.
+    expires_at: float
+    #: Position in the feed (milliseconds since the epoch when published, plus a tie-breaker).
+    position: str
+
+
+def position_at(epoch_seconds: float) -> str:
+    """A feed position that sorts as text in time order."""
+    return f"{int(epoch_seconds * 1000):013d}"

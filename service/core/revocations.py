@@ -13,30 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
+from service.core.models import Revocation, position_at
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Revocation:
-    sid: str
-    #: Epoch seconds after which no token of the session can be valid anyway.
-    expires_at: float
-    #: Position in the feed (milliseconds since the epoch when published, plus a tie-breaker).
-    position: str
 
 
 class RevocationFeed(Protocol):
     async def publish(self, sids: Iterable[str], expires_at: float) -> None: ...
 
     async def since(self, position: str) -> list[Revocation]: ...
-
-
-def position_at(epoch_seconds: float) -> str:
-    """A feed position that sorts as text in time order."""
-    return f"{int(epoch_seconds * 1000):013d}"
 
 
 class RevocationList:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.core.errors import Unauthenticated
-from service.core.models import Principal
-from service.core.revocations import RevocationList, position_at
+from service.core.models import Principal, position_at
+from service.core.revocations import RevocationList
 from service.core.tokens import LEEWAY_SECONDS, TokenService, new_session_id
 
 SECRET = "k" * 40
