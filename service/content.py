@@ -19,8 +19,8 @@ from typing import Any
 
 MiB = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 8 * MiB
-#: S3's smallest multipart part (all but the last); blocks are parts, so no block may be smaller.
-MIN_BLOCK_SIZE = 5 * MiB
+#: S3 allows 10,000 parts, and parts are blocks: the most blocks one body may have.
+MAX_FILE_BLOCKS = 10_000
 EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 
 _CONTENT_HASH = re.compile(r"^(?P<hex>[0-9a-f]{64})(?:-(?P<blocks>[1-9][0-9]{0,5}))?$")
@@ -39,6 +39,24 @@ class ContentDigest:
 
 def block_count(size: int, block_size: int) -> int:
     return -(-size // block_size)
+
+
+def claim_problem(content_hash: str, size: int, block_size: int) -> tuple[str, str] | None:
+    """Why a claimed (content hash, size) pair cannot describe any body, as ``(field, message)``; None
+    when it can (whether the body really has that hash is for verification to say)."""
+    if size < 0:
+        return "size", "size cannot be negative"
+    parsed = parse_content_hash(content_hash)
+    if parsed is None:
+        return "content_hash", "not a content hash (64 hex digits, '-<blocks>' for multi-block bodies)"
+    if size == 0:
+        return None if content_hash == EMPTY_HASH else ("content_hash", "an empty body has the SHA-256 of nothing")
+    needed = block_count(size, block_size)
+    if needed > MAX_FILE_BLOCKS:
+        return "size", f"at most {MAX_FILE_BLOCKS} blocks of {block_size} bytes"
+    if parsed[1] != needed or ("-" in content_hash) != (needed > 1):
+        return "content_hash", f"a body of {size} bytes has {needed} block(s) of {block_size} bytes"
+    return None
 
 
 def content_hash_from_blocks(block_digests: list[bytes] | tuple[bytes, ...]) -> str:

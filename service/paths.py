@@ -73,8 +73,3 @@ def normalize_path(raw: str, field: str = "$.path") -> str:
 def path_key(path: str) -> str:
     """The collision key of a normalized path: Unicode case folded, then NFC again."""
     return unicodedata.normalize("NFC", path.casefold())
-
-
-def parent_of(path: str) -> str:
-    """The folder holding ``path`` ('' for the namespace root)."""
-    return path.rpartition("/")[0]

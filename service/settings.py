@@ -68,10 +68,6 @@ class AwsSettings:
         """The endpoint URL for one service: its own variable first, then the global one."""
         return dict(self.service_endpoints).get(service, self.endpoint_url)
 
-    @property
-    def custom_endpoints(self) -> bool:
-        return self.endpoint_url is not None or bool(self.service_endpoints)
-
 
 @dataclass(frozen=True, slots=True)
 class Limits:

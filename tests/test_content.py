@@ -11,6 +11,7 @@ import pytest
 from service.content import (
     EMPTY_HASH,
     BlockHasher,
+    claim_problem,
     digest_bytes,
     parse_content_hash,
     s3_checksum,
@@ -58,3 +59,23 @@ def test_s3_checksum_forms():
 @pytest.mark.parametrize("bad", ["", "abc", "G" * 64, "a" * 64 + "-0", "a" * 64 + "-", "A" * 64])
 def test_malformed_hashes_do_not_parse(bad: str):
     assert parse_content_hash(bad) is None
+
+
+@pytest.mark.parametrize(
+    ("content_hash", "size", "field"),
+    [
+        (EMPTY_HASH, 0, None),
+        ("a" * 64, 0, "content_hash"),
+        ("a" * 64, BLOCK, None),
+        ("a" * 64, BLOCK + 1, "content_hash"),
+        ("a" * 64 + "-2", BLOCK + 1, None),
+        ("a" * 64 + "-3", BLOCK + 1, "content_hash"),
+        ("a" * 64 + "-1", 5, "content_hash"),
+        ("nothex", 5, "content_hash"),
+        ("a" * 64, -1, "size"),
+        ("a" * 64 + "-10001", BLOCK * 10_001, "size"),
+    ],
+)
+def test_claims_that_cannot_describe_a_body(content_hash: str, size: int, field: str | None):
+    problem = claim_problem(content_hash, size, BLOCK)
+    assert (problem[0] if problem else None) == field

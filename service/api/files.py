@@ -16,9 +16,9 @@ from aiohttp import web
 from service.api.bodies import read_json
 from service.api.responses import file_info, json_response
 from service.api.security import authenticate
-from service.content import EMPTY_HASH
+from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
 from service.core.errors import FieldError, PayloadTooLarge, ValidationFailed
-from service.core.files import MAX_COMMIT_ENTRIES, MAX_FILE_BLOCKS, CommitEntry, CommitResult
+from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitResult
 from service.core.models import FileVersion
 from service.core.transfers import StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 import orjson
 
-from service.content import EMPTY_HASH, expected_blocks, parse_content_hash
+from service.content import EMPTY_HASH, claim_problem
 from service.core.errors import Conflict, DependencyUnavailable, FieldError, NotFound, ValidationFailed
 from service.core.models import (
     BlobRecord,
@@ -45,7 +45,6 @@ MAX_ACTIONS = 100
 MAX_JOURNAL_BYTES = 300_000
 MAX_COMMIT_ENTRIES = 1000
 MAX_ATTEMPTS = 20
-MAX_FILE_BLOCKS = 10_000
 IDEMPOTENCY_KEY_MAX = 128
 
 Status = Literal["committed", "conflict"]
@@ -196,22 +195,7 @@ class FileService:
             if entry.parent_rev is None:
                 return "parent_rev", "a delete needs the parent_rev of the version it deletes"
             return None
-        if entry.size < 0:
-            return "size", "size cannot be negative"
-        blocks = expected_blocks(entry.content_hash)
-        if parse_content_hash(entry.content_hash) is None:
-            return "content_hash", "not a content hash (64 hex digits, '-<blocks>' for multi-block bodies)"
-        if entry.size == 0 and entry.content_hash != EMPTY_HASH:
-            return "content_hash", "an empty body has the SHA-256 of nothing"
-        needed = -(-entry.size // self.block_size)
-        if entry.size > self.block_size * MAX_FILE_BLOCKS:
-            return "size", f"at most {MAX_FILE_BLOCKS} blocks of {self.block_size} bytes"
-        if ("-" in entry.content_hash) != (needed > 1) or (needed > 1 and blocks != needed):
-            return (
-                "content_hash",
-                f"a body of {entry.size} bytes has {max(needed, 1)} block(s) of {self.block_size} bytes",
-            )
-        return None
+        return claim_problem(entry.content_hash, entry.size, self.block_size)
 
     async def _verify_blobs(
         self, ns: str, pending: list[_Pending], current: dict[str, FileVersion], known: set[str]

@@ -22,8 +22,11 @@ from urllib.parse import quote
 
 from service.content import (
     EMPTY_HASH,
+    MAX_FILE_BLOCKS,
     ContentDigest,
     ContentMismatch,
+    block_count,
+    claim_problem,
     digest_bytes,
     expected_blocks,
     parse_content_hash,
@@ -37,7 +40,7 @@ from service.core.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from service.core.files import MAX_FILE_BLOCKS, CommitEntry, CommitResult, FileService
+from service.core.files import CommitEntry, CommitResult, FileService
 from service.core.models import Download, FileVersion, Principal, UploadRecord
 from service.core.namespaces import NamespaceService
 from service.paths import normalize_path
@@ -305,20 +308,14 @@ class TransferService:
         return self._blobs.open(blob_key(ns, version.content_hash), byte_range)
 
     def _check_claim(self, content_hash: str, size: int) -> int:
-        if parse_content_hash(content_hash) is None:
-            raise ValidationFailed("Not a content hash.", (FieldError("$.content_hash", "malformed"),))
-        if size < 0:
-            raise ValidationFailed("Size cannot be negative.", (FieldError("$.size", "negative"),))
-        blocks = -(-size // self.block_size)
-        if blocks > MAX_FILE_BLOCKS:
-            raise PayloadTooLarge(f"A file may have at most {MAX_FILE_BLOCKS} blocks of {self.block_size} bytes.")
-        if max(blocks, 1) != expected_blocks(content_hash) or (size == 0) != (content_hash == EMPTY_HASH):
-            message = f"a body of {size} bytes has {max(blocks, 1)} block(s) of {self.block_size} bytes"
-            raise ValidationFailed(
-                f"The content hash does not fit the size: {message}.",
-                (FieldError("$.content_hash", message),),
-            )
-        return blocks
+        """The number of blocks of a claimed body; 413 past the size limit, 422 if the claim cannot be."""
+        problem = claim_problem(content_hash, size, self.block_size)
+        if problem is not None:
+            field, message = problem
+            if field == "size" and size > 0:
+                raise PayloadTooLarge(f"A file may have {message}.")
+            raise ValidationFailed.of(f"$.{field}", message)
+        return block_count(size, self.block_size)
 
 
 def _mismatch(expected: str, actual: str) -> ValidationFailed:
