@@ -16,6 +16,7 @@ read) print one sentence and exit non-zero; never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import hashlib
 import os
@@ -228,26 +229,64 @@ async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
         state.set("namespace", ns)
         state.set("root", str(root))
         engine = SyncEngine(api, ns, root, state, device=data.get("device", "device"), progress=progress)
-        while True:
+        if not args.watch:
             report = await engine.sync()
             progress.close()
             if not args.quiet:
                 print(_summary(report))
-            if not args.watch:
-                return 0
-            await _fresh_token(api, config, data)
-            await _wait_for_change(api, ns, root, state)
-            await _fresh_token(api, config, data)
+            return 0
+        async with _LocalWatch(root) as local:
+            while True:
+                local.changed.clear()  # whatever changes from here on is seen by the next round
+                report = await engine.sync()
+                progress.close()
+                if not args.quiet:
+                    print(_summary(report))
+                await _fresh_token(api, config, data)
+                await _wait_for_change(api, ns, state, local)
+                await _fresh_token(api, config, data)
     finally:
         state.close()
         await api.__aexit__(None, None, None)
 
 
-async def _wait_for_change(api: FileSyncClient, ns: str, root: Path, state: StateDB) -> None:
+class _LocalWatch:
+    """Watches the folder for the whole session, so a change made while a round runs is never missed.
+
+    Our own downloads also show up here; they cost one more round that finds nothing to do.
+    """
+
+    def __init__(self, root: Path) -> None:
+        import asyncio
+
+        self.root = root
+        self.changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _LocalWatch:
+        import asyncio
+
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _run(self) -> None:
+        from watchfiles import awatch
+
+        async for _ in awatch(self.root, debounce=500, step=100, stop_event=self._stop):
+            self.changed.set()
+
+
+async def _wait_for_change(api: FileSyncClient, ns: str, state: StateDB, local: _LocalWatch) -> None:
     """Until the server's feed moves past our cursor or a local file changes (debounced)."""
     import asyncio
-
-    from watchfiles import awatch
 
     cursor = state.get("cursor") or "s0"
 
@@ -258,11 +297,7 @@ async def _wait_for_change(api: FileSyncClient, ns: str, root: Path, state: Stat
                 return
             await asyncio.sleep(page.backoff_seconds)
 
-    async def local() -> None:
-        async for _ in awatch(root, debounce=500, step=100):
-            return
-
-    waiting = [asyncio.create_task(remote()), asyncio.create_task(local())]
+    waiting = [asyncio.create_task(remote()), asyncio.create_task(local.changed.wait())]
     done, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
