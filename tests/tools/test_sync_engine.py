@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -53,4 +54,82 @@ async def test_a_one_byte_change_in_a_64_mib_file_uploads_one_block(api, tmp_pat
     receiver = SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other")
     await receiver.sync()
     assert independent_hash((other / "big.bin").read_bytes()) == independent_hash(bytes(data))
+    state.close()
+
+
+async def test_an_interrupted_multipart_upload_resumes_from_the_parts_s3_holds(
+    api, tmp_path: Path, settings, aws_session
+):
+    root = tmp_path / "files"
+    root.mkdir()
+    ns = (await api.account()).home_namespace
+    blocks = 16  # twice the transfer's concurrency: some blocks were never started when the run dies
+    data = os.urandom(blocks * TEST_BLOCK_SIZE - 123)
+    (root / "big.bin").write_bytes(data)
+    sent: list[int] = []
+    enough = asyncio.Event()
+
+    def progress(label: str, done: int, total: int) -> None:
+        if label == "uploading":
+            sent.append(done)
+            if done >= 3 * TEST_BLOCK_SIZE:
+                enough.set()
+
+    # The first run dies (cancelled: no abort, no cleanup of its own) once three blocks are in S3.
+    state = StateDB(tmp_path / "state.db")
+    engine = SyncEngine(api, ns, root, state, device="test", progress=progress)
+    run = asyncio.create_task(engine.sync())
+    await asyncio.wait_for(enough.wait(), 60)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    state.close()
+    [(key, upload_id)] = StateDB(tmp_path / "state.db").unfinished_uploads()
+    async with aws_session.client("s3", endpoint_url=settings.aws.endpoint_url) as s3:
+        held = (await s3.list_parts(Bucket=settings.bucket, Key=key, UploadId=upload_id)).get("Parts", [])
+    assert 3 <= len(held) < blocks
+    numbers = {p["PartNumber"] for p in held}
+    missing = sum(
+        min(TEST_BLOCK_SIZE, len(data) - (n - 1) * TEST_BLOCK_SIZE) for n in range(1, blocks + 1) if n not in numbers
+    )
+
+    # The next run sends only the blocks S3 does not hold, and the file arrives whole.
+    sent.clear()
+    state = StateDB(tmp_path / "state.db")
+    report = await SyncEngine(api, ns, root, state, device="test", progress=progress).sync()
+    assert report.uploaded == 1
+    assert max(sent) == missing, f"sent {max(sent)} bytes, {missing} were missing"
+    assert state.unfinished_uploads() == []
+    other = tmp_path / "other"
+    other.mkdir()
+    await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    assert independent_hash((other / "big.bin").read_bytes()) == independent_hash(data)
+    state.close()
+
+
+async def test_an_unfinished_upload_of_content_that_changed_is_aborted(api, tmp_path: Path, settings, aws_session):
+    root = tmp_path / "files"
+    root.mkdir()
+    ns = (await api.account()).home_namespace
+    (root / "big.bin").write_bytes(os.urandom(3 * TEST_BLOCK_SIZE))
+    enough = asyncio.Event()
+
+    def progress(label: str, done: int, total: int) -> None:
+        if label == "uploading" and done >= TEST_BLOCK_SIZE:
+            enough.set()
+
+    state = StateDB(tmp_path / "state.db")
+    run = asyncio.create_task(SyncEngine(api, ns, root, state, device="test", progress=progress).sync())
+    await asyncio.wait_for(enough.wait(), 60)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    [(key, upload_id)] = state.unfinished_uploads()
+
+    (root / "big.bin").write_bytes(os.urandom(2 * TEST_BLOCK_SIZE))  # edited before the next run
+    await SyncEngine(api, ns, root, state, device="test").sync()
+    assert state.unfinished_uploads() == []
+    async with aws_session.client("s3", endpoint_url=settings.aws.endpoint_url) as s3:
+        with pytest.raises(s3.exceptions.NoSuchUpload):
+            await s3.list_parts(Bucket=settings.bucket, Key=key, UploadId=upload_id)
     state.close()

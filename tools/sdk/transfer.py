@@ -5,23 +5,41 @@ else a multipart upload whose parts are the blocks, ``concurrency`` in flight, e
 (the digest computed while hashing the file: no byte is hashed twice). S3 verifies each part's checksum,
 so a corrupted part is refused on the way in. aioboto3 is imported here only, so commands that move no
 bytes never pay for it.
+
+A multipart upload given an ``UploadLedger`` is resumable: its id is remembered before the first part is
+sent and forgotten once S3 assembled the object, and a failure leaves it in place (instead of aborting it).
+The next attempt lists the parts S3 already holds (``ListParts``), keeps each one whose size and checksum
+(or, where the store reports no checksum, whose ETag as the MD5 of the local block) match, and sends only the
+rest. Uploads nobody resumes are aborted by the bucket's lifecycle rule after a day.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from service.content import ContentDigest, reuse_declared_sha256
 from service.resources import blob_key
 from service.wire import AwsCredentials
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
+
+
+class UploadLedger(Protocol):
+    """Where the ids of multipart uploads in progress are kept, by object key, across runs."""
+
+    def upload_id(self, key: str) -> str | None: ...
+
+    def remember_upload(self, key: str, upload_id: str) -> None: ...
+
+    def forget_upload(self, key: str) -> None: ...
 
 
 class S3Transfer:
@@ -67,6 +85,7 @@ class S3Transfer:
         digest: ContentDigest,
         progress: Progress | None = None,
         previous: ContentDigest | None = None,
+        ledger: UploadLedger | None = None,
     ) -> None:
         """Put ``path`` (already hashed into ``digest``) at its blob key. With ``previous`` (the digest of a
         version the namespace has), each block whose SHA-256 is unchanged is copied inside S3
@@ -82,9 +101,20 @@ class S3Transfer:
             if progress:
                 progress(len(data))
             return
-        upload = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
-        upload_id = upload["UploadId"]
-        slots = asyncio.Semaphore(self._concurrency)
+        part_count = len(digest.block_digests)
+        held: dict[int, dict[str, Any]] = {}
+        upload_id = ledger.upload_id(key) if ledger is not None else None
+        if upload_id is not None:
+            kept = await self._parts_held(key, upload_id, path, digest)
+            if kept is None:
+                upload_id = None
+            else:
+                held = kept
+        if upload_id is None:
+            upload = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+            upload_id = upload["UploadId"]
+            if ledger is not None:
+                ledger.remember_upload(key, upload_id)
 
         reusable = set()
         if previous is not None and len(previous.block_digests) > 1:
@@ -95,41 +125,89 @@ class S3Transfer:
             }
 
         async def part(number: int) -> dict[str, Any]:
-            async with slots:
-                checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
-                if number in reusable and previous is not None:
-                    start = (number - 1) * self._block_size
-                    end = min(previous.size, start + self._block_size) - 1
-                    copied = await self._client.upload_part_copy(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)},
-                        CopySourceRange=f"bytes={start}-{end}",
-                    )
-                    return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum}
-                data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
-                response = await self._client.upload_part(
+            if number in held:
+                return held[number]
+            checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
+            if number in reusable and previous is not None:
+                start = (number - 1) * self._block_size
+                end = min(previous.size, start + self._block_size) - 1
+                copied = await self._client.upload_part_copy(
                     Bucket=bucket,
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=data,
-                    ChecksumSHA256=checksum,
+                    CopySource={"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)},
+                    CopySourceRange=f"bytes={start}-{end}",
                 )
-                if progress:
-                    progress(len(data))
-                return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+                return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum}
+            data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
+            response = await self._client.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=checksum,
+            )
+            if progress:
+                progress(len(data))
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
         try:
-            parts = await asyncio.gather(*(part(n) for n in range(1, len(digest.block_digests) + 1)))
+            parts = await _bounded(range(1, part_count + 1), part, self._concurrency)
             await self._client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": list(parts)}
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            await asyncio.shield(self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
+            if ledger is None:  # nobody will resume it
+                await asyncio.shield(self.abort(key, upload_id))
             raise
+        if ledger is not None:
+            ledger.forget_upload(key)
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload (its parts are freed); one that is already gone is fine."""
+        from botocore.exceptions import ClientError
+
+        try:
+            await self._client.abort_multipart_upload(Bucket=self._creds.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+
+    async def _parts_held(
+        self, key: str, upload_id: str, path: Path, digest: ContentDigest
+    ) -> dict[int, dict[str, Any]] | None:
+        """The parts of an unfinished upload that already hold this file's blocks (None: the upload is gone)."""
+        from botocore.exceptions import ClientError
+
+        listed: list[dict[str, Any]] = []
+        try:
+            paginator = self._client.get_paginator("list_parts")
+            async for page in paginator.paginate(Bucket=self._creds.bucket, Key=key, UploadId=upload_id):
+                listed.extend(page.get("Parts", []))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "NoSuchKey", "404"):
+                return None
+            raise
+
+        async def matches(part: dict[str, Any]) -> dict[str, Any] | None:
+            number = int(part["PartNumber"])
+            if not 1 <= number <= len(digest.block_digests):
+                return None
+            start = (number - 1) * self._block_size
+            if int(part["Size"]) != min(self._block_size, digest.size - start):
+                return None
+            checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
+            if "ChecksumSHA256" in part:
+                same = part["ChecksumSHA256"] == checksum
+            else:
+                data = await asyncio.to_thread(_read_block, path, start, self._block_size)
+                same = part["ETag"].strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
+            return {"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum} if same else None
+
+        kept = await _bounded(listed, matches, self._concurrency)
+        return {int(p["PartNumber"]): p for p in kept if p is not None}
 
     async def download(
         self, ns: str, content_hash: str, size: int, target: Path, progress: Progress | None = None
@@ -137,25 +215,42 @@ class S3Transfer:
         """Fetch a blob into ``target`` with ranged GETs of one block each, ``concurrency`` at a time."""
         key = blob_key(ns, content_hash)
         fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        slots = asyncio.Semaphore(self._concurrency)
 
         async def block(start: int) -> None:
-            async with slots:
-                end = min(size, start + self._block_size) - 1
-                response = await self._client.get_object(
-                    Bucket=self._creds.bucket, Key=key, Range=f"bytes={start}-{end}"
-                )
-                body = response["Body"]
-                async with body:
-                    data = await body.read()
-                await asyncio.to_thread(os.pwrite, fd, data, start)
-                if progress:
-                    progress(len(data))
+            end = min(size, start + self._block_size) - 1
+            response = await self._client.get_object(Bucket=self._creds.bucket, Key=key, Range=f"bytes={start}-{end}")
+            body = response["Body"]
+            async with body:
+                data = await body.read()
+            await asyncio.to_thread(os.pwrite, fd, data, start)
+            if progress:
+                progress(len(data))
 
         try:
-            await asyncio.gather(*(block(start) for start in range(0, size, self._block_size)))
+            await _bounded(range(0, size, self._block_size), block, self._concurrency)
         finally:
             await asyncio.to_thread(os.close, fd)
+
+
+async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], limit: int) -> list[T]:
+    """``work`` on every item, at most ``limit`` at once, results in item order. Only ``limit`` tasks exist
+    whatever the number of items; the first failure cancels the rest and is raised as itself."""
+    numbered = enumerate(items)
+    results: dict[int, T] = {}
+
+    async def worker() -> None:
+        for index, item in numbered:  # one iterator shared by the workers: each item taken once
+            results[index] = await work(item)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, limit))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return [results[i] for i in range(len(results))]
 
 
 def _read_block(path: Path, offset: int, length: int) -> bytes:

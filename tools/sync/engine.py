@@ -257,9 +257,13 @@ class SyncEngine:
                 if digest.content_hash != local.content_hash:
                     return  # changed while syncing: the next round picks it up
                 assert transfer is not None
-                await transfer.upload(self._ns, source, digest, progress=advance, previous=self._previous(local))
+                await transfer.upload(
+                    self._ns, source, digest, progress=advance, previous=self._previous(local), ledger=self._state
+                )
 
         await asyncio.gather(*(send(f) for f in first_by_hash.values()))
+        if transfer is not None:
+            await self._abort_unfinished(transfer)
         entries = [
             {
                 "path": u.local.path,
@@ -288,6 +292,15 @@ class SyncEngine:
                 else:
                     report.pending_conflicts += 1
             self._state.record(recorded)
+
+    async def _abort_unfinished(self, transfer: S3Transfer) -> None:
+        """Every upload of this round finished: what the ledger still holds is for content that no longer
+        needs sending (the file changed or went away since a run crashed). Free its parts now."""
+        for key, upload_id in self._state.unfinished_uploads():
+            # Best effort: a failure is tried again next round, and the bucket's lifecycle rule aborts it anyway.
+            with contextlib.suppress(Exception):
+                await transfer.abort(key, upload_id)
+                self._state.forget_upload(key)
 
     async def _remote_deletes(self, todo: SyncPlan, report: SyncReport) -> None:
         entries = [{"path": d.path, "deleted": True, "parent_rev": d.parent_rev} for d in todo.remote_deletes]

@@ -2,7 +2,8 @@
 
 For every path synced it records what was there at the last sync (size, mtime, content hash) and the
 server's rev it matched, so a later scan re-hashes only files whose size or mtime changed, and a compare
-can tell "changed here" from "changed there". It also keeps the feed cursor and the namespace. Memory
+can tell "changed here" from "changed there". It also keeps the feed cursor, the namespace and the
+multipart uploads in progress (the transfer's ``UploadLedger``). Memory
 does not grow with the number of files: rows are read and written in batches.
 """
 
@@ -24,6 +25,10 @@ CREATE TABLE IF NOT EXISTS files (
     blocks BLOB                    -- its block digests (32 bytes each) when it had several: delta uploads
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    key TEXT PRIMARY KEY,          -- the object key of a multipart upload in progress
+    upload_id TEXT NOT NULL        -- written before its first part is sent: a crashed run resumes it
+);
 """
 
 
@@ -77,6 +82,19 @@ class StateDB:
     def forget(self, keys: Iterable[str]) -> None:
         with self._transaction():
             self._db.executemany("DELETE FROM files WHERE key = ?", ((k,) for k in keys))
+
+    def upload_id(self, key: str) -> str | None:
+        row = self._db.execute("SELECT upload_id FROM uploads WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember_upload(self, key: str, upload_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?)", (key, upload_id))
+
+    def forget_upload(self, key: str) -> None:
+        self._db.execute("DELETE FROM uploads WHERE key = ?", (key,))
+
+    def unfinished_uploads(self) -> list[tuple[str, str]]:
+        return [(str(k), str(u)) for k, u in self._db.execute("SELECT key, upload_id FROM uploads ORDER BY key")]
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
