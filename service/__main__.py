@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import socket
 import sys
 
 import uvloop
@@ -56,11 +57,18 @@ async def serve(settings: Settings) -> None:
         if settings.backend == "embedded":
             emulator = stack.enter_context(run_emulator())
             settings = await provision_emulator(settings.for_emulator(emulator))
+        # Bound before the app starts, so the app knows its own URL (for links in emails) even on port 0.
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.create_server((settings.host, settings.port), family=family)
+        stack.callback(sock.close)
+        url = _url(sock.getsockname())
+        if settings.notify.public_url is None:
+            settings = dataclasses.replace(settings, notify=dataclasses.replace(settings.notify, public_url=url))
         runner = make_runner(create_app(settings))
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
-            lines = [f"filesync serving on {_url(runner.addresses[0])}"]
+            await web.SockSite(runner, sock).start()
+            lines = [f"filesync serving on {url}"]
             if emulator:
                 lines.append(f"embedded AWS emulator at {emulator} (data lives as long as this process)")
             lines.append("press Ctrl-C to stop")

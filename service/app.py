@@ -27,6 +27,7 @@ from service.keys import (
     ACCOUNTS,
     CREDENTIALS,
     FILES,
+    FOLLOWS,
     METRICS,
     NAMESPACES,
     OPENAPI,
@@ -38,7 +39,7 @@ from service.keys import (
 from service.logs import AccessLogger, configure_logging
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
-from service.wiring import Services, build_services
+from service.wiring import Services, build_notifier, build_services
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
     app.cleanup_ctx.append(_aws_clients)
     app.cleanup_ctx.append(_readiness)
     app.cleanup_ctx.append(_services)
+    if settings.notify.in_process:
+        app.cleanup_ctx.append(_notifier)
     add_routes(app)
     return app
 
@@ -99,6 +102,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[FILES] = services.files
     app[TRANSFERS] = services.transfers
     app[SYNC] = services.sync
+    app[FOLLOWS] = services.follows
 
     async def release_long_polls(_: web.Application) -> None:
         services.watcher.release_all()
@@ -123,6 +127,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await services.watcher.close()
+
+
+@asynccontextmanager
+async def _notifier(app: web.Application) -> AsyncIterator[None]:
+    """A notifier in this process (the embedded default); it shares the work with any others by lease."""
+    notifier = build_notifier(app[SETTINGS], app[_CLIENTS])
+    stop = asyncio.Event()
+    task = asyncio.create_task(notifier.run(stop), name="notifier")
+    yield
+    stop.set()
+    await task
 
 
 async def _sweep_uploads(services: Services, interval: float, max_age: float) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from service.core.accounts import AccountService
 from service.core.credentials import CredentialService
 from service.core.files import FileService
+from service.core.follows import FollowService
 from service.core.health import ReadinessService
 from service.core.namespaces import NamespaceService
 from service.core.sync import SyncService
@@ -29,3 +30,4 @@ CREDENTIALS = web.AppKey("credentials", CredentialService)
 FILES = web.AppKey("files", FileService)
 TRANSFERS = web.AppKey("transfers", TransferService)
 SYNC = web.AppKey("sync", SyncService)
+FOLLOWS = web.AppKey("follows", FollowService)

@@ -126,6 +126,28 @@ class FileSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """Change notifications by email: the digest window, caps, and how notifiers share the work."""
+
+    #: A follower's changes are gathered for this long after the first one, then sent as one digest.
+    window_seconds: float = 60.0
+    #: Digests per follower per UTC day; past it, changes wait for the next day's single digest.
+    daily_cap: int = 24
+    #: Changes listed by name in one digest; the rest are counted ("and N more").
+    max_listed: int = 50
+    #: Units of work notifiers divide between them by lease (namespaces and followers hash into shards).
+    shards: int = 16
+    #: A notifier that stops renewing its leases loses them after this long; another takes over.
+    lease_seconds: float = 30.0
+    #: How often a notifier reads the journals of its namespaces and sends what is due.
+    tick_seconds: float = 2.0
+    #: Run a notifier inside each service process (the embedded default), instead of its own process.
+    in_process: bool = False
+    #: The service's public base URL, for the unsubscribe links in emails (None: where it listens).
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service needs to know about its environment."""
 
@@ -139,6 +161,7 @@ class Settings:
     limits: Limits = Limits()
     auth: AuthSettings = AuthSettings()
     files: FileSettings = FileSettings()
+    notify: NotifySettings = NotifySettings()
     #: The S3 endpoint clients are told to use with their credentials (None: AWS's regional one).
     s3_public_endpoint: str | None = None
     host: str = "127.0.0.1"
@@ -228,6 +251,16 @@ class Settings:
                 abandoned_upload_seconds=_int(env, "FILESYNC_ABANDONED_UPLOAD_SECONDS", 86400, minimum=60),
                 upload_sweep_seconds=_float(env, "FILESYNC_UPLOAD_SWEEP_SECONDS", 600.0),
                 feed_poll_seconds=_float(env, "FILESYNC_FEED_POLL_SECONDS", 0.5),
+            ),
+            notify=NotifySettings(
+                window_seconds=_float(env, "FILESYNC_NOTIFY_WINDOW_SECONDS", 60.0),
+                daily_cap=_int(env, "FILESYNC_NOTIFY_DAILY_CAP", 24, minimum=1),
+                max_listed=_int(env, "FILESYNC_NOTIFY_MAX_LISTED", 50, minimum=1),
+                shards=_int(env, "FILESYNC_NOTIFY_SHARDS", 16, minimum=1),
+                lease_seconds=_float(env, "FILESYNC_NOTIFY_LEASE_SECONDS", 30.0),
+                tick_seconds=_float(env, "FILESYNC_NOTIFY_TICK_SECONDS", 2.0),
+                in_process=_bool(env, "FILESYNC_NOTIFIER_IN_PROCESS", backend == "embedded"),
+                public_url=(env.get("FILESYNC_PUBLIC_URL") or "").rstrip("/") or None,
             ),
             s3_public_endpoint=env.get("FILESYNC_S3_PUBLIC_ENDPOINT") or aws.endpoint_for("s3"),
             host=env.get("FILESYNC_HOST", defaults.host),

@@ -68,12 +68,49 @@ class Login(WireModel):
     password: RawPassword
 
 
+RawEmail = Annotated[str, Meta(max_length=320)]
+
+
+class SignUp(WireModel):
+    """A new account: username, password and (optionally) where change notifications go."""
+
+    username: RawUsername
+    password: RawPassword
+    email: RawEmail | None = None
+
+
 class Account(WireModel):
-    """A user account and its home namespace."""
+    """A user account, its home namespace, and its notification address (null: no emails)."""
 
     username: str
     home_namespace: str
     created_at: float
+    email: str | None = None
+
+
+class EmailChange(WireModel):
+    """Set (or with null, remove) the notification address; the current password proves it is you."""
+
+    email: RawEmail | None
+    current_password: RawPassword
+
+
+class FollowOut(WireModel):
+    """A followed file or folder (recursive); ``path`` "" is the whole namespace."""
+
+    namespace: str
+    path: str
+    created_at: float
+
+
+class FollowList(WireModel):
+    follows: list[FollowOut]
+
+
+class Unsubscribed(WireModel):
+    """What a one-click unsubscribe ended."""
+
+    ended: int
 
 
 class RefreshRequest(WireModel):

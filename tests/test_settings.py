@@ -119,3 +119,25 @@ def test_for_emulator_points_everything_at_the_emulator():
     assert settings.aws.endpoint_for("sts") == "http://127.0.0.1:5555"
     assert settings.aws.access_key_id == "testing"
     assert len(settings.token_secret) >= 32
+
+
+def test_notification_settings_are_read_and_the_embedded_default_runs_its_own_notifier():
+    embedded = Settings.from_env({})
+    assert embedded.notify.in_process
+    assert embedded.notify.public_url is None  # the embedded server fills in where it listens
+    aws = Settings.from_env(
+        {
+            "AWS_REGION": "eu-west-1",
+            "FILESYNC_TOKEN_SECRET": "s" * 40,
+            "FILESYNC_UPLOAD_ROLE_ARN": "arn:aws:iam::123456789012:role/x",
+            "FILESYNC_NOTIFY_WINDOW_SECONDS": "120",
+            "FILESYNC_NOTIFY_DAILY_CAP": "3",
+            "FILESYNC_NOTIFY_SHARDS": "8",
+            "FILESYNC_PUBLIC_URL": "https://files.example.com/",
+        }
+    )
+    assert not aws.notify.in_process
+    assert (aws.notify.window_seconds, aws.notify.daily_cap, aws.notify.shards) == (120.0, 3, 8)
+    assert aws.notify.public_url == "https://files.example.com"
+    with pytest.raises(SettingsError, match="FILESYNC_NOTIFY_DAILY_CAP"):
+        Settings.from_env({"FILESYNC_NOTIFY_DAILY_CAP": "0"})

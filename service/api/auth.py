@@ -14,11 +14,13 @@ from service.core.accounts import TokenPair
 from service.core.errors import NotFound
 from service.core.models import User
 from service.keys import ACCOUNTS
-from service.wire import Account, Login, PasswordChange, RefreshRequest, Tokens
+from service.wire import Account, EmailChange, Login, PasswordChange, RefreshRequest, SignUp, Tokens
 
 
 def _account(user: User) -> Account:
-    return Account(username=user.username, home_namespace=user.home_namespace, created_at=user.created_at)
+    return Account(
+        username=user.username, home_namespace=user.home_namespace, created_at=user.created_at, email=user.email
+    )
 
 
 def _tokens(pair: TokenPair) -> Tokens:
@@ -34,8 +36,8 @@ def _tokens(pair: TokenPair) -> Tokens:
 
 async def post_signup(request: web.Request) -> web.Response:
     """Create an account and its home namespace (only where open sign-up is enabled)."""
-    body = await read_json(request, Login)
-    user = await request.app[ACCOUNTS].sign_up(body.username, body.password)
+    body = await read_json(request, SignUp)
+    user = await request.app[ACCOUNTS].sign_up(body.username, body.password, body.email)
     return json_response(_account(user), status=201)
 
 
@@ -73,3 +75,11 @@ async def put_password(request: web.Request) -> web.Response:
     body = await read_json(request, PasswordChange)
     await request.app[ACCOUNTS].change_password(principal, body.current_password, body.new_password)
     return web.Response(status=204)
+
+
+async def put_email(request: web.Request) -> web.Response:
+    """Set or remove the caller's notification address (the current password is required)."""
+    principal = authenticate(request)
+    body = await read_json(request, EmailChange)
+    user = await request.app[ACCOUNTS].change_email(principal, body.current_password, body.email)
+    return json_response(_account(user))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import auth, credentials, docs, files, health, namespaces, sync
+from service.api import auth, credentials, docs, files, follows, health, namespaces, sync
 from service.api.openapi import Operation
 from service.wire import (
     Account,
@@ -23,8 +23,11 @@ from service.wire import (
     CompleteRequest,
     CompleteResponse,
     CredentialsRequest,
+    EmailChange,
     FileInfo,
     FileList,
+    FollowList,
+    FollowOut,
     Health,
     Login,
     Member,
@@ -39,7 +42,9 @@ from service.wire import (
     RefreshRequest,
     RestoreRequest,
     ServiceConfig,
+    SignUp,
     Tokens,
+    Unsubscribed,
     UploadRequest,
     UploadTicket,
 )
@@ -92,7 +97,7 @@ OPERATIONS: tuple[Operation, ...] = (
         auth.post_signup,
         "Sign up",
         "accounts",
-        request=Login,
+        request=SignUp,
         responses={201: Account},
         errors=(403, 409),
     ),
@@ -135,6 +140,17 @@ OPERATIONS: tuple[Operation, ...] = (
         request=PasswordChange,
         responses={204: None},
         errors=(403,),
+        auth=True,
+    ),
+    Operation(
+        "PUT",
+        "/v1/account/email",
+        auth.put_email,
+        "Set the notification address",
+        "accounts",
+        request=EmailChange,
+        responses={200: Account},
+        errors=(403, 422),
         auth=True,
     ),
     Operation(
@@ -345,6 +361,75 @@ OPERATIONS: tuple[Operation, ...] = (
             {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
             for name in ("cursor", "limit", "wait")
         ),
+    ),
+    Operation(
+        "GET",
+        "/v1/follows",
+        follows.get_follows,
+        "What you follow",
+        "notifications",
+        responses={200: FollowList},
+        auth=True,
+    ),
+    Operation(
+        "PUT",
+        "/v1/ns/{ns}/follow",
+        follows.put_namespace_follow,
+        "Follow a whole namespace",
+        "notifications",
+        responses={200: FollowOut},
+        errors=(404,),
+        auth=True,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/ns/{ns}/follow",
+        follows.delete_namespace_follow,
+        "Stop following a whole namespace",
+        "notifications",
+        responses={204: None},
+        errors=(404,),
+        auth=True,
+    ),
+    Operation(
+        "PUT",
+        "/v1/ns/{ns}/follows/{path:.+}",
+        follows.put_follow,
+        "Follow a file or folder",
+        "notifications",
+        responses={200: FollowOut},
+        errors=(404, 422),
+        auth=True,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/ns/{ns}/follows/{path:.+}",
+        follows.delete_follow,
+        "Stop following a file or folder",
+        "notifications",
+        responses={204: None},
+        errors=(404, 422),
+        auth=True,
+    ),
+    Operation(
+        "GET",
+        "/v1/unsubscribe",
+        follows.get_unsubscribe,
+        "Unsubscribe page (from a notification email)",
+        "notifications",
+        responses={200: "text/html"},
+        errors=(404,),
+        parameters=({"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},),
+    ),
+    Operation(
+        "POST",
+        "/v1/unsubscribe",
+        follows.post_unsubscribe,
+        "One-click unsubscribe (RFC 8058)",
+        "notifications",
+        responses={200: Unsubscribed},
+        errors=(404,),
+        parameters=({"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},),
     ),
 )
 

@@ -42,6 +42,7 @@ def _user_item(user: User) -> Item:
         "created_at": _n(user.created_at),
         "home_namespace": _s(user.home_namespace),
         "disabled": {"BOOL": user.disabled},
+        **({"email": _s(user.email)} if user.email else {}),
     }
 
 
@@ -52,6 +53,7 @@ def _user(item: Item) -> User:
         created_at=float(item["created_at"]["N"]),
         home_namespace=item["home_namespace"]["S"],
         disabled=item.get("disabled", {}).get("BOOL", False),
+        email=item["email"]["S"] if "email" in item else None,
     )
 
 
@@ -129,6 +131,31 @@ class DynamoIdentityStore:
     async def set_disabled(self, username: str, disabled: bool) -> None:
         await self._update_user(username, "SET disabled = :v", {":v": {"BOOL": disabled}})
 
+    async def set_email(self, username: str, email: str | None) -> None:
+        if email is None:
+            await self._update_user(username, "REMOVE email", {})
+        else:
+            await self._update_user(username, "SET email = :v", {":v": _s(email)})
+
+    async def get_users(self, usernames: Iterable[str]) -> dict[str, User]:
+        """Profiles by name (BatchGetItem of 100); names without an account are absent."""
+        found: dict[str, User] = {}
+        names = list(dict.fromkeys(usernames))
+        for start in range(0, len(names), items.BATCH_GET_MAX):
+            keys = [_key(f"USER#{name}", "PROFILE") for name in names[start : start + items.BATCH_GET_MAX]]
+            request: Any = {self._table: {"Keys": keys}}
+            for attempt in range(10):
+                with unavailable_on_transient("DynamoDB"):
+                    page = await self._db.batch_get_item(RequestItems=request)
+                for item in page.get("Responses", {}).get(self._table, []):
+                    user = _user(item)
+                    found[user.username] = user
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                await asyncio.sleep(items.backoff(attempt))
+        return found
+
     async def _update_user(self, username: str, expression: str, values: Item) -> None:
         try:
             with unavailable_on_transient("DynamoDB"):
@@ -136,8 +163,8 @@ class DynamoIdentityStore:
                     TableName=self._table,
                     Key=_key(f"USER#{username}", "PROFILE"),
                     UpdateExpression=expression,
-                    ExpressionAttributeValues=values,
                     ConditionExpression=f"attribute_exists({PK})",
+                    **({"ExpressionAttributeValues": values} if values else {}),  # type: ignore[arg-type]
                 )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":

@@ -8,12 +8,15 @@ same work.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+import email_validator
 
 from service.core.errors import FieldError, PermissionDenied, Unauthenticated, ValidationFailed
 from service.core.models import Membership, Namespace, Principal, Session, User
@@ -50,6 +53,20 @@ def check_password(password: str, field: str = "$.password") -> None:
         raise ValidationFailed(f"The {message}.", (FieldError(field, message),))
 
 
+EMAIL_MAX = 254
+
+
+def normalize_email(raw: str, field: str = "$.email") -> str:
+    """A deliverable-looking address (syntax only: no DNS lookup), normalized; anything else is named."""
+    try:
+        if len(raw) > EMAIL_MAX:
+            raise email_validator.EmailNotValidError(f"it is longer than {EMAIL_MAX} characters")
+        return email_validator.validate_email(raw, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        message = f"not a valid email address: {exc}"
+        raise ValidationFailed(f"The email address is {message}", (FieldError(field, message),)) from None
+
+
 class AccountStore(Protocol):
     async def create_account(self, user: User, home: Namespace, owner: Membership) -> None: ...
 
@@ -58,6 +75,8 @@ class AccountStore(Protocol):
     async def set_password_hash(self, username: str, password_hash: str) -> None: ...
 
     async def set_disabled(self, username: str, disabled: bool) -> None: ...
+
+    async def set_email(self, username: str, email: str | None) -> None: ...
 
     async def put_session(self, session: Session) -> None: ...
 
@@ -105,16 +124,17 @@ class AccountService:
 
     # --- accounts ------------------------------------------------------------------------------------
 
-    async def sign_up(self, username: str, password: str) -> User:
+    async def sign_up(self, username: str, password: str, email: str | None = None) -> User:
         """Open sign-up (when enabled): create the account and its home namespace."""
         if not self.open_signup:
             raise PermissionDenied("Sign-up is closed here; ask an administrator for an account.")
-        return await self.add_user(username, password)
+        return await self.add_user(username, password, email)
 
-    async def add_user(self, username: str, password: str) -> User:
+    async def add_user(self, username: str, password: str, email: str | None = None) -> User:
         """Create an account and its home namespace in one transaction (admin path, always allowed)."""
         name = normalize_username(username)
         check_password(password)
+        address = normalize_email(email) if email is not None else None
         now = self._clock()
         home = Namespace(id=new_namespace_id(), name=f"{name} (home)", kind="home", created_by=name, created_at=now)
         user = User(
@@ -122,6 +142,7 @@ class AccountService:
             password_hash=await self._hasher.hash(password),
             created_at=now,
             home_namespace=home.id,
+            email=address,
         )
         owner = Membership(home.id, name, "owner", home.name, home.kind)
         await self._store.create_account(user, home, owner)
@@ -137,6 +158,15 @@ class AccountService:
             raise PermissionDenied("The current password is wrong.")
         await self._store.set_password_hash(user.username, await self._hasher.hash(new))
         await self._revoke_all(user.username)
+
+    async def change_email(self, principal: Principal, current_password: str, email: str | None) -> User:
+        """Set (or with None, remove) where notifications go; the password proves it is the owner asking."""
+        address = normalize_email(email) if email is not None else None
+        user = await self._store.get_user(principal.username)
+        if user is None or not await self._hasher.verify(user.password_hash, current_password):
+            raise PermissionDenied("The current password is wrong.")
+        await self._store.set_email(user.username, address)
+        return dataclasses.replace(user, email=address)
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
         name = normalize_username(username)

@@ -29,6 +29,8 @@ class User:
     created_at: float
     home_namespace: str
     disabled: bool = False
+    #: Where change notifications go (validated and normalized); None: the user gets none.
+    email: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +169,17 @@ class Revocation:
 def position_at(epoch_seconds: float) -> str:
     """A feed position that sorts as text in time order."""
     return f"{int(epoch_seconds * 1000):013d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """A user follows a file or a folder (recursively) of a namespace; ``path`` "" is the whole namespace."""
+
+    namespace_id: str
+    username: str
+    path: str
+    path_key: str
+    created_at: float
+
+    def covers(self, path_key: str) -> bool:
+        return not self.path_key or path_key == self.path_key or path_key.startswith(self.path_key + "/")

@@ -31,6 +31,8 @@ from service.wire import (
     CompareResponse,
     FileInfo,
     FileList,
+    FollowList,
+    FollowOut,
     History,
     NamespaceList,
     NamespaceSummary,
@@ -129,8 +131,13 @@ class FileSyncClient:
 
     # --- accounts -------------------------------------------------------------------------------------
 
-    async def sign_up(self, username: str, password: str) -> Account:
-        return await self._json("POST", "/v1/auth/signup", Account, json={"username": username, "password": password})
+    async def sign_up(self, username: str, password: str, email: str | None = None) -> Account:
+        body = {"username": username, "password": password, **({"email": email} if email else {})}
+        return await self._json("POST", "/v1/auth/signup", Account, json=body)
+
+    async def set_email(self, email: str | None, current_password: str) -> Account:
+        body = {"email": email, "current_password": current_password}
+        return await self._json("PUT", "/v1/account/email", Account, json=body)
 
     async def log_in(self, username: str, password: str) -> Tokens:
         tokens = await self._json("POST", "/v1/auth/token", Tokens, json={"username": username, "password": password})
@@ -158,6 +165,19 @@ class FileSyncClient:
 
     async def share(self, ns: str, username: str, role: str) -> None:
         await self.request("PUT", f"/v1/namespaces/{ns}/members/{username}", json={"role": role})
+
+    # --- notifications --------------------------------------------------------------------------------
+
+    async def follow(self, ns: str, path: str | None = None) -> FollowOut:
+        """Follow a file or folder (recursively); no path: the whole namespace."""
+        where = f"/v1/ns/{ns}/follows/{_quote(path)}" if path else f"/v1/ns/{ns}/follow"
+        return await self._json("PUT", where, FollowOut)
+
+    async def unfollow(self, ns: str, path: str | None = None) -> None:
+        await self.request("DELETE", f"/v1/ns/{ns}/follows/{_quote(path)}" if path else f"/v1/ns/{ns}/follow")
+
+    async def follows(self) -> list[FollowOut]:
+        return (await self._json("GET", "/v1/follows", FollowList)).follows
 
     async def credentials(
         self, namespaces: list[str] | None = None, duration_seconds: int | None = None

@@ -1,12 +1,14 @@
 """``python -m tools.sync``: the sync client people run.
 
-    python -m tools.sync [--config DIR] signup --server URL USER   # password: FILESYNC_PASSWORD or a prompt
+    python -m tools.sync [--config DIR] signup --server URL USER [--email ADDRESS]  # password: env or prompt
     python -m tools.sync [--config DIR] login  --server URL USER
     python -m tools.sync [--config DIR] sync LOCAL_DIR [--namespace NS] [--watch] [--quiet]
     python -m tools.sync [--config DIR] share LOCAL_DIR|NS --with USER --role editor|viewer
     python -m tools.sync [--config DIR] history PATH
     python -m tools.sync [--config DIR] restore PATH --rev REV
     python -m tools.sync [--config DIR] status LOCAL_DIR
+    python -m tools.sync [--config DIR] follow PATH ;  unfollow PATH      # emails about changes (a file or folder)
+    python -m tools.sync [--config DIR] email ADDRESS | --remove          # where those emails go
 
 ``--config DIR`` holds one device's state (tokens, one state database per synced folder), so two devices
 can run on one machine. Expected failures (wrong password, server down, a file the OS will not let us
@@ -149,7 +151,7 @@ async def cmd_signup(args: argparse.Namespace, config: Config) -> int:
 
     async with FileSyncClient(args.server) as api:
         password = _password()
-        await api.sign_up(args.user, password)
+        await api.sign_up(args.user, password, args.email)
         return await _log_in(api, args, config, password)
 
 
@@ -349,8 +351,8 @@ async def cmd_status(args: argparse.Namespace, config: Config) -> int:
         state.close()
 
 
-def _locate(config: Config, target: str) -> tuple[str, str]:
-    """(namespace, path in it) of a local file inside a synced folder."""
+def _locate(config: Config, target: str, allow_root: bool = False) -> tuple[str, str]:
+    """(namespace, path in it) of a local file inside a synced folder ("" for the folder itself)."""
     absolute = Path(target).resolve()
     for root, state in config.folders():
         try:
@@ -360,6 +362,8 @@ def _locate(config: Config, target: str) -> tuple[str, str]:
             continue
         ns = state.get("namespace")
         state.close()
+        if ns and allow_root and relative == Path():
+            return ns, ""
         if ns:
             return ns, normalize_path(relative.as_posix(), "PATH")
     raise UserError(f"{target} is not inside a synced folder")
@@ -408,6 +412,36 @@ async def cmd_share(args: argparse.Namespace, config: Config) -> int:
         await api.__aexit__(None, None, None)
 
 
+async def cmd_follow(args: argparse.Namespace, config: Config) -> int:
+    ns, path = _locate(config, args.path, allow_root=True)
+    api, _ = await _session(config)
+    try:
+        if args.command == "follow":
+            await api.follow(ns, path or None)
+            account = await api.account()
+            print(f"following {path or 'the whole folder'}")
+            if not account.email:
+                print("note: your account has no email address yet; set one with: email ADDRESS")
+        else:
+            await api.unfollow(ns, path or None)
+            print(f"no longer following {path or 'the whole folder'}")
+        return 0
+    finally:
+        await api.__aexit__(None, None, None)
+
+
+async def cmd_email(args: argparse.Namespace, config: Config) -> int:
+    if not args.remove and not args.address:
+        raise UserError("give an ADDRESS, or --remove")
+    api, _ = await _session(config)
+    try:
+        account = await api.set_email(None if args.remove else args.address, _password())
+        print(f"notifications go to {account.email}" if account.email else "no notification emails")
+        return 0
+    finally:
+        await api.__aexit__(None, None, None)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.sync", description="Sync a folder with the service.")
     default = os.environ.get("FILESYNC_CONFIG") or str(Path.home() / ".config" / "filesync")
@@ -418,6 +452,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--server", required=True)
         sub.add_argument("--device", help="this device's name, used in conflicted copies (default: host name)")
         sub.add_argument("user")
+        if name == "signup":
+            sub.add_argument("--email", help="where change notifications go (optional)")
     sync = commands.add_parser("sync", help="sync a folder both ways")
     sync.add_argument("folder")
     sync.add_argument("--namespace", help="namespace id (default: your home namespace)")
@@ -434,6 +470,11 @@ def _parser() -> argparse.ArgumentParser:
     restore = commands.add_parser("restore", help="make an old version current again")
     restore.add_argument("path")
     restore.add_argument("--rev", type=int, required=True)
+    for name, text in (("follow", "email me when it changes"), ("unfollow", "stop those emails")):
+        commands.add_parser(name, help=f"{text} (a file, or a folder and everything in it)").add_argument("path")
+    email = commands.add_parser("email", help="set where notifications go (password: FILESYNC_PASSWORD or a prompt)")
+    email.add_argument("address", nargs="?")
+    email.add_argument("--remove", action="store_true", help="no notification emails")
     return parser
 
 
@@ -445,6 +486,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, Any, i
     "share": cmd_share,
     "history": cmd_history,
     "restore": cmd_restore,
+    "follow": cmd_follow,
+    "unfollow": cmd_follow,
+    "email": cmd_email,
 }
 
 

@@ -1,0 +1,297 @@
+"""DynamoDB and SES adapters for follows and the notifier.
+
+Layer: aws. Imports only the leaf domain modules and the notifier's protocols. Item layout in the one table::
+
+    NS#<id>              FOLLOW#<user>#<path key>   path, created_at     gsi1: USER#<user> / FOLLOW#<id>#<path key>
+    NOTIFY#<shard>       NS#<id>                    cursor: last journal seq fanned out
+    DIGEST#<shard>       USER#<user>                the follower's pending digest (version-guarded)
+                                                    gsi1 while pending: DUE#<shard> / due time (sparse index)
+    LEASE                SHARD#<shard>              owner, expires_at
+    NOTIFIERS            N#<owner>                  expires_at (heartbeat; TTL removes the dead)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from service import resources
+from service.aws import items
+from service.aws.errors import THROTTLING_CODES, error_code, unavailable_on_transient
+from service.aws.items import GPK, GSK, SK, TTL, Item
+from service.core.digests import Change, Digest
+from service.core.models import Follow
+from service.core.notify import Lease, MailRejected, MailThrottled
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_ses import SESClient
+
+_s, _n, _key = items.s, items.n, items.key
+
+#: SES error codes that mean "this message will not be accepted as it is".
+_REJECTED = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue"})
+
+
+def _follow_item(f: Follow) -> Item:
+    return {
+        **_key(f"NS#{f.namespace_id}", f"FOLLOW#{f.username}#{f.path_key}"),
+        GPK: _s(f"USER#{f.username}"),
+        GSK: _s(f"FOLLOW#{f.namespace_id}#{f.path_key}"),
+        "namespace_id": _s(f.namespace_id),
+        "username": _s(f.username),
+        "path": _s(f.path),
+        "path_key": _s(f.path_key),
+        "created_at": _n(f.created_at),
+    }
+
+
+def _follow(item: Item) -> Follow:
+    return Follow(
+        namespace_id=item["namespace_id"]["S"],
+        username=item["username"]["S"],
+        path=item["path"]["S"],
+        path_key=item["path_key"]["S"],
+        created_at=float(item["created_at"]["N"]),
+    )
+
+
+def _due_key(due_at: float) -> str:
+    return f"{due_at:017.3f}"
+
+
+class DynamoFollowStore:
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def put_follow(self, follow: Follow, shard: int, head_seq: int) -> None:
+        """The follow, and its namespace registered with the notifier (from ``head_seq`` if it is new)."""
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self._table, "Item": _follow_item(follow)}},
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(f"NOTIFY#{shard}", f"NS#{follow.namespace_id}"),
+                            "UpdateExpression": "SET #c = if_not_exists(#c, :head)",
+                            "ExpressionAttributeNames": {"#c": "cursor"},
+                            "ExpressionAttributeValues": {":head": _n(head_seq)},
+                        }
+                    },
+                ]
+            )
+
+    async def delete_follow(self, namespace_id: str, username: str, path_key: str) -> None:
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.delete_item(
+                TableName=self._table, Key=_key(f"NS#{namespace_id}", f"FOLLOW#{username}#{path_key}")
+            )
+
+    async def follows_of(self, username: str) -> list[Follow]:
+        return [
+            _follow(item)
+            for item in await self._query(
+                "gsi1pk = :pk AND begins_with(gsi1sk, :prefix)", f"USER#{username}", "FOLLOW#", index=True
+            )
+        ]
+
+    async def follows_in(self, namespace_id: str) -> list[Follow]:
+        return [
+            _follow(item)
+            for item in await self._query("pk = :pk AND begins_with(sk, :prefix)", f"NS#{namespace_id}", "FOLLOW#")
+        ]
+
+    async def _query(self, condition: str, partition: str, prefix: str, index: bool = False) -> list[Item]:
+        return await _query_all(self._db, self._table, condition, partition, prefix, index)
+
+
+async def _query_all(
+    db: DynamoDBClient, table: str, condition: str, partition: str, prefix: str, index: bool = False
+) -> list[Item]:
+    found: list[Item] = []
+    request: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeValues": {":pk": _s(partition), ":prefix": _s(prefix)},
+    }
+    if index:
+        request["IndexName"] = resources.GSI1_NAME
+    while True:
+        with unavailable_on_transient("DynamoDB"):
+            page = await db.query(**request)
+        found.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return found
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _digest_item(shard: int, d: Digest) -> Item:
+    item: Item = {
+        **_key(f"DIGEST#{shard}", f"USER#{d.username}"),
+        "username": _s(d.username),
+        "version": _n(d.version),
+        "count": _n(d.count),
+        "listed": _s(orjson.dumps([c.to_dict() for c in d.listed]).decode()),
+        "taken": _s(orjson.dumps(d.taken).decode()),
+        "day": _s(d.day),
+        "sent_today": _n(d.sent_today),
+    }
+    if d.first_at is not None:
+        item["first_at"] = _n(d.first_at)
+    if d.due_at is not None:
+        item["due_at"] = _n(d.due_at)
+        item[GPK] = _s(f"DUE#{shard}")
+        item[GSK] = _s(_due_key(d.due_at))
+    return item
+
+
+def _digest(item: Item) -> Digest:
+    return Digest(
+        username=item["username"]["S"],
+        version=int(item["version"]["N"]),
+        count=int(item["count"]["N"]),
+        listed=[Change.from_dict(c) for c in orjson.loads(item["listed"]["S"])],
+        first_at=float(item["first_at"]["N"]) if "first_at" in item else None,
+        due_at=float(item["due_at"]["N"]) if "due_at" in item else None,
+        taken={str(k): int(v) for k, v in orjson.loads(item["taken"]["S"]).items()},
+        day=item["day"]["S"],
+        sent_today=int(item["sent_today"]["N"]),
+    )
+
+
+class DynamoNotifyStore:
+    """Leases, notify cursors and digests."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def heartbeat(self, owner: str, expires_at: float) -> None:
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.put_item(
+                TableName=self._table,
+                Item={
+                    **_key("NOTIFIERS", f"N#{owner}"),
+                    "expires_at_s": _n(expires_at),
+                    TTL: _n(int(expires_at) + 3600),
+                },
+            )
+
+    async def live_notifiers(self, now: float) -> int:
+        items_ = await _query_all(self._db, self._table, "pk = :pk AND begins_with(sk, :prefix)", "NOTIFIERS", "N#")
+        return sum(1 for item in items_ if float(item["expires_at_s"]["N"]) > now)
+
+    async def leases(self) -> list[Lease]:
+        items_ = await _query_all(self._db, self._table, "pk = :pk AND begins_with(sk, :prefix)", "LEASE", "SHARD#")
+        return [
+            Lease(int(item[SK]["S"].removeprefix("SHARD#")), item["owner"]["S"], float(item["expires_at_s"]["N"]))
+            for item in items_
+        ]
+
+    async def take_lease(self, shard: int, owner: str, now: float, expires_at: float) -> bool:
+        return await self._conditional(
+            self._db.put_item(
+                TableName=self._table,
+                Item={**_key("LEASE", f"SHARD#{shard}"), "owner": _s(owner), "expires_at_s": _n(expires_at)},
+                ConditionExpression="attribute_not_exists(pk) OR expires_at_s < :now OR #o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":now": _n(now), ":me": _s(owner)},
+            )
+        )
+
+    async def release_lease(self, shard: int, owner: str) -> None:
+        await self._conditional(
+            self._db.delete_item(
+                TableName=self._table,
+                Key=_key("LEASE", f"SHARD#{shard}"),
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": _s(owner)},
+            )
+        )
+
+    async def watched(self, shard: int) -> list[tuple[str, int]]:
+        items_ = await _query_all(
+            self._db, self._table, "pk = :pk AND begins_with(sk, :prefix)", f"NOTIFY#{shard}", "NS#"
+        )
+        return [(item[SK]["S"].removeprefix("NS#"), int(item["cursor"]["N"])) for item in items_]
+
+    async def advance(self, shard: int, namespace_id: str, old: int, new: int) -> bool:
+        return await self._conditional(
+            self._db.update_item(
+                TableName=self._table,
+                Key=_key(f"NOTIFY#{shard}", f"NS#{namespace_id}"),
+                UpdateExpression="SET #c = :new",
+                ConditionExpression="#c = :old",
+                ExpressionAttributeNames={"#c": "cursor"},
+                ExpressionAttributeValues={":new": _n(new), ":old": _n(old)},
+            )
+        )
+
+    async def digest(self, shard: int, username: str) -> Digest | None:
+        with unavailable_on_transient("DynamoDB"):
+            response = await self._db.get_item(
+                TableName=self._table, Key=_key(f"DIGEST#{shard}", f"USER#{username}"), ConsistentRead=True
+            )
+        item = response.get("Item")
+        return _digest(item) if item else None
+
+    async def save_digest(self, shard: int, digest: Digest, expected_version: int) -> bool:
+        """Write ``digest`` as version ``expected_version + 1`` if nobody wrote it since we read it."""
+        digest.version = expected_version + 1
+        condition = "attribute_not_exists(pk)" if expected_version == 0 else "version = :v"
+        values: dict[str, Any] = (
+            {} if expected_version == 0 else {"ExpressionAttributeValues": {":v": _n(expected_version)}}
+        )
+        return await self._conditional(
+            self._db.put_item(
+                TableName=self._table, Item=_digest_item(shard, digest), ConditionExpression=condition, **values
+            )
+        )
+
+    async def due(self, shard: int, now: float, limit: int) -> list[str]:
+        with unavailable_on_transient("DynamoDB"):
+            page = await self._db.query(
+                TableName=self._table,
+                IndexName=resources.GSI1_NAME,
+                KeyConditionExpression="gsi1pk = :pk AND gsi1sk <= :now",
+                ExpressionAttributeValues={":pk": _s(f"DUE#{shard}"), ":now": _s(_due_key(now))},
+                Limit=limit,
+            )
+        return [item[SK]["S"].removeprefix("USER#") for item in page.get("Items", [])]
+
+    @staticmethod
+    async def _conditional(call: Any) -> bool:
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await call
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+class SesMailer:
+    """Sends raw MIME messages (so the unsubscribe headers go along) through SES ``SendRawEmail``."""
+
+    def __init__(self, ses: SESClient, sender: str) -> None:
+        self._ses = ses
+        self._sender = sender
+
+    async def send(self, recipient: str, raw_message: bytes) -> None:
+        try:
+            await self._ses.send_raw_email(
+                Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in THROTTLING_CODES or "rate exceeded" in str(exc).lower():
+                raise MailThrottled(str(exc)) from exc
+            if code in _REJECTED:
+                raise MailRejected(str(exc)) from exc
+            raise

@@ -1,0 +1,371 @@
+"""The notifier: namespaces' journals -> per-follower digests -> one email per follower per window.
+
+Layer: core. The journal is the outbox. Work is divided into ``shards`` (a namespace and a follower each
+hash into one); a notifier holds shards by lease in the store and renews them as it works, so any number
+of notifiers run at once and a dead one's shards are taken over when its leases expire.
+
+Two stages, each safe to repeat:
+
+1. Fan-out. For each watched namespace of a held shard whose journal head moved past the namespace's notify
+   cursor, read the new entries, add each change to the digest of every member following it (never its
+   author), then advance the cursor (conditional on its old value). A digest records per namespace the last
+   sequence number it took in, so entries fanned out twice after a crash are counted once.
+2. Send. Digests whose window closed are rendered and handed to the mailer; only once the mailer accepted
+   is the digest emptied (conditional on its version). A crash between the two sends that digest again on
+   the next attempt: at most one duplicate email per follower per crash, never a lost change.
+
+Mail throttling pauses sending with exponential backoff and jitter; nothing is dropped. A mailer that
+refuses a message (``MailRejected``: an unverified address, say) keeps the digest and tries it again an
+hour later, so a configuration mistake delays mail without losing it or spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from service.core.digests import Change, Digest, DigestRules, Links, render_digest
+from service.core.follows import UnsubscribeSigner, shard_of
+from service.core.models import FileVersion, Follow, JournalEntry, Membership, Namespace, User
+from service.paths import path_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Journal entries read per namespace per request, and digests sent per shard per tick.
+JOURNAL_PAGE = 100
+DUE_PAGE = 100
+#: A digest the mail service refused waits this long before it is tried again.
+REJECTED_RETRY_SECONDS = 3600
+
+
+class MailThrottled(Exception):
+    """The mail service asks us to slow down; try again later."""
+
+
+class MailRejected(Exception):
+    """The mail service refused this message for good (for example, a bad recipient)."""
+
+
+class Mailer(Protocol):
+    async def send(self, recipient: str, raw_message: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    shard: int
+    owner: str
+    expires_at: float
+
+
+class NotifyStore(Protocol):
+    async def heartbeat(self, owner: str, expires_at: float) -> None: ...
+
+    async def live_notifiers(self, now: float) -> int: ...
+
+    async def leases(self) -> list[Lease]: ...
+
+    async def take_lease(self, shard: int, owner: str, now: float, expires_at: float) -> bool: ...
+
+    async def release_lease(self, shard: int, owner: str) -> None: ...
+
+    async def watched(self, shard: int) -> list[tuple[str, int]]: ...
+
+    async def advance(self, shard: int, namespace_id: str, old: int, new: int) -> bool: ...
+
+    async def digest(self, shard: int, username: str) -> Digest | None: ...
+
+    async def save_digest(self, shard: int, digest: Digest, expected_version: int) -> bool: ...
+
+    async def due(self, shard: int, now: float, limit: int) -> list[str]: ...
+
+
+class Journal(Protocol):
+    async def heads(self, namespaces: Sequence[str]) -> dict[str, int]: ...
+
+    async def since(self, ns: str, after_seq: int, limit: int) -> list[JournalEntry]: ...
+
+
+class Directory(Protocol):
+    """Who follows, who belongs, what things are called, where mail goes."""
+
+    async def follows_in(self, namespace_id: str) -> list[Follow]: ...
+
+    async def members_of(self, namespace_id: str) -> list[Membership]: ...
+
+    async def get_namespace(self, namespace_id: str) -> Namespace | None: ...
+
+    async def get_users(self, usernames: Iterable[str]) -> dict[str, User]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierConfig:
+    shards: int
+    lease_seconds: float
+    tick_seconds: float
+    rules: DigestRules
+    sender: str
+    public_url: str
+    concurrency: int = 8
+
+
+def describe(version: FileVersion) -> tuple[str, str | None] | None:
+    """What a follower is told a version did, or None when another version of the same commit says it."""
+    if version.moved_from is not None:
+        return None  # the move is told once, from the old path's side
+    if version.deleted:
+        return ("moved", version.moved_to) if version.moved_to else ("deleted", None)
+    return ("added", None) if version.rev == 1 else ("changed", None)
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: NotifyStore,
+        journal: Journal,
+        directory: Directory,
+        mailer: Mailer,
+        signer: UnsubscribeSigner,
+        config: NotifierConfig,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+    ) -> None:
+        self._store = store
+        self._journal = journal
+        self._directory = directory
+        self._mailer = mailer
+        self._signer = signer
+        self._config = config
+        self._clock = clock
+        self.owner = owner or uuid.uuid4().hex
+        #: Shards held, and until when (our own conservative view of the lease).
+        self.held: dict[int, float] = {}
+        self._paused_until = 0.0
+        self._throttled = 0
+        self.sent = 0
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set, then give the leases back so another notifier takes over at once."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    log.warning("notifier tick failed; retrying", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._config.tick_seconds)
+        finally:
+            await self.release()
+
+    async def tick(self) -> None:
+        await self.hold_leases()
+        await self.fan_out()
+        await self.send_due()
+
+    async def release(self) -> None:
+        for shard in list(self.held):
+            try:
+                await self._store.release_lease(shard, self.owner)
+            except Exception:
+                log.warning("could not release notifier lease %d", shard, exc_info=True)
+        self.held.clear()
+
+    # --- leases --------------------------------------------------------------------------------------
+
+    async def hold_leases(self) -> None:
+        """Renew what we hold, and take free or expired shards up to our fair share."""
+        now = self._clock()
+        until = now + self._config.lease_seconds
+        await self._store.heartbeat(self.owner, until)
+        live = max(1, await self._store.live_notifiers(now))
+        fair = math.ceil(self._config.shards / live)
+        leases = {lease.shard: lease for lease in await self._store.leases()}
+        mine = sorted(s for s, lease in leases.items() if lease.owner == self.owner and lease.expires_at > now)
+        for shard in mine[fair:]:  # more than our share: let a newcomer have it
+            await self._store.release_lease(shard, self.owner)
+            self.held.pop(shard, None)
+        held: dict[int, float] = {}
+        for shard in mine[:fair]:
+            if leases[shard].expires_at - now > self._config.lease_seconds / 2:
+                held[shard] = leases[shard].expires_at  # fresh enough: no write this tick
+            elif await self._store.take_lease(shard, self.owner, now, until):
+                held[shard] = until
+        start = shard_of(self.owner, self._config.shards)
+        for offset in range(self._config.shards):
+            if len(held) >= fair:
+                break
+            shard = (start + offset) % self._config.shards
+            lease = leases.get(shard)
+            if shard in held or (lease is not None and lease.expires_at > now):
+                continue
+            if await self._store.take_lease(shard, self.owner, now, until):
+                held[shard] = until
+        self.held = held
+
+    def _holds(self, shard: int) -> bool:
+        """Still safely ours: a margin before expiry, so a slow notifier stops before another starts."""
+        until = self.held.get(shard)
+        return until is not None and self._clock() < until - self._config.lease_seconds / 3
+
+    # --- fan-out -------------------------------------------------------------------------------------
+
+    async def fan_out(self) -> int:
+        """Move new journal entries of our namespaces into digests; returns how many changes were read."""
+        watched: list[tuple[int, str, int]] = []
+        for shard in list(self.held):
+            watched.extend((shard, ns, cursor) for ns, cursor in await self._store.watched(shard))
+        if not watched:
+            return 0
+        heads = await self._journal.heads([ns for _, ns, _ in watched])
+        behind = [(shard, ns, cursor) for shard, ns, cursor in watched if heads.get(ns, 0) > cursor]
+        counts = await _bounded(behind, lambda w: self._fan_out_namespace(*w), self._config.concurrency)
+        return sum(counts)
+
+    async def _fan_out_namespace(self, shard: int, ns: str, cursor: int) -> int:
+        follows = await self._directory.follows_in(ns)
+        members = {m.username for m in await self._directory.members_of(ns)}
+        namespace = await self._directory.get_namespace(ns)
+        name = namespace.name if namespace else ns
+        read = 0
+        while self._holds(shard):
+            entries = await self._journal.since(ns, cursor, JOURNAL_PAGE)
+            if not entries:
+                break
+            through = entries[-1].seq
+            per_user: dict[str, list[Change]] = {}
+            for entry in entries:
+                for version in entry.changes:
+                    told = describe(version)
+                    if told is None:
+                        continue
+                    key = path_key(version.path)
+                    followers = {
+                        f.username
+                        for f in follows
+                        if f.covers(key) and f.username != entry.committed_by and f.username in members
+                    }
+                    change = Change(
+                        ns, name, version.path, told[0], entry.committed_by, entry.committed_at, entry.seq, told[1]
+                    )
+                    for username in followers:
+                        per_user.setdefault(username, []).append(change)
+                read += sum(len(e.changes) for e in entries)
+            batch = [(ns, through, username, changes) for username, changes in per_user.items()]
+            await _bounded(batch, lambda args: self._add(*args), self._config.concurrency)
+            if not await self._store.advance(shard, ns, cursor, through):
+                break  # someone else moved it: we lost the lease
+            cursor = through
+            if len(entries) < JOURNAL_PAGE:
+                break
+        return read
+
+    async def _add(self, ns: str, through: int, username: str, changes: list[Change]) -> None:
+        shard = shard_of(username, self._config.shards)
+        while True:
+            digest = await self._store.digest(shard, username) or Digest(username)
+            if digest.taken.get(ns, 0) >= through:
+                return  # already taken in (this batch was fanned out before a crash)
+            version = digest.version
+            digest.add(ns, through, changes, self._clock(), self._config.rules)
+            if await self._store.save_digest(shard, digest, version):
+                return
+
+    # --- sending -------------------------------------------------------------------------------------
+
+    async def send_due(self) -> int:
+        """Send every digest whose window closed, in the shards we hold; returns how many were sent."""
+        sent = 0
+        for shard in sorted(self.held):
+            if self._clock() < self._paused_until or not self._holds(shard):
+                break
+            names = await self._store.due(shard, self._clock(), DUE_PAGE)
+            if not names:
+                continue
+            users = await self._directory.get_users(names)
+            work = [(shard, name, users.get(name)) for name in names]
+            results = await _bounded(work, lambda args: self._send_one(*args), self._config.concurrency)
+            sent += sum(results)
+        self.sent += sent
+        return sent
+
+    async def _send_one(self, shard: int, username: str, user: User | None) -> int:
+        now = self._clock()
+        if now < self._paused_until or not self._holds(shard):
+            return 0
+        digest = await self._store.digest(shard, username)
+        if digest is None or digest.count == 0 or digest.due_at is None or digest.due_at > now:
+            return 0
+        rules = self._config.rules
+        version = digest.version
+        count, listed = digest.count, len(digest.listed)
+        if digest.capped(now, rules):
+            digest.defer_to_tomorrow(now)
+            await self._store.save_digest(shard, digest, version)
+            return 0
+        delivered = 0
+        if user is not None and user.email and not user.disabled:
+            links = Links(
+                unsubscribe_all=f"{self._config.public_url}/v1/unsubscribe?token={self._signer.sign(username)}",
+                service_url=self._config.public_url,
+            )
+            raw = render_digest(digest, sender=self._config.sender, recipient=user.email, links=links, now=now)
+            try:
+                await self._mailer.send(user.email, raw)
+            except MailThrottled:
+                self._throttle(now)
+                return 0
+            except MailRejected:
+                # Kept, not dropped: tried again later (an address fixed, a sender verified) without spinning.
+                log.error("mail to %s was rejected; trying again in %d s", username, REJECTED_RETRY_SECONDS)
+                digest.due_at = now + REJECTED_RETRY_SECONDS
+                await self._store.save_digest(shard, digest, version)
+                return 0
+            else:
+                delivered = 1
+                self._throttled = 0
+        await self._after(shard, username, digest, version, count, listed, delivered, now)
+        return delivered
+
+    async def _after(
+        self, shard: int, username: str, digest: Digest, version: int, count: int, listed: int, sent: int, now: float
+    ) -> None:
+        """Empty what went out; if the digest grew meanwhile, take out only what was sent."""
+        rules = self._config.rules
+        while True:
+            if sent:
+                digest.sent(count, listed, now, rules)
+            else:
+                digest.drop(count, listed, now, rules)
+            if await self._store.save_digest(shard, digest, version):
+                return
+            current = await self._store.digest(shard, username)
+            if current is None:
+                return
+            digest, version = current, current.version
+
+    def _throttle(self, now: float) -> None:
+        self._throttled += 1
+        delay = min(60.0, 2.0 ** min(self._throttled, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+        self._paused_until = now + delay
+        log.warning("mail sending throttled; pausing %.1f s", delay)
+
+
+async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[int | None]], limit: int) -> list[int]:
+    """``work`` on each item, at most ``limit`` at once; the results as ints (None counts 0)."""
+    slots = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> int:
+        async with slots:
+            return (await work(item)) or 0
+
+    return list(await asyncio.gather(*(one(item) for item in items)))

@@ -1,0 +1,124 @@
+"""``python -m service.notifier`` (the Procfile's ``notifier:`` line) as its own process against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import aiohttp
+
+from service.settings import NotifySettings
+from tests.api.helpers import PASSWORD, bearer, log_in
+from tests.api.test_notifications import EMPTY, mail_to, text_of
+from tests.test_entrypoints import ROOT, aws_env, clean_env
+
+
+async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
+    provisioned, make_client, app_factory, moto_endpoint
+):
+    settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=4))
+    client = await make_client(app_factory(settings))
+    address = f"bob-{uuid.uuid4().hex[:8]}@example.com"
+    await client.post("/v1/auth/signup", json={"username": "alice", "password": PASSWORD})
+    await client.post("/v1/auth/signup", json={"username": "bob", "password": PASSWORD, "email": address})
+    alice, bob = bearer(await log_in(client, "alice")), bearer(await log_in(client, "bob"))
+    ns = (await (await client.post("/v1/namespaces", json={"name": "Team"}, headers=alice)).json())["id"]
+    await client.put(f"/v1/namespaces/{ns}/members/bob", json={"role": "viewer"}, headers=alice)
+    assert (await client.put(f"/v1/ns/{ns}/follow", headers=bob)).status == 200
+
+    env = aws_env(
+        settings,
+        FILESYNC_MAIL_FROM=settings.mail_from,
+        FILESYNC_PUBLIC_URL="https://files.test",
+        FILESYNC_NOTIFY_SHARDS="4",
+        FILESYNC_NOTIFY_WINDOW_SECONDS="0.5",
+        FILESYNC_NOTIFY_TICK_SECONDS="0.2",
+        FILESYNC_LOG_FORMAT="text",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.notifier"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        entry = {"path": "plan.txt", "content_hash": EMPTY, "size": 0, "mtime": 1.0, "parent_rev": None}
+        response = await client.post(f"/v1/ns/{ns}/commit", json={"entries": [entry]}, headers=alice)
+        assert response.status == 200
+        deadline = time.monotonic() + 30
+        while not (mails := await mail_to(moto_endpoint, address)):
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "no email within 30 s"
+            await asyncio.sleep(0.2)
+        assert "plan.txt added (by alice)" in text_of(mails[0])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+
+
+def test_the_notifier_process_refuses_to_run_without_aws_settings():
+    done = subprocess.run(
+        [sys.executable, "-m", "service.notifier"], cwd=ROOT, env=clean_env(), capture_output=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert b"needs AWS settings" in done.stderr
+
+
+async def test_the_embedded_default_runs_a_notifier_whose_links_point_at_itself(tmp_path):
+    """``python -m service`` with no settings: follow, change, and the digest arrives in its emulator's SES."""
+    with (tmp_path / "out").open("w+") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--port", "0"],
+            cwd=ROOT,
+            env=clean_env(HOME=str(tmp_path), FILESYNC_NOTIFY_WINDOW_SECONDS="0.5", FILESYNC_NOTIFY_TICK_SECONDS="0.2"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            url = emulator = None
+            while emulator is None:
+                assert time.monotonic() < deadline, "the service did not start"
+                await asyncio.sleep(0.1)
+                out.seek(0)
+                printed = out.read()
+                served = re.search(r"serving on (http://\S+)", printed)
+                found = re.search(r"emulator at (http://\S+)", printed)
+                url, emulator = (served.group(1), found.group(1)) if served and found else (None, None)
+            async with aiohttp.ClientSession(base_url=url) as http:
+                for name, extra in (("alice", {}), ("bob", {"email": "bob@example.com"})):
+                    signup = await http.post("/v1/auth/signup", json={"username": name, "password": PASSWORD, **extra})
+                    assert signup.status == 201, await signup.text()
+                tokens = {}
+                for name in ("alice", "bob"):
+                    login = await http.post("/v1/auth/token", json={"username": name, "password": PASSWORD})
+                    tokens[name] = {"Authorization": f"Bearer {(await login.json())['access_token']}"}
+                created = await http.post("/v1/namespaces", json={"name": "Team"}, headers=tokens["alice"])
+                home = (await created.json())["id"]
+                shared = await http.put(
+                    f"/v1/namespaces/{home}/members/bob", json={"role": "viewer"}, headers=tokens["alice"]
+                )
+                assert shared.status == 200
+                assert (await http.put(f"/v1/ns/{home}/follow", headers=tokens["bob"])).status == 200
+                entry = {"path": "hello.txt", "content_hash": EMPTY, "size": 0, "mtime": 1.0, "parent_rev": None}
+                committed = await http.post(f"/v1/ns/{home}/commit", json={"entries": [entry]}, headers=tokens["alice"])
+                assert committed.status == 200
+                raw = None
+                while raw is None:
+                    assert time.monotonic() < deadline + 30, "no email from the embedded notifier"
+                    async with http.get(f"{emulator}/moto-api/data.json") as response:
+                        sent = (await response.json(content_type=None))["ses"]["RawMessage"]
+                    raw = next((m["raw_data"] for m in sent if "bob@example.com" in m["destinations"]), None)
+                    await asyncio.sleep(0.2)
+            assert "hello.txt added (by alice)" in raw
+            assert f"<{url}/v1/unsubscribe?token=" in raw
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=20)
+        out.seek(0)
+        assert code == 0, out.read()
