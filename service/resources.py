@@ -82,6 +82,13 @@ def staging_key(namespace_id: str, upload_id: str) -> str:
     return f"{NAMESPACE_PREFIX}{namespace_id}/staging/{upload_id}"
 
 
+#: IAM resource pattern of every namespace's blobs and nothing else. Staging keys are written only by the
+#: service itself, under its own role, so clients' credentials never reach them.
+BLOB_KEY_PATTERN = f"{blob_prefix('*')}*"
+#: IAM resource pattern of everything the service itself writes (blobs and staging).
+NAMESPACE_KEY_PATTERN = f"{NAMESPACE_PREFIX}*"
+
+
 #: Days after which S3 aborts a multipart upload nobody completed (and frees its parts).
 ABORT_INCOMPLETE_MULTIPART_DAYS = 1
 
@@ -140,15 +147,15 @@ def upload_role_trust_policy(trusted_principal_arn: str) -> dict[str, Any]:
 
 
 def upload_role_policy(bucket_arn: str) -> dict[str, Any]:
-    """The most the upload role may ever do: object reads and writes under the namespace prefix."""
+    """The most the upload role may ever do: object reads and writes of the namespaces' blobs."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "NamespaceObjects",
+                "Sid": "NamespaceBlobs",
                 "Effect": "Allow",
                 "Action": list(UPLOAD_ROLE_ACTIONS),
-                "Resource": f"{bucket_arn}/{NAMESPACE_PREFIX}*",
+                "Resource": f"{bucket_arn}/{BLOB_KEY_PATTERN}",
             }
         ],
     }

@@ -41,4 +41,4 @@ async def test_provision_creates_every_resource_and_is_idempotent(settings: Sett
         document = policy["PolicyDocument"]
         if isinstance(document, str):
             document = orjson.loads(document)
-        assert document["Statement"][0]["Resource"] == f"arn:aws:s3:::{settings.bucket}/ns/*"
+        assert document["Statement"][0]["Resource"] == f"arn:aws:s3:::{settings.bucket}/ns/*/blobs/*"
