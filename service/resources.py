@@ -22,6 +22,8 @@ GSI1_PARTITION_KEY = "gsi1pk"
 GSI1_SORT_KEY = "gsi1sk"
 #: Items carrying this numeric attribute (epoch seconds) are deleted by DynamoDB's TTL after that time.
 TABLE_TTL_ATTRIBUTE = "expires_at"
+#: On-demand capacity: traffic is spiky (a sync storm after a shared folder changes) and mostly idle.
+TABLE_BILLING_MODE = "PAY_PER_REQUEST"
 
 
 def table_key_schema() -> list[dict[str, str]]:
@@ -58,7 +60,7 @@ def create_table_request(table_name: str) -> dict[str, Any]:
         "KeySchema": table_key_schema(),
         "AttributeDefinitions": table_attribute_definitions(),
         "GlobalSecondaryIndexes": table_global_secondary_indexes(),
-        "BillingMode": "PAY_PER_REQUEST",
+        "BillingMode": TABLE_BILLING_MODE,
     }
 
 
@@ -93,6 +95,22 @@ NAMESPACE_KEY_PATTERN = f"{NAMESPACE_PREFIX}*"
 ABORT_INCOMPLETE_MULTIPART_DAYS = 1
 
 
+def bucket_public_access_block() -> dict[str, bool]:
+    """Nothing in the bucket is ever public: clients reach objects only with credentials or signed URLs."""
+    return {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+
+
+def bucket_encryption_rules() -> list[dict[str, Any]]:
+    """Default encryption at rest with S3-managed keys: no KMS permissions for clients' credentials to
+    carry, and presigned URLs keep working without a key policy."""
+    return [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+
+
 def bucket_cors_rules() -> list[dict[str, Any]]:
     """CORS for browser uploads and downloads through presigned URLs."""
     return [
@@ -120,6 +138,8 @@ def bucket_lifecycle_rules() -> list[dict[str, Any]]:
 # --- IAM: the role clients' temporary credentials come from -----------------------------------------
 
 UPLOAD_ROLE_NAME = "filesync-upload"
+#: Name of the role's one inline policy (``upload_role_policy``).
+UPLOAD_ROLE_POLICY_NAME = "namespace-blobs"
 #: Longest session the role allows; minted credentials never ask for more.
 UPLOAD_ROLE_MAX_SESSION_SECONDS = 3600
 
