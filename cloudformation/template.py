@@ -22,7 +22,6 @@ from typing import Any
 
 from troposphere import (
     AWS_NO_VALUE,
-    AWS_REGION,
     Base64,
     Cidr,
     Equals,
@@ -382,7 +381,7 @@ def _network(t: Template, p: dict[str, Parameter], params: TemplateParams) -> _N
     private_tables: list[ec2.RouteTable] = []
     nat_routes: list[ec2.Route] = []
     for zone in range(zones):
-        az = Select(zone, GetAZs(Ref(AWS_REGION)))
+        az = Select(zone, GetAZs(""))
         subnet = t.add_resource(
             ec2.Subnet(
                 ids.PUBLIC_SUBNET.format(zone),
@@ -530,7 +529,7 @@ def _lifecycle_rule(rule: dict[str, Any]) -> s3.LifecycleRule:
     return s3.LifecycleRule(
         Id=rule["ID"],
         Status=rule["Status"],
-        Prefix=prefix or Ref(AWS_NO_VALUE),
+        **({"Prefix": prefix} if prefix else {}),
         AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
             DaysAfterInitiation=rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
         ),

@@ -152,8 +152,9 @@ UPLOAD_ROLE_ACTIONS = (
 )
 
 
-def upload_role_trust_policy(trusted_principal_arn: str) -> dict[str, Any]:
-    """Who may assume the upload role: the service's own principal (instance role, or an account)."""
+def upload_role_trust_policy(trusted_principal_arn: str | dict[str, Any]) -> dict[str, Any]:
+    """Who may assume the upload role: the service's own principal (instance role, or an account). The
+    template passes a CloudFormation expression for the instance role's ARN."""
     return {
         "Version": "2012-10-17",
         "Statement": [
