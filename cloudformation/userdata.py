@@ -97,6 +97,8 @@ aws s3 cp --only-show-errors --region '${{AWS::Region}}' 's3://${{ReleaseBucket}
 tar -xzf /opt/filesync/release.tar.gz -C {APP_DIR}
 python3.11 -m venv {VENV_DIR}
 {VENV_DIR}/bin/pip install --quiet --no-index --find-links {APP_DIR}/wheels -r {APP_DIR}/requirements.txt
+# The services cannot write here (ProtectSystem=strict): compile now, not on every start.
+{VENV_DIR}/bin/python -m compileall -q {APP_DIR}/service
 
 cat > /etc/filesync/env <<'ENV'
 {env_lines}
