@@ -134,7 +134,7 @@ def build_template(params: TemplateParams) -> Template:
     roles = _identity(t, p, data, log_group)
     front = _front(t, p, params, net)
     group = _compute(t, p, params, net, data, roles, front, log_group)
-    _operations(t, p, front, data, group)
+    _operations(t, p, front, data)
     _outputs(t, net, data, roles, front, group, log_group)
     return t
 
@@ -686,7 +686,6 @@ class _Front:
     security_group: ec2.SecurityGroup
     api: elb.TargetGroup
     feed: elb.TargetGroup
-    https: elb.Listener
 
 
 def _target_group(logical_id: str, vpc: ec2.VPC, params: TemplateParams) -> elb.TargetGroup:
@@ -804,7 +803,7 @@ def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _N
                 ),
             )
         )
-    return _Front(load_balancer, group, api, feed, https)
+    return _Front(load_balancer, group, api, feed)
 
 
 # --- Compute ----------------------------------------------------------------------------------------
@@ -978,7 +977,7 @@ def _metric(
     )
 
 
-def _operations(t: Template, p: dict[str, Parameter], front: _Front, data: _Data, group: asg.AutoScalingGroup) -> None:
+def _operations(t: Template, p: dict[str, Parameter], front: _Front, data: _Data) -> None:
     topic = t.add_resource(sns.Topic(ids.ALARM_TOPIC, DisplayName=Sub("${AWS::StackName} alarms")))
     t.add_resource(
         sns.SubscriptionResource(
