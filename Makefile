@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench release clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed
 	$(PY) -m tools.bench $(BENCH)
+
+# A deployable release (README "Deploy"): the committed tree plus a wheelhouse of requirements.txt for the
+# instances (Amazon Linux 2023, x86_64, CPython 3.11), so they install with no package index.
+RELEASE_DIR ?= out/release
+WHEEL_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64
+release: $(VENV)/.installed
+	rm -rf $(RELEASE_DIR)/tree && mkdir -p $(RELEASE_DIR)/tree
+	git archive HEAD | tar -x -C $(RELEASE_DIR)/tree
+	$(PY) -m pip download --quiet --only-binary=:all: $(WHEEL_PLATFORMS) --python-version 3.11 \
+		--implementation cp -r requirements.txt -d $(RELEASE_DIR)/tree/wheels
+	tar -czf $(RELEASE_DIR)/filesync-$$(git rev-parse --short HEAD).tar.gz -C $(RELEASE_DIR)/tree .
+	@echo $(RELEASE_DIR)/filesync-$$(git rev-parse --short HEAD).tar.gz
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

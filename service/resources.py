@@ -22,6 +22,8 @@ GSI1_PARTITION_KEY = "gsi1pk"
 GSI1_SORT_KEY = "gsi1sk"
 #: Items carrying this numeric attribute (epoch seconds) are deleted by DynamoDB's TTL after that time.
 TABLE_TTL_ATTRIBUTE = "expires_at"
+#: On-demand capacity: traffic is spiky (a sync storm after a shared folder changes) and mostly idle.
+TABLE_BILLING_MODE = "PAY_PER_REQUEST"
 
 
 def table_key_schema() -> list[dict[str, str]]:
@@ -58,7 +60,7 @@ def create_table_request(table_name: str) -> dict[str, Any]:
         "KeySchema": table_key_schema(),
         "AttributeDefinitions": table_attribute_definitions(),
         "GlobalSecondaryIndexes": table_global_secondary_indexes(),
-        "BillingMode": "PAY_PER_REQUEST",
+        "BillingMode": TABLE_BILLING_MODE,
     }
 
 
@@ -82,8 +84,31 @@ def staging_key(namespace_id: str, upload_id: str) -> str:
     return f"{NAMESPACE_PREFIX}{namespace_id}/staging/{upload_id}"
 
 
+#: IAM resource pattern of every namespace's blobs and nothing else. Staging keys are written only by the
+#: service itself, under its own role, so clients' credentials never reach them.
+BLOB_KEY_PATTERN = f"{blob_prefix('*')}*"
+#: IAM resource pattern of everything the service itself writes (blobs and staging).
+NAMESPACE_KEY_PATTERN = f"{NAMESPACE_PREFIX}*"
+
+
 #: Days after which S3 aborts a multipart upload nobody completed (and frees its parts).
 ABORT_INCOMPLETE_MULTIPART_DAYS = 1
+
+
+def bucket_public_access_block() -> dict[str, bool]:
+    """Nothing in the bucket is ever public: clients reach objects only with credentials or signed URLs."""
+    return {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+
+
+def bucket_encryption_rules() -> list[dict[str, Any]]:
+    """Default encryption at rest with S3-managed keys: no KMS permissions for clients' credentials to
+    carry, and presigned URLs keep working without a key policy."""
+    return [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
 
 
 def bucket_cors_rules() -> list[dict[str, Any]]:
@@ -113,6 +138,8 @@ def bucket_lifecycle_rules() -> list[dict[str, Any]]:
 # --- IAM: the role clients' temporary credentials come from -----------------------------------------
 
 UPLOAD_ROLE_NAME = "filesync-upload"
+#: Name of the role's one inline policy (``upload_role_policy``).
+UPLOAD_ROLE_POLICY_NAME = "namespace-blobs"
 #: Longest session the role allows; minted credentials never ask for more.
 UPLOAD_ROLE_MAX_SESSION_SECONDS = 3600
 
@@ -125,8 +152,9 @@ UPLOAD_ROLE_ACTIONS = (
 )
 
 
-def upload_role_trust_policy(trusted_principal_arn: str) -> dict[str, Any]:
-    """Who may assume the upload role: the service's own principal (instance role, or an account)."""
+def upload_role_trust_policy(trusted_principal_arn: str | dict[str, Any]) -> dict[str, Any]:
+    """Who may assume the upload role: the service's own principal (instance role, or an account). The
+    template passes a CloudFormation expression for the instance role's ARN."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -140,15 +168,15 @@ def upload_role_trust_policy(trusted_principal_arn: str) -> dict[str, Any]:
 
 
 def upload_role_policy(bucket_arn: str) -> dict[str, Any]:
-    """The most the upload role may ever do: object reads and writes under the namespace prefix."""
+    """The most the upload role may ever do: object reads and writes of the namespaces' blobs."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "NamespaceObjects",
+                "Sid": "NamespaceBlobs",
                 "Effect": "Allow",
                 "Action": list(UPLOAD_ROLE_ACTIONS),
-                "Resource": f"{bucket_arn}/{NAMESPACE_PREFIX}*",
+                "Resource": f"{bucket_arn}/{BLOB_KEY_PATTERN}",
             }
         ],
     }

@@ -62,12 +62,11 @@ async def _bucket(clients: AwsClients, bucket: str) -> None:
             raise
     await clients.s3.put_public_access_block(
         Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
+        PublicAccessBlockConfiguration=resources.bucket_public_access_block(),  # type: ignore[arg-type]
+    )
+    await clients.s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={"Rules": resources.bucket_encryption_rules()},  # type: ignore[misc, arg-type]
     )
     await clients.s3.put_bucket_cors(
         Bucket=bucket,
@@ -111,7 +110,7 @@ async def _upload_role(settings: Settings, session: aioboto3.Session, trusted_pr
             role_arn = (await iam.get_role(RoleName=resources.UPLOAD_ROLE_NAME))["Role"]["Arn"]
         await iam.put_role_policy(
             RoleName=resources.UPLOAD_ROLE_NAME,
-            PolicyName="namespace-objects",
+            PolicyName=resources.UPLOAD_ROLE_POLICY_NAME,
             PolicyDocument=orjson.dumps(resources.upload_role_policy(resources.bucket_arn(settings.bucket))).decode(),
         )
     return role_arn

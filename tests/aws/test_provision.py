@@ -31,14 +31,19 @@ async def test_provision_creates_every_resource_and_is_idempotent(settings: Sett
         cors = await clients.s3.get_bucket_cors(Bucket=settings.bucket)
         assert "PUT" in cors["CORSRules"][0]["AllowedMethods"]
         block = await clients.s3.get_public_access_block(Bucket=settings.bucket)
-        assert all(block["PublicAccessBlockConfiguration"].values())
+        assert block["PublicAccessBlockConfiguration"] == resources.bucket_public_access_block()
+        encryption = await clients.s3.get_bucket_encryption(Bucket=settings.bucket)
+        rules = encryption["ServerSideEncryptionConfiguration"]["Rules"]
+        assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
 
         identities = await clients.ses.list_identities()
         assert settings.mail_from in identities["Identities"]
 
     async with open_iam(settings.aws, aws_session) as iam:
-        policy = await iam.get_role_policy(RoleName=resources.UPLOAD_ROLE_NAME, PolicyName="namespace-objects")
+        policy = await iam.get_role_policy(
+            RoleName=resources.UPLOAD_ROLE_NAME, PolicyName=resources.UPLOAD_ROLE_POLICY_NAME
+        )
         document = policy["PolicyDocument"]
         if isinstance(document, str):
             document = orjson.loads(document)
-        assert document["Statement"][0]["Resource"] == f"arn:aws:s3:::{settings.bucket}/ns/*"
+        assert document["Statement"][0]["Resource"] == f"arn:aws:s3:::{settings.bucket}/ns/*/blobs/*"

@@ -1,0 +1,111 @@
+"""Logical ids of the template's parameters, conditions, resources and outputs.
+
+Layer: leaf, constants only. Renaming a resource's logical id makes CloudFormation replace it (a new
+bucket, a new table), so these are fixed names, referenced by objects everywhere except where a string is
+required: user data names the Auto Scaling group it signals, which cannot be a ``Ref`` (the group refers to
+the launch template that carries the user data).
+"""
+
+from __future__ import annotations
+
+# --- Parameters -------------------------------------------------------------------------------------
+DOMAIN_NAME = "DomainName"
+HOSTED_ZONE_ID = "HostedZoneId"
+CERTIFICATE_ARN = "CertificateArn"
+SENDER_EMAIL = "SenderEmail"
+ALARM_EMAIL = "AlarmEmail"
+RELEASE_BUCKET = "ReleaseBucket"
+RELEASE_KEY = "ReleaseKey"
+IMAGE_ID = "ImageId"
+INSTANCE_TYPE = "InstanceType"
+MIN_SIZE = "MinSize"
+MAX_SIZE = "MaxSize"
+TARGET_REQUESTS_PER_INSTANCE = "TargetRequestsPerInstance"
+TARGET_CPU_PERCENT = "TargetCpuPercent"
+ENABLE_NAT = "EnableNat"
+VPC_CIDR = "VpcCidr"
+LOG_RETENTION_DAYS = "LogRetentionDays"
+ALARM_5XX_PERCENT = "Alarm5xxPercent"
+ALARM_P99_SECONDS = "AlarmP99Seconds"
+
+# --- Conditions -------------------------------------------------------------------------------------
+NAT_ENABLED = "NatEnabled"
+NAT_DISABLED = "NatDisabled"
+
+# --- Network ----------------------------------------------------------------------------------------
+VPC = "Vpc"
+VPC_IPV6_CIDR = "VpcIpv6Cidr"
+INTERNET_GATEWAY = "InternetGateway"
+GATEWAY_ATTACHMENT = "InternetGatewayAttachment"
+PUBLIC_ROUTE_TABLE = "PublicRouteTable"
+PUBLIC_ROUTE_IPV4 = "PublicRouteIpv4"
+PUBLIC_ROUTE_IPV6 = "PublicRouteIpv6"
+#: Per availability zone (0, 1): formatted with the zone's index.
+PUBLIC_SUBNET = "PublicSubnet{}"
+PUBLIC_SUBNET_ROUTES = "PublicSubnet{}Routes"
+PRIVATE_SUBNET = "PrivateSubnet{}"
+PRIVATE_ROUTE_TABLE = "PrivateRouteTable{}"
+PRIVATE_SUBNET_ROUTES = "PrivateSubnet{}Routes"
+NAT_ADDRESS = "NatAddress{}"
+NAT_GATEWAY = "NatGateway{}"
+PRIVATE_ROUTE_NAT = "PrivateRoute{}Nat"
+S3_ENDPOINT = "S3Endpoint"
+DYNAMODB_ENDPOINT = "DynamoDbEndpoint"
+ENDPOINT_SECURITY_GROUP = "EndpointSecurityGroup"
+#: Depends on whichever way out the private subnets have (NAT routes or interface endpoints).
+NETWORK_READY = "NetworkReady"
+#: Interface endpoints when there is no NAT: formatted with the service's name, e.g. ``StsEndpoint``.
+INTERFACE_ENDPOINT = "{}Endpoint"
+
+# --- Front ------------------------------------------------------------------------------------------
+LOAD_BALANCER_SECURITY_GROUP = "LoadBalancerSecurityGroup"
+LOAD_BALANCER = "LoadBalancer"
+TARGET_GROUP = "ApiTargetGroup"
+FEED_TARGET_GROUP = "FeedTargetGroup"
+HTTPS_LISTENER = "HttpsListener"
+HTTP_LISTENER = "HttpListener"
+FEED_LISTENER_RULE = "FeedLongPollRule"
+DNS_RECORD_A = "DnsRecordA"
+DNS_RECORD_AAAA = "DnsRecordAaaa"
+
+# --- Compute ----------------------------------------------------------------------------------------
+INSTANCE_SECURITY_GROUP = "InstanceSecurityGroup"
+LAUNCH_TEMPLATE = "LaunchTemplate"
+AUTO_SCALING_GROUP = "AutoScalingGroup"
+REQUEST_SCALING_POLICY = "RequestCountScalingPolicy"
+CPU_SCALING_POLICY = "CpuScalingPolicy"
+
+# --- Data -------------------------------------------------------------------------------------------
+BUCKET = "BlobBucket"
+BUCKET_POLICY = "BlobBucketPolicy"
+TABLE = "Table"
+TOKEN_SECRET = "TokenSecret"  # noqa: S105 (a logical id, not a secret)
+
+# --- Identity ---------------------------------------------------------------------------------------
+INSTANCE_ROLE = "InstanceRole"
+INSTANCE_ROLE_POLICY = "InstanceRolePolicy"
+INSTANCE_PROFILE = "InstanceProfile"
+UPLOAD_ROLE = "UploadRole"
+SENDER_IDENTITY = "SenderIdentity"
+
+# --- Operations -------------------------------------------------------------------------------------
+LOG_GROUP = "LogGroup"
+ALARM_TOPIC = "AlarmTopic"
+ALARM_SUBSCRIPTION = "AlarmEmailSubscription"
+ALARM_5XX = "Http5xxRateAlarm"
+ALARM_P99 = "ResponseTimeP99Alarm"
+ALARM_UNHEALTHY = "UnhealthyHostsAlarm"
+ALARM_THROTTLES = "DynamoDbThrottlesAlarm"
+
+# --- Outputs ----------------------------------------------------------------------------------------
+OUT_SERVICE_URL = "ServiceUrl"
+OUT_LOAD_BALANCER_DNS = "LoadBalancerDnsName"
+OUT_BUCKET = "BucketName"
+OUT_TABLE = "TableName"
+OUT_INSTANCE_ROLE = "InstanceRoleArn"
+OUT_UPLOAD_ROLE = "UploadRoleArn"
+OUT_TOKEN_SECRET = "TokenSecretArn"  # noqa: S105 (an output name, not a secret)
+OUT_LOG_GROUP = "LogGroupName"
+OUT_ALARM_TOPIC = "AlarmTopicArn"
+OUT_AUTO_SCALING_GROUP = "AutoScalingGroupName"
+OUT_VPC = "VpcId"

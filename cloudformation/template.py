@@ -1,0 +1,1107 @@
+"""The whole production stack: ``build_template(params) -> Template``, pure.
+
+Layer: deployment; imports troposphere, ``cloudformation.{ids,policies,userdata}`` and ``service.resources``
+(the shapes shared with the embedded default). Sections, in dependency order:
+
+- network: a VPC over two availability zones (IPv4, plus IPv6 on the public side for the dual-stack load
+  balancer), public subnets for the load balancer, private subnets for instances, S3 and DynamoDB gateway
+  endpoints (that traffic never crosses a NAT), one NAT gateway per zone or, with ``EnableNat=false``,
+  interface endpoints for the other AWS APIs the instances call;
+- data: the blob bucket and the table (retained when the stack goes), the token signing secret;
+- identity: the instance role, the upload role clients' credentials come from, the SES sender;
+- front: the Application Load Balancer (HTTPS, HTTP redirected), two target groups (the API, and the
+  change feed's long-polls kept apart so they do not skew the API's response-time alarm), Route 53 names;
+- compute: launch template and Auto Scaling group with rolling updates gated on instances' readiness;
+- operations: log group, alarms to an SNS topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from troposphere import (
+    AWS_NO_VALUE,
+    Base64,
+    Cidr,
+    Equals,
+    Export,
+    GetAtt,
+    GetAZs,
+    If,
+    Join,
+    Not,
+    Output,
+    Parameter,
+    Ref,
+    Select,
+    Sub,
+    Tags,
+    Template,
+    ec2,
+    iam,
+    logs,
+    route53,
+    s3,
+    secretsmanager,
+    ses,
+    sns,
+)
+from troposphere import autoscaling as asg
+from troposphere import cloudformation as cfn
+from troposphere import cloudwatch as cw
+from troposphere import dynamodb as ddb
+from troposphere import elasticloadbalancingv2 as elb
+from troposphere.policies import (
+    AutoScalingRollingUpdate,
+    AutoScalingScheduledAction,
+    CreationPolicy,
+    ResourceSignal,
+    UpdatePolicy,
+)
+
+from cloudformation import ids, policies, userdata
+from service import resources
+
+#: The probe both the load balancer and the boot script use: S3 and DynamoDB reachable.
+HEALTH_CHECK_PATH = "/readyz"
+#: Long-polls of the change feed (``GET /v1/ns/<ns>/changes?wait=...``) go to their own target group.
+FEED_PATH_PATTERN = "/v1/ns/*/changes"
+FEED_WAIT_PARAMETER = "wait"
+#: Amazon Linux 2023 on x86_64, matching the wheelhouse ``make release`` builds.
+DEFAULT_IMAGE_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+#: x86_64 types only (the AMI and the release's wheels are x86_64).
+INSTANCE_TYPES = (
+    "t3.small",
+    "t3.medium",
+    "t3.large",
+    "m6i.large",
+    "m6i.xlarge",
+    "m7i.large",
+    "m7i.xlarge",
+    "c6i.large",
+    "c6i.xlarge",
+    "c7i.large",
+    "c7i.xlarge",
+)
+#: CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
+#: AWS APIs an instance calls besides S3 and DynamoDB, reached through interface endpoints when there is
+#: no NAT gateway: logical id prefix -> endpoint service name. SES's API has no VPC endpoint: without a NAT
+#: (or another route out) the notifier cannot send mail.
+INTERFACE_ENDPOINTS = {
+    "Sts": "sts",
+    "SecretsManager": "secretsmanager",
+    "Logs": "logs",
+    "CloudFormation": "cloudformation",
+}
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+ALARM_PERIOD_SECONDS = 60
+#: Below this many requests a minute, a 5xx rate is noise (one error in three requests is 33%).
+MIN_REQUESTS_FOR_5XX_RATE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateParams:
+    """Build-time choices; everything an operator picks per deployment is a CloudFormation parameter."""
+
+    description: str = "filesync: file synchronization service (ALB, Auto Scaling EC2, S3, DynamoDB, STS, SES)"
+    #: Where the web process listens (the Procfile's ``$PORT``).
+    service_port: int = 8080
+    #: The Procfile's gunicorn ``--graceful-timeout``: how long a stopping instance drains requests. The
+    #: load balancer's deregistration delay matches it.
+    graceful_shutdown_seconds: int = 30
+    #: The load balancer's idle timeout: above the feed's longest long-poll (60 s) so a waiting request is
+    #: not cut, below gunicorn's ``--keep-alive`` (75 s) so the server never closes a connection the load
+    #: balancer is about to reuse (which would be a 502).
+    idle_timeout_seconds: int = 70
+    #: Procfile process types run on every instance, one systemd unit each.
+    processes: tuple[str, ...] = ("web", "notifier")
+    availability_zones: int = 2
+
+
+def build_template(params: TemplateParams) -> Template:
+    """The stack, from nothing but ``params`` and ``service.resources``."""
+    if not 2 <= params.availability_zones <= 3:
+        raise ValueError("availability_zones must be 2 or 3")
+    t = Template(Description=params.description)
+    t.set_version("2010-09-09")
+    p = _parameters(t)
+    net = _network(t, p, params)
+    data = _data(t)
+    log_group = t.add_resource(logs.LogGroup(ids.LOG_GROUP, RetentionInDays=Ref(p[ids.LOG_RETENTION_DAYS])))
+    roles = _identity(t, p, data, log_group)
+    front = _front(t, p, params, net)
+    group = _compute(t, p, params, net, data, roles, front, log_group)
+    _operations(t, p, front, data)
+    _outputs(t, net, data, roles, front, group, log_group)
+    return t
+
+
+# --- Parameters -------------------------------------------------------------------------------------
+
+
+def _parameters(t: Template) -> dict[str, Parameter]:
+    p: dict[str, Parameter] = {}
+
+    def add(logical_id: str, **kwargs: Any) -> None:
+        p[logical_id] = t.add_parameter(Parameter(logical_id, **kwargs))
+
+    add(
+        ids.DOMAIN_NAME,
+        Type="String",
+        Description="The service's name, e.g. files.example.com (A and AAAA records are created for it)",
+        AllowedPattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        ConstraintDescription="a lower-case DNS name",
+    )
+    add(
+        ids.HOSTED_ZONE_ID,
+        Type="AWS::Route53::HostedZone::Id",
+        Description="The Route 53 public hosted zone that holds DomainName",
+    )
+    add(
+        ids.CERTIFICATE_ARN,
+        Type="String",
+        Description="ACM certificate for DomainName, in this stack's region",
+        AllowedPattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$",
+        ConstraintDescription="an ACM certificate ARN",
+    )
+    add(
+        ids.SENDER_EMAIL,
+        Type="String",
+        Description="The address notification mail comes from (SES sends it a verification message)",
+        AllowedPattern=EMAIL_PATTERN,
+        ConstraintDescription="an email address",
+    )
+    add(
+        ids.ALARM_EMAIL,
+        Type="String",
+        Description="Where alarms are mailed (SNS asks it to confirm the subscription)",
+        AllowedPattern=EMAIL_PATTERN,
+        ConstraintDescription="an email address",
+    )
+    add(
+        ids.RELEASE_BUCKET,
+        Type="String",
+        Description="S3 bucket holding release tarballs (`make release`), in this region",
+        AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        ConstraintDescription="an S3 bucket name",
+    )
+    add(
+        ids.RELEASE_KEY,
+        Type="String",
+        Description="Key of the release to run, e.g. releases/filesync-0a1b2c3.tar.gz; a new key rolls it out",
+        AllowedPattern=r"^[^\s]+\.tar\.gz$",
+        MaxLength=1024,
+        ConstraintDescription="an S3 key ending in .tar.gz",
+    )
+    add(
+        ids.IMAGE_ID,
+        Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+        Default=DEFAULT_IMAGE_PARAMETER,
+        Description="SSM parameter naming the AMI (Amazon Linux 2023 x86_64); resolved at each deploy",
+    )
+    add(
+        ids.INSTANCE_TYPE,
+        Type="String",
+        Default=INSTANCE_TYPES[0],
+        AllowedValues=list(INSTANCE_TYPES),
+        Description="EC2 instance type (x86_64)",
+    )
+    add(
+        ids.MIN_SIZE,
+        Type="Number",
+        Default="2",
+        MinValue=2,
+        MaxValue=100,
+        Description="Fewest instances (at least one per availability zone)",
+    )
+    add(
+        ids.MAX_SIZE,
+        Type="Number",
+        Default="6",
+        MinValue=3,
+        MaxValue=100,
+        Description="Most instances; must exceed MinSize (a rolling update adds one before removing one)",
+    )
+    add(
+        ids.TARGET_REQUESTS_PER_INSTANCE,
+        Type="Number",
+        Default="3000",
+        MinValue=1,
+        Description="Scaling target: API requests per instance per minute",
+    )
+    add(
+        ids.TARGET_CPU_PERCENT,
+        Type="Number",
+        Default="60",
+        MinValue=10,
+        MaxValue=90,
+        Description="Scaling target: average CPU utilization of the group, percent",
+    )
+    add(
+        ids.ENABLE_NAT,
+        Type="String",
+        Default="true",
+        AllowedValues=["true", "false"],
+        Description=(
+            "One NAT gateway per zone for the instances' outbound traffic. false: interface endpoints for "
+            "STS, Secrets Manager, CloudWatch Logs and CloudFormation instead, and no mail (SES has no VPC "
+            "endpoint for its API)"
+        ),
+    )
+    add(
+        ids.VPC_CIDR,
+        Type="String",
+        Default="10.0.0.0/16",
+        AllowedPattern=r"^([0-9]{1,3}\.){2}0\.0/16$",
+        ConstraintDescription="a /16 block such as 10.0.0.0/16",
+        Description="The VPC's IPv4 block; each subnet gets a /20 of it",
+    )
+    add(
+        ids.LOG_RETENTION_DAYS,
+        Type="Number",
+        Default="30",
+        AllowedValues=[str(days) for days in LOG_RETENTION_CHOICES],
+        Description="Days the processes' logs are kept",
+    )
+    add(
+        ids.ALARM_5XX_PERCENT,
+        Type="Number",
+        Default="1",
+        MinValue=0,
+        MaxValue=100,
+        Description="Alarm when more than this percent of requests get a 5xx (load balancer's or ours)",
+    )
+    add(
+        ids.ALARM_P99_SECONDS,
+        Type="Number",
+        Default="1",
+        MinValue=0,
+        Description="Alarm when the API's 99th percentile response time exceeds this (long-polls excluded)",
+    )
+    t.set_metadata(
+        {
+            "AWS::CloudFormation::Interface": {
+                "ParameterGroups": [
+                    {
+                        "Label": {"default": "Name"},
+                        "Parameters": [ids.DOMAIN_NAME, ids.HOSTED_ZONE_ID, ids.CERTIFICATE_ARN],
+                    },
+                    {"Label": {"default": "Release"}, "Parameters": [ids.RELEASE_BUCKET, ids.RELEASE_KEY]},
+                    {
+                        "Label": {"default": "Capacity"},
+                        "Parameters": [
+                            ids.INSTANCE_TYPE,
+                            ids.IMAGE_ID,
+                            ids.MIN_SIZE,
+                            ids.MAX_SIZE,
+                            ids.TARGET_REQUESTS_PER_INSTANCE,
+                            ids.TARGET_CPU_PERCENT,
+                        ],
+                    },
+                    {"Label": {"default": "Network"}, "Parameters": [ids.VPC_CIDR, ids.ENABLE_NAT]},
+                    {
+                        "Label": {"default": "Mail and operations"},
+                        "Parameters": [
+                            ids.SENDER_EMAIL,
+                            ids.ALARM_EMAIL,
+                            ids.ALARM_5XX_PERCENT,
+                            ids.ALARM_P99_SECONDS,
+                            ids.LOG_RETENTION_DAYS,
+                        ],
+                    },
+                ]
+            }
+        }
+    )
+    t.add_condition(ids.NAT_ENABLED, Equals(Ref(p[ids.ENABLE_NAT]), "true"))
+    t.add_condition(ids.NAT_DISABLED, Not(Equals(Ref(p[ids.ENABLE_NAT]), "true")))
+    return p
+
+
+# --- Network ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Network:
+    vpc: ec2.VPC
+    public_subnets: list[ec2.Subnet]
+    private_subnets: list[ec2.Subnet]
+    #: Everything instances need to reach AWS before they boot: NAT routes or interface endpoints.
+    ready: cfn.WaitConditionHandle
+    load_balancer_ready: ec2.VPCGatewayAttachment
+
+
+def _name(suffix: str) -> Tags:
+    return Tags(Name=Sub("${AWS::StackName}-" + suffix))
+
+
+def _network(t: Template, p: dict[str, Parameter], params: TemplateParams) -> _Network:
+    zones = params.availability_zones
+    vpc = t.add_resource(
+        ec2.VPC(
+            ids.VPC,
+            CidrBlock=Ref(p[ids.VPC_CIDR]),
+            EnableDnsSupport=True,
+            EnableDnsHostnames=True,
+            Tags=_name("vpc"),
+        )
+    )
+    ipv6 = t.add_resource(ec2.VPCCidrBlock(ids.VPC_IPV6_CIDR, VpcId=Ref(vpc), AmazonProvidedIpv6CidrBlock=True))
+    gateway = t.add_resource(ec2.InternetGateway(ids.INTERNET_GATEWAY, Tags=_name("igw")))
+    attachment = t.add_resource(
+        ec2.VPCGatewayAttachment(ids.GATEWAY_ATTACHMENT, VpcId=Ref(vpc), InternetGatewayId=Ref(gateway))
+    )
+    public_routes = t.add_resource(ec2.RouteTable(ids.PUBLIC_ROUTE_TABLE, VpcId=Ref(vpc), Tags=_name("public")))
+    t.add_resource(
+        ec2.Route(
+            ids.PUBLIC_ROUTE_IPV4,
+            DependsOn=[attachment],
+            RouteTableId=Ref(public_routes),
+            DestinationCidrBlock="0.0.0.0/0",
+            GatewayId=Ref(gateway),
+        )
+    )
+    t.add_resource(
+        ec2.Route(
+            ids.PUBLIC_ROUTE_IPV6,
+            DependsOn=[attachment],
+            RouteTableId=Ref(public_routes),
+            DestinationIpv6CidrBlock="::/0",
+            GatewayId=Ref(gateway),
+        )
+    )
+    # /20s of the /16: public subnets first, then private ones.
+    ipv4_blocks = Cidr(GetAtt(vpc, "CidrBlock"), 2 * zones, 12)
+    ipv6_blocks = Cidr(Select(0, GetAtt(vpc, "Ipv6CidrBlocks")), zones, 64)
+    public: list[ec2.Subnet] = []
+    private: list[ec2.Subnet] = []
+    private_tables: list[ec2.RouteTable] = []
+    nat_routes: list[ec2.Route] = []
+    for zone in range(zones):
+        az = Select(zone, GetAZs(""))
+        subnet = t.add_resource(
+            ec2.Subnet(
+                ids.PUBLIC_SUBNET.format(zone),
+                DependsOn=[ipv6],
+                VpcId=Ref(vpc),
+                AvailabilityZone=az,
+                CidrBlock=Select(zone, ipv4_blocks),
+                Ipv6CidrBlock=Select(zone, ipv6_blocks),
+                Tags=_name(f"public-{zone}"),
+            )
+        )
+        t.add_resource(
+            ec2.SubnetRouteTableAssociation(
+                ids.PUBLIC_SUBNET_ROUTES.format(zone), SubnetId=Ref(subnet), RouteTableId=Ref(public_routes)
+            )
+        )
+        public.append(subnet)
+        subnet = t.add_resource(
+            ec2.Subnet(
+                ids.PRIVATE_SUBNET.format(zone),
+                VpcId=Ref(vpc),
+                AvailabilityZone=az,
+                CidrBlock=Select(zones + zone, ipv4_blocks),
+                Tags=_name(f"private-{zone}"),
+            )
+        )
+        table = t.add_resource(
+            ec2.RouteTable(ids.PRIVATE_ROUTE_TABLE.format(zone), VpcId=Ref(vpc), Tags=_name(f"private-{zone}"))
+        )
+        t.add_resource(
+            ec2.SubnetRouteTableAssociation(
+                ids.PRIVATE_SUBNET_ROUTES.format(zone), SubnetId=Ref(subnet), RouteTableId=Ref(table)
+            )
+        )
+        # One NAT gateway per zone: losing a zone does not cut the other zone's instances off.
+        address = t.add_resource(
+            ec2.EIP(ids.NAT_ADDRESS.format(zone), Condition=ids.NAT_ENABLED, DependsOn=[attachment], Domain="vpc")
+        )
+        nat = t.add_resource(
+            ec2.NatGateway(
+                ids.NAT_GATEWAY.format(zone),
+                Condition=ids.NAT_ENABLED,
+                AllocationId=GetAtt(address, "AllocationId"),
+                SubnetId=Ref(public[zone]),
+                Tags=_name(f"nat-{zone}"),
+            )
+        )
+        nat_routes.append(
+            t.add_resource(
+                ec2.Route(
+                    ids.PRIVATE_ROUTE_NAT.format(zone),
+                    Condition=ids.NAT_ENABLED,
+                    RouteTableId=Ref(table),
+                    DestinationCidrBlock="0.0.0.0/0",
+                    NatGatewayId=Ref(nat),
+                )
+            )
+        )
+        private.append(subnet)
+        private_tables.append(table)
+
+    # Gateway endpoints: blob and table traffic stays on AWS's network and off the NAT's per-GB charge.
+    for logical_id, service in ((ids.S3_ENDPOINT, "s3"), (ids.DYNAMODB_ENDPOINT, "dynamodb")):
+        t.add_resource(
+            ec2.VPCEndpoint(
+                logical_id,
+                VpcId=Ref(vpc),
+                VpcEndpointType="Gateway",
+                ServiceName=Sub(f"com.amazonaws.${{AWS::Region}}.{service}"),
+                RouteTableIds=[Ref(table) for table in private_tables],
+            )
+        )
+    endpoint_group = t.add_resource(
+        ec2.SecurityGroup(
+            ids.ENDPOINT_SECURITY_GROUP,
+            Condition=ids.NAT_DISABLED,
+            GroupDescription="HTTPS from the VPC to AWS API interface endpoints",
+            VpcId=Ref(vpc),
+            SecurityGroupIngress=[
+                ec2.SecurityGroupRule(
+                    IpProtocol="tcp",
+                    FromPort=443,
+                    ToPort=443,
+                    CidrIp=GetAtt(vpc, "CidrBlock"),
+                    Description="AWS API calls from the VPC",
+                )
+            ],
+            Tags=_name("endpoints"),
+        )
+    )
+    endpoints = [
+        t.add_resource(
+            ec2.VPCEndpoint(
+                ids.INTERFACE_ENDPOINT.format(prefix),
+                Condition=ids.NAT_DISABLED,
+                VpcId=Ref(vpc),
+                VpcEndpointType="Interface",
+                ServiceName=Sub(f"com.amazonaws.${{AWS::Region}}.{service}"),
+                PrivateDnsEnabled=True,
+                SubnetIds=[Ref(subnet) for subnet in private],
+                SecurityGroupIds=[Ref(endpoint_group)],
+            )
+        )
+        for prefix, service in INTERFACE_ENDPOINTS.items()
+    ]
+    # DependsOn cannot name a resource that may not exist; a reference under Fn::If in metadata can, so
+    # instances wait for whichever way out this stack has.
+    ready = t.add_resource(
+        cfn.WaitConditionHandle(
+            ids.NETWORK_READY,
+            Metadata={
+                "NatRoutes": [If(ids.NAT_ENABLED, Ref(route), Ref(AWS_NO_VALUE)) for route in nat_routes],
+                "InterfaceEndpoints": [If(ids.NAT_DISABLED, Ref(e), Ref(AWS_NO_VALUE)) for e in endpoints],
+                "PrivateRoutes": [Ref(table) for table in private_tables],
+            },
+        )
+    )
+    return _Network(vpc, public, private, ready, attachment)
+
+
+# --- Data -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Data:
+    bucket: s3.Bucket
+    table: ddb.Table
+    secret: secretsmanager.Secret
+
+
+def _cors_rule(rule: dict[str, Any]) -> s3.CorsRules:
+    """An S3 API CORS rule as CloudFormation spells it."""
+    return s3.CorsRules(
+        AllowedMethods=rule["AllowedMethods"],
+        AllowedOrigins=rule["AllowedOrigins"],
+        AllowedHeaders=rule["AllowedHeaders"],
+        ExposedHeaders=rule["ExposeHeaders"],
+        MaxAge=rule["MaxAgeSeconds"],
+    )
+
+
+def _lifecycle_rule(rule: dict[str, Any]) -> s3.LifecycleRule:
+    """An S3 API lifecycle rule as CloudFormation spells it (the empty prefix filter is no prefix)."""
+    prefix = rule["Filter"]["Prefix"]
+    return s3.LifecycleRule(
+        Id=rule["ID"],
+        Status=rule["Status"],
+        **({"Prefix": prefix} if prefix else {}),
+        AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
+            DaysAfterInitiation=rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+        ),
+    )
+
+
+def _encryption_rule(rule: dict[str, Any]) -> s3.ServerSideEncryptionRule:
+    return s3.ServerSideEncryptionRule(
+        ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
+            SSEAlgorithm=rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        )
+    )
+
+
+def _data(t: Template) -> _Data:
+    # Data outlives the stack: deleting or replacing it leaves the bucket and the table behind.
+    bucket = t.add_resource(
+        s3.Bucket(
+            ids.BUCKET,
+            DeletionPolicy="Retain",
+            UpdateReplacePolicy="Retain",
+            PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(**resources.bucket_public_access_block()),
+            BucketEncryption=s3.BucketEncryption(
+                ServerSideEncryptionConfiguration=[_encryption_rule(r) for r in resources.bucket_encryption_rules()]
+            ),
+            OwnershipControls=s3.OwnershipControls(
+                Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
+            ),
+            CorsConfiguration=s3.CorsConfiguration(CorsRules=[_cors_rule(r) for r in resources.bucket_cors_rules()]),
+            LifecycleConfiguration=s3.LifecycleConfiguration(
+                Rules=[_lifecycle_rule(r) for r in resources.bucket_lifecycle_rules()]
+            ),
+        )
+    )
+    t.add_resource(
+        s3.BucketPolicy(
+            ids.BUCKET_POLICY,
+            Bucket=Ref(bucket),
+            PolicyDocument=policies.bucket_policy(GetAtt(bucket, "Arn")),
+        )
+    )
+    table = t.add_resource(
+        ddb.Table(
+            ids.TABLE,
+            DeletionPolicy="Retain",
+            UpdateReplacePolicy="Retain",
+            DeletionProtectionEnabled=True,
+            BillingMode=resources.TABLE_BILLING_MODE,
+            KeySchema=[ddb.KeySchema(**key) for key in resources.table_key_schema()],
+            AttributeDefinitions=[ddb.AttributeDefinition(**a) for a in resources.table_attribute_definitions()],
+            GlobalSecondaryIndexes=[
+                ddb.GlobalSecondaryIndex(
+                    IndexName=index["IndexName"],
+                    KeySchema=[ddb.KeySchema(**key) for key in index["KeySchema"]],
+                    Projection=ddb.Projection(**index["Projection"]),
+                )
+                for index in resources.table_global_secondary_indexes()
+            ],
+            PointInTimeRecoverySpecification=ddb.PointInTimeRecoverySpecification(PointInTimeRecoveryEnabled=True),
+            TimeToLiveSpecification=ddb.TimeToLiveSpecification(
+                AttributeName=resources.TABLE_TTL_ATTRIBUTE, Enabled=True
+            ),
+        )
+    )
+    # Generated by CloudFormation, read by instances at boot: no person or template ever holds it.
+    # Punctuation is excluded so the value is safe in a systemd environment file.
+    secret = t.add_resource(
+        secretsmanager.Secret(
+            ids.TOKEN_SECRET,
+            Description=Sub("${AWS::StackName}: filesync access-token signing secret (HS256)"),
+            GenerateSecretString=secretsmanager.GenerateSecretString(PasswordLength=64, ExcludePunctuation=True),
+        )
+    )
+    return _Data(bucket, table, secret)
+
+
+# --- Identity ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Roles:
+    instance: iam.Role
+    instance_policy: iam.PolicyType
+    profile: iam.InstanceProfile
+    upload: iam.Role
+
+
+def _substitute(document: Any, **variables: Any) -> Any:
+    """``document`` with each string that names one of ``variables`` (``${Name}``) made an ``Fn::Sub``: the
+    shared policy shapes build ARNs by formatting strings, which here are only known at deploy time."""
+    if isinstance(document, dict):
+        return {key: _substitute(value, **variables) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_substitute(value, **variables) for value in document]
+    if isinstance(document, str) and any(f"${{{name}}}" in document for name in variables):
+        return Sub(document, **{name: value for name, value in variables.items() if f"${{{name}}}" in document})
+    return document
+
+
+def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs.LogGroup) -> _Roles:
+    instance = t.add_resource(
+        iam.Role(
+            ids.INSTANCE_ROLE,
+            Description="filesync application instances",
+            AssumeRolePolicyDocument=policies.instance_trust_policy(),
+        )
+    )
+    # The upload role trusts the instance role, and the instance role may assume the upload role: the
+    # instance role's permissions are a separate resource so the two do not refer to each other.
+    upload = t.add_resource(
+        iam.Role(
+            ids.UPLOAD_ROLE,
+            Description="Temporary credentials for file sync clients (narrowed per session)",
+            AssumeRolePolicyDocument=resources.upload_role_trust_policy(GetAtt(instance, "Arn")),
+            MaxSessionDuration=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS,
+            Policies=[
+                iam.Policy(
+                    PolicyName=resources.UPLOAD_ROLE_POLICY_NAME,
+                    PolicyDocument=_substitute(
+                        resources.upload_role_policy("${BucketArn}"), BucketArn=GetAtt(data.bucket, "Arn")
+                    ),
+                )
+            ],
+        )
+    )
+    instance_policy = t.add_resource(
+        iam.PolicyType(
+            ids.INSTANCE_ROLE_POLICY,
+            PolicyName="filesync-instance",
+            Roles=[Ref(instance)],
+            PolicyDocument=policies.instance_role_policy(
+                table_arn=GetAtt(data.table, "Arn"),
+                bucket_arn=GetAtt(data.bucket, "Arn"),
+                upload_role_arn=GetAtt(upload, "Arn"),
+                sender_email=Ref(p[ids.SENDER_EMAIL]),
+                token_secret_arn=Ref(data.secret),
+                release_bucket=Ref(p[ids.RELEASE_BUCKET]),
+                release_key=Ref(p[ids.RELEASE_KEY]),
+                log_group_arn=GetAtt(log_group, "Arn"),
+            ),
+        )
+    )
+    profile = t.add_resource(iam.InstanceProfile(ids.INSTANCE_PROFILE, Roles=[Ref(instance)]))
+    t.add_resource(ses.EmailIdentity(ids.SENDER_IDENTITY, EmailIdentity=Ref(p[ids.SENDER_EMAIL])))
+    return _Roles(instance, instance_policy, profile, upload)
+
+
+# --- Front ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Front:
+    load_balancer: elb.LoadBalancer
+    security_group: ec2.SecurityGroup
+    api: elb.TargetGroup
+    feed: elb.TargetGroup
+
+
+def _target_group(logical_id: str, vpc: ec2.VPC, params: TemplateParams) -> elb.TargetGroup:
+    return elb.TargetGroup(
+        logical_id,
+        VpcId=Ref(vpc),
+        TargetType="instance",
+        Protocol="HTTP",
+        Port=params.service_port,
+        HealthCheckProtocol="HTTP",
+        HealthCheckPath=HEALTH_CHECK_PATH,
+        HealthCheckIntervalSeconds=10,
+        HealthCheckTimeoutSeconds=5,
+        HealthyThresholdCount=2,
+        UnhealthyThresholdCount=3,
+        Matcher=elb.Matcher(HttpCode="200"),
+        TargetGroupAttributes=[
+            # A leaving instance gets no new requests and this long to finish the ones it has: the same
+            # time gunicorn gives them after SIGTERM.
+            elb.TargetGroupAttribute(
+                Key="deregistration_delay.timeout_seconds", Value=str(params.graceful_shutdown_seconds)
+            ),
+        ],
+    )
+
+
+def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _Network) -> _Front:
+    group = t.add_resource(
+        ec2.SecurityGroup(
+            ids.LOAD_BALANCER_SECURITY_GROUP,
+            GroupDescription="filesync load balancer: HTTP and HTTPS from anywhere",
+            VpcId=Ref(net.vpc),
+            SecurityGroupIngress=[
+                ec2.SecurityGroupRule(IpProtocol="tcp", FromPort=port, ToPort=port, Description=text, **source)
+                for port, text in ((443, "HTTPS"), (80, "HTTP, redirected to HTTPS"))
+                for source in ({"CidrIp": "0.0.0.0/0"}, {"CidrIpv6": "::/0"})
+            ],
+            Tags=_name("load-balancer"),
+        )
+    )
+    load_balancer = t.add_resource(
+        elb.LoadBalancer(
+            ids.LOAD_BALANCER,
+            DependsOn=[net.load_balancer_ready],
+            Type="application",
+            Scheme="internet-facing",
+            IpAddressType="dualstack",
+            Subnets=[Ref(subnet) for subnet in net.public_subnets],
+            SecurityGroups=[Ref(group)],
+            LoadBalancerAttributes=[
+                elb.LoadBalancerAttributes(Key="idle_timeout.timeout_seconds", Value=str(params.idle_timeout_seconds)),
+                elb.LoadBalancerAttributes(Key="routing.http.drop_invalid_header_fields.enabled", Value="true"),
+            ],
+            Tags=_name("alb"),
+        )
+    )
+    api = t.add_resource(_target_group(ids.TARGET_GROUP, net.vpc, params))
+    feed = t.add_resource(_target_group(ids.FEED_TARGET_GROUP, net.vpc, params))
+    https = t.add_resource(
+        elb.Listener(
+            ids.HTTPS_LISTENER,
+            LoadBalancerArn=Ref(load_balancer),
+            Protocol="HTTPS",
+            Port=443,
+            SslPolicy=TLS_POLICY,
+            Certificates=[elb.Certificate(CertificateArn=Ref(p[ids.CERTIFICATE_ARN]))],
+            DefaultActions=[elb.Action(Type="forward", TargetGroupArn=Ref(api))],
+        )
+    )
+    t.add_resource(
+        elb.Listener(
+            ids.HTTP_LISTENER,
+            LoadBalancerArn=Ref(load_balancer),
+            Protocol="HTTP",
+            Port=80,
+            DefaultActions=[
+                elb.Action(
+                    Type="redirect",
+                    RedirectConfig=elb.RedirectConfig(Protocol="HTTPS", Port="443", StatusCode="HTTP_301"),
+                )
+            ],
+        )
+    )
+    # Long-polls last up to a minute by design; counted with the API they would own its p99.
+    t.add_resource(
+        elb.ListenerRule(
+            ids.FEED_LISTENER_RULE,
+            ListenerArn=Ref(https),
+            Priority=10,
+            Conditions=[
+                elb.Condition(
+                    Field="path-pattern", PathPatternConfig=elb.PathPatternConfig(Values=[FEED_PATH_PATTERN])
+                ),
+                elb.Condition(
+                    Field="query-string",
+                    QueryStringConfig=elb.QueryStringConfig(
+                        Values=[elb.QueryStringKeyValue(Key=FEED_WAIT_PARAMETER, Value="*")]
+                    ),
+                ),
+            ],
+            Actions=[elb.ListenerRuleAction(Type="forward", TargetGroupArn=Ref(feed))],
+        )
+    )
+    for logical_id, record_type in ((ids.DNS_RECORD_A, "A"), (ids.DNS_RECORD_AAAA, "AAAA")):
+        t.add_resource(
+            route53.RecordSetType(
+                logical_id,
+                HostedZoneId=Ref(p[ids.HOSTED_ZONE_ID]),
+                Name=Ref(p[ids.DOMAIN_NAME]),
+                Type=record_type,
+                AliasTarget=route53.AliasTarget(
+                    HostedZoneId=GetAtt(load_balancer, "CanonicalHostedZoneID"),
+                    DNSName=GetAtt(load_balancer, "DNSName"),
+                    EvaluateTargetHealth=True,
+                ),
+            )
+        )
+    return _Front(load_balancer, group, api, feed)
+
+
+# --- Compute ----------------------------------------------------------------------------------------
+
+
+def _compute(
+    t: Template,
+    p: dict[str, Parameter],
+    params: TemplateParams,
+    net: _Network,
+    data: _Data,
+    roles: _Roles,
+    front: _Front,
+    log_group: logs.LogGroup,
+) -> asg.AutoScalingGroup:
+    group = t.add_resource(
+        ec2.SecurityGroup(
+            ids.INSTANCE_SECURITY_GROUP,
+            GroupDescription="filesync instances: the service port from the load balancer only",
+            VpcId=Ref(net.vpc),
+            SecurityGroupIngress=[
+                ec2.SecurityGroupRule(
+                    IpProtocol="tcp",
+                    FromPort=params.service_port,
+                    ToPort=params.service_port,
+                    SourceSecurityGroupId=Ref(front.security_group),
+                    Description="Requests and health checks from the load balancer",
+                )
+            ],
+            Tags=_name("instances"),
+        )
+    )
+    script = userdata.bootstrap_script(
+        signal_resource=ids.AUTO_SCALING_GROUP,
+        port=params.service_port,
+        processes=params.processes,
+        # systemd's stop timeout leaves gunicorn its graceful timeout, then kills.
+        stop_timeout_seconds=params.graceful_shutdown_seconds + 10,
+        environment=userdata.service_environment(params.service_port),
+    )
+    variables = {
+        "Bucket": Ref(data.bucket),
+        "Table": Ref(data.table),
+        "UploadRoleArn": GetAtt(roles.upload, "Arn"),
+        "SenderEmail": Ref(p[ids.SENDER_EMAIL]),
+        "TokenSecretArn": Ref(data.secret),
+        "LogGroup": Ref(log_group),
+        "ReleaseBucket": Ref(p[ids.RELEASE_BUCKET]),
+        "ReleaseKey": Ref(p[ids.RELEASE_KEY]),
+    }
+    launch_template = t.add_resource(
+        ec2.LaunchTemplate(
+            ids.LAUNCH_TEMPLATE,
+            LaunchTemplateData=ec2.LaunchTemplateData(
+                ImageId=Ref(p[ids.IMAGE_ID]),
+                InstanceType=Ref(p[ids.INSTANCE_TYPE]),
+                IamInstanceProfile=ec2.IamInstanceProfile(Arn=GetAtt(roles.profile, "Arn")),
+                SecurityGroupIds=[Ref(group)],
+                MetadataOptions=ec2.MetadataOptions(
+                    HttpEndpoint="enabled", HttpTokens="required", HttpPutResponseHopLimit=1
+                ),
+                BlockDeviceMappings=[
+                    ec2.LaunchTemplateBlockDeviceMapping(
+                        DeviceName="/dev/xvda",
+                        Ebs=ec2.EBSBlockDevice(
+                            VolumeType="gp3", VolumeSize=20, Encrypted=True, DeleteOnTermination=True
+                        ),
+                    )
+                ],
+                UserData=Base64(Sub(script, **variables)),
+                TagSpecifications=[
+                    ec2.TagSpecifications(ResourceType=kind, Tags=_name("app")) for kind in ("instance", "volume")
+                ],
+            ),
+        )
+    )
+    group_resource = t.add_resource(
+        asg.AutoScalingGroup(
+            ids.AUTO_SCALING_GROUP,
+            # Instances need their permissions and a way to AWS before their first boot.
+            DependsOn=[roles.instance_policy, net.ready],
+            VPCZoneIdentifier=[Ref(subnet) for subnet in net.private_subnets],
+            LaunchTemplate=asg.LaunchTemplateSpecification(
+                LaunchTemplateId=Ref(launch_template), Version=GetAtt(launch_template, "LatestVersionNumber")
+            ),
+            MinSize=Ref(p[ids.MIN_SIZE]),
+            MaxSize=Ref(p[ids.MAX_SIZE]),
+            TargetGroupARNs=[Ref(front.api), Ref(front.feed)],
+            # The load balancer's view (``/readyz``) decides an instance's health, not just EC2's.
+            HealthCheckType="ELB",
+            HealthCheckGracePeriod=300,
+            DefaultInstanceWarmup=120,
+            # Instance refreshes (an AMI update outside a deploy, `aws autoscaling start-instance-refresh`)
+            # and rebalancing launch before they terminate: capacity never dips.
+            InstanceMaintenancePolicy=asg.InstanceMaintenancePolicy(MinHealthyPercentage=100, MaxHealthyPercentage=200),
+            MetricsCollection=[asg.MetricsCollection(Granularity="1Minute")],
+            Tags=[asg.Tag("Name", Sub("${AWS::StackName}-app"), True)],
+            # The first instances must report ready, or the stack fails.
+            CreationPolicy=CreationPolicy(ResourceSignal=ResourceSignal(Count=Ref(p[ids.MIN_SIZE]), Timeout="PT15M")),
+            # A new release or AMI changes the launch template: instances are replaced one at a time, each
+            # new one in service (signalled ready) before an old one goes; a failure rolls the stack back.
+            UpdatePolicy=UpdatePolicy(
+                AutoScalingRollingUpdate=AutoScalingRollingUpdate(
+                    MinInstancesInService=Ref(p[ids.MIN_SIZE]),
+                    MaxBatchSize=1,
+                    WaitOnResourceSignals=True,
+                    PauseTime="PT15M",
+                    SuspendProcesses=[
+                        "HealthCheck",
+                        "ReplaceUnhealthy",
+                        "AZRebalance",
+                        "AlarmNotification",
+                        "ScheduledActions",
+                    ],
+                ),
+                AutoScalingScheduledAction=AutoScalingScheduledAction(IgnoreUnmodifiedGroupSizeProperties=True),
+            ),
+        )
+    )
+    t.add_resource(
+        asg.ScalingPolicy(
+            ids.REQUEST_SCALING_POLICY,
+            AutoScalingGroupName=Ref(group_resource),
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingConfiguration=asg.TargetTrackingConfiguration(
+                PredefinedMetricSpecification=asg.PredefinedMetricSpecification(
+                    PredefinedMetricType="ALBRequestCountPerTarget",
+                    ResourceLabel=Join(
+                        "/",
+                        [GetAtt(front.load_balancer, "LoadBalancerFullName"), GetAtt(front.api, "TargetGroupFullName")],
+                    ),
+                ),
+                TargetValue=Ref(p[ids.TARGET_REQUESTS_PER_INSTANCE]),
+            ),
+        )
+    )
+    t.add_resource(
+        asg.ScalingPolicy(
+            ids.CPU_SCALING_POLICY,
+            AutoScalingGroupName=Ref(group_resource),
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingConfiguration=asg.TargetTrackingConfiguration(
+                PredefinedMetricSpecification=asg.PredefinedMetricSpecification(
+                    PredefinedMetricType="ASGAverageCPUUtilization"
+                ),
+                TargetValue=Ref(p[ids.TARGET_CPU_PERCENT]),
+            ),
+        )
+    )
+    return group_resource
+
+
+# --- Operations -------------------------------------------------------------------------------------
+
+
+def _metric(
+    query_id: str, namespace: str, name: str, dimensions: dict[str, Any], stat: str = "Sum"
+) -> cw.MetricDataQuery:
+    return cw.MetricDataQuery(
+        Id=query_id,
+        ReturnData=False,
+        MetricStat=cw.MetricStat(
+            Metric=cw.Metric(
+                Namespace=namespace,
+                MetricName=name,
+                Dimensions=[cw.MetricDimension(Name=key, Value=value) for key, value in dimensions.items()],
+            ),
+            Period=ALARM_PERIOD_SECONDS,
+            Stat=stat,
+        ),
+    )
+
+
+def _operations(t: Template, p: dict[str, Parameter], front: _Front, data: _Data) -> None:
+    topic = t.add_resource(sns.Topic(ids.ALARM_TOPIC, DisplayName=Sub("${AWS::StackName} alarms")))
+    t.add_resource(
+        sns.SubscriptionResource(
+            ids.ALARM_SUBSCRIPTION, TopicArn=Ref(topic), Protocol="email", Endpoint=Ref(p[ids.ALARM_EMAIL])
+        )
+    )
+    notify = {"AlarmActions": [Ref(topic)], "OKActions": [Ref(topic)], "TreatMissingData": "notBreaching"}
+    balancer = {"LoadBalancer": GetAtt(front.load_balancer, "LoadBalancerFullName")}
+    api = {**balancer, "TargetGroup": GetAtt(front.api, "TargetGroupFullName")}
+    elb_namespace = "AWS/ApplicationELB"
+
+    t.add_resource(
+        cw.Alarm(
+            ids.ALARM_5XX,
+            AlarmDescription="More than Alarm5xxPercent of requests answered 5xx (by the load balancer or us)",
+            ComparisonOperator="GreaterThanThreshold",
+            Threshold=Ref(p[ids.ALARM_5XX_PERCENT]),
+            EvaluationPeriods=5,
+            DatapointsToAlarm=3,
+            Metrics=[
+                _metric("requests", elb_namespace, "RequestCount", balancer),
+                _metric("target", elb_namespace, "HTTPCode_Target_5XX_Count", balancer),
+                _metric("balancer", elb_namespace, "HTTPCode_ELB_5XX_Count", balancer),
+                cw.MetricDataQuery(
+                    Id="rate",
+                    Label="5xx percent",
+                    ReturnData=True,
+                    Expression=(
+                        f"IF(FILL(requests, 0) >= {MIN_REQUESTS_FOR_5XX_RATE}, "
+                        "100 * (FILL(target, 0) + FILL(balancer, 0)) / FILL(requests, 0), 0)"
+                    ),
+                ),
+            ],
+            **notify,
+        )
+    )
+    t.add_resource(
+        cw.Alarm(
+            ids.ALARM_P99,
+            AlarmDescription="The API's 99th percentile response time is above AlarmP99Seconds",
+            Namespace=elb_namespace,
+            MetricName="TargetResponseTime",
+            Dimensions=[cw.MetricDimension(Name=key, Value=value) for key, value in api.items()],
+            ExtendedStatistic="p99",
+            Period=ALARM_PERIOD_SECONDS,
+            EvaluationPeriods=5,
+            DatapointsToAlarm=3,
+            ComparisonOperator="GreaterThanThreshold",
+            Threshold=Ref(p[ids.ALARM_P99_SECONDS]),
+            **notify,
+        )
+    )
+    t.add_resource(
+        cw.Alarm(
+            ids.ALARM_UNHEALTHY,
+            AlarmDescription="An instance fails its /readyz health check",
+            Namespace=elb_namespace,
+            MetricName="UnHealthyHostCount",
+            Dimensions=[cw.MetricDimension(Name=key, Value=value) for key, value in api.items()],
+            Statistic="Maximum",
+            Period=ALARM_PERIOD_SECONDS,
+            EvaluationPeriods=3,
+            ComparisonOperator="GreaterThanThreshold",
+            Threshold=0,
+            **notify,
+        )
+    )
+    table = {"TableName": Ref(data.table)}
+    index = {**table, "GlobalSecondaryIndexName": resources.GSI1_NAME}
+    t.add_resource(
+        cw.Alarm(
+            ids.ALARM_THROTTLES,
+            AlarmDescription="DynamoDB throttled the table or its index for minutes on end",
+            ComparisonOperator="GreaterThanThreshold",
+            Threshold=0,
+            EvaluationPeriods=5,
+            DatapointsToAlarm=3,
+            Metrics=[
+                _metric("reads", "AWS/DynamoDB", "ReadThrottleEvents", table),
+                _metric("writes", "AWS/DynamoDB", "WriteThrottleEvents", table),
+                _metric("indexreads", "AWS/DynamoDB", "ReadThrottleEvents", index),
+                _metric("indexwrites", "AWS/DynamoDB", "WriteThrottleEvents", index),
+                cw.MetricDataQuery(
+                    Id="throttles",
+                    Label="throttle events",
+                    ReturnData=True,
+                    Expression="FILL(reads, 0) + FILL(writes, 0) + FILL(indexreads, 0) + FILL(indexwrites, 0)",
+                ),
+            ],
+            **notify,
+        )
+    )
+
+
+# --- Outputs ----------------------------------------------------------------------------------------
+
+
+def _outputs(
+    t: Template,
+    net: _Network,
+    data: _Data,
+    roles: _Roles,
+    front: _Front,
+    group: asg.AutoScalingGroup,
+    log_group: logs.LogGroup,
+) -> None:
+    for logical_id, description, value in (
+        (ids.OUT_SERVICE_URL, "The service's URL", Sub("https://${" + ids.DOMAIN_NAME + "}")),
+        (ids.OUT_LOAD_BALANCER_DNS, "The load balancer's DNS name", GetAtt(front.load_balancer, "DNSName")),
+        (ids.OUT_BUCKET, "Blob bucket (FILESYNC_BUCKET)", Ref(data.bucket)),
+        (ids.OUT_TABLE, "Metadata table (FILESYNC_TABLE)", Ref(data.table)),
+        (ids.OUT_INSTANCE_ROLE, "Role of the application instances", GetAtt(roles.instance, "Arn")),
+        (ids.OUT_UPLOAD_ROLE, "Role of clients' credentials (FILESYNC_UPLOAD_ROLE_ARN)", GetAtt(roles.upload, "Arn")),
+        (ids.OUT_TOKEN_SECRET, "Secrets Manager secret holding FILESYNC_TOKEN_SECRET", Ref(data.secret)),
+        (ids.OUT_LOG_GROUP, "Log group of the processes' output", Ref(log_group)),
+        (ids.OUT_ALARM_TOPIC, "SNS topic alarms go to", Ref(t.resources[ids.ALARM_TOPIC])),
+        (ids.OUT_AUTO_SCALING_GROUP, "Auto Scaling group of the instances", Ref(group)),
+        (ids.OUT_VPC, "The VPC", Ref(net.vpc)),
+    ):
+        t.add_output(
+            Output(
+                logical_id,
+                Description=description,
+                Value=value,
+                Export=Export(Sub("${AWS::StackName}-" + logical_id)),
+            )
+        )

@@ -1,0 +1,199 @@
+"""Deploy the template into moto's CloudFormation, then look at what exists through each service's API.
+
+moto's stack report is not evidence: it skips resource types it does not implement without failing the
+stack. So every check here asks S3, DynamoDB, IAM, ELBv2, Auto Scaling, EC2 and Route 53 themselves, and
+the test names the types moto skipped (``MOTO_SKIPS``): those are checked only by the template tests and
+cfn-lint, never by a deployment here.
+
+moto lacks one intrinsic function, ``Fn::Cidr``; ``_resolve_cidrs`` computes it as AWS would before the
+upload (for the IPv6 side from a documentation prefix, since moto does not allocate the VPC's IPv6 block
+either).
+
+moto also ignores some properties of the types it creates: the bucket's public access block, CORS,
+lifecycle and ownership controls, and the table's TTL. Those are checked in the template (``test_shapes``)
+and, for the embedded default, by ``tests/aws/test_provision.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import ipaddress
+import uuid
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+
+from cloudformation import ids
+from cloudformation.__main__ import render
+from service import resources
+from service.settings import EMULATOR_ACCESS_KEY, EMULATOR_REGION
+
+#: Resource types moto 5.2.5's CloudFormation accepts and silently does not create.
+MOTO_SKIPS = {
+    "AWS::AutoScaling::ScalingPolicy",
+    "AWS::CloudFormation::WaitConditionHandle",
+    "AWS::CloudWatch::Alarm",
+    "AWS::EC2::VPCCidrBlock",
+    "AWS::S3::BucketPolicy",
+    "AWS::SES::EmailIdentity",
+    "AWS::SNS::Subscription",
+    "AWS::SecretsManager::Secret",
+}
+VPC_CIDR = "10.0.0.0/16"
+IPV6_BLOCK = "2001:db8:0:ff00::/56"
+
+pytestmark = pytest.mark.filterwarnings(
+    # moto warns (from its server thread) for each unsupported type it skips; the test lists them instead.
+    "ignore:Tried to parse:UserWarning"
+)
+
+
+def _resolve_cidrs(node: Any) -> Any:
+    if isinstance(node, dict):
+        if "Fn::Cidr" in node:
+            block, count, bits = node["Fn::Cidr"]
+            network = ipaddress.ip_network(IPV6_BLOCK if "Fn::Select" in block else VPC_CIDR)
+            subnets = network.subnets(new_prefix=network.max_prefixlen - int(bits))
+            return [str(subnet) for _, subnet in zip(range(int(count)), subnets, strict=False)]
+        return {key: _resolve_cidrs(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve_cidrs(value) for value in node]
+    return node
+
+
+def _document(value: Any) -> Any:
+    """A policy document as IAM returns it: moto keeps inline policies made by its CloudFormation as the
+    Python ``repr`` of the template's JSON, where AWS returns JSON."""
+    if isinstance(value, str):
+        return ast.literal_eval(value) if value.startswith("{'") else orjson.loads(value)
+    return value
+
+
+@pytest.fixture
+def aws(moto_endpoint):
+    def client(name: str):
+        return boto3.client(
+            name,
+            endpoint_url=moto_endpoint,
+            region_name=EMULATOR_REGION,
+            aws_access_key_id=EMULATOR_ACCESS_KEY,
+            aws_secret_access_key=EMULATOR_ACCESS_KEY,
+        )
+
+    return client
+
+
+def _active(template: dict, enable_nat: str) -> dict[str, str]:
+    """Logical id -> type of the resources CloudFormation creates with this EnableNat."""
+    truth = {ids.NAT_ENABLED: enable_nat == "true", ids.NAT_DISABLED: enable_nat != "true"}
+    return {
+        logical_id: resource["Type"]
+        for logical_id, resource in template["Resources"].items()
+        if truth.get(resource.get("Condition"), True)
+    }
+
+
+@pytest.mark.parametrize("enable_nat", ["true", "false"])
+def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
+    cloudformation, route53 = aws("cloudformation"), aws("route53")
+    suffix = uuid.uuid4().hex[:8]
+    zone = route53.create_hosted_zone(Name=f"{suffix}.example.com", CallerReference=suffix)["HostedZone"]["Id"]
+    domain = f"files.{suffix}.example.com"
+    certificate = aws("acm").request_certificate(DomainName=domain)["CertificateArn"]
+    parameters = {
+        ids.DOMAIN_NAME: domain,
+        ids.HOSTED_ZONE_ID: zone.rsplit("/", 1)[-1],
+        ids.CERTIFICATE_ARN: certificate,
+        ids.SENDER_EMAIL: f"filesync@{suffix}.example.com",
+        ids.ALARM_EMAIL: f"ops@{suffix}.example.com",
+        ids.RELEASE_BUCKET: "filesync-releases",
+        ids.RELEASE_KEY: "releases/filesync-test.tar.gz",
+        ids.ENABLE_NAT: enable_nat,
+        ids.VPC_CIDR: VPC_CIDR,
+    }
+    stack = f"filesync-cfn-{suffix}"
+    cloudformation.create_stack(
+        StackName=stack,
+        TemplateBody=orjson.dumps(_resolve_cidrs(orjson.loads(render("json")))).decode(),
+        Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    summaries = cloudformation.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    # moto also lists a nameless entry of its own.
+    physical = {s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"]}
+
+    active = _active(template, enable_nat)
+    skipped = sorted({kind for logical_id, kind in active.items() if logical_id not in physical})
+    print(f"moto skipped these resource types (EnableNat={enable_nat}): {', '.join(skipped)}")
+    assert set(skipped) == MOTO_SKIPS
+    assert not set(physical) - set(active), "a resource whose condition is false was created"
+
+    # Data, through S3 and DynamoDB.
+    bucket, table = physical[ids.BUCKET], physical[ids.TABLE]
+    s3 = aws("s3")
+    s3.head_bucket(Bucket=bucket)
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert [{"ApplyServerSideEncryptionByDefault": r["ApplyServerSideEncryptionByDefault"]} for r in rules] == (
+        resources.bucket_encryption_rules()
+    )
+    described_table = aws("dynamodb").describe_table(TableName=table)["Table"]
+    assert described_table["KeySchema"] == resources.table_key_schema()
+    assert described_table["BillingModeSummary"]["BillingMode"] == resources.TABLE_BILLING_MODE
+    assert [i["IndexName"] for i in described_table["GlobalSecondaryIndexes"]] == [resources.GSI1_NAME]
+
+    # Identity, through IAM: the upload role trusts the instance role and carries the shared policy.
+    iam = aws("iam")
+    instance_role = iam.get_role(RoleName=physical[ids.INSTANCE_ROLE])["Role"]
+    upload_role = iam.get_role(RoleName=physical[ids.UPLOAD_ROLE])["Role"]
+    assert upload_role["MaxSessionDuration"] == resources.UPLOAD_ROLE_MAX_SESSION_SECONDS
+    trust = upload_role["AssumeRolePolicyDocument"]
+    assert trust == resources.upload_role_trust_policy(instance_role["Arn"])
+    policy = iam.get_role_policy(RoleName=upload_role["RoleName"], PolicyName=resources.UPLOAD_ROLE_POLICY_NAME)
+    assert _document(policy["PolicyDocument"]) == resources.upload_role_policy(resources.bucket_arn(bucket))
+    instance_policy = iam.get_role_policy(RoleName=instance_role["RoleName"], PolicyName="filesync-instance")
+    sids = {statement["Sid"] for statement in _document(instance_policy["PolicyDocument"])["Statement"]}
+    assert {"Table", "NamespaceObjects", "MintUploadCredentials", "SendMailAsSender"} <= sids
+    profile = iam.get_instance_profile(InstanceProfileName=physical[ids.INSTANCE_PROFILE])["InstanceProfile"]
+    assert [role["RoleName"] for role in profile["Roles"]] == [instance_role["RoleName"]]
+
+    # Front, through ELBv2 and Route 53.
+    elbv2 = aws("elbv2")
+    (balancer,) = elbv2.describe_load_balancers(LoadBalancerArns=[physical[ids.LOAD_BALANCER]])["LoadBalancers"]
+    assert (balancer["Type"], balancer["Scheme"]) == ("application", "internet-facing")
+    listeners = {
+        listener["Port"]: listener
+        for listener in elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    }
+    assert listeners[443]["Protocol"] == "HTTPS"
+    assert listeners[443]["Certificates"][0]["CertificateArn"] == certificate
+    assert listeners[80]["DefaultActions"][0]["Type"] == "redirect"
+    groups = elbv2.describe_target_groups(LoadBalancerArn=balancer["LoadBalancerArn"])["TargetGroups"]
+    assert {group["HealthCheckPath"] for group in groups} == {"/readyz"}
+    assert len(groups) == 2
+    records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    aliases = {r["Type"]: r["AliasTarget"]["DNSName"] for r in records if r["Name"].rstrip(".") == domain}
+    assert set(aliases) == {"A", "AAAA"}
+    assert all(name.rstrip(".") == balancer["DNSName"] for name in aliases.values())
+
+    # Compute, through Auto Scaling and EC2.
+    (group,) = aws("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[physical[ids.AUTO_SCALING_GROUP]]
+    )["AutoScalingGroups"]
+    assert group["HealthCheckType"] == "ELB"
+    assert sorted(group["TargetGroupARNs"]) == sorted(g["TargetGroupArn"] for g in groups)
+    private = {physical[ids.PRIVATE_SUBNET.format(zone)] for zone in range(2)}
+    assert set(group["VPCZoneIdentifier"].split(",")) == private
+    ec2 = aws("ec2")
+    zones = {s["AvailabilityZone"] for s in ec2.describe_subnets(SubnetIds=sorted(private))["Subnets"]}
+    assert len(zones) == 2
+    endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [physical[ids.VPC]]}])["VpcEndpoints"]
+    kinds = sorted((e["VpcEndpointType"], e["ServiceName"].rsplit(".", 1)[-1]) for e in endpoints)
+    gateways = [("Gateway", "dynamodb"), ("Gateway", "s3")]
+    interfaces = [("Interface", name) for name in ("cloudformation", "logs", "secretsmanager", "sts")]
+    assert kinds == sorted(gateways + (interfaces if enable_nat == "false" else []))
+    nats = ec2.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [physical[ids.VPC]]}])["NatGateways"]
+    assert len(nats) == (2 if enable_nat == "true" else 0)

@@ -1,0 +1,192 @@
+"""The generated template: cfn-lint clean, byte-for-byte the golden file, wired to what the service reads.
+
+The golden file is regenerated, after a deliberate change, with
+``python -m cloudformation --out tests/cloudformation/golden`` (review the diff: it is the change ops apply).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from fnmatch import fnmatch
+from pathlib import Path
+
+import cfnlint.api
+import pytest
+
+from cloudformation import ids, userdata
+from cloudformation.__main__ import TEMPLATE_NAME, main, render
+from cloudformation.template import FEED_PATH_PATTERN, HEALTH_CHECK_PATH, TemplateParams, build_template
+from service.core.sync import MAX_WAIT_SECONDS
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / f"{TEMPLATE_NAME}.json"
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_cfn_lint_reports_no_error_and_no_warning(fmt):
+    matches = cfnlint.api.lint(render(fmt), config=cfnlint.api.ManualArgs(regions=["us-east-1", "eu-west-1"]))
+    assert [str(match) for match in matches] == []
+
+
+def test_template_is_the_golden_file():
+    assert GOLDEN.read_text(encoding="utf-8") == render("json"), (
+        "the template changed: review the difference, then regenerate the golden file with "
+        "`python -m cloudformation --out tests/cloudformation/golden`"
+    )
+
+
+def test_the_command_writes_the_template(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--format", "yaml"]) == 0
+    written = tmp_path / f"{TEMPLATE_NAME}.yaml"
+    assert capsys.readouterr().out.strip() == str(written)
+    assert written.read_text(encoding="utf-8") == render("yaml")
+
+
+def test_build_template_is_pure():
+    assert build_template(TemplateParams()).to_json() == build_template(TemplateParams()).to_json()
+
+
+def test_every_output_is_exported(template):
+    outputs = template["Outputs"]
+    assert {ids.OUT_SERVICE_URL, ids.OUT_BUCKET, ids.OUT_TABLE, ids.OUT_UPLOAD_ROLE, ids.OUT_INSTANCE_ROLE} <= set(
+        outputs
+    )
+    for name, output in outputs.items():
+        assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+def test_every_parameter_is_described_and_constrained(template):
+    for name, parameter in template["Parameters"].items():
+        assert parameter["Description"], name
+        if parameter["Type"] == "String":
+            assert "AllowedPattern" in parameter or "AllowedValues" in parameter, name
+        if parameter["Type"] == "Number":
+            assert "MinValue" in parameter or "AllowedValues" in parameter, name
+
+
+def test_data_is_retained_and_protected(template):
+    resources = template["Resources"]
+    for logical_id in (ids.BUCKET, ids.TABLE):
+        assert resources[logical_id]["DeletionPolicy"] == "Retain"
+        assert resources[logical_id]["UpdateReplacePolicy"] == "Retain"
+    table = resources[ids.TABLE]["Properties"]
+    assert table["DeletionProtectionEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_instances_require_imdsv2_and_encrypt_their_disk(template):
+    data = template["Resources"][ids.LAUNCH_TEMPLATE]["Properties"]["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert all(mapping["Ebs"]["Encrypted"] is True for mapping in data["BlockDeviceMappings"])
+
+
+# --- Timing agreed with the Procfile and the service ------------------------------------------------
+
+
+def _procfile() -> dict[str, list[str]]:
+    lines = (ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
+    return {name: shlex.split(command) for name, _, command in (line.partition(":") for line in lines if line)}
+
+
+def _option(command: list[str], name: str) -> int:
+    return int(command[command.index(name) + 1])
+
+
+def test_deregistration_delay_is_gunicorns_graceful_timeout(template):
+    graceful = _option(_procfile()["web"], "--graceful-timeout")
+    assert graceful == TemplateParams().graceful_shutdown_seconds
+    for logical_id in (ids.TARGET_GROUP, ids.FEED_TARGET_GROUP):
+        attributes = template["Resources"][logical_id]["Properties"]["TargetGroupAttributes"]
+        assert {"Key": "deregistration_delay.timeout_seconds", "Value": str(graceful)} in attributes
+    units = _user_data(template)
+    stop = re.search(r"TimeoutStopSec=(\d+)", units)
+    assert stop is not None
+    assert int(stop.group(1)) > graceful
+
+
+def test_idle_timeout_outlasts_a_long_poll_and_not_gunicorns_keep_alive(template):
+    keep_alive = _option(_procfile()["web"], "--keep-alive")
+    attributes = template["Resources"][ids.LOAD_BALANCER]["Properties"]["LoadBalancerAttributes"]
+    idle = int(next(a["Value"] for a in attributes if a["Key"] == "idle_timeout.timeout_seconds"))
+    assert MAX_WAIT_SECONDS < idle < keep_alive
+
+
+def test_health_checks_and_the_feed_rule_match_the_service_routes(template):
+    routes = (ROOT / "service" / "api" / "routes.py").read_text(encoding="utf-8")
+    assert f'"{HEALTH_CHECK_PATH}"' in routes
+    feed_route = "/v1/ns/{ns}/changes"
+    assert f'"{feed_route}"' in routes
+    assert fnmatch(feed_route.replace("{ns}", "q3kabc"), FEED_PATH_PATTERN)
+    for logical_id in (ids.TARGET_GROUP, ids.FEED_TARGET_GROUP):
+        assert template["Resources"][logical_id]["Properties"]["HealthCheckPath"] == HEALTH_CHECK_PATH
+
+
+def test_every_procfile_process_runs_on_the_instances(template):
+    processes = _procfile()
+    assert "web" in processes
+    # The notifier's Procfile line may land after this template; its unit is already there.
+    assert set(processes) <= set(TemplateParams().processes)
+    script = _user_data(template)
+    for name in TemplateParams().processes:
+        assert f"filesync@{name}.service" in script
+
+
+# --- The instance environment is what service.settings reads ----------------------------------------
+
+
+def _user_data_sub(template) -> list:
+    data = template["Resources"][ids.LAUNCH_TEMPLATE]["Properties"]["LaunchTemplateData"]
+    return data["UserData"]["Fn::Base64"]["Fn::Sub"]
+
+
+def _user_data(template) -> str:
+    return _user_data_sub(template)[0]
+
+
+def _substituted(template) -> str:
+    """The script as an instance sees it, each ``${Name}`` replaced by ``<Name>``."""
+    return re.sub(r"\$\{([A-Za-z:]+)\}", lambda m: f"<{m.group(1)}>", _user_data(template))
+
+
+def test_user_data_variables_are_the_stacks_resources(template):
+    variables = _user_data_sub(template)[1]
+    assert set(variables) == set(userdata.SUB_VARIABLES)
+    assert variables["Bucket"] == {"Ref": ids.BUCKET}
+    assert variables["Table"] == {"Ref": ids.TABLE}
+    assert variables["UploadRoleArn"] == {"Fn::GetAtt": [ids.UPLOAD_ROLE, "Arn"]}
+    assert variables["SenderEmail"] == {"Ref": ids.SENDER_EMAIL}
+    assert variables["TokenSecretArn"] == {"Ref": ids.TOKEN_SECRET}
+    assert variables["LogGroup"] == {"Ref": ids.LOG_GROUP}
+    # Every ${...} in the script is one of them or a pseudo parameter: nothing is left for bash to mangle.
+    used = set(re.findall(r"\$\{([^}]+)\}", _user_data(template)))
+    assert used == {*userdata.SUB_VARIABLES, "AWS::Region", "AWS::StackName"}
+
+
+def test_the_instance_environment_configures_the_service_for_aws(template):
+    script = _substituted(template)
+    block = re.search(r"cat > /etc/filesync/env <<'ENV'\n(.*?)\nENV\n", script, re.S)
+    assert block is not None
+    environ = dict(line.split("=", 1) for line in block.group(1).splitlines())
+    # Added at boot: the worker count from the CPU count, the secret from Secrets Manager.
+    environ["WEB_CONCURRENCY"] = "2"
+    environ[userdata.TOKEN_SECRET_VARIABLE] = "s" * 64
+    settings = Settings.from_env(environ)
+    assert settings.backend == "aws"
+    assert settings.aws.region == "<AWS::Region>"
+    assert settings.bucket == "<Bucket>"
+    assert settings.table == "<Table>"
+    assert settings.upload_role_arn == "<UploadRoleArn>"
+    assert settings.mail_from == "<SenderEmail>"
+    assert settings.auth.trust_forwarded_for is True
+    assert settings.port == TemplateParams().service_port
+    assert f"printf '{userdata.TOKEN_SECRET_VARIABLE}=%s\\n'" in script
+    assert "--secret-id '<TokenSecretArn>'" in script
+
+
+def test_the_boot_script_is_valid_bash(template, tmp_path):
+    path = tmp_path / "user-data.sh"
+    path.write_text(_substituted(template), encoding="utf-8")
+    subprocess.run(["bash", "-n", str(path)], check=True)
