@@ -44,7 +44,7 @@ OBJECT_ACTIONS = (s3.GetObject, s3.PutObject, s3.DeleteObject, s3.AbortMultipart
 #: rather than a 403.
 BUCKET_ACTIONS = (s3.ListBucket,)
 #: The notifier's mail. SES authorizes the From identity, so the resource is the sender's identity.
-MAIL_ACTIONS = (ses.SendEmail,)
+MAIL_ACTIONS = (ses.SendEmail, ses.SendRawEmail)
 #: The CloudWatch agent shipping the processes' log files.
 LOG_ACTIONS = (logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams)
 

@@ -849,6 +849,7 @@ def _compute(
         "Table": Ref(data.table),
         "UploadRoleArn": GetAtt(roles.upload, "Arn"),
         "SenderEmail": Ref(p[ids.SENDER_EMAIL]),
+        "DomainName": Ref(p[ids.DOMAIN_NAME]),
         "TokenSecretArn": Ref(data.secret),
         "LogGroup": Ref(log_group),
         "ReleaseBucket": Ref(p[ids.RELEASE_BUCKET]),

@@ -27,6 +27,7 @@ SUB_VARIABLES = (
     "Table",
     "UploadRoleArn",
     "SenderEmail",
+    "DomainName",
     "TokenSecretArn",
     "LogGroup",
     "ReleaseBucket",
@@ -55,6 +56,8 @@ def service_environment(port: int) -> dict[str, str]:
         "FILESYNC_TABLE": "${Table}",
         "FILESYNC_UPLOAD_ROLE_ARN": "${UploadRoleArn}",
         "FILESYNC_MAIL_FROM": "${SenderEmail}",
+        # The notifier's unsubscribe links point here.
+        "FILESYNC_PUBLIC_URL": "https://${DomainName}",
         # Behind the load balancer: the client's address is the last X-Forwarded-For hop it appends.
         "FILESYNC_TRUST_FORWARDED_FOR": "true",
         "PORT": str(port),

@@ -110,7 +110,7 @@ def test_instance_role_reaches_only_this_stacks_resources(template):
         "Resource": [{"Fn::GetAtt": [ids.UPLOAD_ROLE, "Arn"]}],
     }
     mail = statements["SendMailAsSender"]
-    assert mail["Action"] == ["ses:SendEmail"]
+    assert mail["Action"] == ["ses:SendEmail", "ses:SendRawEmail"]
     assert mail["Resource"][0]["Fn::Sub"][0].endswith(":identity/${Sender}")
     assert mail["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": ids.SENDER_EMAIL}}}
     assert statements["TokenSecret"]["Resource"] == [{"Ref": ids.TOKEN_SECRET}]

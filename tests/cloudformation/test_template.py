@@ -158,6 +158,7 @@ def test_user_data_variables_are_the_stacks_resources(template):
     assert variables["Table"] == {"Ref": ids.TABLE}
     assert variables["UploadRoleArn"] == {"Fn::GetAtt": [ids.UPLOAD_ROLE, "Arn"]}
     assert variables["SenderEmail"] == {"Ref": ids.SENDER_EMAIL}
+    assert variables["DomainName"] == {"Ref": ids.DOMAIN_NAME}
     assert variables["TokenSecretArn"] == {"Ref": ids.TOKEN_SECRET}
     assert variables["LogGroup"] == {"Ref": ids.LOG_GROUP}
     # Every ${...} in the script is one of them or a pseudo parameter: nothing is left for bash to mangle.
@@ -180,6 +181,7 @@ def test_the_instance_environment_configures_the_service_for_aws(template):
     assert settings.table == "<Table>"
     assert settings.upload_role_arn == "<UploadRoleArn>"
     assert settings.mail_from == "<SenderEmail>"
+    assert settings.notify.public_url == "https://<DomainName>"
     assert settings.auth.trust_forwarded_for is True
     assert settings.port == TemplateParams().service_port
     assert f"printf '{userdata.TOKEN_SECRET_VARIABLE}=%s\\n'" in script
