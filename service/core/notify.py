@@ -149,6 +149,10 @@ class Notifier:
         #: Shards held, and until when (our own conservative view of the lease).
         self.held: dict[int, float] = {}
         self._paused_until = 0.0
+        self._leases_checked = -math.inf
+        self._due_checked = -math.inf
+        #: Per held shard: when its watched namespaces were read, and their cursors (kept current as we advance).
+        self._watched: dict[int, tuple[float, dict[str, int]]] = {}
         self._throttled = 0
         self.sent = 0
 
@@ -173,6 +177,7 @@ class Notifier:
         await self.send_due()
 
     async def release(self) -> None:
+        self._leases_checked = -math.inf
         for shard in list(self.held):
             try:
                 await self._store.release_lease(shard, self.owner)
@@ -183,8 +188,12 @@ class Notifier:
     # --- leases --------------------------------------------------------------------------------------
 
     async def hold_leases(self) -> None:
-        """Renew what we hold, and take free or expired shards up to our fair share."""
+        """Renew what we hold, and take free or expired shards up to our fair share. Done every sixth of a
+        lease (each tick while we hold nothing), so an idle notifier costs few requests."""
         now = self._clock()
+        if self.held and now - self._leases_checked < self._config.lease_seconds / 6:
+            return
+        self._leases_checked = now
         until = now + self._config.lease_seconds
         await self._store.heartbeat(self.owner, until)
         live = max(1, await self._store.live_notifiers(now))
@@ -196,7 +205,7 @@ class Notifier:
             self.held.pop(shard, None)
         held: dict[int, float] = {}
         for shard in mine[:fair]:
-            if leases[shard].expires_at - now > self._config.lease_seconds / 2:
+            if leases[shard].expires_at - now > self._config.lease_seconds * 2 / 3:
                 held[shard] = leases[shard].expires_at  # fresh enough: no write this tick
             elif await self._store.take_lease(shard, self.owner, now, until):
                 held[shard] = until
@@ -211,6 +220,7 @@ class Notifier:
             if await self._store.take_lease(shard, self.owner, now, until):
                 held[shard] = until
         self.held = held
+        self._watched = {shard: cached for shard, cached in self._watched.items() if shard in held}
 
     def _holds(self, shard: int) -> bool:
         """Still safely ours: a margin before expiry, so a slow notifier stops before another starts."""
@@ -222,8 +232,13 @@ class Notifier:
     async def fan_out(self) -> int:
         """Move new journal entries of our namespaces into digests; returns how many changes were read."""
         watched: list[tuple[int, str, int]] = []
+        now = self._clock()
         for shard in list(self.held):
-            watched.extend((shard, ns, cursor) for ns, cursor in await self._store.watched(shard))
+            cached = self._watched.get(shard)
+            if cached is None or now - cached[0] >= self._config.lease_seconds / 6:
+                cached = (now, dict(await self._store.watched(shard)))
+                self._watched[shard] = cached
+            watched.extend((shard, ns, cursor) for ns, cursor in cached[1].items())
         if not watched:
             return 0
         heads = await self._journal.heads([ns for _, ns, _ in watched])
@@ -263,8 +278,11 @@ class Notifier:
             batch = [(ns, through, username, changes) for username, changes in per_user.items()]
             await _bounded(batch, lambda args: self._add(*args), self._config.concurrency)
             if not await self._store.advance(shard, ns, cursor, through):
-                break  # someone else moved it: we lost the lease
+                self._watched.pop(shard, None)  # someone else moved it (we lost the lease): read afresh
+                break
             cursor = through
+            if shard in self._watched:
+                self._watched[shard][1][ns] = through
             if len(entries) < JOURNAL_PAGE:
                 break
         return read
@@ -283,7 +301,14 @@ class Notifier:
     # --- sending -------------------------------------------------------------------------------------
 
     async def send_due(self) -> int:
-        """Send every digest whose window closed, in the shards we hold; returns how many were sent."""
+        """Send every digest whose window closed, in the shards we hold; returns how many were sent.
+
+        Looked for every twelfth of a window (5 s of the default 60 s), not every tick: a digest goes out at
+        most that late, and an idle notifier reads little."""
+        now = self._clock()
+        if now - self._due_checked < self._config.rules.window_seconds / 12:
+            return 0
+        self._due_checked = now
         sent = 0
         for shard in sorted(self.held):
             if self._clock() < self._paused_until or not self._holds(shard):

@@ -511,3 +511,19 @@ async def test_the_unsubscribe_link_in_an_email_works_without_logging_in(
     done = await client.post(link)
     assert (await done.json()) == {"ended": 1}
     assert (await (await client.get("/v1/follows", headers=world.followers["bob"])).json())["follows"] == []
+
+
+async def test_an_address_of_254_characters_is_accepted_and_255_refused(client):
+    bob = await account(client, "bob", None)
+    domain = ".".join(["d" * 60, "e" * 60, "f" * 60]) + ".com"  # 186 characters
+    at_limit = "b" * (254 - 1 - len(domain)) + "@" + domain
+    assert len(at_limit) == 254
+    accepted = await client.put(
+        "/v1/account/email", json={"email": at_limit, "current_password": PASSWORD}, headers=bob
+    )
+    assert (await accepted.json())["email"] == at_limit
+    past = "b" + at_limit
+    body = await problem(
+        await client.put("/v1/account/email", json={"email": past, "current_password": PASSWORD}, headers=bob), 422
+    )
+    assert body["errors"][0]["path"] == "$.email"
