@@ -43,6 +43,57 @@ class _OneRequestAtATime:
             return list(self._app(environ, start_response))
 
 
+def _transactions_with_an_undo_log() -> None:
+    """Make moto's ``TransactWriteItems`` cost what it touches, not what the table holds.
+
+    moto backs every transaction up by deep-copying the whole table once per action in it, so a commit of
+    a thousand files into a namespace of a hundred thousand copies a hundred million items, and the
+    emulator stalls. Instead, the items a transaction touches are copied before it runs (its actions name
+    their keys), the table copies are made free for the duration of the call, and a failed transaction is
+    undone from those copies. Same results, same atomicity; safe because the emulator runs one DynamoDB
+    request at a time (``_OneRequestAtATime``).
+    """
+    import copy
+
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    if getattr(DynamoDBBackend, "_filesync_undo_log", False):
+        return
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved: list[tuple[Any, Any, Any, Any]] = []
+        for action in transact_items[:100]:
+            try:
+                kind, op = next(iter(action.items()))
+                table = self.tables[op["TableName"]]
+                attributes = op["Item"] if kind == "Put" else op["Key"]
+                hash_value = DynamoType(attributes[table.hash_key_attr])
+                range_value = DynamoType(attributes[table.range_key_attr]) if table.range_key_attr else None
+            except (KeyError, StopIteration, AttributeError, TypeError):
+                continue  # a malformed action: moto's own code reports it
+            saved.append((table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value))))
+        Table.__deepcopy__ = lambda table, memo: table  # type: ignore[attr-defined]
+        try:
+            original(self, transact_items)
+        except BaseException:
+            for table, hash_value, range_value, before in reversed(saved):
+                if before is None:
+                    table.delete_item(hash_value, range_value)
+                elif range_value is not None:
+                    table.items[hash_value][range_value] = before
+                else:
+                    table.items[hash_value] = before
+            raise
+        finally:
+            del Table.__deepcopy__  # type: ignore[attr-defined]
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend._filesync_undo_log = True  # type: ignore[attr-defined]
+
+
 @contextmanager
 def run_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Start moto's server on a loopback port (0: any free one); yield its endpoint URL; stop it on exit."""
@@ -53,6 +104,7 @@ def run_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     )
     from werkzeug.serving import make_server
 
+    _transactions_with_an_undo_log()
     app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True)
