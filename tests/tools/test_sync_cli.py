@@ -217,3 +217,22 @@ def test_watch_syncs_both_ways_until_interrupted(devices):
     assert failure is None, f"{failure}; the watcher said: {err.decode()[-2000:]}"
     assert watcher.returncode in (0, 130), err
     assert b"Traceback" not in err
+
+
+def test_follow_unfollow_and_the_notification_address(devices):
+    laptop, _ = devices
+    laptop.write("reports/q1.txt", b"numbers")
+    laptop.sync()
+    out = laptop.run("follow", str(laptop.root / "reports"))
+    assert "following reports" in out
+    assert "no email address yet" in out
+    assert "notifications go to me@example.com" in laptop.run("email", "me@example.com")
+    assert "following the whole folder" in laptop.run("follow", str(laptop.root))
+    assert "no email address yet" not in laptop.run("follow", str(laptop.root / "reports" / "q1.txt"))
+    assert "no longer following reports" in laptop.run("unfollow", str(laptop.root / "reports"))
+    bad = laptop.run("email", "not an address", expect=1)
+    assert "not a valid email address" in bad
+    assert "give an ADDRESS" in laptop.run("email", expect=2)
+    assert "no notification emails" in laptop.run("email", "--remove")
+    outside = laptop.run("follow", str(laptop.root.parent), expect=2)
+    assert "not inside a synced folder" in outside
