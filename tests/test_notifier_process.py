@@ -61,6 +61,65 @@ async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
     assert b"Traceback" not in err
 
 
+async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned, make_client, app_factory):
+    settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=8))
+    client = await make_client(app_factory(settings))
+    tag = uuid.uuid4().hex[:8]
+    followers = [f"follower{i}" for i in range(6)]  # usernames are 3 to 32 characters
+    await client.post("/v1/auth/signup", json={"username": "alice", "password": PASSWORD})
+    alice = bearer(await log_in(client, "alice"))
+    ns = (await (await client.post("/v1/namespaces", json={"name": "Team"}, headers=alice)).json())["id"]
+    for name in followers:
+        body = {"username": name, "password": PASSWORD, "email": f"{name}-{tag}@example.com"}
+        assert (await client.post("/v1/auth/signup", json=body)).status == 201
+        await client.put(f"/v1/namespaces/{ns}/members/{name}", json={"role": "viewer"}, headers=alice)
+        assert (await client.put(f"/v1/ns/{ns}/follow", headers=bearer(await log_in(client, name)))).status == 200
+    env = aws_env(
+        settings,
+        FILESYNC_MAIL_FROM=settings.mail_from,
+        FILESYNC_PUBLIC_URL="https://files.test",
+        FILESYNC_NOTIFY_SHARDS="8",
+        FILESYNC_NOTIFY_WINDOW_SECONDS="1",
+        FILESYNC_NOTIFY_TICK_SECONDS="0.2",
+        FILESYNC_NOTIFY_LEASE_SECONDS="3",  # leases looked at every 0.5 s: the two share the shards quickly
+        FILESYNC_LOG_FORMAT="text",
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "service.notifier"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        await asyncio.sleep(2.5)  # both running and sharing the shards before the changes arrive
+        for i in range(5):
+            entry = {"path": f"doc{i}.txt", "content_hash": EMPTY, "size": 0, "mtime": 1.0, "parent_rev": None}
+            assert (await client.post(f"/v1/ns/{ns}/commit", json={"entries": [entry]}, headers=alice)).status == 200
+        deadline = time.monotonic() + 40
+        while True:
+            counts = [len(await mail_to("", f"{name}-{tag}@example.com")) for name in followers]
+            if all(counts) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.5)  # long enough for a second copy to show up, were one to be sent
+        counts = [len(await mail_to("", f"{name}-{tag}@example.com")) for name in followers]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        errors = [proc.communicate(timeout=20)[1] for proc in procs]
+    assert counts == [1] * len(followers), counts
+    assert all(proc.returncode == 0 for proc in procs), errors
+    last_held = [re.findall(r"holds shards \[([\d, ]*)\]", err.decode())[-1] for err in errors]
+    held = [set(map(int, filter(None, h.split(", ")))) for h in last_held]
+    assert all(held), f"one notifier did all the work: {held}"
+    assert held[0] | held[1] == set(range(8))
+    assert not held[0] & held[1]
+
+
 def test_the_notifier_process_refuses_to_run_without_aws_settings():
     done = subprocess.run(
         [sys.executable, "-m", "service.notifier"], cwd=ROOT, env=clean_env(), capture_output=True, timeout=60

@@ -219,6 +219,8 @@ class Notifier:
                 continue
             if await self._store.take_lease(shard, self.owner, now, until):
                 held[shard] = until
+        if sorted(held) != sorted(self.held):
+            log.info("notifier %s holds shards %s of %d", self.owner[:8], sorted(held), self._config.shards)
         self.held = held
         self._watched = {shard: cached for shard, cached in self._watched.items() if shard in held}
 
@@ -358,6 +360,7 @@ class Notifier:
             else:
                 delivered = 1
                 self._throttled = 0
+                log.info("sent a digest of %d changes to %s", count, username)
         await self._after(shard, username, digest, version, count, listed, delivered, now)
         return delivered
 
