@@ -61,7 +61,7 @@ async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
     assert b"Traceback" not in err
 
 
-async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned, make_client, app_factory):
+async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned, make_client, app_factory, tmp_path):
     settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=8))
     client = await make_client(app_factory(settings))
     tag = uuid.uuid4().hex[:8]
@@ -84,15 +84,17 @@ async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned,
         FILESYNC_NOTIFY_LEASE_SECONDS="3",  # leases looked at every 0.5 s: the two share the shards quickly
         FILESYNC_LOG_FORMAT="text",
     )
+    logs = [tmp_path / "one.log", tmp_path / "two.log"]
+    outputs = [log.open("w") for log in logs]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "service.notifier"],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=output,
         )
-        for _ in range(2)
+        for output in outputs
     ]
     try:
         await asyncio.sleep(2.5)  # both running and sharing the shards before the changes arrive
@@ -107,13 +109,18 @@ async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned,
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.5)  # long enough for a second copy to show up, were one to be sent
         counts = [len(await mail_to("", f"{name}-{tag}@example.com")) for name in followers]
+        # Who held what while they both ran (at shutdown one takes over what the other hands back).
+        last_held = [re.findall(r"holds shards \[([\d, ]*)\]", log.read_text())[-1] for log in logs]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
-        errors = [proc.communicate(timeout=20)[1] for proc in procs]
+        for proc in procs:
+            proc.wait(timeout=20)
+        for output in outputs:
+            output.close()
+    errors = [log.read_text() for log in logs]
     assert counts == [1] * len(followers), counts
     assert all(proc.returncode == 0 for proc in procs), errors
-    last_held = [re.findall(r"holds shards \[([\d, ]*)\]", err.decode())[-1] for err in errors]
     held = [set(map(int, filter(None, h.split(", ")))) for h in last_held]
     assert all(held), f"one notifier did all the work: {held}"
     assert held[0] | held[1] == set(range(8))

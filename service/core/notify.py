@@ -194,6 +194,7 @@ class Notifier:
         if self.held and now - self._leases_checked < self._config.lease_seconds / 6:
             return
         self._leases_checked = now
+        before = sorted(self.held)
         until = now + self._config.lease_seconds
         await self._store.heartbeat(self.owner, until)
         live = max(1, await self._store.live_notifiers(now))
@@ -219,7 +220,7 @@ class Notifier:
                 continue
             if await self._store.take_lease(shard, self.owner, now, until):
                 held[shard] = until
-        if sorted(held) != sorted(self.held):
+        if sorted(held) != before:
             log.info("notifier %s holds shards %s of %d", self.owner[:8], sorted(held), self._config.shards)
         self.held = held
         self._watched = {shard: cached for shard, cached in self._watched.items() if shard in held}
