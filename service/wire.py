@@ -371,11 +371,14 @@ class CompareItemOut(WireModel, omit_defaults=True):
 
 class CompareResponse(WireModel):
     """The paths needing action (``up_to_date`` only when the rev changed under identical content), how
-    many were already up to date, and the feed cursor to follow from now on."""
+    many were already up to date, and the feed cursor to follow from now on. ``complete_through``: null
+    when the whole range was answered; otherwise the answer stopped at that key (a range holding more than
+    10,000 server files), and the client sends the rest of its page again with ``after`` set to it."""
 
     items: list[CompareItemOut]
     up_to_date: int
     cursor: str
+    complete_through: str | None = None
 
 
 class Changes(WireModel):

@@ -38,6 +38,7 @@ async def post_compare(request: web.Request) -> web.Response:
             ],
             up_to_date=result.up_to_date,
             cursor=result.cursor,
+            complete_through=result.complete_through,
         )
     )
 

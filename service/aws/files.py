@@ -297,21 +297,29 @@ class DynamoJournal:
         self._table = table
 
     async def since(self, ns: str, after_seq: int, limit: int) -> list[JournalEntry]:
-        """Up to ``limit`` journal entries after ``after_seq``, in order (strongly consistent)."""
-        with unavailable_on_transient("DynamoDB"):
-            page = await self._db.query(
-                TableName=self._table,
-                KeyConditionExpression="#pk = :pk AND #sk BETWEEN :lo AND :hi",
-                ExpressionAttributeNames={"#pk": PK, "#sk": SK},
-                ExpressionAttributeValues={
-                    ":pk": _s(f"NS#{ns}"),
-                    ":lo": _s(journal_sk(after_seq + 1)),
-                    ":hi": _s(journal_sk(10**SEQ_DIGITS - 1)),
-                },
-                ConsistentRead=True,
-                Limit=limit,
-            )
-        return [_journal(item) for item in page.get("Items", [])]
+        """Up to ``limit`` journal entries after ``after_seq``, in order (strongly consistent). Follows
+        DynamoDB's pages (each at most 1 MB, about 30 large entries) until it has ``limit`` or the end."""
+        found: list[JournalEntry] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
+            "ExpressionAttributeValues": {
+                ":pk": _s(f"NS#{ns}"),
+                ":lo": _s(journal_sk(after_seq + 1)),
+                ":hi": _s(journal_sk(10**SEQ_DIGITS - 1)),
+            },
+            "ConsistentRead": True,
+        }
+        while len(found) < limit:
+            request["Limit"] = limit - len(found)
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**request)
+            found.extend(_journal(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found
 
     async def heads(self, namespaces: Sequence[str]) -> dict[str, int]:
         """The head sequence number of each namespace (0 if it has none), BatchGetItem of 100."""

@@ -37,6 +37,9 @@ from service.paths import normalize_path, path_key
 log = logging.getLogger(__name__)
 
 MAX_COMPARE_ENTRIES = 5000
+#: Server files one ranged compare reads at most; past it the answer stops early (``complete_through``),
+#: so a response (and the service's memory for it) stays bounded however large the namespace.
+MAX_COMPARE_SERVER_FILES = 10_000
 MAX_FEED_ENTRIES = 100
 MAX_WAIT_SECONDS = 60
 _CURSOR = re.compile(r"^s(?P<seq>0|[1-9][0-9]{0,11})$")
@@ -64,6 +67,9 @@ class CompareResult:
     items: list[CompareItem]
     up_to_date: int
     cursor: str
+    #: None: the whole requested range is answered. Else only keys up to this one are; the client sends
+    #: the rest of its page again with ``after`` set to it.
+    complete_through: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,13 +220,14 @@ class SyncService:
             )
         keyed = self._keyed(entries, after, through if ranged else None, ranged)
         head = (await self._journal.heads([ns]))[ns]
+        stopped_at = None
         if ranged:
-            items = await self._merge(ns, keyed, after, through)
+            items, stopped_at = await self._merge(ns, keyed, after, through)
         else:
             current, _ = await self._files.read(ns, list(keyed), [])
             items = [CompareItem(e.path, decide(e, current.get(k)), current.get(k)) for k, e in keyed.items()]
         needing = [i for i in items if i.action != "up_to_date" or _rev_news(i, keyed)]
-        return CompareResult(needing, len(items) - len(needing), encode_cursor(head))
+        return CompareResult(needing, len(items) - len(needing), encode_cursor(head), stopped_at)
 
     @staticmethod
     def _keyed(
@@ -239,22 +246,29 @@ class SyncService:
 
     async def _merge(
         self, ns: str, keyed: dict[str, ManifestEntry], after: str | None, through: str | None
-    ) -> list[CompareItem]:
+    ) -> tuple[list[CompareItem], str | None]:
+        """Merge-join the range's server files with the page; stop after ``MAX_COMPARE_SERVER_FILES``
+        server files, returning the last key answered (None: the whole range)."""
         items: list[CompareItem] = []
         seen: set[str] = set()
+        read, last, stopped_at = 0, None, None
         async for version in self._journal.files_in_range(ns, after, through):
             key = path_key(version.path)
+            if read == MAX_COMPARE_SERVER_FILES:  # one more exists: stop before it
+                stopped_at = last
+                break
+            read, last = read + 1, key
             entry = keyed.get(key)
             if entry is None:
                 if not version.deleted:
                     items.append(CompareItem(version.path, "download", version))
-                continue
-            seen.add(key)
-            items.append(CompareItem(entry.path, decide(entry, version), version))
+            else:
+                seen.add(key)
+                items.append(CompareItem(entry.path, decide(entry, version), version))
         for key, entry in keyed.items():
-            if key not in seen:
+            if key not in seen and (stopped_at is None or key <= stopped_at):
                 items.append(CompareItem(entry.path, decide(entry, None), None))
-        return items
+        return items, stopped_at
 
     async def changes(self, principal: Principal, ns: str, cursor: str | None, limit: int, wait: float) -> FeedPage:
         await self._namespaces.authorize(principal, ns, "viewer")

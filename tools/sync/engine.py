@@ -174,10 +174,16 @@ class SyncEngine:
         for page in range(pages):
             keys = ordered[page * COMPARE_PAGE : (page + 1) * COMPARE_PAGE]
             through = None if page == pages - 1 else keys[-1]
-            body = {"entries": [manifest[k] for k in keys], "after": after, "through": through}
-            response = await self._api.compare(self._ns, body)
-            items.extend(response.items)
-            cursor = cursor or response.cursor  # the first page's: nothing committed since is missed
+            while True:
+                body = {"entries": [manifest[k] for k in keys], "after": after, "through": through}
+                response = await self._api.compare(self._ns, body)
+                items.extend(response.items)
+                cursor = cursor or response.cursor  # the first page's: nothing committed since is missed
+                if response.complete_through is None:
+                    break
+                # The server stopped early (a range dense with files we lack): the rest of the page again.
+                after = response.complete_through
+                keys = [k for k in keys if k > after]
             after = through
         return items, cursor or "s0"
 

@@ -1,0 +1,117 @@
+"""A namespace of 20,000 files: every paged endpoint returns each entry exactly once, and no answer is
+unbounded (a compare of a dense range stops at 10,000 server files and says where)."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from service.content import EMPTY_HASH
+from service.core.sync import MAX_COMPARE_SERVER_FILES
+from service.paths import path_key
+from tests.api.helpers import user
+
+FILES = 20_000
+
+
+async def post(client, url: str, body: object, headers: dict[str, str]) -> Any:
+    """POST a JSON body as a stream (large bodies as raw bytes would block the test's event loop)."""
+    data = io.BytesIO(orjson.dumps(body))
+    response = await client.post(url, data=data, headers={**headers, "Content-Type": "application/json"})
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+def new_files(paths: list[str]) -> dict[str, Any]:
+    return {"entries": [{"path": p, "content_hash": EMPTY_HASH, "size": 0, "mtime": 1.0} for p in paths]}
+
+
+def known(paths: list[str]) -> list[dict[str, Any]]:
+    return [{"path": p, "content_hash": EMPTY_HASH, "synced_rev": 1, "synced_hash": EMPTY_HASH} for p in paths]
+
+
+async def namespace_of(client, name: str, paths: list[str]) -> tuple[dict[str, str], str]:
+    headers = await user(client, name)
+    ns = (await (await client.get("/v1/account", headers=headers)).json())["home_namespace"]
+    for start in range(0, len(paths), 1000):
+        await post(client, f"/v1/ns/{ns}/commit", new_files(paths[start : start + 1000]), headers)
+    return headers, ns
+
+
+@pytest.mark.timeout(400)
+async def test_every_paged_endpoint_returns_each_entry_exactly_once(client):
+    paths = [f"d{i % 37:02d}/sub{i % 5}/f{i:06d}.txt" for i in range(FILES)]
+    alice, ns = await namespace_of(client, "alice", paths)
+    expected = Counter(paths)
+
+    listed: Counter[str] = Counter()
+    cursor = None
+    while True:
+        params = {"recursive": "true", "limit": "1000", **({"cursor": cursor} if cursor else {})}
+        page = await (await client.get(f"/v1/ns/{ns}/files", params=params, headers=alice)).json()
+        assert len(page["files"]) <= 1000
+        listed.update(f["path"] for f in page["files"])
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert listed == expected
+
+    fed: Counter[str] = Counter()
+    feed_cursor = "s0"
+    while True:
+        params = {"cursor": feed_cursor, "limit": "100"}
+        page = await (await client.get(f"/v1/ns/{ns}/changes", params=params, headers=alice)).json()
+        fed.update(c["path"] for c in page["changes"])
+        feed_cursor = page["cursor"]
+        if not page["more"]:
+            break
+    assert fed == expected
+
+    # A client that has nothing: the server's files come back in bounded answers, each file once.
+    lacking: Counter[str] = Counter()
+    after = None
+    answers = 0
+    while True:
+        answer = await post(client, f"/v1/ns/{ns}/compare", {"entries": [], "after": after}, alice)
+        answers += 1
+        assert len(answer["items"]) <= MAX_COMPARE_SERVER_FILES
+        lacking.update(i["path"] for i in answer["items"] if i["action"] == "download")
+        after = answer["complete_through"]
+        if after is None:
+            break
+    assert lacking == expected
+    assert answers == -(-FILES // MAX_COMPARE_SERVER_FILES)
+
+    # Cut short, an answer covers only the keys it read: entries past them are sent again.
+    ordered = sorted(paths, key=path_key)
+    manifest = [*known(ordered[-5:]), {"path": "zz-new", "content_hash": EMPTY_HASH}]
+    first = await post(client, f"/v1/ns/{ns}/compare", {"entries": manifest}, alice)
+    stopped = first["complete_through"]
+    assert stopped == path_key(ordered[MAX_COMPARE_SERVER_FILES - 1])
+    assert {i["path"] for i in first["items"]} == set(ordered[:MAX_COMPARE_SERVER_FILES])
+    rest = [m for m in manifest if path_key(m["path"]) > stopped]
+    second = await post(client, f"/v1/ns/{ns}/compare", {"entries": rest, "after": stopped}, alice)
+    assert second["complete_through"] is None
+    assert {(i["path"], i["action"]) for i in second["items"]} == {
+        *((p, "download") for p in ordered[MAX_COMPARE_SERVER_FILES:-5]),
+        ("zz-new", "upload"),
+    }
+    assert second["up_to_date"] == 5
+
+    # A client that has everything, in pages of 5,000 by key: all up to date, nothing listed.
+    up_to_date = 0
+    after = None
+    for start in range(0, FILES, 5000):
+        page_paths = ordered[start : start + 5000]
+        through = None if start + 5000 >= FILES else path_key(page_paths[-1])
+        body = {"entries": known(page_paths), "after": after, "through": through}
+        answer = await post(client, f"/v1/ns/{ns}/compare", body, alice)
+        assert answer["items"] == []
+        assert answer["complete_through"] is None
+        up_to_date += answer["up_to_date"]
+        after = through
+    assert up_to_date == FILES
