@@ -13,6 +13,7 @@ BENCHMARKS = {
     "direct_upload": "tools.bench.direct_upload",
     "compare": "tools.bench.compare",
     "sync_client": "tools.bench.sync_client",
+    "metadata_read": "tools.bench.metadata_read",
 }
 
 
