@@ -14,6 +14,7 @@ BENCHMARKS = {
     "compare": "tools.bench.compare",
     "sync_client": "tools.bench.sync_client",
     "metadata_read": "tools.bench.metadata_read",
+    "feed_poll": "tools.bench.feed_poll",
 }
 
 
