@@ -15,6 +15,7 @@ BENCHMARKS = {
     "sync_client": "tools.bench.sync_client",
     "metadata_read": "tools.bench.metadata_read",
     "feed_poll": "tools.bench.feed_poll",
+    "hashing": "tools.bench.hashing",
 }
 
 
