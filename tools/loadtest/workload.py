@@ -33,7 +33,7 @@ from typing import Any
 
 from yarl import URL
 
-from service.paths import path_key
+from tools.loadtest.data import FOLDERS, compare_pages, folder_sizes, seed_paths
 from tools.loadtest.mix import Mix
 from tools.loadtest.runner import Op, Picker
 from tools.loadtest.target import check_target
@@ -42,11 +42,8 @@ from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file
 from tools.sdk.transfer import S3Transfer
 
-#: The server's compare page limit: a larger manifest is sent in pages, as the sync client does.
-COMPARE_PAGE = 5000
 #: Refresh a token or credentials this long before they expire.
 _REFRESH_MARGIN = 60.0
-FOLDERS = 10
 
 
 class WrongAnswer(Exception):
@@ -91,6 +88,7 @@ class Workload:
         self.block_size = 0
         self.seed_ns = ""
         self.seed_paths: list[str] = []
+        self.folder_sizes: dict[str, int] = {}
         self.seed_sha256 = ""
         self.compare_pages: list[dict[str, Any]] = []
         self._tmp = Path()
@@ -183,26 +181,15 @@ class Workload:
         check_target(creds.endpoint_url, config.allow_remote, "the S3 endpoint")
         async with S3Transfer(creds, self.block_size) as s3:
             await s3.upload(self.seed_ns, source, digest)
-        self.seed_paths = [f"dir{i % FOLDERS:02d}/file-{i:06d}.bin" for i in range(config.seed_files)]
+        self.seed_paths = seed_paths(config.seed_files)
+        self.folder_sizes = folder_sizes(self.seed_paths)
         entry = {"content_hash": digest.content_hash, "size": digest.size, "mtime": 0.0}
         for start in range(0, len(self.seed_paths), 1000):
             chunk = self.seed_paths[start : start + 1000]
             result = await owner.client.commit(self.seed_ns, [{"path": p, **entry} for p in chunk])
             if any(r.status != "committed" for r in result.results):
                 raise WrongAnswer("seeding: a commit of new paths conflicted")
-        manifest = sorted(
-            (path_key(p), {"path": p, "content_hash": digest.content_hash, "synced_rev": 1}) for p in self.seed_paths
-        )
-        for start in range(0, len(manifest), COMPARE_PAGE):
-            page = manifest[start : start + COMPARE_PAGE]
-            last = start + COMPARE_PAGE >= len(manifest)
-            self.compare_pages.append(
-                {
-                    "entries": [entry for _, entry in page],
-                    "after": manifest[start - 1][0] if start else None,
-                    "through": None if last else page[-1][0],
-                }
-            )
+        self.compare_pages = compare_pages(self.seed_paths, digest.content_hash)
         # Presigned downloads go to the S3 endpoint: it must be on this machine too.
         url = await owner.client.download_url(self.seed_ns, self.seed_paths[0])
         check_target(url, config.allow_remote, "the download URL")
@@ -275,7 +262,7 @@ class Workload:
         """A listing of one folder of the seeded namespace."""
         folder = f"dir{random.randrange(FOLDERS):02d}"  # noqa: S311
         files = await user.client.list_files(self.seed_ns, folder=folder, recursive=False)
-        if len(files) != sum(1 for p in self.seed_paths if p.startswith(folder + "/")):
+        if len(files) != self.folder_sizes.get(folder, 0):
             raise WrongAnswer(f"list: {len(files)} files in {folder}")
 
     async def compare(self, user: User) -> None:
