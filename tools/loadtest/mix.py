@@ -1,8 +1,9 @@
 """The scenario mix: which scenario each request runs, drawn by weight.
 
 Layer: tools (leaf, pure). The default mix is what a population of sync clients sends: mostly change-feed
-polls and metadata reads, some downloads and uploads, few credential requests and fewer logins (a device
-logs in once and then refreshes its token).
+polls (every idle client polls) and metadata reads, some downloads and small uploads, a few credential
+requests (one per uploading session), and rare compares (a client compares at start-up or after its cursor
+went stale), large uploads and logins (a device logs in once, then refreshes its token).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ SCENARIOS = (
 
 #: Per 1,000 requests.
 DEFAULT_MIX: dict[str, float] = {
-    "feed": 500,
+    "feed": 600,
     "list": 150,
-    "compare": 60,
-    "download": 130,
-    "upload_small": 100,
+    "compare": 10,
+    "download": 120,
+    "upload_small": 80,
     "upload_multipart": 5,
-    "credentials": 50,
+    "credentials": 30,
     "login": 5,
 }
 
