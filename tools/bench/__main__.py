@@ -16,6 +16,7 @@ BENCHMARKS = {
     "metadata_read": "tools.bench.metadata_read",
     "feed_poll": "tools.bench.feed_poll",
     "hashing": "tools.bench.hashing",
+    "sustained": "tools.bench.sustained",
 }
 
 
