@@ -169,8 +169,9 @@ class ProgressLine:
         now = time.perf_counter()
         if now - self._last > 0.2 or self.done >= self.total:
             self._last = now
-            rate = self.done / max(now - self.started, 1e-9) / MiB
-            sys.stderr.write(f"\r{self.label}: {self.done / MiB:8.0f}/{self.total / MiB:.0f} MiB  {rate:7.1f} MiB/s ")
+            rate = self.done / max(now - self.started, 1e-9) / self.scale
+            done, total = self.done / self.scale, self.total / self.scale
+            sys.stderr.write(f"\r{self.label}: {done:8.0f}/{total:.0f} {self.unit}  {rate:7.1f} {self.unit}/s ")
             if self.done >= self.total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
