@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tools.loadtest import report
+from tools.loadtest.__main__ import check, parser, rss_growth
 from tools.loadtest.histogram import LatencyHistogram
 from tools.loadtest.mix import DEFAULT_MIX, SCENARIOS, Mix
 from tools.loadtest.recorder import CUT_OFF, DROPPED, Recorder
@@ -290,3 +291,20 @@ def test_only_loopback_targets_unless_allowed():
         check_target("http://192.0.2.1", False, "the server")
     with pytest.raises(RemoteTarget, match="AWS"):
         check_target(None, False, "the S3 endpoint")
+
+
+def test_memory_growth_and_objectives():
+    timeline = [{"t": t, "rss_mib": 100.0 if t < 130 else 103.0} for t in range(600)]
+    growth = rss_growth(timeline, 120)
+    assert growth == {
+        "from_second": 120,
+        "start_mib": 100.0,
+        "end_mib": 103.0,
+        "peak_mib": 103.0,
+        "growth_percent": 3.0,
+    }
+    assert rss_growth([{"t": 0, "rss_mib": None}], 120) is None
+    report_ = {"latency_ms": {"p99": 300.0}, "requests": {"errors": 1, "dropped": 1}, "service_rss": growth}
+    args = parser().parse_args(["--slo-p99-ms", "250", "--slo-errors", "0", "--slo-rss-growth", "5"])
+    assert check(report_, args) == ["p99 300.0 ms >= 250 ms", "2 errors + dropped > 0"]
+    assert check(report_, parser().parse_args([])) == []
