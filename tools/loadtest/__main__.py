@@ -29,7 +29,7 @@ from tools.loadtest.recorder import Recorder
 from tools.loadtest.runner import Limits, StatusLine, closed_loop, open_loop
 from tools.loadtest.schedule import Step, arrivals, ramp
 from tools.loadtest.target import RemoteTarget
-from tools.loadtest.workload import Workload, WorkloadConfig
+from tools.loadtest.workload import Workload, WorkloadConfig, WrongAnswer
 from tools.sdk.errors import ApiError
 
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("out") / "loadtest" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     try:
         report = uvloop.run(run(args))
-    except (RemoteTarget, ApiError) as exc:
+    except (RemoteTarget, ApiError, WrongAnswer) as exc:
         sys.stderr.write(f"loadtest: {exc}\n")
         return 2
     written = reports.write(report, out, plots=not args.no_plots)

@@ -139,23 +139,21 @@ class Workload:
         say(f"setting up {config.users} users on {config.server}")
         slots = asyncio.Semaphore(4)  # logins hash passwords: the server computes a few at a time
 
-        async def make_user(i: int) -> User:
+        for i in range(config.users):
+            # Registered before any request, so that __aexit__ closes every client whatever fails.
+            client = FileSyncClient(config.server, attempts=1, timeout=config.timeout, connections=config.connections)
+            self.users.append(User(f"{config.prefix}-{i}", await client.__aenter__()))
+
+        async def enrol(user: User) -> None:
             async with slots:
-                client = FileSyncClient(
-                    config.server, attempts=1, timeout=config.timeout, connections=config.connections
-                )
-                await client.__aenter__()
-                user = User(f"{config.prefix}-{i}", client)
                 try:
-                    await client.sign_up(user.name, config.password)
+                    await user.client.sign_up(user.name, config.password)
                 except ApiError as exc:
                     if exc.status != 409:  # an account left by an earlier run with this prefix is fine
-                        await client.__aexit__(None, None, None)
                         raise
                 await self._log_in(user)
-                return user
 
-        self.users = list(await asyncio.gather(*(make_user(i) for i in range(config.users))))
+        await asyncio.gather(*(enrol(user) for user in self.users))
         owner = self.users[0].client
         self.block_size = (await owner.config()).block_size
         for user in self.users:
