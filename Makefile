@@ -37,7 +37,8 @@ loadtest: $(VENV)/.installed
 	$(PY) -m tools.loadtest --spawn $(LOADTEST_ARGS)
 
 # The 10-minute soak (not in CI): SOAK_RATE requests/s, 70% of the sustained rate that `make bench
-# BENCH=sustained` finds; fails unless there are no errors and the service's memory grows < 5% from minute 2.
+# BENCH=sustained` finds; fails unless there are no errors and the service's memory (resident, and its
+# anonymous part) grows < 5% from minute 2.
 SOAK_RATE ?= 3.1
 soak: $(VENV)/.installed
 	$(PY) -m tools.loadtest --spawn --rate $(SOAK_RATE) --duration 600 --rss-from 120 \

@@ -263,7 +263,7 @@ def test_report_and_status_line():
         recorder.start()
         recorder.success("feed" if i % 2 else "download", i / 50, i / 50 + 0.01 * (i % 5 + 1))
     recorder.failure("download", "HTTP 503 Service Unavailable", 1.5)
-    recorder.sample(0.5, 3, 100 * 2**20)
+    recorder.sample(0.5, 3, (100 * 2**20, 60 * 2**20))
     built = report.build(recorder, wall=2.0, config={"mode": "open"}, started_at=datetime.now(UTC))
     json.dumps(built)  # a JSON document
     assert built["requests"] == {"due": 100, "started": 100, "ok": 100, "errors": 1, "dropped": 0}
@@ -272,6 +272,7 @@ def test_report_and_status_line():
     assert built["latency_ms"]["p50"] == pytest.approx(30, rel=1e-3)
     assert [row["t"] for row in built["timeline"]] == [0, 1, 2]
     assert built["timeline"][0]["rss_mib"] == 100.0
+    assert built["timeline"][0]["anon_mib"] == 60.0
     lines = report.summary_lines(built)
     assert lines[2].startswith("all")
     assert "HTTP 503" in lines[-1]
@@ -294,7 +295,9 @@ def test_only_loopback_targets_unless_allowed():
 
 
 def test_memory_growth_and_objectives():
-    timeline = [{"t": t, "rss_mib": 100.0 if t < 130 else 103.0} for t in range(600)]
+    timeline = [
+        {"t": t, "rss_mib": 100.0 if t < 130 else 103.0, "anon_mib": 50.0 if t < 130 else 55.0} for t in range(600)
+    ]
     growth = rss_growth(timeline, 120)
     assert growth == {
         "from_second": 120,
@@ -302,9 +305,17 @@ def test_memory_growth_and_objectives():
         "end_mib": 103.0,
         "peak_mib": 103.0,
         "growth_percent": 3.0,
+        "anon_start_mib": 50.0,
+        "anon_end_mib": 55.0,
+        "anon_peak_mib": 55.0,
+        "anon_growth_percent": 10.0,
     }
-    assert rss_growth([{"t": 0, "rss_mib": None}], 120) is None
+    assert rss_growth([{"t": 0, "rss_mib": None, "anon_mib": None}], 120) is None
     report_ = {"latency_ms": {"p99": 300.0}, "requests": {"errors": 1, "dropped": 1}, "service_rss": growth}
     args = parser().parse_args(["--slo-p99-ms", "250", "--slo-errors", "0", "--slo-rss-growth", "5"])
-    assert check(report_, args) == ["p99 300.0 ms >= 250 ms", "2 errors + dropped > 0"]
+    assert check(report_, args) == [
+        "p99 300.0 ms >= 250 ms",
+        "2 errors + dropped > 0",
+        "service anonymous memory grew 10.0% >= 5%",
+    ]
     assert check(report_, parser().parse_args([])) == []

@@ -32,6 +32,7 @@ class Second:
     latencies: list[float] = field(default_factory=list)
     in_flight: int = 0
     rss_bytes: int | None = None
+    anon_bytes: int | None = None
 
     def row(self, t: int) -> dict[str, Any]:
         ordered = sorted(self.latencies)
@@ -52,6 +53,7 @@ class Second:
             "max_ms": round(ordered[-1] * 1e3, 3) if ordered else None,
             "in_flight": self.in_flight,
             "rss_mib": round(self.rss_bytes / 2**20, 1) if self.rss_bytes is not None else None,
+            "anon_mib": round(self.anon_bytes / 2**20, 1) if self.anon_bytes is not None else None,
         }
 
 
@@ -102,11 +104,12 @@ class Recorder:
             self.failed += 1
         self.last_completion = max(self.last_completion, done)
 
-    def sample(self, at: float, in_flight: int, rss_bytes: int | None) -> None:
+    def sample(self, at: float, in_flight: int, memory: tuple[int, int] | None) -> None:
+        """Requests in flight, and the service's (resident, anonymous) memory in bytes if known."""
         second = self._second(at)
         second.in_flight = max(second.in_flight, in_flight)
-        if rss_bytes is not None:
-            second.rss_bytes = rss_bytes
+        if memory is not None:
+            second.rss_bytes, second.anon_bytes = memory
 
     def overall(self) -> LatencyHistogram:
         total = LatencyHistogram()

@@ -25,6 +25,8 @@ from tools.sdk.errors import ApiError
 Op = Callable[[], Awaitable[None]]
 Picker = Callable[[], tuple[str, Op]]
 #: Called once a second with (seconds since start, recorder, requests in flight).
+#: Returns the service's (resident, anonymous) memory in bytes, or None when it cannot be read.
+Memory = Callable[[], tuple[int, int] | None]
 Tick = Callable[[float, Recorder, int], None]
 
 
@@ -49,11 +51,11 @@ def classify(exc: BaseException) -> str:
 
 
 class _Engine:
-    def __init__(self, limits: Limits, recorder: Recorder, tick: Tick | None, rss: Callable[[], int | None] | None):
+    def __init__(self, limits: Limits, recorder: Recorder, tick: Tick | None, memory: Memory | None):
         self.limits = limits
         self.recorder = recorder
         self.tick = tick
-        self.rss = rss
+        self.memory = memory
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -77,7 +79,7 @@ class _Engine:
         for second in itertools.count(1):
             await asyncio.sleep(max(0.0, second - self.now()))
             now = self.now()
-            self.recorder.sample(now - 0.5, len(self.in_flight), self.rss() if self.rss else None)
+            self.recorder.sample(now - 0.5, len(self.in_flight), self.memory() if self.memory else None)
             if self.tick:
                 self.tick(now, self.recorder, len(self.in_flight))
 
@@ -105,12 +107,12 @@ async def open_loop(
     recorder: Recorder,
     *,
     tick: Tick | None = None,
-    rss: Callable[[], int | None] | None = None,
+    memory: Memory | None = None,
 ) -> float:
     """Start a request at each due time (seconds from now) until ``duration`` or ``max_requests``; returns the
     run's wall time. Latency counts from the due time, so a request the client could only start late (a
     stalled loop, a full connection pool) shows its wait."""
-    engine = _Engine(limits, recorder, tick, rss)
+    engine = _Engine(limits, recorder, tick, memory)
     ticker = asyncio.create_task(engine.ticker())
     try:
         for due in itertools.islice(due_times, limits.max_requests):
@@ -143,13 +145,13 @@ async def closed_loop(
     *,
     think: float = 0.0,
     tick: Tick | None = None,
-    rss: Callable[[], int | None] | None = None,
+    memory: Memory | None = None,
 ) -> float:
     """``users`` loops, each running one request at a time (then ``think`` seconds idle) until ``duration``
     or ``max_requests``; returns the run's wall time. Latency counts from each request's actual start: a
     closed loop slows down with the server, so its percentiles understate what arrivals at a fixed rate
     would see (use the open loop for latency claims)."""
-    engine = _Engine(limits, recorder, tick, rss)
+    engine = _Engine(limits, recorder, tick, memory)
     budget = itertools.count()
 
     async def user() -> None:
