@@ -154,7 +154,8 @@ async def test_open_loop_starts_requests_on_time():
     assert len(starts) == recorder.ok == 200
     lags = sorted(s - t0 - d for s, d in zip(starts, due, strict=True))
     assert lags[0] >= -0.002  # never early
-    assert lags[len(lags) // 2] < 0.005  # on time (a shared CI machine gets a little slack)
+    assert lags[len(lags) // 2] < 0.01  # on time (a shared 2-core machine gets a little slack)
+    assert starts[-1] - starts[0] == pytest.approx(due[-1], abs=0.05)  # the rate held over the whole second
     assert recorder.histograms["feed"].count == 200
 
 
