@@ -94,7 +94,7 @@ def draw(report: dict[str, Any], out: Path) -> list[Path]:
     axes.legend()
     written.append(_save(figure, out / "throughput.png"))
 
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    figure, axes = plt.subplots(figsize=(9.5, 4.5), dpi=100)
     curves = [("all", report["latency_ms"])] + [
         (name, s["latency_ms"]) for name, s in report["scenarios"].items() if s["latency_ms"]
     ]
@@ -116,7 +116,7 @@ def draw(report: dict[str, Any], out: Path) -> list[Path]:
     axes.set_ylabel("latency, ms")
     axes.set_title(f"Latency by percentile: {title}", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="upper left")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, off the curves
     written.append(_save(figure, out / "percentiles.png"))
     return written
 
