@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck unit bench release clean
+.PHONY: run test lint typecheck unit bench release loadtest soak clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,18 @@ release: $(VENV)/.installed
 		--implementation cp -r requirements.txt -d $(RELEASE_DIR)/tree/wheels
 	tar -czf $(RELEASE_DIR)/filesync-$$(git rev-parse --short HEAD).tar.gz -C $(RELEASE_DIR)/tree .
 	@echo $(RELEASE_DIR)/filesync-$$(git rev-parse --short HEAD).tar.gz
+
+# A load test of the default mix against a service started for it (see README, "Load testing").
+loadtest: $(VENV)/.installed
+	$(PY) -m tools.loadtest --spawn $(LOADTEST_ARGS)
+
+# The 10-minute soak (not in CI): SOAK_RATE requests/s, 70% of the sustained rate that `make bench
+# BENCH=sustained` finds; fails unless there are no errors and the service's memory (resident, and its
+# anonymous part) grows < 5% from minute 2.
+SOAK_RATE ?= 3.1
+soak: $(VENV)/.installed
+	$(PY) -m tools.loadtest --spawn --rate $(SOAK_RATE) --duration 600 --rss-from 120 \
+		--slo-errors 0 --slo-rss-growth 5 --out out/soak $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,6 +14,10 @@ BENCHMARKS = {
     "compare": "tools.bench.compare",
     "sync_client": "tools.bench.sync_client",
     "notifier": "tools.bench.notifier",
+    "metadata_read": "tools.bench.metadata_read",
+    "feed_poll": "tools.bench.feed_poll",
+    "hashing": "tools.bench.hashing",
+    "sustained": "tools.bench.sustained",
 }
 
 
