@@ -7,6 +7,7 @@ embedded default actually starts.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -94,6 +95,85 @@ def _transactions_with_an_undo_log() -> None:
     DynamoDBBackend._filesync_undo_log = True  # type: ignore[attr-defined]
 
 
+def _queries_read_their_partition() -> None:
+    """Make moto's ``Query`` on a table's own key cost what its partition holds, not the whole table.
+
+    For every Query, moto sorts every item of the table (all partitions) and then walks the partition from
+    its start, so paging through a 20,000-file namespace costs O(pages x table). Here a Query on the table's
+    keys (no index) hands moto only the partition's items, sorted once by their string sort key and cut to
+    the key condition and the exclusive start key; moto's own code then filters, limits and pages them as
+    before. Other queries (indexes, non-string keys) are untouched.
+    """
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table, "_filesync_partition_query", False):
+        return
+    original = Table.query
+
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: Any,
+        range_objs: Any,
+        limit: Any,
+        exclusive_start_key: Any,
+        scan_index_forward: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        index_name = kwargs.get("index_name", args[1] if len(args) > 1 else None)
+        if index_name is not None or hash_key is None or self.range_key_attr is None or self.range_key_type != "S":
+            return original(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                *args,
+                **kwargs,
+            )
+        partition = self.items.get(hash_key) or {}
+        candidates = sorted(partition.values(), key=lambda item: item.range_key.value)
+        keys = [item.range_key.value for item in candidates]
+        lo, hi = 0, len(candidates)
+        values = [getattr(obj, "value", None) for obj in range_objs or []]
+        if all(isinstance(v, str) for v in values):
+            if range_comparison == "BETWEEN" and len(values) == 2:
+                lo, hi = bisect.bisect_left(keys, values[0]), bisect.bisect_right(keys, values[1])
+            elif range_comparison == "BEGINS_WITH" and len(values) == 1:
+                lo = bisect.bisect_left(keys, values[0])
+                hi = lo
+                while hi < len(keys) and keys[hi].startswith(values[0]):
+                    hi += 1
+        start = (exclusive_start_key or {}).get(self.range_key_attr, {}).get("S")
+        if isinstance(start, str):
+            if scan_index_forward is not False:
+                lo = max(lo, bisect.bisect_right(keys, start))
+            else:
+                hi = min(hi, bisect.bisect_left(keys, start))
+        chosen = candidates[lo:hi]
+        self.all_items = lambda: chosen  # moto takes its candidates from here; only during this call
+        try:
+            return original(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                *args,
+                **kwargs,
+            )
+        finally:
+            del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]
+    Table._filesync_partition_query = True  # type: ignore[attr-defined]
+
+
 @contextmanager
 def run_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Start moto's server on a loopback port (0: any free one); yield its endpoint URL; stop it on exit."""
@@ -105,6 +185,7 @@ def run_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     from werkzeug.serving import make_server
 
     _transactions_with_an_undo_log()
+    _queries_read_their_partition()
     app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True)

@@ -270,18 +270,25 @@ class SyncService:
                 items.append(CompareItem(entry.path, decide(entry, None), None))
         return items, stopped_at
 
+    async def _since(self, ns: str, after: int, limit: int) -> list[JournalEntry]:
+        """Up to ``limit`` entries after the cursor ``after``, in one read: the read starts at the cursor's own
+        entry, whose presence proves the cursor (the journal has no gaps); a cursor past the head finds none."""
+        if after == 0:
+            return await self._journal.since(ns, 0, limit)
+        entries = await self._journal.since(ns, after - 1, limit + 1)
+        if not entries or entries[0].seq != after:
+            raise CursorInvalid(
+                "The cursor does not match this namespace's journal (it is ahead of it); do a full compare to get "
+                "a new one."
+            )
+        return entries[1:]
+
     async def changes(self, principal: Principal, ns: str, cursor: str | None, limit: int, wait: float) -> FeedPage:
         await self._namespaces.authorize(principal, ns, "viewer")
         after = decode_cursor(cursor) if cursor else 0
-        entries = await self._journal.since(ns, after, limit + 1)
-        if not entries and after > 0:
-            head = (await self._journal.heads([ns]))[ns]
-            if after > head:
-                raise CursorInvalid(
-                    f"The cursor is ahead of this namespace (at {head}); do a full compare to get a new one."
-                )
+        entries = await self._since(ns, after, limit + 1)
         if not entries and wait > 0 and await self._watcher.wait(ns, after, min(wait, MAX_WAIT_SECONDS)):
-            entries = await self._journal.since(ns, after, limit + 1)
+            entries = await self._since(ns, after, limit + 1)
         # A long-poll released by a shutdown answers with nothing new, which is true: the client polls again.
         more = len(entries) > limit
         entries = entries[:limit]

@@ -179,7 +179,9 @@ async def test_long_poll_returns_as_soon_as_something_changes(client, alice):
 
 async def test_a_no_change_sync_is_one_request_and_at_most_two_dynamodb_reads(client, alice):
     headers, ns = alice
+    await commit(client, headers, ns, [entry("one.txt", b"")])  # a cursor past the start: it must be proven
     cursor = (await compare(client, headers, ns, []))["cursor"]
+    assert cursor != "s0"
     before = await (await client.get("/metrics")).text()
     response = await client.get(f"/v1/ns/{ns}/changes?cursor={cursor}", headers=headers)
     assert (await response.json())["changes"] == []
