@@ -94,7 +94,8 @@ class FaultProxy:
     async def start(self) -> FaultProxy:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Requests still held by a delay are cancelled at close, not waited for.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self._http = aiohttp.ClientSession(
