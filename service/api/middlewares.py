@@ -60,13 +60,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except FileSyncError as exc:
-        return problems.from_domain(request, exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        if request.writer.output_size > 0:
+            # The status line and part of a streamed body are out: no problem can follow. Re-raised,
+            # aiohttp closes the connection, so the client sees a short body at once (never a hang, nor a
+            # second response inside the first).
+            log.warning("%s %s failed after its response started; closing the connection", request.method, request.path)
             raise
-        return problems.from_http(request, exc)
-    except Exception:
+        if isinstance(exc, FileSyncError):
+            return problems.from_domain(request, exc)
+        if isinstance(exc, web.HTTPException):
+            if exc.status < 400:
+                raise
+            return problems.from_http(request, exc)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problems.internal(request)
 

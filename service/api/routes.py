@@ -274,7 +274,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "List a folder",
         "files",
         responses={200: FileList},
-        errors=(404,),
+        errors=(404, 422),
         auth=True,
         parameters=tuple(
             {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -288,7 +288,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Download a file, or its history",
         "files",
         responses={200: "application/octet-stream", 206: "application/octet-stream", 302: None},
-        errors=(404, 416),
+        errors=(404, 416, 422),
         auth=True,
         parameters=tuple(
             {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -355,7 +355,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Follow the change feed",
         "sync",
         responses={200: Changes},
-        errors=(400, 404),
+        errors=(400, 404, 422),
         auth=True,
         parameters=tuple(
             {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}

@@ -13,11 +13,13 @@ import asyncio
 import hashlib
 import io
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import ClientError
+from aiohttp import ClientPayloadError
+from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
 from service.aws.errors import error_code, unavailable_on_transient
 from service.content import (
@@ -28,6 +30,7 @@ from service.content import (
     content_hash_from_blocks,
     s3_checksum,
 )
+from service.core.errors import DependencyUnavailable
 from service.core.models import Download
 from service.resources import blob_key
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 VerifyMode = Literal["checksum", "read"]
 Outcome = Literal["ok", "missing", "mismatch"]
 _READ_CHUNK = 1024 * 1024
+#: Reads of one object for verification, when its body breaks off mid-way.
+_READ_ATTEMPTS = 3
 
 
 class S3BlobStore:
@@ -80,17 +85,30 @@ class S3BlobStore:
         return "ok" if digest.content_hash == content_hash and digest.size == size else "mismatch"
 
     async def _hash_object(self, key: str, block_size: int) -> ContentDigest:
+        """Read and hash the object. botocore retries the request but not a body cut short while it is
+        read; a read is safe to repeat, so that is retried here (a cut body must never count as a
+        mismatch, which would delete good content)."""
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                return await self._hash_object_once(key, block_size)
+            except (ClientPayloadError, IncompleteReadError, ResponseStreamingError) as exc:
+                if attempt + 1 == _READ_ATTEMPTS:
+                    raise DependencyUnavailable("S3 broke off a response; retry shortly.") from exc
+                await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
+
+    async def _hash_object_once(self, key: str, block_size: int) -> ContentDigest:
         hasher = BlockHasher(block_size)
         with unavailable_on_transient("S3"):
             response = await self._s3.get_object(Bucket=self.bucket, Key=key)
-            body = response["Body"]
-            async with body:
-                while chunk := await body.read(_READ_CHUNK):
-                    # Small bodies are hashed inline: a thread hop costs more than hashing them.
-                    if len(chunk) >= 256 * 1024:
-                        await asyncio.to_thread(hasher.update, chunk)
-                    else:
-                        hasher.update(chunk)
+        body = response["Body"]
+        async with body:
+            while chunk := await body.read(_READ_CHUNK):
+                # Small bodies are hashed inline: a thread hop costs more than hashing them.
+                if len(chunk) >= 256 * 1024:
+                    await asyncio.to_thread(hasher.update, chunk)
+                else:
+                    hasher.update(chunk)
         return hasher.finish()
 
     async def delete(self, key: str) -> None:
@@ -162,7 +180,7 @@ class S3BlobStore:
                 slots.release()
 
         try:
-            async with asyncio.TaskGroup() as group:
+            async with _task_group() as group:
                 number = 0
                 while True:
                     # Take a slot before reading the next block: at most ``concurrency`` blocks exist.
@@ -224,7 +242,7 @@ class S3BlobStore:
                 parts[number] = part
 
         try:
-            async with asyncio.TaskGroup() as group:
+            async with _task_group() as group:
                 for number, start in enumerate(range(0, size, block_size), 1):
                     group.create_task(copy_part(number, start, min(size, start + block_size) - 1))
             with unavailable_on_transient("S3"):
@@ -274,6 +292,17 @@ class S3BlobStore:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
             )
+
+
+@asynccontextmanager
+async def _task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """A TaskGroup that fails with its first error rather than an ``ExceptionGroup``, so a part's 503 or
+    the body's 413 reaches the client as itself instead of as an unmapped 500."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from failed
 
 
 def _sha256(block: io.BytesIO) -> bytes:

@@ -1,7 +1,8 @@
 """Translating botocore failures into domain errors at the adapter boundary.
 
-Layer: aws. Throttling, timeouts and unreachable endpoints become ``DependencyUnavailable`` (503, retry);
-everything else is left to the caller, which knows what a failed condition means for it.
+Layer: aws. Throttling, timeouts, unreachable endpoints and bodies cut short become ``DependencyUnavailable``
+(503 with ``Retry-After``); everything else is left to the caller, which knows what a failed condition means
+for it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from aiohttp import ClientPayloadError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError, IncompleteReadError
 
 from service.core.errors import DependencyUnavailable
 
@@ -43,6 +45,9 @@ def unavailable_on_transient(service: str) -> Iterator[None]:
         raise
     except (ConnectionError, HTTPClientError) as exc:
         raise DependencyUnavailable(f"{service} is unreachable; retry shortly.") from exc
+    except (ClientPayloadError, IncompleteReadError) as exc:
+        # A body cut short while it was read (aiobotocore streams it over aiohttp): nothing was learnt.
+        raise DependencyUnavailable(f"{service} broke off a response; retry shortly.") from exc
     except BotoCoreError as exc:
         if "timeout" in type(exc).__name__.lower():
             raise DependencyUnavailable(f"{service} timed out; retry shortly.") from exc
