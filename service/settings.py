@@ -77,6 +77,11 @@ class Limits:
     max_json_body: int = 1 * MiB
     #: Largest compare request (a manifest page of up to 5,000 entries with long paths).
     max_compare_body: int = 8 * MiB
+    #: A request body that sends nothing for this long is cut off with 408 (slow or stalled clients).
+    body_idle_seconds: float = 30.0
+    #: Uploads streamed through one worker at once per user (429 past it); each holds up to
+    #: upload_concurrency x block_size of memory.
+    max_streams_per_user: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +226,8 @@ class Settings:
             token_secret=token_secret,
             limits=Limits(
                 max_json_body=_int(env, "FILESYNC_MAX_JSON_BODY", defaults.limits.max_json_body, minimum=1024),
+                body_idle_seconds=_float(env, "FILESYNC_BODY_IDLE_SECONDS", 30.0),
+                max_streams_per_user=_int(env, "FILESYNC_MAX_STREAMS_PER_USER", 4, minimum=1),
             ),
             auth=AuthSettings(
                 open_signup=_bool(env, "FILESYNC_OPEN_SIGNUP", backend == "embedded"),

@@ -107,6 +107,7 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
         block_size=settings.files.block_size,
         concurrency=settings.files.upload_concurrency,
         presign_seconds=settings.files.presign_seconds,
+        max_streams_per_user=settings.limits.max_streams_per_user,
     )
     journal = DynamoJournal(clients.dynamodb, settings.table)
     watcher = HeadWatcher(journal, settings.files.feed_poll_seconds)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.api.bodies import read_json
+from service.api.bodies import body_chunks, read_json
 from service.api.responses import file_info, json_response
 from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
@@ -223,7 +223,7 @@ async def _blocks(request: web.Request, block_size: int) -> AsyncIterator[io.Byt
     """The body as buffers of ``block_size`` bytes (the last may be shorter), filled as data arrives:
     one buffer per block, no second copy."""
     block, filled = io.BytesIO(), 0
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request):
         view = memoryview(chunk)
         while view:
             take = min(len(view), block_size - filled)

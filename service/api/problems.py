@@ -70,6 +70,12 @@ _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
     errors.PayloadTooLarge: ProblemType(
         "payload-too-large", 413, "Payload too large", "A body, batch or part is over its limit."
     ),
+    errors.BodyStalled: ProblemType(
+        "body-stalled",
+        408,
+        "Request body stalled",
+        "No data of the body arrived for the idle timeout; nothing was stored. Send it again.",
+    ),
     errors.RateLimited: ProblemType(
         "rate-limited", 429, "Too many requests", "Wait `Retry-After` seconds before retrying."
     ),

@@ -302,7 +302,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Upload a file through the service",
         "files",
         responses={200: FileInfo, 201: FileInfo},
-        errors=(404, 409, 413, 422),
+        errors=(404, 408, 409, 413, 422, 429),
         auth=True,
     ),
     Operation(

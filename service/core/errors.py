@@ -16,6 +16,7 @@ exception's ``__mro__`` so a subclass inherits its parent's mapping unless it ha
     ├── Conflict                  the resource's state does not allow this
     │   └── VersionConflict       a conditional write lost: someone else changed it first
     ├── PayloadTooLarge           a body, batch or part is over its documented limit
+    ├── BodyStalled               the client stopped sending the body it announced
     ├── RateLimited               too many attempts; ``retry_after`` seconds until the next may pass
     └── DependencyUnavailable     an AWS service did not answer in time or refused; retry later
 """
@@ -90,6 +91,10 @@ class VersionConflict(Conflict):
 
 class PayloadTooLarge(FileSyncError):
     """A body, batch or part exceeds its documented limit."""
+
+
+class BodyStalled(FileSyncError):
+    """No byte of the request body arrived for the idle timeout (a stalled or slowloris client)."""
 
 
 class RateLimited(FileSyncError):

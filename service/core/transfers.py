@@ -12,9 +12,10 @@ the multipart upload for the client; the client then commits, and the commit ver
 
 from __future__ import annotations
 
+import contextlib
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -37,6 +38,7 @@ from service.core.errors import (
     FieldError,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     ValidationFailed,
     VersionConflict,
 )
@@ -123,6 +125,7 @@ class TransferService:
         block_size: int,
         concurrency: int,
         presign_seconds: int,
+        max_streams_per_user: int = 4,
     ) -> None:
         self._blobs = blobs
         self._registry = registry
@@ -131,6 +134,9 @@ class TransferService:
         self.block_size = block_size
         self._concurrency = concurrency
         self._presign_seconds = presign_seconds
+        self._max_streams = max_streams_per_user
+        #: Uploads streaming through this worker now, per user.
+        self._streams: dict[str, int] = {}
 
     # --- streaming through the service --------------------------------------------------------------
 
@@ -147,6 +153,36 @@ class TransferService:
         commit_key: str | None,
     ) -> CommitResult:
         await self._namespaces.authorize(principal, ns, "editor")
+        with self._stream_slot(principal.username):
+            return await self._stream_put(principal, ns, path, blocks, expected_hash, precondition, mtime, commit_key)
+
+    @contextlib.contextmanager
+    def _stream_slot(self, username: str) -> Iterator[None]:
+        """One of the user's ``max_streams_per_user`` streaming uploads in this worker, or 429."""
+        if self._streams.get(username, 0) >= self._max_streams:
+            raise RateLimited(
+                f"At most {self._max_streams} uploads through the service at once per user; wait for one to end.",
+                retry_after=1,
+            )
+        self._streams[username] = self._streams.get(username, 0) + 1
+        try:
+            yield
+        finally:
+            self._streams[username] -= 1
+            if not self._streams[username]:
+                del self._streams[username]
+
+    async def _stream_put(
+        self,
+        principal: Principal,
+        ns: str,
+        path: str,
+        blocks: AsyncIterator[io.BytesIO],
+        expected_hash: str | None,
+        precondition: StreamPrecondition,
+        mtime: float,
+        commit_key: str | None,
+    ) -> CommitResult:
         clean = normalize_path(path, "path")
         if expected_hash is not None and parse_content_hash(expected_hash) is None:
             raise ValidationFailed(
