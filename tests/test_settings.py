@@ -141,3 +141,13 @@ def test_notification_settings_are_read_and_the_embedded_default_runs_its_own_no
     assert aws.notify.public_url == "https://files.example.com"
     with pytest.raises(SettingsError, match="FILESYNC_NOTIFY_DAILY_CAP"):
         Settings.from_env({"FILESYNC_NOTIFY_DAILY_CAP": "0"})
+
+
+def test_body_idle_timeout_and_streams_per_user_are_read_and_checked():
+    settings = Settings.from_env({"FILESYNC_BODY_IDLE_SECONDS": "5", "FILESYNC_MAX_STREAMS_PER_USER": "2"})
+    assert (settings.limits.body_idle_seconds, settings.limits.max_streams_per_user) == (5.0, 2)
+    assert Settings.from_env({}).limits.body_idle_seconds == 30.0
+    with pytest.raises(SettingsError, match="FILESYNC_MAX_STREAMS_PER_USER"):
+        Settings.from_env({"FILESYNC_MAX_STREAMS_PER_USER": "0"})
+    with pytest.raises(SettingsError, match="FILESYNC_BODY_IDLE_SECONDS"):
+        Settings.from_env({"FILESYNC_BODY_IDLE_SECONDS": "0"})

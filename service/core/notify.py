@@ -43,6 +43,8 @@ T = TypeVar("T")
 #: Journal entries read per namespace per request, and digests sent per shard per tick.
 JOURNAL_PAGE = 100
 DUE_PAGE = 100
+#: How long a stopping notifier tries to hand its leases back.
+RELEASE_SECONDS = 5.0
 #: A digest the mail service refused waits this long before it is tried again.
 REJECTED_RETRY_SECONDS = 3600
 
@@ -177,12 +179,13 @@ class Notifier:
         await self.send_due()
 
     async def release(self) -> None:
+        """Hand the leases back (bounded: unreleased ones simply expire, so a stop never waits long)."""
         self._leases_checked = -math.inf
-        for shard in list(self.held):
-            try:
-                await self._store.release_lease(shard, self.owner)
-            except Exception:
-                log.warning("could not release notifier lease %d", shard, exc_info=True)
+        try:
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await asyncio.gather(*(self._store.release_lease(shard, self.owner) for shard in self.held))
+        except Exception:  # TimeoutError or DynamoDB: the leases run out by themselves
+            log.warning("could not hand back every notifier lease; they expire within %s s", self._config.lease_seconds)
         self.held.clear()
 
     # --- leases --------------------------------------------------------------------------------------

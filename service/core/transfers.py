@@ -35,6 +35,7 @@ from service.content import (
 )
 from service.core.errors import (
     Conflict,
+    DependencyUnavailable,
     FieldError,
     NotFound,
     PayloadTooLarge,
@@ -318,6 +319,8 @@ class TransferService:
             s3_parts.append(part)
         try:
             await self._blobs.complete_upload(record.key, upload_id, s3_parts)
+        except DependencyUnavailable:
+            raise  # transient: 503, the client retries
         except Exception as exc:
             raise Conflict(f"S3 refused to complete the upload: {exc}") from None
         await self._registry.finished(record)
