@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.files_helpers import independent_hash
+from tests.api.test_health import metric
 from tests.conftest import TEST_BLOCK_SIZE
 from tools.sdk.client import FileSyncClient
 from tools.sync.engine import SyncEngine
@@ -133,3 +134,20 @@ async def test_an_unfinished_upload_of_content_that_changed_is_aborted(api, tmp_
         with pytest.raises(s3.exceptions.NoSuchUpload):
             await s3.list_parts(Bucket=settings.bucket, Key=key, UploadId=upload_id)
     state.close()
+
+
+async def test_scoped_credentials_are_reused_across_rounds_for_their_lifetime(api, client, tmp_path: Path):
+    root = tmp_path / "files"
+    root.mkdir()
+    ns = (await api.account()).home_namespace
+    engine = SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test")
+    before = await (await client.get("/metrics")).text()
+    for round_ in range(3):  # as --watch does: one engine, a round per change
+        (root / f"f{round_}.txt").write_bytes(os.urandom(100))
+        assert (await engine.sync()).uploaded == 1
+    after = await (await client.get("/metrics")).text()
+
+    def minted(text: str) -> float:
+        return metric(text, "filesync_http_requests_total", route="/v1/credentials", method="POST", status="200")
+
+    assert minted(after) - minted(before) == 1

@@ -22,7 +22,7 @@ from typing import Any
 
 from service.content import EMPTY_HASH, ContentDigest
 from service.paths import normalize_path, path_key
-from service.wire import CompareItemOut, FileInfo
+from service.wire import AwsCredentials, CompareItemOut, FileInfo
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_files
@@ -33,6 +33,8 @@ from tools.sync.state import StateDB, StateEntry
 
 COMPARE_PAGE = 5000
 COMMIT_BATCH = 1000
+#: Scoped credentials are renewed this long before they expire.
+CREDENTIALS_MARGIN_SECONDS = 300
 
 Progress = Callable[[str, int, int], None]
 
@@ -74,6 +76,7 @@ class SyncEngine:
         self._block_size = 0
         #: Digests (with their block digests) of the files hashed in this run, reused for uploads.
         self._digests: dict[str, ContentDigest] = {}
+        self._creds: AwsCredentials | None = None
 
     async def sync(self, rounds: int = 3) -> SyncReport:
         """Sync until nothing is left to do (a commit that lost a race is retried in the next round).
@@ -204,12 +207,22 @@ class SyncEngine:
         transfer: S3Transfer | None = None
         async with contextlib.AsyncExitStack() as stack:
             if needs_s3:
-                creds = await self._api.credentials([self._ns])
+                creds = await self._credentials()
                 transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
             await self._uploads(todo, transfer, report)
             await self._remote_deletes(todo, report)
             await self._downloads(todo, transfer, report)
         self._local_deletes(todo, report)
+
+    async def _credentials(self) -> AwsCredentials:
+        """Scoped credentials, reused across rounds (``--watch``) for their lifetime: one STS call per
+        credential lifetime, not per round; renewed five minutes before they expire."""
+        if self._creds is not None:
+            expires = datetime.fromisoformat(self._creds.expiration.replace("Z", "+00:00")).timestamp()
+            if expires - time.time() > CREDENTIALS_MARGIN_SECONDS:
+                return self._creds
+        self._creds = await self._api.credentials([self._ns])
+        return self._creds
 
     def _previous(self, local: LocalFile) -> ContentDigest | None:
         """The last synced version of this path, when its block digests are known: the delta's base."""
