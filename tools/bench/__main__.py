@@ -14,6 +14,7 @@ BENCHMARKS = {
     "compare": "tools.bench.compare",
     "sync_client": "tools.bench.sync_client",
     "notifier": "tools.bench.notifier",
+    "commit_cost": "tools.bench.commit_cost",
     "metadata_read": "tools.bench.metadata_read",
     "feed_poll": "tools.bench.feed_poll",
     "hashing": "tools.bench.hashing",
