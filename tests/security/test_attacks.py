@@ -8,6 +8,7 @@ Tests layer: the service in process over real HTTP against the session's emulato
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import io
 import json
@@ -51,7 +52,24 @@ async def test_forged_expired_and_revoked_tokens_are_refused(client, provisioned
     await problem(await client.get("/v1/account", headers=valid), 401)
 
 
-async def test_another_namespace_is_a_404_by_path_id_and_share_with_no_size_oracle(client):
+@pytest.fixture
+async def quiet_client(provisioned, make_client, app_factory):
+    """The service with no background AWS traffic (the revocation poll), so each request's AWS calls can be
+    counted exactly."""
+    auth = dataclasses.replace(provisioned.auth, revocation_poll_seconds=3600)
+    return await make_client(app_factory(dataclasses.replace(provisioned, auth=auth)))
+
+
+def aws_calls(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("filesync_aws_requests_total{")
+    )
+
+
+async def test_another_namespace_is_a_404_by_path_id_and_share_with_no_size_or_work_oracle(quiet_client):
+    client = quiet_client
     alice, bob = await user(client, "alice"), await user(client, "bob")
     ns = await home(client, alice)
     data = body(1000)
@@ -75,9 +93,13 @@ async def test_another_namespace_is_a_404_by_path_id_and_share_with_no_size_orac
         answers = []
         for target in (ns, absent):
             kw = json.loads(json.dumps(kwargs).replace("{ns}", target))
+            before = aws_calls(await (await client.get("/metrics")).text())
             response = await client.request(method, template.replace("{ns}", target), headers=bob, **kw)
             body_ = await problem(response, 404)
-            answers.append((body_["type"], body_["detail"].replace(target, "NS"), len(body_["detail"])))
+            # The same AWS calls for a namespace that exists and one that does not: the same work, so no
+            # timing oracle beyond the noise of one DynamoDB read (a statistical timing test would be flaky).
+            calls = aws_calls(await (await client.get("/metrics")).text()) - before
+            answers.append((body_["type"], body_["detail"].replace(target, "NS"), len(body_["detail"]), calls))
         assert answers[0] == answers[1], (template, answers)
     # The owner still reads it, unchanged.
     assert (await client.get(f"/v1/ns/{ns}/files/secret/plan.txt", headers=alice, allow_redirects=False)).status == 302
