@@ -110,30 +110,14 @@ def _queries_read_their_partition() -> None:
         return
     original = Table.query
 
-    def query(
-        self: Any,
-        hash_key: Any,
-        range_comparison: Any,
-        range_objs: Any,
-        limit: Any,
-        exclusive_start_key: Any,
-        scan_index_forward: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        index_name = kwargs.get("index_name", args[1] if len(args) > 1 else None)
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # moto's positional order: hash key, range comparison, range values, limit, exclusive start key,
+        # scan forward, projections, index name.
+        hash_key, range_comparison, range_objs = args[0], args[1], args[2]
+        exclusive_start_key, scan_index_forward = args[4], args[5]
+        index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
         if index_name is not None or hash_key is None or self.range_key_attr is None or self.range_key_type != "S":
-            return original(
-                self,
-                hash_key,
-                range_comparison,
-                range_objs,
-                limit,
-                exclusive_start_key,
-                scan_index_forward,
-                *args,
-                **kwargs,
-            )
+            return original(self, *args, **kwargs)
         partition = self.items.get(hash_key) or {}
         candidates = sorted(partition.values(), key=lambda item: item.range_key.value)
         keys = [item.range_key.value for item in candidates]
@@ -156,17 +140,7 @@ def _queries_read_their_partition() -> None:
         chosen = candidates[lo:hi]
         self.all_items = lambda: chosen  # moto takes its candidates from here; only during this call
         try:
-            return original(
-                self,
-                hash_key,
-                range_comparison,
-                range_objs,
-                limit,
-                exclusive_start_key,
-                scan_index_forward,
-                *args,
-                **kwargs,
-            )
+            return original(self, *args, **kwargs)
         finally:
             del self.all_items
 

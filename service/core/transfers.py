@@ -155,7 +155,30 @@ class TransferService:
     ) -> CommitResult:
         await self._namespaces.authorize(principal, ns, "editor")
         with self._stream_slot(principal.username):
-            return await self._stream_put(principal, ns, path, blocks, expected_hash, precondition, mtime, commit_key)
+            clean = normalize_path(path, "path")
+            if expected_hash is not None and parse_content_hash(expected_hash) is None:
+                raise ValidationFailed(
+                    "X-Content-Hash is not a content hash.", (FieldError("X-Content-Hash", "malformed"),)
+                )
+            digest = await self._store_stream(ns, blocks, expected_hash)
+            parent = precondition.parent_rev
+            if parent is None and not precondition.must_be_new:
+                try:
+                    parent = (await self._files.current(principal, ns, clean, include_deleted=True)).rev
+                except NotFound:
+                    parent = None
+            entry = CommitEntry(clean, digest.content_hash, digest.size, mtime, parent)
+            outcome = await self._files.commit(
+                principal, ns, [entry], commit_key, verified=frozenset({digest.content_hash})
+            )
+            result = outcome.results[0]
+            if result.status == "conflict":
+                raise VersionConflict(
+                    f"{clean!r} was not written: {result.reason}. The body was stored; commit it with the "
+                    f"current rev as parent to keep it.",
+                    current=result.current,
+                )
+            return result
 
     @contextlib.contextmanager
     def _stream_slot(self, username: str) -> Iterator[None]:
@@ -172,42 +195,6 @@ class TransferService:
             self._streams[username] -= 1
             if not self._streams[username]:
                 del self._streams[username]
-
-    async def _stream_put(
-        self,
-        principal: Principal,
-        ns: str,
-        path: str,
-        blocks: AsyncIterator[io.BytesIO],
-        expected_hash: str | None,
-        precondition: StreamPrecondition,
-        mtime: float,
-        commit_key: str | None,
-    ) -> CommitResult:
-        clean = normalize_path(path, "path")
-        if expected_hash is not None and parse_content_hash(expected_hash) is None:
-            raise ValidationFailed(
-                "X-Content-Hash is not a content hash.", (FieldError("X-Content-Hash", "malformed"),)
-            )
-        digest = await self._store_stream(ns, blocks, expected_hash)
-        parent = precondition.parent_rev
-        if parent is None and not precondition.must_be_new:
-            try:
-                parent = (await self._files.current(principal, ns, clean, include_deleted=True)).rev
-            except NotFound:
-                parent = None
-        entry = CommitEntry(clean, digest.content_hash, digest.size, mtime, parent)
-        outcome = await self._files.commit(
-            principal, ns, [entry], commit_key, verified=frozenset({digest.content_hash})
-        )
-        result = outcome.results[0]
-        if result.status == "conflict":
-            raise VersionConflict(
-                f"{clean!r} was not written: {result.reason}. The body was stored; commit it with the "
-                f"current rev as parent to keep it.",
-                current=result.current,
-            )
-        return result
 
     async def _store_stream(
         self, ns: str, blocks: AsyncIterator[io.BytesIO], expected_hash: str | None
