@@ -15,6 +15,7 @@ BENCHMARKS = {
     "sync_client": "tools.bench.sync_client",
     "notifier": "tools.bench.notifier",
     "commit_cost": "tools.bench.commit_cost",
+    "client_scale": "tools.bench.client_scale",
     "metadata_read": "tools.bench.metadata_read",
     "feed_poll": "tools.bench.feed_poll",
     "hashing": "tools.bench.hashing",

@@ -33,7 +33,7 @@ import orjson
 
 from service.paths import normalize_path
 from tools.sdk.errors import ApiError
-from tools.sync.scan import scan
+from tools.sync.scan import scan, scan_stats
 from tools.sync.state import StateDB
 
 if TYPE_CHECKING:
@@ -193,9 +193,8 @@ def quick_no_change(config: Config, root: Path) -> bool:
         ns, cursor = state.get("namespace"), state.get("cursor")
         if not ns or not cursor:
             return False
-        known = {e.key: (e.size, e.mtime_ns) for e in state.entries()}
         skipped: list[str] = []
-        if {i.key: (i.size, i.mtime_ns) for i in scan(root, skipped)} != known or skipped:
+        if not state.matches(scan_stats(root, skipped)) or skipped:
             return False
     finally:
         state.close()

@@ -6,6 +6,7 @@ Layer: tools (client).
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,3 +52,31 @@ def scan(root: Path, skipped: list[str]) -> Iterator[Scanned]:
                 continue
             stat = entry.stat(follow_symlinks=False)
             yield Scanned(path_key(path), path, stat.st_size, stat.st_mtime_ns, Path(entry.path))
+
+
+def scan_stats(root: Path, skipped: list[str]) -> Iterator[tuple[str, int, int]]:
+    """(path key, size, mtime) of every regular file, as cheaply as a walk can be: for the no-change check,
+    which only compares with what was synced. An ASCII name's key is its lower case (NFC and case folding
+    change nothing else there); a name the path rules refuse yields a key no synced file has, so it shows as
+    a change and the full sync reports it."""
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            skipped.append(f"{prefix or '.'}: {exc.strerror}")
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith(TEMP_PREFIX) or entry.is_symlink():
+                continue
+            relative = prefix + name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, relative + "/"))
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            key = relative.lower() if relative.isascii() else path_key(unicodedata.normalize("NFC", relative))
+            yield key, stat.st_size, stat.st_mtime_ns

@@ -9,6 +9,7 @@ does not grow with the number of files: rows are read and written in batches.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -95,6 +96,32 @@ class StateDB:
 
     def unfinished_uploads(self) -> list[tuple[str, str]]:
         return [(str(k), str(u)) for k, u in self._db.execute("SELECT key, upload_id FROM uploads ORDER BY key")]
+
+    def matches(self, scanned: Iterable[tuple[str, int, int]]) -> bool:
+        """Whether a scan (path key, size, mtime) is exactly what was synced: the same keys, none missing or
+        extra, each with the same size and mtime. Streams the scan through a temporary table and compares in
+        SQL, so memory stays flat however many files there are."""
+        db = self._db
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS scan (key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER)")
+        db.execute("DELETE FROM scan")
+        try:
+            with self._transaction():
+                rows = iter(scanned)
+                while chunk := list(itertools.islice(rows, 10_000)):
+                    db.executemany("INSERT INTO scan VALUES (?, ?, ?)", chunk)
+        except sqlite3.IntegrityError:
+            return False  # two local names with one key: not what was synced
+        try:
+            counted = db.execute("SELECT (SELECT COUNT(*) FROM scan), (SELECT COUNT(*) FROM files)").fetchone()
+            if counted[0] != counted[1]:
+                return False
+            differing = db.execute(
+                "SELECT 1 FROM scan s LEFT JOIN files f ON f.key = s.key AND f.size = s.size "
+                "AND f.mtime_ns = s.mtime_ns WHERE f.key IS NULL LIMIT 1"
+            ).fetchone()
+            return differing is None
+        finally:
+            db.execute("DELETE FROM scan")
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
