@@ -26,7 +26,7 @@ from service.content import digest_bytes
 from service.core.models import FileVersion
 from service.metrics import Metrics
 from service.paths import path_key
-from tools.bench.harness import ProgressLine, stack
+from tools.bench.harness import ProgressLine, RssSampler, stack
 from tools.sdk.client import FileSyncClient
 
 PAGE = 5000
@@ -116,22 +116,23 @@ async def run(files: int) -> None:
             )
             _, before, _ = await api.request("GET", "/metrics")
             progress = ProgressLine("compare", files, unit="entries")
-            started = time.perf_counter()
-            after, needing, up_to_date = None, 0, 0
-            for start in range(0, files, PAGE):
-                page = manifest[start : start + PAGE]
-                through = None if start + PAGE >= files else page[-1][0]
-                _, payload, _ = await api.request(
-                    "POST",
-                    f"/v1/ns/{ns}/compare",
-                    json={"entries": [e for _, e in page], "after": after, "through": through},
-                )
-                result = orjson.loads(payload)
-                needing += len(result["items"])
-                up_to_date += result["up_to_date"]
-                after = through
-                progress(len(page))
-            wall = time.perf_counter() - started
+            async with RssSampler(running.service_pid) as rss:
+                started = time.perf_counter()
+                after, needing, up_to_date = None, 0, 0
+                for start in range(0, files, PAGE):
+                    page = manifest[start : start + PAGE]
+                    through = None if start + PAGE >= files else page[-1][0]
+                    _, payload, _ = await api.request(
+                        "POST",
+                        f"/v1/ns/{ns}/compare",
+                        json={"entries": [e for _, e in page], "after": after, "through": through},
+                    )
+                    result = orjson.loads(payload)
+                    needing += len(result["items"])
+                    up_to_date += result["up_to_date"]
+                    after = through
+                    progress(len(page))
+                wall = time.perf_counter() - started
             _, metrics_after, _ = await api.request("GET", "/metrics")
         bare_time, bare_items, bare_pages = await bare_query(running.settings, ns)
     text_before, text_after = before.decode(), metrics_after.decode()
@@ -155,6 +156,7 @@ async def run(files: int) -> None:
     print(f"  (the budget: well under N/100 = {files // 100:,})")
     print(f"service time in compare: {server:.2f} s = {server / files * 1e6:.1f} ms per 1,000 entries")
     print(f"client wall time: {wall:.2f} s")
+    print(f"service RSS: {rss.baseline / 2**20:.0f} MiB before, peak {rss.peak / 2**20:.0f} MiB during the compare")
     bare = f"{bare_time:.2f} s, {bare_items:,} items, {bare_pages} requests"
     print(f"baseline: bare Query of the namespace: {bare}")
     print(f"  = {bare_time / bare_items * 1e6:.1f} ms per 1,000; service / bare = {server / bare_time:.2f}x")
