@@ -151,3 +151,27 @@ async def test_scoped_credentials_are_reused_across_rounds_for_their_lifetime(ap
         return metric(text, "filesync_http_requests_total", route="/v1/credentials", method="POST", status="200")
 
     assert minted(after) - minted(before) == 1
+
+
+async def test_a_round_with_nothing_changed_is_one_feed_request(api, client, tmp_path: Path):
+    root = tmp_path / "files"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "Mixed Case.TXT").write_bytes(b"one")
+    (root / "\u00e9t\u00e9.txt").write_bytes(b"two")
+    ns = (await api.account()).home_namespace
+    engine = SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test")
+    assert (await engine.sync()).uploaded == 2
+
+    def served(text: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("filesync_http_requests_total{") and 'route="/metrics"' not in line
+        )
+
+    before = served(await (await client.get("/metrics")).text())
+    report = await engine.sync()
+    assert report.changed == 0
+    assert served(await (await client.get("/metrics")).text()) - before == 1
+    (root / "\u00e9t\u00e9.txt").write_bytes(b"changed")
+    assert (await engine.sync()).uploaded == 1

@@ -28,7 +28,7 @@ from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_files
 from tools.sdk.transfer import S3Transfer
 from tools.sync.plan import ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
-from tools.sync.scan import TEMP_PREFIX, Scanned, scan
+from tools.sync.scan import TEMP_PREFIX, Scanned, scan, scan_stats
 from tools.sync.state import StateDB, StateEntry
 
 COMPARE_PAGE = 5000
@@ -97,10 +97,18 @@ class SyncEngine:
         if cursor is None:
             return False
         skipped: list[str] = []
-        known = {e.key: (e.size, e.mtime_ns) for e in self._state.entries()}
-        found = await asyncio.to_thread(lambda: {i.key: (i.size, i.mtime_ns) for i in scan(self._root, skipped)})
+
+        def same_as_synced() -> bool:
+            # Its own connection: SQLite connections stay in their thread, and the scan must not block the loop.
+            state = StateDB(self._state.path)
+            try:
+                return state.matches(scan_stats(self._root, skipped))
+            finally:
+                state.close()
+
+        unchanged = await asyncio.to_thread(same_as_synced)
         report.skipped = skipped
-        if found != known:
+        if not unchanged:
             return False
         page = await self._api.changes(self._ns, cursor, limit=1)
         return not page.changes
