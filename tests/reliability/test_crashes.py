@@ -232,8 +232,13 @@ async def test_kill_mid_notification_loses_no_email(service: Service, proxy, pro
         assert len(await mail_to(moto_endpoint, address)) == 1
         assert re.search(r"plan\.txt added", str(mails[0]))
     finally:
-        # Not a graceful stop: that is tests/test_notifier_process.py's subject (and see docs/reliability.md
-        # on a notifier with short leases that ignored SIGTERM here).
-        notifier.kill()
-        notifier.wait(timeout=10)
+        # The restarted notifier stops gracefully, and in bounded time (it hands its leases back, or gives up).
+        notifier.send_signal(signal.SIGTERM)
+        try:
+            code = notifier.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            notifier.kill()
+            notifier.wait(timeout=10)
+            code = None
         log.close()
+    assert code == 0, (tmp_path / "notifier.log").read_text()[-2000:]
