@@ -1,6 +1,6 @@
 """DynamoDB and SES adapters for follows and the notifier.
 
-Layer: aws. Imports only the leaf domain modules and the notifier's protocols. Item layout in the one table::
+Layer: aws. Imports only the leaf domain modules (``core.models``, ``core.digests``). Item layout in the one table::
 
     NS#<id>              FOLLOW#<user>#<path key>   path, created_at     gsi1: USER#<user> / FOLLOW#<id>#<path key>
     NOTIFY#<shard>       NS#<id>                    cursor: last journal seq fanned out
@@ -21,9 +21,8 @@ from service import resources
 from service.aws import items
 from service.aws.errors import THROTTLING_CODES, error_code, unavailable_on_transient
 from service.aws.items import GPK, GSK, SK, TTL, Item
-from service.core.digests import Change, Digest
+from service.core.digests import Change, Digest, Lease, MailRejected, MailThrottled
 from service.core.models import Follow
-from service.core.notify import Lease, MailRejected, MailThrottled
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -1,9 +1,10 @@
-"""Digests: the changes waiting to be emailed to one follower, and the email that carries them.
+"""Digests: the changes waiting to be emailed to one follower, the email that carries them, and the other
+records the notifier keeps (leases) and the mailer's errors.
 
-Layer: core (pure: standard library only, no I/O). A digest gathers a follower's changes from the first
-one for ``window`` seconds, then goes out as one email; it lists up to ``max_listed`` changes by name and
-counts the rest ("and N more"). A follower gets at most ``daily_cap`` digests per UTC day; past that,
-changes wait for the next day's digest.
+Layer: core, a leaf (pure: standard library only, no I/O), so the adapters in ``aws/`` may import it.
+A digest gathers a follower's changes from the first one for ``window`` seconds, then goes out as one email;
+it lists up to ``max_listed`` changes by name and counts the rest ("and N more"). A follower gets at most
+``daily_cap`` digests per UTC day; past that, changes wait for the next day's digest.
 
 Nothing a user controls reaches a header: the subject holds only counts, the recipient is an address
 validated when it was set, and the standard library's SMTP policy refuses CR or LF in any header value
@@ -25,6 +26,23 @@ _POLICY = SMTP.clone(max_line_length=998)
 
 #: Longest path shown in a digest; longer ones are shortened in the middle (and the item stays small).
 SHOWN_PATH_MAX = 300
+
+
+class MailThrottled(Exception):
+    """The mail service asks us to slow down; try again later."""
+
+
+class MailRejected(Exception):
+    """The mail service refused this message (an unverified address, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A notifier shard held by ``owner`` until ``expires_at``."""
+
+    shard: int
+    owner: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)

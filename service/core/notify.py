@@ -32,7 +32,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from service.core.digests import Change, Digest, DigestRules, Links, render_digest
+from service.core.digests import (
+    Change,
+    Digest,
+    DigestRules,
+    Lease,
+    Links,
+    MailRejected,
+    MailThrottled,
+    render_digest,
+)
 from service.core.follows import UnsubscribeSigner, shard_of
 from service.core.models import FileVersion, Follow, JournalEntry, Membership, Namespace, User
 from service.paths import path_key
@@ -49,23 +58,8 @@ RELEASE_SECONDS = 5.0
 REJECTED_RETRY_SECONDS = 3600
 
 
-class MailThrottled(Exception):
-    """The mail service asks us to slow down; try again later."""
-
-
-class MailRejected(Exception):
-    """The mail service refused this message for good (for example, a bad recipient)."""
-
-
 class Mailer(Protocol):
     async def send(self, recipient: str, raw_message: bytes) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    shard: int
-    owner: str
-    expires_at: float
 
 
 class NotifyStore(Protocol):

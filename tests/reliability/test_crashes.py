@@ -234,11 +234,11 @@ async def test_kill_mid_notification_loses_no_email(service: Service, proxy, pro
     finally:
         # The restarted notifier stops gracefully, and in bounded time (it hands its leases back, or gives up).
         notifier.send_signal(signal.SIGTERM)
+        code: int | None = None
         try:
             code = notifier.wait(timeout=40)
         except subprocess.TimeoutExpired:
             notifier.kill()
             notifier.wait(timeout=10)
-            code = None
         log.close()
     assert code == 0, (tmp_path / "notifier.log").read_text()[-2000:]
