@@ -38,7 +38,6 @@ from service.keys import (
 )
 from service.logs import AccessLogger, configure_logging
 from service.metrics import Metrics
-from service.notifier import run_until_stopped
 from service.settings import Settings, SettingsError
 from service.wiring import Services, build_notifier, build_services
 
@@ -135,7 +134,7 @@ async def _notifier(app: web.Application) -> AsyncIterator[None]:
     """A notifier in this process (the embedded default); it shares the work with any others by lease."""
     notifier = build_notifier(app[SETTINGS], app[_CLIENTS])
     stop = asyncio.Event()
-    task = asyncio.create_task(run_until_stopped(notifier, stop), name="notifier")
+    task = asyncio.create_task(notifier.run_until_stopped(stop), name="notifier")
     yield
     stop.set()
     await task

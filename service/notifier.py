@@ -9,22 +9,16 @@ so another notifier takes over at once, and exit. The embedded default runs a no
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
 import uvloop
 
 from service.aws.clients import open_clients
-from service.core.notify import Notifier
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
 from service.wiring import build_notifier
-
-#: How long a stop waits for the notifier to finish its tick and hand its leases back (below systemd's
-#: and most process managers' 90 s, and gunicorn's 30 s graceful timeout).
-STOP_GRACE_SECONDS = 20.0
 
 
 async def run(settings: Settings) -> None:
@@ -34,20 +28,7 @@ async def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_until_stopped(notifier, stop)
-
-
-async def run_until_stopped(notifier: Notifier, stop: asyncio.Event, grace: float = STOP_GRACE_SECONDS) -> None:
-    """Run until ``stop``; then give the current tick and the lease hand-back ``grace`` seconds before
-    cancelling, so a stuck AWS call cannot outlast a process manager's stop timeout."""
-    task = asyncio.create_task(notifier.run(stop), name="notifier")
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    try:
-        await asyncio.wait_for(task, grace)
-    except TimeoutError:
-        logging.getLogger(__name__).warning("the notifier did not stop within %s s; its leases will expire", grace)
+        await notifier.run_until_stopped(stop)
 
 
 def main() -> int:

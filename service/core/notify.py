@@ -52,6 +52,9 @@ T = TypeVar("T")
 #: Journal entries read per namespace per request, and digests sent per shard per tick.
 JOURNAL_PAGE = 100
 DUE_PAGE = 100
+#: How long a stop waits for the current tick and the lease hand-back (below systemd's and most process
+#: managers' 90 s stop timeout, and gunicorn's 30 s graceful timeout).
+STOP_GRACE_SECONDS = 20.0
 #: How long a stopping notifier tries to hand its leases back.
 RELEASE_SECONDS = 5.0
 #: A digest the mail service refused waits this long before it is tried again.
@@ -166,6 +169,18 @@ class Notifier:
                     await asyncio.wait_for(stop.wait(), self._config.tick_seconds)
         finally:
             await self.release()
+
+    async def run_until_stopped(self, stop: asyncio.Event, grace: float = STOP_GRACE_SECONDS) -> None:
+        """``run`` until ``stop``; then give the current tick and the lease hand-back ``grace`` seconds before
+        cancelling, so a stuck AWS call cannot outlast a process manager's stop timeout."""
+        task = asyncio.create_task(self.run(stop), name="notifier")
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        try:
+            await asyncio.wait_for(task, grace)
+        except TimeoutError:
+            log.warning("the notifier did not stop within %s s; its leases will expire", grace)
 
     async def tick(self) -> None:
         await self.hold_leases()
