@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from service import resources
 from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.items import BATCH_WRITE_MAX, GPK, GSK, PK, SK, TTL, Item
@@ -247,21 +246,8 @@ class DynamoIdentityStore:
         return [_membership(item) for item in await self._query_gsi(f"USER#{username}", "NS#")]
 
     async def members_of(self, namespace_id: str) -> list[Membership]:
-        items: list[Item] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
-            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {":pk": _s(f"NS#{namespace_id}"), ":prefix": _s("MEMBER#")},
-            "ConsistentRead": True,
-        }
-        while True:
-            with unavailable_on_transient("DynamoDB"):
-                page = await self._db.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return [_membership(item) for item in items]
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        found = await items.query_prefix(self._db, self._table, f"NS#{namespace_id}", "MEMBER#", consistent=True)
+        return [_membership(item) for item in found]
 
     async def put_membership(self, membership: Membership) -> None:
         with unavailable_on_transient("DynamoDB"):
@@ -326,21 +312,7 @@ class DynamoIdentityStore:
         return response.get("Item")
 
     async def _query_gsi(self, partition: str, prefix: str) -> list[Item]:
-        items: list[Item] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": resources.GSI1_NAME,
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
-            "ExpressionAttributeNames": {"#pk": GPK, "#sk": GSK},
-            "ExpressionAttributeValues": {":pk": _s(partition), ":prefix": _s(prefix)},
-        }
-        while True:
-            with unavailable_on_transient("DynamoDB"):
-                page = await self._db.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return await items.query_prefix(self._db, self._table, partition, prefix, index=True)
 
 
 class DynamoRevocationFeed:

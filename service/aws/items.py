@@ -6,9 +6,13 @@ Layer: aws (leaf within it).
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service import resources
+from service.aws.errors import unavailable_on_transient
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 Item = dict[str, Any]
 PK, SK = resources.TABLE_PARTITION_KEY, resources.TABLE_SORT_KEY
@@ -35,3 +39,29 @@ def key(pk: str, sk: str) -> Item:
 def backoff(attempt: int, cap: float = 1.0) -> float:
     """Exponential backoff with jitter for retrying unprocessed batch items."""
     return float(min(cap, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+
+
+async def query_prefix(
+    db: DynamoDBClient, table: str, partition: str, prefix: str, *, index: bool = False, consistent: bool = False
+) -> list[Item]:
+    """Every item of ``partition`` whose sort key starts with ``prefix`` (in the table, or in gsi1 with
+    ``index``), following DynamoDB's pages."""
+    pk, sk = (GPK, GSK) if index else (PK, SK)
+    request: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+        "ExpressionAttributeNames": {"#pk": pk, "#sk": sk},
+        "ExpressionAttributeValues": {":pk": s(partition), ":prefix": s(prefix)},
+    }
+    if index:
+        request["IndexName"] = resources.GSI1_NAME
+    elif consistent:
+        request["ConsistentRead"] = True
+    found: list[Item] = []
+    while True:
+        with unavailable_on_transient("DynamoDB"):
+            page = await db.query(**request)
+        found.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return found
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

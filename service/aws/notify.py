@@ -91,41 +91,13 @@ class DynamoFollowStore:
             )
 
     async def follows_of(self, username: str) -> list[Follow]:
-        return [
-            _follow(item)
-            for item in await self._query(
-                "gsi1pk = :pk AND begins_with(gsi1sk, :prefix)", f"USER#{username}", "FOLLOW#", index=True
-            )
-        ]
+        found = await items.query_prefix(self._db, self._table, f"USER#{username}", "FOLLOW#", index=True)
+        return [_follow(item) for item in found]
 
     async def follows_in(self, namespace_id: str) -> list[Follow]:
         return [
-            _follow(item)
-            for item in await self._query("pk = :pk AND begins_with(sk, :prefix)", f"NS#{namespace_id}", "FOLLOW#")
+            _follow(item) for item in await items.query_prefix(self._db, self._table, f"NS#{namespace_id}", "FOLLOW#")
         ]
-
-    async def _query(self, condition: str, partition: str, prefix: str, index: bool = False) -> list[Item]:
-        return await _query_all(self._db, self._table, condition, partition, prefix, index)
-
-
-async def _query_all(
-    db: DynamoDBClient, table: str, condition: str, partition: str, prefix: str, index: bool = False
-) -> list[Item]:
-    found: list[Item] = []
-    request: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": condition,
-        "ExpressionAttributeValues": {":pk": _s(partition), ":prefix": _s(prefix)},
-    }
-    if index:
-        request["IndexName"] = resources.GSI1_NAME
-    while True:
-        with unavailable_on_transient("DynamoDB"):
-            page = await db.query(**request)
-        found.extend(page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return found
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _digest_item(shard: int, d: Digest) -> Item:
@@ -181,11 +153,11 @@ class DynamoNotifyStore:
             )
 
     async def live_notifiers(self, now: float) -> int:
-        items_ = await _query_all(self._db, self._table, "pk = :pk AND begins_with(sk, :prefix)", "NOTIFIERS", "N#")
+        items_ = await items.query_prefix(self._db, self._table, "NOTIFIERS", "N#")
         return sum(1 for item in items_ if float(item["expires_at_s"]["N"]) > now)
 
     async def leases(self) -> list[Lease]:
-        items_ = await _query_all(self._db, self._table, "pk = :pk AND begins_with(sk, :prefix)", "LEASE", "SHARD#")
+        items_ = await items.query_prefix(self._db, self._table, "LEASE", "SHARD#")
         return [
             Lease(int(item[SK]["S"].removeprefix("SHARD#")), item["owner"]["S"], float(item["expires_at_s"]["N"]))
             for item in items_
@@ -214,9 +186,7 @@ class DynamoNotifyStore:
         )
 
     async def watched(self, shard: int) -> list[tuple[str, int]]:
-        items_ = await _query_all(
-            self._db, self._table, "pk = :pk AND begins_with(sk, :prefix)", f"NOTIFY#{shard}", "NS#"
-        )
+        items_ = await items.query_prefix(self._db, self._table, f"NOTIFY#{shard}", "NS#")
         return [(item[SK]["S"].removeprefix("NS#"), int(item["cursor"]["N"])) for item in items_]
 
     async def advance(self, shard: int, namespace_id: str, old: int, new: int) -> bool:
