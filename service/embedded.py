@@ -95,55 +95,122 @@ def _transactions_with_an_undo_log() -> None:
     DynamoDBBackend._filesync_undo_log = True  # type: ignore[attr-defined]
 
 
-def _queries_read_their_partition() -> None:
-    """Make moto's ``Query`` on a table's own key cost what its partition holds, not the whole table.
+class _SortedPartition(dict[Any, Any]):
+    """One partition's items by range key, remembering its keys' order until a key is added or removed.
 
-    For every Query, moto sorts every item of the table (all partitions) and then walks the partition from
-    its start, so paging through a 20,000-file namespace costs O(pages x table). Here a Query on the table's
-    keys (no index) hands moto only the partition's items, sorted once by their string sort key and cut to
-    the key condition and the exclusive start key; moto's own code then filters, limits and pages them as
-    before. Other queries (indexes, non-string keys) are untouched.
+    Replacing the item at an existing key (an update) keeps the order; so a namespace that is only read and
+    updated is sorted once, not once per Query.
     """
-    from moto.dynamodb.models.table import Table
+
+    __slots__ = ("_keys", "_values")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keys: list[Any] | None = None
+        self._values: list[Any] = []
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self:
+            self._keys = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._keys = None
+        super().__delitem__(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key in self:
+            self._keys = None
+        return super().pop(key, *default)
+
+    def order(self) -> tuple[list[Any], list[Any]]:
+        """The range keys in order and their plain values (what bisect compares)."""
+        if self._keys is None:
+            self._keys = sorted(self, key=lambda k: k.value)
+            self._values = [k.value for k in self._keys]
+        return self._keys, self._values
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string above every string that begins with ``prefix``; None if there is none."""
+    stem = prefix.rstrip("\U0010ffff")
+    return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
+
+
+def _queries_read_their_partition() -> None:
+    """Make moto's ``Query`` on a table's own key cost what its answer holds, not the whole table.
+
+    For every Query, moto filters and sorts every item of the table (all partitions) and then walks the
+    partition from its start, so paging through a 20,000-file namespace costs O(pages x table). Here each
+    partition keeps its keys' order (``_SortedPartition``), and a Query on the table's keys (no index)
+    hands moto only the items from the exclusive start key on, cut to the key condition and to one page
+    (the Limit or DynamoDB's 1 MB, plus the one item that tells moto there is more); moto's own code then
+    filters, limits and pages them as before. Other queries (indexes, non-string keys) are untouched.
+    """
+    from collections import defaultdict
+
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 
     if getattr(Table, "_filesync_partition_query", False):
         return
     original = Table.query
+    original_init = Table.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.items = defaultdict(_SortedPartition)
 
     def query(self: Any, *args: Any, **kwargs: Any) -> Any:
         # moto's positional order: hash key, range comparison, range values, limit, exclusive start key,
         # scan forward, projections, index name.
-        hash_key, range_comparison, range_objs = args[0], args[1], args[2]
+        hash_key, range_comparison, range_objs, limit = args[0], args[1], args[2], args[3]
         exclusive_start_key, scan_index_forward = args[4], args[5]
         index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
         if index_name is not None or hash_key is None or self.range_key_attr is None or self.range_key_type != "S":
             return original(self, *args, **kwargs)
-        partition = self.items.get(hash_key) or {}
-        candidates = sorted(partition.values(), key=lambda item: item.range_key.value)
-        keys = [item.range_key.value for item in candidates]
-        lo, hi = 0, len(candidates)
-        values = [getattr(obj, "value", None) for obj in range_objs or []]
+        partition = self.items.get(hash_key) or _SortedPartition()
+        if not isinstance(partition, _SortedPartition):
+            partition = _SortedPartition(partition)
+        order, keys = partition.order()
+        lo, hi = 0, len(keys)
+        values: list[Any] = [getattr(obj, "value", None) for obj in range_objs or []]
+        legacy_filters = set(kwargs) - {"hash_key_conditions", "range_key_conditions"}
+        resolved = not range_comparison and not legacy_filters
         if all(isinstance(v, str) for v in values):
             if range_comparison == "BETWEEN" and len(values) == 2:
                 lo, hi = bisect.bisect_left(keys, values[0]), bisect.bisect_right(keys, values[1])
+                resolved = True
             elif range_comparison == "BEGINS_WITH" and len(values) == 1:
                 lo = bisect.bisect_left(keys, values[0])
-                hi = lo
-                while hi < len(keys) and keys[hi].startswith(values[0]):
-                    hi += 1
+                above = _after_prefix(values[0])
+                hi = bisect.bisect_left(keys, above, lo) if above is not None else hi
+                resolved = True
         start = (exclusive_start_key or {}).get(self.range_key_attr, {}).get("S")
         if isinstance(start, str):
             if scan_index_forward is not False:
                 lo = max(lo, bisect.bisect_right(keys, start))
             else:
                 hi = min(hi, bisect.bisect_left(keys, start))
-        chosen = candidates[lo:hi]
+        if resolved and scan_index_forward is not False:
+            # Every candidate matches the key condition: one page, and the item after it, is all moto reads.
+            end, size = lo, 0
+            while end < hi:
+                if limit is not None and end - lo == limit:
+                    end += 1
+                    break
+                size += partition[order[end]].size()
+                end += 1
+                if size > RESULT_SIZE_LIMIT:
+                    break
+            hi = end
+        chosen = [partition[k] for k in order[lo:hi]]
         self.all_items = lambda: chosen  # moto takes its candidates from here; only during this call
         try:
             return original(self, *args, **kwargs)
         finally:
             del self.all_items
 
+    Table.__init__ = init  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
     Table._filesync_partition_query = True  # type: ignore[attr-defined]
 

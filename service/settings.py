@@ -120,6 +120,11 @@ class FileSettings:
     verify: Literal["checksum", "read"] = "checksum"
     #: Parts in flight per streaming upload through the service (memory: this x block_size).
     upload_concurrency: int = 4
+    #: Small files sent in the body of one batch request (``POST /v1/ns/{ns}/files:batch``): each body at
+    #: most ``inline_max_file`` bytes, the whole request at most ``inline_max_request``. Larger files go
+    #: straight to S3 with scoped credentials.
+    inline_max_file: int = 256 * 1024
+    inline_max_request: int = 16 * MiB
     #: Lifetime of presigned upload URLs and of download redirects.
     presign_seconds: int = 900
     download_url_seconds: int = 60
@@ -253,6 +258,8 @@ class Settings:
                     "read" if backend == "embedded" else "checksum",
                 ),
                 upload_concurrency=_int(env, "FILESYNC_UPLOAD_CONCURRENCY", 4, minimum=1),
+                inline_max_file=_int(env, "FILESYNC_INLINE_MAX_FILE", 256 * 1024, minimum=1, maximum=5 * MiB),
+                inline_max_request=_int(env, "FILESYNC_INLINE_MAX_REQUEST", 16 * MiB, minimum=64 * 1024),
                 presign_seconds=_int(env, "FILESYNC_PRESIGN_SECONDS", 900, minimum=60),
                 download_url_seconds=_int(env, "FILESYNC_DOWNLOAD_URL_SECONDS", 60, minimum=5),
                 abandoned_upload_seconds=_int(env, "FILESYNC_ABANDONED_UPLOAD_SECONDS", 86400, minimum=60),
@@ -323,7 +330,7 @@ def _backend(env: Mapping[str, str]) -> Backend:
     return "aws" if chosen == "aws" else "embedded"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -333,6 +340,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 

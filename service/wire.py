@@ -337,6 +337,9 @@ class ServiceConfig(WireModel):
     max_commit_entries: int
     max_json_body: int
     max_path_bytes: int
+    #: Limits of ``POST /v1/ns/{ns}/files:batch``: each file's body, and the whole request.
+    max_inline_file: int
+    max_inline_request: int
 
 
 # --- sync --------------------------------------------------------------------------------------------

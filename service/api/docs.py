@@ -86,9 +86,17 @@ def _render_operation(method: str, path: str, op: dict[str, Any]) -> str:
             f"<div>parameter <code>{escape(param['name'])}</code> in {escape(param['in'])}"
             f"{' (required)' if param.get('required') else ''}</div>"
         )
-    if "requestBody" in op:
-        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-        rows.append(f"<div>body: {_schema_link(ref)}</div>")
+    for media_type, content in op.get("requestBody", {}).get("content", {}).items():
+        schema = content["schema"]
+        if "$ref" in schema:
+            rows.append(f"<div>body: {_schema_link(schema['$ref'])}</div>")
+        else:  # a form: its parts
+            parts = ", ".join(
+                f"<code>{escape(name)}</code> "
+                + (_schema_link(part["$ref"]) if "$ref" in part else "(binary, repeated)")
+                for name, part in schema.get("properties", {}).items()
+            )
+            rows.append(f"<div>body: {escape(media_type)}: {parts}</div>")
     statuses = []
     for status, response in op["responses"].items():
         ref = response.get("$ref")

@@ -6,18 +6,22 @@ Layer: api.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from service import codec
 from service.api.bodies import body_chunks, read_json
 from service.api.responses import file_info, json_response
 from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
-from service.core.errors import FieldError, PayloadTooLarge, ValidationFailed
+from service.core.errors import BadRequest, BodyStalled, FieldError, PayloadTooLarge, ValidationFailed
 from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitResult
 from service.core.models import FileVersion
 from service.core.transfers import StreamPrecondition
@@ -45,6 +49,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _LIST_LIMIT_MAX = 1000
 _HISTORY_LIMIT_MAX = 100
+_T = TypeVar("_T")
 
 
 def _result(result: CommitResult) -> CommitResultOut:
@@ -77,6 +82,8 @@ async def get_config(request: web.Request) -> web.Response:
             max_commit_entries=MAX_COMMIT_ENTRIES,
             max_json_body=settings.limits.max_json_body,
             max_path_bytes=MAX_PATH_BYTES,
+            max_inline_file=settings.files.inline_max_file,
+            max_inline_request=settings.files.inline_max_request,
         )
     )
 
@@ -104,6 +111,93 @@ async def post_commit(request: web.Request) -> web.Response:
         CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]),
         status=409 if statuses == {"conflict"} else 200,
     )
+
+
+async def post_files_batch(request: web.Request) -> web.Response:
+    """Upload and commit many small files in one request: ``multipart/form-data`` whose first part,
+    ``manifest``, is a commit request (JSON), followed by one ``file`` part per entry that is not a delete,
+    in the entries' order, each exactly its entry's size (at most ``max_inline_file`` bytes; the whole
+    request at most ``max_inline_request``; see ``GET /v1/config``). The service hashes each body, stores it
+    in one PutObject and commits the lot: per entry, the new version or a conflict, as ``POST .../commit``
+    answers (409 when every entry conflicted). A body that is not what its entry says refuses the whole
+    request (422) and commits nothing. Send an ``Idempotency-Key`` header so a retry commits nothing twice."""
+    principal = authenticate(request)
+    settings = request.app[SETTINGS]
+    limit = settings.files.inline_max_request
+    if request.content_type != "multipart/form-data":
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Send the files as multipart/form-data, not {request.content_type or 'nothing'}."
+        )
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    try:
+        multipart = await request.multipart()
+    except ValueError as exc:
+        raise BadRequest(f"The multipart body is malformed: {exc}.") from None
+    reader = _BatchReader(multipart, settings.limits.body_idle_seconds, limit)
+    manifest = await reader.part("manifest", settings.limits.max_json_body)
+    if manifest is None:
+        message = "the first part must be the manifest: a commit request as JSON"
+        raise ValidationFailed(f"The manifest is missing: {message}.", (FieldError("manifest", message),))
+    body = codec.decode(manifest, CommitRequest)
+    entries = [CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries]
+
+    async def bodies() -> AsyncIterator[bytes]:
+        while (data := await reader.part("file", settings.files.inline_max_file)) is not None:
+            yield data
+
+    outcome = await request.app[TRANSFERS].inline_commit(
+        principal,
+        request.match_info["ns"],
+        entries,
+        bodies(),
+        request.headers.get(IDEMPOTENCY_HEADER),
+        max_file=settings.files.inline_max_file,
+    )
+    statuses = {r.status for r in outcome.results}
+    return json_response(
+        CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]),
+        status=409 if statuses == {"conflict"} else 200,
+    )
+
+
+class _BatchReader:
+    """The parts of a batch request, each read whole but only up to its limit, the request up to
+    ``total``; a part that stops arriving for ``idle`` seconds is a 408."""
+
+    def __init__(self, reader: MultipartReader, idle: float, total: int) -> None:
+        self._reader = reader
+        self._idle = idle
+        self._left = total
+        self._total = total
+
+    async def part(self, name: str, limit: int) -> bytes | None:
+        part = await self._wait(self._reader.next())
+        if part is None:
+            return None
+        if not isinstance(part, BodyPartReader) or part.name != name:
+            got = getattr(part, "name", None)
+            message = f"expected a part named {name!r}, got {got!r}"
+            raise ValidationFailed(f"The request's parts are out of order: {message}.", (FieldError(name, message),))
+        data = bytearray()
+        while chunk := await self._wait(part.read_chunk(64 * 1024)):
+            data += chunk
+            self._left -= len(chunk)
+            if self._left < 0:
+                raise PayloadTooLarge(f"A batch request may be at most {self._total} bytes; send fewer files in each.")
+            if len(data) > limit:
+                raise PayloadTooLarge(f"A {name!r} part may be at most {limit} bytes.")
+        return bytes(data)
+
+    async def _wait(self, step: Awaitable[_T]) -> _T:
+        try:
+            async with asyncio.timeout(self._idle):
+                return await step
+        except TimeoutError:
+            raise BodyStalled(f"No data of the body arrived for {self._idle:g} s; nothing was committed.") from None
+        except (ValueError, HttpProcessingError) as exc:
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise BadRequest(f"The multipart body is malformed: {message}.") from None
 
 
 async def get_files(request: web.Request) -> web.Response:

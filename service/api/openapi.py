@@ -36,6 +36,9 @@ class Operation:
     #: Success responses: status -> wire model class, or a media type string for non-JSON bodies.
     responses: Mapping[int, type | str | None]
     request: type | None = None
+    #: ``application/json`` (the body is ``request``), or ``multipart/form-data``: a ``manifest`` part that is
+    #: ``request`` as JSON, then binary ``file`` parts.
+    request_media: str = "application/json"
     #: Error statuses this operation answers with a problem+json body.
     errors: tuple[int, ...] = ()
     description: str = ""
@@ -112,9 +115,25 @@ def _operation(op: Operation) -> dict[str, Any]:
     if parameters:
         doc["parameters"] = parameters
     if op.request is not None:
+        content: dict[str, Any] = {"application/json": {"schema": {"$ref": _ref(op.request)}}}
+        if op.request_media == "multipart/form-data":
+            content = {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["manifest"],
+                        "properties": {
+                            "manifest": {"$ref": _ref(op.request)},
+                            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    "encoding": {"manifest": {"contentType": "application/json"}},
+                }
+            }
         doc["requestBody"] = {
-            "required": any(f.required for f in msgspec.structs.fields(op.request)),
-            "content": {"application/json": {"schema": {"$ref": _ref(op.request)}}},
+            "required": op.request_media != "application/json"
+            or any(f.required for f in msgspec.structs.fields(op.request)),
+            "content": content,
         }
     for status, body in op.responses.items():
         doc["responses"][str(status)] = _success(status, body)

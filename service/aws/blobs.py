@@ -117,8 +117,9 @@ class S3BlobStore:
 
     # --- writing --------------------------------------------------------------------------------------
 
-    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> None:
-        """A body of at most one block, in one PutObject with its SHA-256; an existing blob is kept."""
+    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> bool:
+        """A body of at most one block, in one PutObject with its SHA-256, only if nothing is at the key yet;
+        False if something was (the caller decides whether to trust it)."""
         data.seek(0)
         try:
             with unavailable_on_transient("S3"):
@@ -132,6 +133,8 @@ class S3BlobStore:
         except ClientError as exc:
             if error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise
+            return False
+        return True
 
     async def multipart(
         self,

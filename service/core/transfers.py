@@ -12,10 +12,11 @@ the multipart upload for the client; the client then commits, and the commit ver
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -43,7 +44,7 @@ from service.core.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from service.core.files import CommitEntry, CommitResult, FileService
+from service.core.files import CommitEntry, CommitOutcome, CommitResult, FileService, VerifyOutcome
 from service.core.models import Download, FileVersion, Principal, UploadRecord
 from service.core.namespaces import NamespaceService
 from service.paths import normalize_path
@@ -51,10 +52,14 @@ from service.resources import blob_key, staging_key
 
 #: Most part URLs one presigned multipart upload hands out (larger files: credentials or streaming).
 MAX_PRESIGNED_PARTS = 1000
+#: PutObjects in flight per batch request of small files (memory: this x the largest inline body).
+INLINE_CONCURRENCY = 16
 
 
 class BlobTransfer(Protocol):
-    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> None: ...
+    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> bool: ...
+
+    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> VerifyOutcome: ...
 
     async def multipart(
         self,
@@ -210,7 +215,7 @@ class TransferService:
             if expected_hash is not None and digest.content_hash != expected_hash:
                 raise _mismatch(expected_hash, digest.content_hash)
             if digest.content_hash != EMPTY_HASH:
-                await self._blobs.put_small(blob_key(ns, digest.content_hash), single, digest)
+                await self._store_small(ns, single, digest)
             return digest
         head.append(second)
         del second
@@ -248,6 +253,87 @@ class TransferService:
                 await self._blobs.copy(key, target, digest.size, self.block_size, self._concurrency)
             await self._blobs.delete(key)
         return digest
+
+    async def _store_small(self, ns: str, data: io.BytesIO, digest: ContentDigest) -> None:
+        """Store a body of one block the service hashed itself, in one PutObject. Blobs are written only if
+        absent; an object already at the key is trusted only once verified (an editor with scoped
+        credentials could have put anything there), and replaced if it does not match."""
+        key = blob_key(ns, digest.content_hash)
+        for _ in range(2):
+            if await self._blobs.put_small(key, data, digest):
+                return
+            if await self._blobs.verify(ns, digest.content_hash, digest.size, self.block_size) == "ok":
+                return
+        raise DependencyUnavailable("The content's key keeps being overwritten with other bytes; retry shortly.")
+
+    # --- many small files in one request --------------------------------------------------------------
+
+    async def inline_commit(
+        self,
+        principal: Principal,
+        ns: str,
+        entries: Sequence[CommitEntry],
+        bodies: AsyncIterator[bytes],
+        commit_key: str | None,
+        *,
+        max_file: int,
+    ) -> CommitOutcome:
+        """Store the bodies sent with ``entries`` (one per entry that is not a delete, in order) and commit
+        them all, as ``FileService.commit`` does. Every entry is checked before any body is read; each body
+        must be exactly its entry's size and hash to its content hash, or nothing is committed (422). The
+        service hashed every byte it stores, so nothing needs verifying afterwards: one PutObject per new
+        content, at most ``INLINE_CONCURRENCY`` at a time, and no S3 request at all for content sent twice."""
+        await self._namespaces.authorize(principal, ns, "editor")
+        self._files.check(entries, commit_key)
+        oversized = [
+            FieldError(f"$.entries[{i}].size", f"a file sent in a batch is at most {max_file} bytes")
+            for i, e in enumerate(entries)
+            if not e.deleted and e.size > max_file
+        ]
+        if oversized:
+            raise ValidationFailed(
+                f"{len(oversized)} entries are too large to send in a batch: {oversized[0].path}; upload them "
+                "with credentials or presigned URLs and commit them.",
+                tuple(oversized),
+            )
+        with self._stream_slot(principal.username):
+            stored: set[str] = set()
+            slots = asyncio.Semaphore(INLINE_CONCURRENCY)
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def store(data: io.BytesIO, digest: ContentDigest) -> None:
+                try:
+                    await self._store_small(ns, data, digest)
+                finally:
+                    slots.release()
+
+            try:
+                for index, entry in enumerate(entries):
+                    if entry.deleted:
+                        continue
+                    await slots.acquire()  # back-pressure: no more bodies read than can be stored at once
+                    for task in [t for t in tasks if t.done()]:
+                        tasks.discard(task)
+                        task.result()
+                    body = await anext(bodies, None)
+                    digest = _inline_digest(index, entry, body, self.block_size)
+                    if body is None or digest.content_hash == EMPTY_HASH or digest.content_hash in stored:
+                        slots.release()
+                        continue
+                    stored.add(digest.content_hash)
+                    tasks.add(asyncio.create_task(store(io.BytesIO(body), digest)))
+                if await anext(bodies, None) is not None:
+                    message = "send one body part per entry that is not a delete, in the entries' order"
+                    raise ValidationFailed(f"There are more body parts than entries: {message}.")
+                for task in list(tasks):
+                    await task
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return await self._files.commit(
+            principal, ns, entries, commit_key, verified=frozenset(stored), record_verified=False
+        )
 
     # --- presigned URLs -------------------------------------------------------------------------------
 
@@ -342,6 +428,22 @@ class TransferService:
                 raise PayloadTooLarge(f"A file may have {message}.")
             raise ValidationFailed.of(f"$.{field}", message)
         return block_count(size, self.block_size)
+
+
+def _inline_digest(index: int, entry: CommitEntry, body: bytes | None, block_size: int) -> ContentDigest:
+    """The body's digest, if it is exactly what entry ``index`` says; else the 422 that says how not."""
+    where = f"$.entries[{index}]"
+    if body is None:
+        message = f"entries[{index}] has no body part: send one per entry that is not a delete, in order"
+        raise ValidationFailed(f"A body is missing: {message}.", (FieldError(where, message),))
+    if len(body) != entry.size:
+        message = f"its body part holds {len(body)} bytes, not the {entry.size} of its size"
+        raise ValidationFailed(f"entries[{index}]: {message}.", (FieldError(f"{where}.size", message),))
+    digest = digest_bytes(body, block_size)
+    if digest.content_hash != entry.content_hash:
+        message = f"its body part hashes to {digest.content_hash}, not {entry.content_hash}"
+        raise ValidationFailed(f"entries[{index}]: {message}.", (FieldError(f"{where}.content_hash", message),))
+    return digest
 
 
 def _mismatch(expected: str, actual: str) -> ValidationFailed:

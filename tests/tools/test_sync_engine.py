@@ -143,14 +143,48 @@ async def test_scoped_credentials_are_reused_across_rounds_for_their_lifetime(ap
     engine = SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test")
     before = await (await client.get("/metrics")).text()
     for round_ in range(3):  # as --watch does: one engine, a round per change
-        (root / f"f{round_}.txt").write_bytes(os.urandom(100))
+        # Larger than a batch takes, so each goes straight to S3 with the credentials.
+        (root / f"f{round_}.bin").write_bytes(os.urandom(300 * 1024))
         assert (await engine.sync()).uploaded == 1
     after = await (await client.get("/metrics")).text()
-
-    def minted(text: str) -> float:
-        return metric(text, "filesync_http_requests_total", route="/v1/credentials", method="POST", status="200")
-
     assert minted(after) - minted(before) == 1
+
+
+def minted(text: str) -> float:
+    return metric(text, "filesync_http_requests_total", route="/v1/credentials", method="POST", status="200")
+
+
+async def test_small_files_go_in_batches_with_one_s3_request_each_and_no_credentials(api, client, tmp_path: Path):
+    root = tmp_path / "files"
+    (root / "deep" / "er").mkdir(parents=True)
+    bodies = {f"deep/er/f{i:04d}.txt": os.urandom(i % 700) for i in range(1200)}  # two batches (1,000 a batch)
+    bodies["deep/copy.txt"] = bodies["deep/er/f0005.txt"]
+    for name, data in bodies.items():
+        (root / name).write_bytes(data)
+    ns = (await api.account()).home_namespace
+    before = await (await client.get("/metrics")).text()
+    report = await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()
+    after = await (await client.get("/metrics")).text()
+    assert report.uploaded == len(bodies)
+    assert minted(after) - minted(before) == 0
+    batches = metric(
+        after, "filesync_http_requests_total", route="/v1/ns/{ns}/files:batch", method="POST", status="200"
+    )
+    assert (
+        batches
+        - metric(before, "filesync_http_requests_total", route="/v1/ns/{ns}/files:batch", method="POST", status="200")
+        == 2
+    )
+
+    def puts(text: str) -> float:
+        return metric(text, "filesync_aws_requests_total", service="s3", operation="PutObject")
+
+    distinct = {data for data in bodies.values() if data}
+    assert puts(after) - puts(before) == len(distinct)
+    other = tmp_path / "other"
+    other.mkdir()
+    await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    assert {p.relative_to(other).as_posix(): p.read_bytes() for p in other.rglob("*") if p.is_file()} == bodies
 
 
 async def test_a_round_with_nothing_changed_is_one_feed_request(api, client, tmp_path: Path):

@@ -107,7 +107,7 @@ class FileSyncClient:
                 async with self.session.request(
                     method,
                     URL(self.server + path, encoded=True),
-                    data=body,
+                    data=body() if callable(body) else body,
                     params=params,
                     headers=all_headers,
                     allow_redirects=False,
@@ -203,6 +203,33 @@ class FileSyncClient:
             f"/v1/ns/{ns}/commit",
             CommitResponse,
             json={"entries": entries},
+            headers={"Idempotency-Key": key},
+            expect=(200, 409),
+        )
+
+    async def upload_batch(
+        self, ns: str, entries: list[dict[str, Any]], bodies: list[bytes], idempotency_key: str | None = None
+    ) -> CommitResponse:
+        """Send small files and commit them in one request (``POST /v1/ns/{ns}/files:batch``): ``bodies``
+        holds one body per entry that is not a delete, in order (see ``ServiceConfig.max_inline_file`` and
+        ``max_inline_request``)."""
+        key = idempotency_key or uuid.uuid4().hex
+        manifest = codec.dumps({"entries": entries})
+
+        def form() -> aiohttp.MultipartWriter:  # built afresh for each attempt
+            writer = aiohttp.MultipartWriter("form-data")
+            part = writer.append(manifest, {"Content-Type": "application/json"})
+            part.set_content_disposition("form-data", name="manifest")
+            for body in bodies:
+                part = writer.append(body, {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name="file", filename="file")
+            return writer
+
+        return await self._json(
+            "POST",
+            f"/v1/ns/{ns}/files:batch",
+            CommitResponse,
+            data=form,
             headers={"Idempotency-Key": key},
             expect=(200, 409),
         )

@@ -1,8 +1,10 @@
 """The sync executor: scan, hash what changed, compare, plan, and carry the plan out.
 
-Local reads never block the event loop (scanning and hashing run in threads, hashing on every core);
-transfers go straight to S3 with the scoped credentials, ``concurrency`` files at a time; commits are
-batched (up to 1,000 entries, each batch with an idempotency key). Downloads land in a temporary file
+Local reads never block the event loop (scanning and hashing run in threads, hashing on every core).
+Small files (at most the service's ``max_inline_file``) travel in batches through the service, bodies and
+commit in one request (one S3 request per new file, no credentials needed); larger ones go straight to S3
+with the scoped credentials, ``concurrency`` files at a time, and are committed in batches (up to 1,000
+entries, each batch with an idempotency key). Downloads land in a temporary file
 next to their target, are verified against their content hash, get the server's mtime, and are renamed
 into place, so no partial file ever appears at a final path.
 """
@@ -20,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.content import EMPTY_HASH, ContentDigest
+from service.content import EMPTY_HASH, ContentDigest, digest_bytes
 from service.paths import normalize_path, path_key
-from service.wire import AwsCredentials, CompareItemOut, FileInfo
+from service.wire import AwsCredentials, CommitResponse, CompareItemOut, FileInfo, ServiceConfig
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_files
@@ -77,6 +79,7 @@ class SyncEngine:
         #: Digests (with their block digests) of the files hashed in this run, reused for uploads.
         self._digests: dict[str, ContentDigest] = {}
         self._creds: AwsCredentials | None = None
+        self._service_config: ServiceConfig | None = None
 
     async def sync(self, rounds: int = 3) -> SyncReport:
         """Sync until nothing is left to do (a commit that lost a race is retried in the next round).
@@ -209,18 +212,26 @@ class SyncEngine:
             todo.uploads.append(Upload(renamed, None))
             todo.downloads.append(Download(conflict.local.key, conflict.server))
             report.conflicts += 1
-        needs_s3 = any(u.local.content_hash != EMPTY_HASH for u in todo.uploads) or any(
-            d.file.content_hash != EMPTY_HASH for d in todo.downloads
-        )
+        inline_max = (await self._config()).max_inline_file if todo.uploads else 0
+        small = [u for u in todo.uploads if u.local.size <= inline_max]
+        large = [u for u in todo.uploads if u.local.size > inline_max]
+        needs_s3 = bool(large) or any(d.file.content_hash != EMPTY_HASH for d in todo.downloads)
         transfer: S3Transfer | None = None
         async with contextlib.AsyncExitStack() as stack:
             if needs_s3:
                 creds = await self._credentials()
                 transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
-            await self._uploads(todo, transfer, report)
+            await self._send_small(small, report)
+            await self._uploads(large, transfer, report)
             await self._remote_deletes(todo, report)
             await self._downloads(todo, transfer, report)
         self._local_deletes(todo, report)
+
+    async def _config(self) -> ServiceConfig:
+        """The service's limits, asked once per engine (the block size is kept in the state database)."""
+        if self._service_config is None:
+            self._service_config = await self._api.config()
+        return self._service_config
 
     async def _credentials(self) -> AwsCredentials:
         """Scoped credentials, reused across rounds (``--watch``) for their lifetime: one STS call per
@@ -255,15 +266,94 @@ class SyncEngine:
         path = normalize_path(relative, "path")
         return LocalFile(path_key(path), path, stat.st_size, stat.st_mtime_ns, conflict.local.content_hash)
 
-    async def _uploads(self, todo: SyncPlan, transfer: S3Transfer | None, report: SyncReport) -> None:
-        if not todo.uploads:
+    async def _send_small(self, uploads: list[Upload], report: SyncReport) -> None:
+        """Files of at most ``max_inline_file`` bytes go to the service in batches, bodies and commit in one
+        request each: one S3 request per new file and no scoped credentials needed. A batch holds at most
+        ``max_commit_entries`` files and ``max_inline_request`` bytes; one batch is in memory at a time."""
+        if not uploads:
             return
-        hashes = sorted({u.local.content_hash for u in todo.uploads if u.local.content_hash != EMPTY_HASH})
+        config = await self._config()
+        total = sum(u.local.size for u in uploads)
+        sent = 0
+        batch: list[Upload] = []
+        size = 0
+
+        async def flush() -> None:
+            nonlocal sent
+            read = await asyncio.to_thread(self._read_small, batch)
+            entries = [
+                {
+                    "path": u.local.path,
+                    "content_hash": u.local.content_hash,
+                    "size": u.local.size,
+                    "mtime": u.local.mtime_ns / 1e9,
+                    "parent_rev": u.parent_rev,
+                }
+                for u, _ in read
+            ]
+            if entries:
+                try:
+                    response = await self._api.upload_batch(
+                        self._ns, entries, [data for _, data in read], idempotency_key=uuid.uuid4().hex
+                    )
+                except ApiError as exc:
+                    if exc.status != 422:  # a file changed under us: the next round sends it
+                        raise
+                else:
+                    self._record_commits(response, {u.local.path: u.local for u, _ in read}, report)
+            sent += sum(u.local.size for u in batch)
+            self._progress("uploading", sent, total)
+            batch.clear()
+
+        budget = config.max_inline_request - 4096  # the manifest's envelope and the form's closing line
+        for upload in uploads:
+            # Each file costs its body, its part's headers and its manifest entry (a few hundred bytes).
+            cost = upload.local.size + 2 * len(upload.local.path.encode()) + 512
+            if batch and (len(batch) == config.max_commit_entries or size + cost > budget):
+                await flush()
+                size = 0
+            batch.append(upload)
+            size += cost
+        if batch:
+            await flush()
+
+    def _read_small(self, uploads: list[Upload]) -> list[tuple[Upload, bytes]]:
+        """The bodies of ``uploads`` as they are now; a file that changed or went away since it was
+        scanned is left for the next round."""
+        out: list[tuple[Upload, bytes]] = []
+        for upload in uploads:
+            try:
+                data = (self._root / upload.local.path).read_bytes()
+            except OSError:
+                continue
+            digest = digest_bytes(data, self._block_size)
+            if digest.content_hash == upload.local.content_hash:
+                self._digests[upload.local.key] = digest
+                out.append((upload, data))
+        return out
+
+    def _record_commits(self, response: CommitResponse, by_path: dict[str, LocalFile], report: SyncReport) -> None:
+        recorded = []
+        for result in response.results:
+            if result.status == "committed" and result.file is not None:
+                local = by_path[result.path]
+                recorded.append(_entry(local, result.file, self._digests.get(local.key)))
+                report.uploaded += 1
+            else:
+                report.pending_conflicts += 1
+        self._state.record(recorded)
+
+    async def _uploads(self, uploads: list[Upload], transfer: S3Transfer | None, report: SyncReport) -> None:
+        """Larger files: straight to S3 with the scoped credentials (only what the namespace lacks), then
+        committed in batches."""
+        if not uploads:
+            return
+        hashes = sorted({u.local.content_hash for u in uploads if u.local.content_hash != EMPTY_HASH})
         missing: set[str] = set()
         for start in range(0, len(hashes), 1000):
             missing.update(await self._api.missing(self._ns, hashes[start : start + 1000]))
         first_by_hash: dict[str, LocalFile] = {}
-        for upload in todo.uploads:
+        for upload in uploads:
             if upload.local.content_hash in missing:
                 first_by_hash.setdefault(upload.local.content_hash, upload.local)
         total = sum(f.size for f in first_by_hash.values())
@@ -299,9 +389,9 @@ class SyncEngine:
                 "mtime": u.local.mtime_ns / 1e9,
                 "parent_rev": u.parent_rev,
             }
-            for u in todo.uploads
+            for u in uploads
         ]
-        by_path = {u.local.path: u.local for u in todo.uploads}
+        by_path = {u.local.path: u.local for u in uploads}
         for start in range(0, len(entries), COMMIT_BATCH):
             batch = entries[start : start + COMMIT_BATCH]
             try:
@@ -310,15 +400,7 @@ class SyncEngine:
                 if exc.status == 422:  # content changed under us: next round
                     continue
                 raise
-            recorded = []
-            for result in response.results:
-                if result.status == "committed" and result.file is not None:
-                    local = by_path[result.path]
-                    recorded.append(_entry(local, result.file, self._digests.get(local.key)))
-                    report.uploaded += 1
-                else:
-                    report.pending_conflicts += 1
-            self._state.record(recorded)
+            self._record_commits(response, by_path, report)
 
     async def _abort_unfinished(self, transfer: S3Transfer) -> None:
         """Every upload of this round finished: what the ledger still holds is for content that no longer
