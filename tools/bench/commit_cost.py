@@ -1,11 +1,15 @@
-"""What a file sync costs in AWS requests: 10,000 small files uploaded and committed the way the sync client does.
+"""What a file sync costs in AWS requests: 10,000 small files uploaded and committed, both ways a client can.
 
-Each file (1 KiB, distinct content) is checked (``blobs:check``, 1,000 hashes a request), uploaded straight to S3
-with the scoped credentials (one PutObject), and committed in batches of 1,000. Counted: the service's AWS
-requests by service and operation (its /metrics: every attempt, what AWS bills) plus the client's own S3 PUTs.
-Reported: DynamoDB write and read requests per 1,000 files, S3 requests per file, and the cost per million files
-synced at the published on-demand prices below (us-east-1). Baseline, in the same run: the least any design
-needs, one S3 PUT per file and one DynamoDB write per file for its metadata.
+``batch`` (the sync client's way for files up to ``max_inline_file``): bodies and commit in one request of up
+to 1,000 files (``POST /v1/ns/{ns}/files:batch``); the service stores each body with one PutObject and
+commits 98 files to a DynamoDB transaction. ``direct`` (its way for larger files), measured in the same run
+for comparison: ``blobs:check`` of 1,000 hashes, one PUT each straight to S3 with the scoped credentials,
+commits of 1,000 (the service verifies each new body and records it, one more transaction action a file).
+
+Counted: the service's AWS requests by service and operation (its /metrics: every attempt, what AWS bills)
+plus the client's own S3 PUTs. Reported: DynamoDB write and read requests per 1,000 files, S3 requests per
+file, and the cost per million files synced at the published on-demand prices below (us-east-1). Baseline:
+the least any design needs, one S3 PUT per file and one DynamoDB write per file for its metadata.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import asyncio
 import os
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -38,45 +44,84 @@ READ_OPERATIONS = ("GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems
 S3_WRITE_OPERATIONS = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "CopyObject")
 
 
-async def run(files: int, batch: int) -> None:
-    async with stack() as running, FileSyncClient(running.service, timeout=600) as api:
-        await api.sign_up("bench", PASSWORD)
-        await api.log_in("bench", PASSWORD)
-        ns = (await api.account()).home_namespace
-        block_size = (await api.config()).block_size
-        _, before, _ = await api.request("GET", "/metrics")
-        progress = ProgressLine("uploading and committing", files, unit="files")
-        started = time.perf_counter()
-        client_puts = 0
-        with tempfile.TemporaryDirectory() as tmp:
-            creds = await api.credentials([ns])
-            async with S3Transfer(creds, block_size, concurrency=16) as transfer:
-                slots = asyncio.Semaphore(16)
+@dataclass(frozen=True, slots=True)
+class Cost:
+    way: str
+    files: int
+    elapsed: float
+    writes: float
+    reads: float
+    transactions: float
+    s3_writes: float
+    s3_reads: float
+    blob_records: int
 
-                async def put(path: Path, digest: ContentDigest) -> None:
-                    async with slots:
-                        await transfer.upload(ns, path, digest)
+    @property
+    def s3_per_file(self) -> float:
+        return (self.s3_writes + self.s3_reads) / self.files
 
-                for start in range(0, files, batch):
-                    count = min(batch, files - start)
-                    paths = [Path(tmp) / f"f{start + i:06d}.bin" for i in range(count)]
-                    digests = []
-                    for path in paths:
-                        data = os.urandom(1024)
+    @property
+    def dollars_per_million(self) -> float:
+        # Write units: a transaction's items cost two units each: per file its item (and its blob record, if
+        # any), per transaction the head and a journal entry of up to 98 changes (about 30 KB, 30 units).
+        units = 2 * (self.files + self.blob_records + self.transactions * (1 + 30)) + (self.writes - self.transactions)
+        cost = (
+            self.s3_writes / 1000 * S3_PUT_PER_1000
+            + self.s3_reads / 1000 * S3_GET_PER_1000
+            + units / 1e6 * DYNAMODB_WRITE_PER_MILLION
+            + self.reads / 1e6 * DYNAMODB_READ_PER_MILLION
+        )
+        return cost * 1e6 / self.files
+
+
+async def measure(api: FileSyncClient, way: str, files: int, batch: int) -> Cost:
+    await api.sign_up(f"bench-{way}", PASSWORD)
+    await api.log_in(f"bench-{way}", PASSWORD)
+    ns = (await api.account()).home_namespace
+    block_size = (await api.config()).block_size
+    _, before, _ = await api.request("GET", "/metrics")
+    progress = ProgressLine(f"{way}: uploading and committing", files, unit="files")
+    started = time.perf_counter()
+    client_puts = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        transfer: S3Transfer | None = None
+        if way == "direct":
+            transfer = S3Transfer(await api.credentials([ns]), block_size, concurrency=16)
+            await transfer.__aenter__()
+        try:
+            slots = asyncio.Semaphore(16)
+
+            async def put(path: Path, digest: ContentDigest) -> None:
+                assert transfer is not None
+                async with slots:
+                    await transfer.upload(ns, path, digest)
+
+            for start in range(0, files, batch):
+                count = min(batch, files - start)
+                datas = [os.urandom(1024) for _ in range(count)]
+                digests = [digest_bytes(data, block_size) for data in datas]
+                names = [f"f{start + i:06d}.bin" for i in range(count)]
+                entries: list[dict[str, object]] = [
+                    {"path": name, "content_hash": d.content_hash, "size": d.size, "mtime": 1.0}
+                    for name, d in zip(names, digests, strict=True)
+                ]
+                if way == "batch":
+                    await api.upload_batch(ns, entries, datas, idempotency_key=uuid.uuid4().hex)
+                else:
+                    paths = [Path(tmp) / name for name in names]
+                    for path, data in zip(paths, datas, strict=True):
                         path.write_bytes(data)
-                        digests.append(digest_bytes(data, block_size))
                     missing = set(await api.missing(ns, [d.content_hash for d in digests]))
                     todo = [(p, d) for p, d in zip(paths, digests, strict=True) if d.content_hash in missing]
                     await asyncio.gather(*(put(p, d) for p, d in todo))
                     client_puts += len(todo)
-                    entries = [
-                        {"path": p.name, "content_hash": d.content_hash, "size": d.size, "mtime": 1.0}
-                        for p, d in zip(paths, digests, strict=True)
-                    ]
                     await api.commit(ns, entries)
-                    progress(count)
-        elapsed = time.perf_counter() - started
-        _, after, _ = await api.request("GET", "/metrics")
+                progress(count)
+        finally:
+            if transfer is not None:
+                await transfer.__aexit__(None, None, None)
+    elapsed = time.perf_counter() - started
+    _, after, _ = await api.request("GET", "/metrics")
 
     def used(service: str, operations: tuple[str, ...]) -> float:
         text_before, text_after = before.decode(), after.decode()
@@ -86,37 +131,48 @@ async def run(files: int, batch: int) -> None:
             for op in operations
         )
 
-    writes, reads = used("dynamodb", WRITE_OPERATIONS), used("dynamodb", READ_OPERATIONS)
-    transactions = used("dynamodb", ("TransactWriteItems",))
-    s3_service_writes = used("s3", S3_WRITE_OPERATIONS)
-    s3_service_reads = used("s3", ("HeadObject", "GetObject", "ListObjectsV2", "ListParts"))
-    s3_per_file = (client_puts + s3_service_writes + s3_service_reads) / files
-    per_k = 1000 / files
-    # Units: a transaction's items cost two units each: per file its item and its blob record (each under
-    # 1 KB), per transaction the head and a journal entry of up to 98 changes (about 30 KB).
-    write_units = 2 * (2 * files + transactions * (1 + 30)) + (writes - transactions)
-    cost = (
-        (client_puts + s3_service_writes) / 1000 * S3_PUT_PER_1000
-        + s3_service_reads / 1000 * S3_GET_PER_1000
-        + write_units / 1e6 * DYNAMODB_WRITE_PER_MILLION
-        + reads / 1e6 * DYNAMODB_READ_PER_MILLION
-    ) * (1e6 / files)
+    return Cost(
+        way,
+        files,
+        elapsed,
+        writes=used("dynamodb", WRITE_OPERATIONS),
+        reads=used("dynamodb", READ_OPERATIONS),
+        transactions=used("dynamodb", ("TransactWriteItems",)),
+        s3_writes=client_puts + used("s3", S3_WRITE_OPERATIONS),
+        s3_reads=used("s3", ("HeadObject", "GetObject", "ListObjectsV2", "ListParts")),
+        blob_records=files if way == "direct" else 0,
+    )
+
+
+async def run(files: int, batch: int) -> None:
+    async with stack() as running, FileSyncClient(running.service, timeout=600) as api:
+        costs = [await measure(api, way, files, batch) for way in ("batch", "direct")]
     floor = (S3_PUT_PER_1000 / 1000 + 1 / 1e6 * DYNAMODB_WRITE_PER_MILLION) * 1e6
-    print(f"commit_cost: {files} files of 1 KiB, distinct content, commits of {batch}: {elapsed:.1f} s")
+    print(f"commit_cost: {files:,} files of 1 KiB, distinct content, {batch:,} a request")
+    for cost in costs:
+        per_k = 1000 / cost.files
+        print(f"  {cost.way}: {cost.elapsed:.1f} s")
+        print(
+            f"    DynamoDB: {cost.writes * per_k:.1f} write requests per 1,000 files "
+            f"({cost.transactions:.0f} TransactWriteItems of {cost.writes:.0f} writes); "
+            f"{cost.reads * per_k:.1f} read requests per 1,000"
+        )
+        print(
+            f"    S3: {cost.s3_per_file:.2f} requests per file ({cost.s3_writes:.0f} writes, "
+            f"{cost.s3_reads:.0f} reads: verification)"
+        )
+        print(
+            f"    cost per million files synced: ${cost.dollars_per_million:,.2f} "
+            f"(ratio to the baseline {cost.dollars_per_million / floor:.2f})"
+        )
     print(
-        f"  DynamoDB: {writes:.0f} write requests = {writes * per_k:.1f} per 1,000 files "
-        f"({transactions:.0f} TransactWriteItems); {reads:.0f} read requests = {reads * per_k:.1f} per 1,000"
+        f"  prices: S3 ${S3_PUT_PER_1000}/1k PUT, ${S3_GET_PER_1000}/1k GET; DynamoDB "
+        f"${DYNAMODB_WRITE_PER_MILLION}/M write units, ${DYNAMODB_READ_PER_MILLION}/M read units; "
+        "journal items counted as 30 units"
     )
-    print(
-        f"  S3: {s3_per_file:.2f} requests per file ({client_puts} client PUTs, "
-        f"{s3_service_writes:.0f} service writes, {s3_service_reads:.0f} service reads: verification)"
-    )
-    print(f"  cost per million files synced: ${cost:,.2f} (S3 ${S3_PUT_PER_1000}/1k PUT, ${S3_GET_PER_1000}/1k GET;")
-    print(
-        f"    DynamoDB ${DYNAMODB_WRITE_PER_MILLION}/M write units, ${DYNAMODB_READ_PER_MILLION}/M read units; "
-        "journal items counted as 30 units)"
-    )
-    print(f"  baseline: one PUT and one metadata write per file: ${floor:,.2f} per million (ratio {cost / floor:.2f})")
+    print(f"  baseline: one PUT and one metadata write per file: ${floor:,.2f} per million")
+    batch_cost, direct_cost = costs
+    print(f"  batch / direct cost: {batch_cost.dollars_per_million / direct_cost.dollars_per_million:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
