@@ -12,6 +12,7 @@ from tests.api.files_helpers import independent_hash
 from tests.api.test_health import metric
 from tests.conftest import TEST_BLOCK_SIZE
 from tools.sdk.client import FileSyncClient
+from tools.sync import engine as engine_module
 from tools.sync.engine import SyncEngine
 from tools.sync.state import StateDB
 
@@ -209,3 +210,57 @@ async def test_a_round_with_nothing_changed_is_one_feed_request(api, client, tmp
     assert served(await (await client.get("/metrics")).text()) - before == 1
     (root / "\u00e9t\u00e9.txt").write_bytes(b"changed")
     assert (await engine.sync()).uploaded == 1
+
+
+async def test_a_round_goes_a_page_at_a_time_and_converges(api, client, tmp_path: Path, monkeypatch):
+    """Pages of seven keys: changes on both sides, deletions, and a conflict whose kept copy sorts into a
+    later page all come out the same on both devices, with one compare request per page."""
+    monkeypatch.setattr(engine_module, "COMPARE_PAGE", 7)
+    ns = (await api.account()).home_namespace
+    one, two = tmp_path / "one", tmp_path / "two"
+    for root in (one, two):
+        (root / "d").mkdir(parents=True)
+    for i in range(40):
+        (one / "d" / f"f{i:02d}").write_bytes(f"first {i}".encode())
+    a = SyncEngine(api, ns, one, StateDB(tmp_path / "one.db"), device="one")
+    b = SyncEngine(api, ns, two, StateDB(tmp_path / "two.db"), device="two")
+    before = await (await client.get("/metrics")).text()
+    assert (await a.sync(rounds=1)).uploaded == 40
+    after = await (await client.get("/metrics")).text()
+
+    def compares(text: str) -> float:
+        return metric(text, "filesync_http_requests_total", route="/v1/ns/{ns}/compare", method="POST", status="200")
+
+    assert compares(after) - compares(before) == 6  # 40 keys in pages of 7
+    assert (await b.sync()).downloaded == 40
+
+    for i in (3, 17, 33):
+        (one / "d" / f"f{i:02d}").write_bytes(f"one edited {i}".encode())
+    for i in (5, 21):
+        (two / "d" / f"f{i:02d}").write_bytes(f"two edited {i}".encode())
+    (one / "d" / "f08").unlink()
+    (two / "d" / "f30").unlink()
+    # f13 ends the second page (keys f07 to f13), so its kept copy ("d/f13 (conflicted copy ...)") is
+    # seen again in the third.
+    (one / "d" / "f13").write_bytes(b"one's f13")
+    (two / "d" / "f13").write_bytes(b"two's f13")
+    (one / "d" / "new").write_bytes(b"new on one")
+    await a.sync()
+    report = await b.sync()
+    assert report.conflicts == 1
+    assert report.deleted_remote == 1  # f30 only: the kept copy, met again in a later page, stays
+    await a.sync()
+    trees = [
+        {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()} for root in (one, two)
+    ]
+    assert trees[0] == trees[1]
+    tree = trees[0]
+    assert "d/f08" not in tree
+    assert "d/f30" not in tree
+    assert tree["d/f03"] == b"one edited 3"
+    assert tree["d/f21"] == b"two edited 21"
+    assert tree["d/new"] == b"new on one"
+    assert tree["d/f13"] == b"one's f13"  # the first commit keeps the name; the other is kept beside it
+    copies = [name for name in tree if name.startswith("d/f13 (conflicted copy two")]
+    assert len(copies) == 1
+    assert tree[copies[0]] == b"two's f13"

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from tests.api.files_helpers import independent_hash
 from tools.sdk.client import FileSyncClient
+from tools.sync import engine
 from tools.sync.engine import SyncEngine
 from tools.sync.state import StateDB
 
@@ -111,7 +112,10 @@ class Devices(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(600)
-def test_devices_converge_and_lose_nothing(server, tmp_path):
+@pytest.mark.parametrize("page", [5000, 2], ids=["one-page", "pages-of-two"])
+def test_devices_converge_and_lose_nothing(server, tmp_path, monkeypatch, page: int):
+    """With the real page size, and with pages of two keys so every round crosses page boundaries."""
+    monkeypatch.setattr(engine, "COMPARE_PAGE", page)
     Devices.server = server
     Devices.base = tmp_path
     run_state_machine_as_test(

@@ -16,7 +16,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +30,8 @@ from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_files
 from tools.sdk.transfer import S3Transfer
 from tools.sync.plan import ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
-from tools.sync.scan import TEMP_PREFIX, Scanned, scan, scan_stats
-from tools.sync.state import StateDB, StateEntry
+from tools.sync.scan import TEMP_PREFIX, scan, scan_stats
+from tools.sync.state import SeenFile, StateDB, StateEntry
 
 COMPARE_PAGE = 5000
 COMMIT_BATCH = 1000
@@ -117,53 +117,93 @@ class SyncEngine:
         return not page.changes
 
     async def _round(self, report: SyncReport) -> bool:
+        """One pass over the folder, a page of path keys at a time: the scan goes to the state database,
+        then each page (``COMPARE_PAGE`` keys) is hashed where it changed, compared, planned and carried
+        out before the next is read. Memory holds one page and one compare answer (at most 10,000 server
+        files), whatever the folder's size. True if there was nothing to do."""
         stored = self._state.get("block_size")
         if stored is None:
             stored = str((await self._api.config()).block_size)
             self._state.set("block_size", stored)
         self._block_size = int(stored)
-        local = await self._scan(report)
-        state = {e.key: e for e in self._state.entries()}
-        items, cursor = await self._compare(local, state)
-        keys = {item.path: path_key(item.path) for item in items}
-        todo = plan(local, state, items, keys)
-        if todo.empty and not todo.forget:
-            self._state.set("cursor", cursor)
-            return True
-        await self._execute(todo, state, report)
-        self._state.set("cursor", cursor)
-        return False
+        await self._load_scan(report)
+        hashing = _Counter(self._state.bytes_to_hash())
+        self._progress("hashing", 0, hashing.total)
+        idle = True
+        cursor: str | None = None
+        after: str | None = None
+        while True:
+            rows = self._state.page(after, COMPARE_PAGE)
+            last = len(rows) < COMPARE_PAGE
+            local, state = await self._local_page(rows, hashing)
+            through = None if last else rows[-1][0]
+            async for items, page_cursor in self._compare(local, state, after, through):
+                cursor = cursor or page_cursor  # the first answer's: nothing committed since is missed
+                keys = {item.path: path_key(item.path) for item in items}
+                todo = plan(local, state, items, keys)
+                if not todo.empty or todo.forget:
+                    idle = False
+                    await self._execute(todo, state, report)
+            self._digests.clear()
+            if last:
+                break
+            after = through
+        self._state.clear_scan()
+        self._state.set("cursor", cursor or "s0")
+        return idle
 
     # --- scanning ------------------------------------------------------------------------------------
 
-    async def _scan(self, report: SyncReport) -> dict[str, LocalFile]:
+    async def _load_scan(self, report: SyncReport) -> None:
+        """Walk the folder into the state database (its own connection, off the event loop)."""
         skipped: list[str] = []
-        found = await asyncio.to_thread(lambda: list(scan(self._root, skipped)))
+
+        def load() -> None:
+            state = StateDB(self._state.path)
+            try:
+                state.load_scan(
+                    SeenFile(i.key, i.path, i.size, i.mtime_ns, str(i.absolute)) for i in scan(self._root, skipped)
+                )
+            finally:
+                state.close()
+
+        await asyncio.to_thread(load)
         report.skipped = skipped
-        known = {e.key: e for e in self._state.entries()}
-        unchanged: dict[str, LocalFile] = {}
-        to_hash: list[Scanned] = []
-        for item in found:
-            before = known.get(item.key)
-            if before is not None and (before.size, before.mtime_ns) == (item.size, item.mtime_ns):
-                unchanged[item.key] = LocalFile(item.key, item.path, item.size, item.mtime_ns, before.content_hash)
+
+    async def _local_page(
+        self, rows: list[tuple[str, SeenFile | None, StateEntry | None]], hashing: _Counter
+    ) -> tuple[dict[str, LocalFile], dict[str, StateEntry]]:
+        """The page's files as they are now (re-hashing only those whose size or mtime changed) and as
+        they were synced."""
+        local: dict[str, LocalFile] = {}
+        state: dict[str, StateEntry] = {}
+        to_hash: list[SeenFile] = []
+        for key, seen, entry in rows:
+            if entry is not None:
+                state[key] = entry
+            if seen is None:
+                continue
+            if entry is not None and (entry.size, entry.mtime_ns) == (seen.size, seen.mtime_ns):
+                local[key] = LocalFile(key, seen.path, seen.size, seen.mtime_ns, entry.content_hash)
             else:
-                to_hash.append(item)
-        total = sum(i.size for i in to_hash)
-        self._progress("hashing", 0, total)
-        digests = await hash_files([i.absolute for i in to_hash], self._block_size)
-        self._progress("hashing", total, total)
-        for item in to_hash:
-            digest = digests[item.absolute]
-            self._digests[item.key] = digest
-            unchanged[item.key] = LocalFile(item.key, item.path, item.size, item.mtime_ns, digest.content_hash)
-        return unchanged
+                to_hash.append(seen)
+        if to_hash:
+            digests = await hash_files([Path(f.absolute) for f in to_hash], self._block_size)
+            for seen in to_hash:
+                digest = digests[Path(seen.absolute)]
+                self._digests[seen.key] = digest
+                local[seen.key] = LocalFile(seen.key, seen.path, seen.size, seen.mtime_ns, digest.content_hash)
+            hashing.done += sum(f.size for f in to_hash)
+            self._progress("hashing", hashing.done, hashing.total)
+        return local, state
 
     # --- compare ------------------------------------------------------------------------------------
 
     async def _compare(
-        self, local: dict[str, LocalFile], state: dict[str, StateEntry]
-    ) -> tuple[list[CompareItemOut], str]:
+        self, local: dict[str, LocalFile], state: dict[str, StateEntry], after: str | None, through: str | None
+    ) -> AsyncIterator[tuple[list[CompareItemOut], str]]:
+        """Compare one page (the server's files in ``(after, through]``) with what is here; yields each
+        answer as it comes (a range dense with files we lack comes in several)."""
         manifest: dict[str, dict[str, Any]] = {}
         for key, entry in state.items():
             manifest[key] = {
@@ -180,26 +220,16 @@ class SyncEngine:
                 "synced_rev": before.synced_rev if before else None,
                 "synced_hash": before.content_hash if before else None,
             }
-        ordered = sorted(manifest)
-        items: list[CompareItemOut] = []
-        cursor: str | None = None
-        after: str | None = None
-        pages = max(1, -(-len(ordered) // COMPARE_PAGE))
-        for page in range(pages):
-            keys = ordered[page * COMPARE_PAGE : (page + 1) * COMPARE_PAGE]
-            through = None if page == pages - 1 else keys[-1]
-            while True:
-                body = {"entries": [manifest[k] for k in keys], "after": after, "through": through}
-                response = await self._api.compare(self._ns, body)
-                items.extend(response.items)
-                cursor = cursor or response.cursor  # the first page's: nothing committed since is missed
-                if response.complete_through is None:
-                    break
-                # The server stopped early (a range dense with files we lack): the rest of the page again.
-                after = response.complete_through
-                keys = [k for k in keys if k > after]
-            after = through
-        return items, cursor or "s0"
+        keys = sorted(manifest)
+        while True:
+            body = {"entries": [manifest[k] for k in keys], "after": after, "through": through}
+            response = await self._api.compare(self._ns, body)
+            yield response.items, response.cursor
+            if response.complete_through is None:
+                return
+            # The server stopped early (a range dense with files we lack): the rest of the page again.
+            after = response.complete_through
+            keys = [k for k in keys if k > after]
 
     # --- executing ----------------------------------------------------------------------------------
 
@@ -209,6 +239,8 @@ class SyncEngine:
         self._state.record(_entry(r.local, r.file, self._digests.get(r.key)) for r in todo.records)
         for conflict in todo.conflicts:
             renamed = await self._keep_conflicted_copy(conflict)
+            absolute = str(self._root / renamed.path)
+            self._state.add_scanned(SeenFile(renamed.key, renamed.path, renamed.size, renamed.mtime_ns, absolute))
             todo.uploads.append(Upload(renamed, None))
             todo.downloads.append(Download(conflict.local.key, conflict.server))
             report.conflicts += 1
@@ -478,6 +510,12 @@ class SyncEngine:
                 except OSError:
                     break
                 parent = parent.parent
+
+
+@dataclass(slots=True)
+class _Counter:
+    total: int
+    done: int = 0
 
 
 def _entry(local: LocalFile, file: FileInfo, digest: ContentDigest | None) -> StateEntry:
