@@ -1,4 +1,4 @@
-"""The sync client on a folder of a million files with nothing changed: wall time, peak memory, requests.
+"""The sync client on a folder of a million files: wall time, peak memory, requests.
 
 A tree of ``--files`` empty files (default 1,000,000, ``--per-folder`` to a folder) is made on local disk and
 recorded as synced in the client's state database (as a first sync would leave it; the bodies and the server's
@@ -6,6 +6,10 @@ metadata play no part in a no-change check). Then ``python -m tools.sync sync`` 
 its wall time (process start-up included), its peak resident memory, and the service requests it made.
 Baseline, in the same run: a bare ``os.scandir`` walk with ``stat`` of the same tree, the least any client must
 do to notice a change.
+
+With ``--changed``, the server's metadata is bulk-loaded too, one file is then edited, and a third run does a
+full round: scan, compare of every page, the upload of that file. Its peak memory shows whether the client
+holds the folder or a page.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import uvloop
 
+from service.content import EMPTY_HASH
+from tools.bench.compare import bulk_load
 from tools.bench.harness import ROOT, ProgressLine, RssSampler, clean_env, stack
 from tools.bench.sync_client import PASSWORD, requests_now
 from tools.sdk.client import FileSyncClient
@@ -68,7 +74,7 @@ async def run_cli(args: list[str], env: dict[str, str], expect: bytes = b"") -> 
     return elapsed, rss.peak
 
 
-async def run(files: int, per_folder: int) -> None:
+async def run(files: int, per_folder: int, changed: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         tree = base / "tree"
@@ -80,6 +86,8 @@ async def run(files: int, per_folder: int) -> None:
             await run_cli([*cli, "login", "--server", running.service, "scale"], env, b"logged in")
             await api.log_in("scale", PASSWORD)
             ns = (await api.account()).home_namespace
+            if changed:
+                await bulk_load(running.settings, ns, [k for k, _, _ in made], EMPTY_HASH, size=0)
             cursor = (await api.compare(ns, {"entries": []})).cursor
             state = Config(base / "config").state_for(tree)
             state.set("namespace", ns)
@@ -88,7 +96,7 @@ async def run(files: int, per_folder: int) -> None:
             progress = ProgressLine("recording the synced state", files, unit="files")
             for start in range(0, files, 50_000):
                 chunk = made[start : start + 50_000]
-                state.record(StateEntry(k, k, size, mtime, "e3b0", 1) for k, size, mtime in chunk)
+                state.record(StateEntry(k, k, size, mtime, EMPTY_HASH, 1) for k, size, mtime in chunk)
                 progress(len(chunk))
             state.close()
             del made
@@ -102,6 +110,12 @@ async def run(files: int, per_folder: int) -> None:
                 before = await requests_now(api)
                 elapsed, peak = await run_cli([*cli, "sync", str(tree)], env, b"nothing changed")
                 results.append((elapsed, peak, await requests_now(api) - before))
+            full = None
+            if changed:
+                (tree / "d00000" / "f0000000.txt").write_bytes(b"edited")
+                before = await requests_now(api)
+                elapsed, peak = await run_cli([*cli, "sync", str(tree)], env, b"1 uploaded")
+                full = (elapsed, peak, await requests_now(api) - before)
 
     print(f"client_scale: {files:,} files, nothing changed (python -m tools.sync sync, process start-up included)")
     for n, (elapsed, peak, requests) in enumerate(results, 1):
@@ -109,12 +123,21 @@ async def run(files: int, per_folder: int) -> None:
     best = min(r[0] for r in results)
     print(f"  baseline: a bare os.scandir + stat walk of the {walked:,} files: {walk:.1f} s")
     print(f"  ours / bare walk: {best / walk:.2f}")
+    if full is not None:
+        elapsed, peak, requests = full
+        print(
+            f"  one file edited, a full round (scan, compare of every page, one upload): {elapsed:.1f} s, "
+            f"peak RSS {peak / 2**20:.0f} MiB, {requests:.0f} service requests"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench client_scale", description=__doc__)
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--per-folder", type=int, default=1000)
+    parser.add_argument(
+        "--changed", action="store_true", help="also a full round after one edit (bulk-loads the server's metadata)"
+    )
     args = parser.parse_args(argv)
-    uvloop.run(run(args.files, args.per_folder))
+    uvloop.run(run(args.files, args.per_folder, args.changed))
     return 0

@@ -43,7 +43,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
-async def bulk_load(settings: Any, ns: str, paths: list[str], content_hash: str) -> None:
+async def bulk_load(settings: Any, ns: str, paths: list[str], content_hash: str, size: int = 5) -> None:
     progress = ProgressLine("bulk-loading metadata", len(paths), unit="files")
     async with open_clients(settings.aws, Metrics()) as clients:
         slots = asyncio.Semaphore(8)
@@ -61,7 +61,7 @@ async def bulk_load(settings: Any, ns: str, paths: list[str], content_hash: str)
                                     uuid.uuid4().hex,
                                     1,
                                     content_hash,
-                                    5,
+                                    size,
                                     0.0,
                                     False,
                                     "bench",
