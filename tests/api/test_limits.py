@@ -76,6 +76,23 @@ async def test_a_body_that_stops_arriving_is_cut_off_with_408_and_nothing_is_sto
     listed = await (await limited.get(f"/v1/ns/{ns}/files", headers=alice)).json()
     assert listed["files"] == []
 
+    # And for a batch of small files that stops in the middle of a body: nothing committed.
+    manifest = b'{"entries": [{"path": "a.txt", "content_hash": "' + b"0" * 64 + b'", "size": 10, "mtime": 1}]}'
+    started_form = (
+        b'--b\r\nContent-Disposition: form-data; name="manifest"\r\nContent-Type: application/json\r\n\r\n'
+        + manifest
+        + b'\r\n--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'
+    )
+    reader, writer = await raw_request(
+        limited, head("POST", f"/v1/ns/{ns}/files:batch", alice, 5000, "multipart/form-data; boundary=b"), started_form
+    )
+    status, body = await asyncio.wait_for(response_of(reader), 10)
+    writer.close()
+    assert status == 408
+    assert body["type"] == "/v1/docs#problem-body-stalled"
+    listed = await (await limited.get(f"/v1/ns/{ns}/files", headers=alice)).json()
+    assert listed["files"] == []
+
 
 async def test_a_body_that_keeps_coming_slowly_but_within_the_idle_timeout_is_accepted(limited):
     alice = await user(limited, "alice")
