@@ -264,3 +264,38 @@ async def test_a_round_goes_a_page_at_a_time_and_converges(api, client, tmp_path
     copies = [name for name in tree if name.startswith("d/f13 (conflicted copy two")]
     assert len(copies) == 1
     assert tree[copies[0]] == b"two's f13"
+
+
+async def test_a_round_that_did_work_is_confirmed_by_the_feed_not_a_second_round(api, client, tmp_path: Path):
+    """The feed after the round lists only what the round itself committed: no second compare, and the
+    next sync (another engine, as the next run of the CLI) is one feed request."""
+    root = tmp_path / "files"
+    root.mkdir()
+    for i in range(3):
+        (root / f"f{i}.txt").write_bytes(os.urandom(50))
+    ns = (await api.account()).home_namespace
+
+    def count(text: str, route: str, method: str) -> float:
+        return metric(text, "filesync_http_requests_total", route=route, method=method, status="200")
+
+    routes = [("/v1/ns/{ns}/compare", "POST"), ("/v1/ns/{ns}/changes", "GET"), ("/v1/ns/{ns}/files:batch", "POST")]
+    before = await (await client.get("/metrics")).text()
+    report = await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()
+    after = await (await client.get("/metrics")).text()
+    assert report.uploaded == 3
+    assert [count(after, *r) - count(before, *r) for r in routes] == [1, 1, 1]
+
+    again = await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()
+    final = await (await client.get("/metrics")).text()
+    assert again.changed == 0
+    assert [count(final, *r) - count(after, *r) for r in routes] == [0, 1, 0]
+
+    # Someone else's commit after ours is not mistaken for ours: the next sync fetches it.
+    other = tmp_path / "other"
+    other.mkdir()
+    await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    (other / "f1.txt").write_bytes(b"edited elsewhere")
+    await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    fetched = await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()
+    assert fetched.downloaded == 1
+    assert (root / "f1.txt").read_bytes() == b"edited elsewhere"
