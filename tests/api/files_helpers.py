@@ -25,6 +25,11 @@ def independent_hash(data: bytes, block: int = TEST_BLOCK_SIZE) -> str:
     return f"{hashlib.sha256(joined).hexdigest()}-{len(blocks)}"
 
 
+async def home(client, headers) -> str:
+    """The caller's home namespace."""
+    return (await (await client.get("/v1/account", headers=headers)).json())["home_namespace"]
+
+
 def body(size: int) -> bytes:
     return os.urandom(size)
 

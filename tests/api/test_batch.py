@@ -9,24 +9,13 @@ import hashlib
 
 import aioboto3
 import aiohttp
-import pytest
 
 from service.content import EMPTY_HASH
-from tests.api.files_helpers import body, download, entry, independent_hash
+from tests.api.files_helpers import body, download, entry, home, independent_hash
 from tests.api.helpers import problem, user
 from tests.api.test_health import metric
 
 WRITES = ("TransactWriteItems", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
-
-
-async def home(client, headers) -> str:
-    return (await (await client.get("/v1/account", headers=headers)).json())["home_namespace"]
-
-
-@pytest.fixture
-async def alice(client):
-    headers = await user(client, "alice")
-    return headers, await home(client, headers)
 
 
 def form(entries: list[dict], bodies: list[bytes], *, manifest_name: str = "manifest") -> aiohttp.MultipartWriter:

@@ -18,6 +18,7 @@ from tests.api.files_helpers import (
     commit,
     download,
     entry,
+    home,
     independent_hash,
     upload_direct,
     upload_presigned,
@@ -35,16 +36,6 @@ SIZES = {
 
 def claim_of(data: bytes) -> dict:
     return {"content_hash": independent_hash(data), "size": len(data)}
-
-
-async def home(client, headers) -> str:
-    return (await (await client.get("/v1/account", headers=headers)).json())["home_namespace"]
-
-
-@pytest.fixture
-async def alice(client):
-    headers = await user(client, "alice")
-    return headers, await home(client, headers)
 
 
 @pytest.mark.parametrize("size_name", list(SIZES))

@@ -334,16 +334,7 @@ class SyncEngine:
         async def flush() -> None:
             nonlocal sent
             read = await asyncio.to_thread(self._read_small, batch)
-            entries = [
-                {
-                    "path": u.local.path,
-                    "content_hash": u.local.content_hash,
-                    "size": u.local.size,
-                    "mtime": u.local.mtime_ns / 1e9,
-                    "parent_rev": u.parent_rev,
-                }
-                for u, _ in read
-            ]
+            entries = [_commit_entry(u) for u, _ in read]
             if entries:
                 try:
                     response = await self._api.upload_batch(
@@ -434,16 +425,7 @@ class SyncEngine:
         await asyncio.gather(*(send(f) for f in first_by_hash.values()))
         if transfer is not None:
             await self._abort_unfinished(transfer)
-        entries = [
-            {
-                "path": u.local.path,
-                "content_hash": u.local.content_hash,
-                "size": u.local.size,
-                "mtime": u.local.mtime_ns / 1e9,
-                "parent_rev": u.parent_rev,
-            }
-            for u in uploads
-        ]
+        entries = [_commit_entry(u) for u in uploads]
         by_path = {u.local.path: u.local for u in uploads}
         for start in range(0, len(entries), COMMIT_BATCH):
             batch = entries[start : start + COMMIT_BATCH]
@@ -531,6 +513,17 @@ class SyncEngine:
                 except OSError:
                     break
                 parent = parent.parent
+
+
+def _commit_entry(upload: Upload) -> dict[str, Any]:
+    local = upload.local
+    return {
+        "path": local.path,
+        "content_hash": local.content_hash,
+        "size": local.size,
+        "mtime": local.mtime_ns / 1e9,
+        "parent_rev": upload.parent_rev,
+    }
 
 
 @dataclass(slots=True)
