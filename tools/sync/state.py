@@ -175,8 +175,9 @@ class StateDB:
         rows = self._db.execute(
             "SELECT k.key, s.path, s.size, s.mtime_ns, s.absolute, "
             "f.path, f.size, f.mtime_ns, f.content_hash, f.synced_rev, f.blocks "
-            "FROM (SELECT key FROM (SELECT key FROM scanned WHERE key > ?1 "
-            "UNION SELECT key FROM files WHERE key > ?1) ORDER BY key LIMIT ?2) k "
+            "FROM (SELECT key FROM (SELECT key FROM scanned WHERE key > ?1 ORDER BY key LIMIT ?2) "
+            "UNION SELECT key FROM (SELECT key FROM files WHERE key > ?1 ORDER BY key LIMIT ?2) "
+            "ORDER BY key LIMIT ?2) k "
             "LEFT JOIN scanned s ON s.key = k.key LEFT JOIN files f ON f.key = k.key ORDER BY k.key",
             (start, limit),
         ).fetchall()
