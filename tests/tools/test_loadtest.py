@@ -124,7 +124,7 @@ def test_the_default_mix_is_mostly_feed_and_metadata():
     mix = Mix(DEFAULT_MIX)
     assert set(mix.names) == set(SCENARIOS)
     assert mix.share("feed") + mix.share("list") + mix.share("compare") > 0.6
-    assert mix.share("upload_small") + mix.share("upload_multipart") > 0.05
+    assert mix.share("upload_small") + mix.share("upload_batch") + mix.share("upload_multipart") > 0.05
 
 
 @pytest.mark.parametrize("text", ["nosuch=1", "feed=x", "feed=-1", "feed=0", ""])

@@ -34,6 +34,7 @@ from typing import Any
 
 from yarl import URL
 
+from service.content import digest_bytes
 from tools.loadtest.data import FOLDERS, compare_pages, folder_sizes, seed_paths
 from tools.loadtest.mix import Mix
 from tools.loadtest.runner import Op, Picker
@@ -43,6 +44,8 @@ from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file
 from tools.sdk.transfer import S3Transfer
 
+#: Files in one ``upload_batch`` request.
+BATCH_FILES = 20
 #: Refresh a token or credentials this long before they expire.
 _REFRESH_MARGIN = 60.0
 
@@ -100,6 +103,7 @@ class Workload:
             "compare": self.compare,
             "download": self.download,
             "upload_small": self.upload_small,
+            "upload_batch": self.upload_batch,
             "upload_multipart": self.upload_multipart,
             "credentials": self.credentials,
             "login": self.login,
@@ -287,6 +291,22 @@ class Workload:
     async def upload_small(self, user: User) -> None:
         """A new small file: hash, check what the namespace lacks, put straight to S3, commit."""
         await self._upload(user, os.urandom(self.config.small_size))
+
+    async def upload_batch(self, user: User) -> None:
+        """Twenty new small files in one request, bodies and commit together (``files:batch``), as the sync
+        client sends small files."""
+        bodies = [os.urandom(self.config.small_size) for _ in range(BATCH_FILES)]
+        entries = []
+        for data in bodies:
+            number = next(user.uploads)
+            digest = digest_bytes(data, self.block_size)
+            entries.append(
+                {"path": f"load/{number:07d}.bin", "content_hash": digest.content_hash, "size": len(data), "mtime": 1.0}
+            )
+        result = await user.client.upload_batch(user.home, entries, bodies)
+        conflicted = [r for r in result.results if r.status != "committed"]
+        if conflicted:
+            raise WrongAnswer(f"upload_batch: {len(conflicted)} new paths conflicted ({conflicted[0].reason})")
 
     async def upload_multipart(self, user: User) -> None:
         """A new file of two blocks: a multipart upload straight to S3 (parts concurrent), then commit."""
