@@ -10,15 +10,8 @@ import pytest
 
 from service.paths import path_key
 from tests.api.files_helpers import commit, entry, independent_hash, upload_direct
-from tests.api.helpers import problem, user
+from tests.api.helpers import problem
 from tests.api.test_health import metric
-
-
-@pytest.fixture
-async def alice(client):
-    headers = await user(client, "alice")
-    ns = (await (await client.get("/v1/account", headers=headers)).json())["home_namespace"]
-    return headers, ns
 
 
 async def compare(client, headers, ns, entries, **extra):
