@@ -13,7 +13,9 @@ import unicodedata
 
 from service.core.errors import FieldError, ValidationFailed
 
-MAX_PATH_BYTES = 4096
+#: DynamoDB keys a file by its path key, and a sort key is at most 1,024 bytes: the path and its key (case
+#: folding can lengthen it) stay within 950, leaving room for the key's prefixes ("F#", "FOLLOW#<user>#").
+MAX_PATH_BYTES = 950
 MAX_SEGMENT_BYTES = 255
 
 #: Characters Windows cannot store in a name (``/`` is the separator and is not in this set).
@@ -53,6 +55,8 @@ def normalize_path(raw: str, field: str = "$.path") -> str:
             raise fail("reserved-character", f"{char!r} cannot be used in names on every platform")
         if unicodedata.category(char) == "Cs":
             raise fail("invalid-unicode", "unpaired surrogate")
+    if len(path_key(path).encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise fail("path-too-long", f"at most {MAX_PATH_BYTES} bytes of UTF-8 once case-folded")
     for segment in path.split("/"):
         if segment == "":
             raise fail("empty-segment", "no empty segments ('//' or a trailing '/')")

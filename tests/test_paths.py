@@ -26,6 +26,7 @@ ATTACKS = [
     ("x" * (MAX_SEGMENT_BYTES + 1), "segment-too-long"),
     ("é" * 128, "segment-too-long"),
     ("/".join(["a" * 200] * 21)[: MAX_PATH_BYTES + 1], "path-too-long"),
+    ("/".join(["\u0149" * 120] * 3), "path-too-long"),  # 722 bytes; case folding makes 1,082
     ("CON", "reserved-name"),
     ("docs/aux.txt", "reserved-name"),
     ("LPT1.log", "reserved-name"),

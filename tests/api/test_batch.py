@@ -11,6 +11,7 @@ import aioboto3
 import aiohttp
 
 from service.content import EMPTY_HASH
+from service.paths import MAX_PATH_BYTES
 from tests.api.files_helpers import body, download, entry, home, independent_hash
 from tests.api.helpers import problem, user
 from tests.api.test_health import metric
@@ -228,3 +229,20 @@ class _Sink:
 
     async def write(self, chunk: bytes) -> None:
         self.data += chunk
+
+
+async def test_the_longest_path_commits_lists_downloads_and_can_be_followed(client, alice):
+    """DynamoDB keys a file by its path key (at most 1,024 bytes a sort key): the longest path the rules
+    allow must fit every key built from it; one byte more is a 422, not a 500."""
+    headers, ns = alice
+    longest = "/".join(["a" * 255, "b" * 255, "c" * 255, "d" * (MAX_PATH_BYTES - 3 * 256)])
+    assert len(longest.encode()) == MAX_PATH_BYTES
+    data = body(5)
+    response = await send(client, headers, ns, [entry(longest, data)], [data])
+    assert response.status == 200, await response.text()
+    assert await listed(client, headers, ns) == [longest]
+    assert await download(client, headers, ns, longest, via_service=True) == data
+    followed = await client.put(f"/v1/ns/{ns}/follows/{longest}", headers=headers)
+    assert followed.status in (200, 201, 204), await followed.text()
+    refused = await send(client, headers, ns, [entry(longest + "e", data)], [data])
+    assert (await problem(refused, 422))["errors"][0]["path"] == "$.entries[0].path"

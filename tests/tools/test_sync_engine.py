@@ -299,3 +299,44 @@ async def test_a_round_that_did_work_is_confirmed_by_the_feed_not_a_second_round
     fetched = await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()
     assert fetched.downloaded == 1
     assert (root / "f1.txt").read_bytes() == b"edited elsewhere"
+
+
+async def test_long_paths_split_a_batch_within_the_manifest_limit(api, client, tmp_path: Path):
+    """1,000 paths of about 890 bytes make a batch manifest past the 1 MiB JSON limit: the client sends two."""
+    root = tmp_path / "files"
+    deep = root.joinpath(*(["x" * 220] * 4))
+    deep.mkdir(parents=True)
+    for i in range(1000):
+        (deep / f"f{i:03d}").write_bytes(b"0123456789")
+    ns = (await api.account()).home_namespace
+
+    def requests(text: str, route: str) -> float:
+        return metric(text, "filesync_http_requests_total", route=f"/v1/ns/{{ns}}/{route}", method="POST", status="200")
+
+    before = await (await client.get("/metrics")).text()
+    report = await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()
+    after = await (await client.get("/metrics")).text()
+    assert report.uploaded == 1000
+    assert requests(after, "files:batch") - requests(before, "files:batch") == 2  # 528 entries a manifest at most
+    assert requests(after, "compare") - requests(before, "compare") == 1
+
+
+async def test_a_page_past_the_compare_budget_goes_as_several_ranges(api, client, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(engine_module, "COMPARE_BYTES", 5000)  # about 15 entries of these paths
+    root, other = tmp_path / "one", tmp_path / "two"
+    for folder in (root, other):
+        folder.mkdir()
+    for i in range(40):
+        (root / f"file-{i:02d}.txt").write_bytes(f"body {i}".encode())
+    ns = (await api.account()).home_namespace
+    before = await (await client.get("/metrics")).text()
+    assert (await SyncEngine(api, ns, root, StateDB(tmp_path / "one.db"), device="one").sync()).uploaded == 40
+    after = await (await client.get("/metrics")).text()
+    route = "/v1/ns/{ns}/compare"
+    compares = metric(after, "filesync_http_requests_total", route=route, method="POST", status="200") - metric(
+        before, "filesync_http_requests_total", route=route, method="POST", status="200"
+    )
+    assert compares == 3
+    fetched = await SyncEngine(api, ns, other, StateDB(tmp_path / "two.db"), device="two").sync()
+    assert fetched.downloaded == 40
+    assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in root.iterdir())

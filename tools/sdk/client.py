@@ -9,6 +9,7 @@ idempotent are retried only when they carry an ``Idempotency-Key``.
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -45,6 +46,8 @@ from tools.sdk.errors import ApiError
 T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+#: Bodies larger than this are streamed from a buffer rather than written to the socket in one call.
+_LARGE_BODY = 512 * 1024
 
 
 class FileSyncClient:
@@ -99,6 +102,9 @@ class FileSyncClient:
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
         body = codec.dumps(json) if json is not None else data
+        if isinstance(body, bytes) and len(body) > _LARGE_BODY:
+            raw = body
+            body = lambda: io.BytesIO(raw)  # noqa: E731 - sent in chunks, not in one write; afresh per attempt
         if json is not None:
             all_headers["Content-Type"] = "application/json"
         retryable = method in _IDEMPOTENT or "Idempotency-Key" in all_headers

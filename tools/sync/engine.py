@@ -34,6 +34,8 @@ from tools.sync.scan import TEMP_PREFIX, scan, scan_stats
 from tools.sync.state import SeenFile, StateDB, StateEntry
 
 COMPARE_PAGE = 5000
+#: A compare request's manifest stays under this (the service takes 8 MiB); long paths make smaller pages.
+COMPARE_BYTES = 6 * 1024 * 1024
 #: Feed pages (100 changes each) the cheap check reads before it settles for a full round instead.
 FEED_PAGES_CHECKED = 10
 COMMIT_BATCH = 1000
@@ -241,16 +243,30 @@ class SyncEngine:
                 "synced_rev": before.synced_rev if before else None,
                 "synced_hash": before.content_hash if before else None,
             }
+        # A page of long paths can outgrow the compare body limit: then it goes as several ranges.
         keys = sorted(manifest)
-        while True:
-            body = {"entries": [manifest[k] for k in keys], "after": after, "through": through}
-            response = await self._api.compare(self._ns, body)
-            yield response.items, response.cursor
-            if response.complete_through is None:
-                return
-            # The server stopped early (a range dense with files we lack): the rest of the page again.
-            after = response.complete_through
-            keys = [k for k in keys if k > after]
+        ranges: list[list[str]] = [[]]
+        size = 0
+        for key in keys:
+            cost = 2 * len(manifest[key]["path"].encode()) + 300
+            if ranges[-1] and size + cost > COMPARE_BYTES:
+                ranges.append([])
+                size = 0
+            ranges[-1].append(key)
+            size += cost
+        for number, chunk in enumerate(ranges):
+            last = number == len(ranges) - 1
+            chunk_through = through if last else chunk[-1]
+            while True:
+                body = {"entries": [manifest[k] for k in chunk], "after": after, "through": chunk_through}
+                response = await self._api.compare(self._ns, body)
+                yield response.items, response.cursor
+                if response.complete_through is None:
+                    break
+                # The server stopped early (a range dense with files we lack): the rest of the range again.
+                after = response.complete_through
+                chunk = [k for k in chunk if k > after]
+            after = chunk_through
 
     # --- executing ----------------------------------------------------------------------------------
 
@@ -350,14 +366,20 @@ class SyncEngine:
             batch.clear()
 
         budget = config.max_inline_request - 4096  # the manifest's envelope and the form's closing line
+        manifest_budget = config.max_json_body - 4096
+        manifest = 0
         for upload in uploads:
-            # Each file costs its body, its part's headers and its manifest entry (a few hundred bytes).
-            cost = upload.local.size + 2 * len(upload.local.path.encode()) + 512
-            if batch and (len(batch) == config.max_commit_entries or size + cost > budget):
+            # Each file costs its body, its part's headers (about 150 bytes) and its manifest entry (about
+            # 150 bytes and its path, escaped); the manifest itself is a JSON body, within ``max_json_body``.
+            entry = 2 * len(upload.local.path.encode()) + 200
+            cost = upload.local.size + entry + 200
+            full = len(batch) == config.max_commit_entries or size + cost > budget or manifest + entry > manifest_budget
+            if batch and full:
                 await flush()
-                size = 0
+                size = manifest = 0
             batch.append(upload)
             size += cost
+            manifest += entry
         if batch:
             await flush()
 
