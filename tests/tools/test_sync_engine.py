@@ -158,7 +158,7 @@ def minted(text: str) -> float:
 async def test_small_files_go_in_batches_with_one_s3_request_each_and_no_credentials(api, client, tmp_path: Path):
     root = tmp_path / "files"
     (root / "deep" / "er").mkdir(parents=True)
-    bodies = {f"deep/er/f{i:04d}.txt": os.urandom(i % 700) for i in range(1200)}  # two batches (1,000 a batch)
+    bodies = {f"deep/er/f{i:04d}.txt": os.urandom(i % 700) for i in range(1200)}  # five batches (250 a batch)
     bodies["deep/copy.txt"] = bodies["deep/er/f0005.txt"]
     for name, data in bodies.items():
         (root / name).write_bytes(data)
@@ -174,7 +174,7 @@ async def test_small_files_go_in_batches_with_one_s3_request_each_and_no_credent
     assert (
         batches
         - metric(before, "filesync_http_requests_total", route="/v1/ns/{ns}/files:batch", method="POST", status="200")
-        == 2
+        == 5
     )
 
     def puts(text: str) -> float:
@@ -301,8 +301,9 @@ async def test_a_round_that_did_work_is_confirmed_by_the_feed_not_a_second_round
     assert (root / "f1.txt").read_bytes() == b"edited elsewhere"
 
 
-async def test_long_paths_split_a_batch_within_the_manifest_limit(api, client, tmp_path: Path):
+async def test_long_paths_split_a_batch_within_the_manifest_limit(api, client, tmp_path: Path, monkeypatch):
     """1,000 paths of about 890 bytes make a batch manifest past the 1 MiB JSON limit: the client sends two."""
+    monkeypatch.setattr(engine_module, "INLINE_BATCH_FILES", 1000)
     root = tmp_path / "files"
     deep = root.joinpath(*(["x" * 220] * 4))
     deep.mkdir(parents=True)

@@ -105,7 +105,7 @@ async def _measure(
             bodies = await asyncio.to_thread(
                 lambda: {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
             )
-            slots = asyncio.Semaphore(8)
+            slots = asyncio.Semaphore(4)  # the service streams at most 4 uploads per user at once
 
             async def put(path: str) -> None:
                 async with slots:

@@ -36,6 +36,9 @@ from tools.sync.state import SeenFile, StateDB, StateEntry
 COMPARE_PAGE = 5000
 #: A compare request's manifest stays under this (the service takes 8 MiB); long paths make smaller pages.
 COMPARE_BYTES = 6 * 1024 * 1024
+#: Small files a batch request holds, and batch requests in flight at once (each at most 16 MiB of bodies).
+INLINE_BATCH_FILES = 250
+INLINE_BATCHES_IN_FLIGHT = 3
 #: Feed pages (100 changes each) the cheap check reads before it settles for a full round instead.
 FEED_PAGES_CHECKED = 10
 COMMIT_BATCH = 1000
@@ -338,50 +341,58 @@ class SyncEngine:
     async def _send_small(self, uploads: list[Upload], report: SyncReport) -> None:
         """Files of at most ``max_inline_file`` bytes go to the service in batches, bodies and commit in one
         request each: one S3 request per new file and no scoped credentials needed. A batch holds at most
-        ``max_commit_entries`` files and ``max_inline_request`` bytes; one batch is in memory at a time."""
+        ``INLINE_BATCH_FILES`` files, ``max_inline_request`` bytes and a manifest within ``max_json_body``;
+        ``INLINE_BATCHES_IN_FLIGHT`` are sent at once (one's commit overlaps the next one's bodies), so at
+        most that many batches are in memory."""
         if not uploads:
             return
         config = await self._config()
         total = sum(u.local.size for u in uploads)
         sent = 0
-        batch: list[Upload] = []
-        size = 0
+        slots = asyncio.Semaphore(INLINE_BATCHES_IN_FLIGHT)
 
-        async def flush() -> None:
+        async def send(batch: list[Upload]) -> None:
             nonlocal sent
-            read = await asyncio.to_thread(self._read_small, batch)
-            entries = [_commit_entry(u) for u, _ in read]
-            if entries:
-                try:
-                    response = await self._api.upload_batch(
-                        self._ns, entries, [data for _, data in read], idempotency_key=uuid.uuid4().hex
-                    )
-                except ApiError as exc:
-                    if exc.status != 422:  # a file changed under us: the next round sends it
-                        raise
-                else:
-                    self._record_commits(response, {u.local.path: u.local for u, _ in read}, report)
-            sent += sum(u.local.size for u in batch)
-            self._progress("uploading", sent, total)
-            batch.clear()
+            async with slots:
+                read = await asyncio.to_thread(self._read_small, batch)
+                entries = [_commit_entry(u) for u, _ in read]
+                if entries:
+                    try:
+                        response = await self._api.upload_batch(
+                            self._ns, entries, [data for _, data in read], idempotency_key=uuid.uuid4().hex
+                        )
+                    except ApiError as exc:
+                        if exc.status != 422:  # a file changed under us: the next round sends it
+                            raise
+                    else:
+                        self._record_commits(response, {u.local.path: u.local for u, _ in read}, report)
+                sent += sum(u.local.size for u in batch)
+                self._progress("uploading", sent, total)
 
+        batches: list[list[Upload]] = [[]]
         budget = config.max_inline_request - 4096  # the manifest's envelope and the form's closing line
         manifest_budget = config.max_json_body - 4096
-        manifest = 0
+        size = manifest = 0
+        most = min(INLINE_BATCH_FILES, config.max_commit_entries)
         for upload in uploads:
             # Each file costs its body, its part's headers (about 150 bytes) and its manifest entry (about
             # 150 bytes and its path, escaped); the manifest itself is a JSON body, within ``max_json_body``.
             entry = 2 * len(upload.local.path.encode()) + 200
             cost = upload.local.size + entry + 200
-            full = len(batch) == config.max_commit_entries or size + cost > budget or manifest + entry > manifest_budget
-            if batch and full:
-                await flush()
+            batch = batches[-1]
+            if batch and (len(batch) == most or size + cost > budget or manifest + entry > manifest_budget):
+                batches.append([])
                 size = manifest = 0
-            batch.append(upload)
+            batches[-1].append(upload)
             size += cost
             manifest += entry
-        if batch:
-            await flush()
+        tasks = [asyncio.create_task(send(batch)) for batch in batches]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _read_small(self, uploads: list[Upload]) -> list[tuple[Upload, bytes]]:
         """The bodies of ``uploads`` as they are now; a file that changed or went away since it was
