@@ -22,7 +22,7 @@ from service.api.responses import file_info, json_response
 from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
 from service.core.errors import BadRequest, BodyStalled, FieldError, PayloadTooLarge, ValidationFailed
-from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitResult
+from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitOutcome, CommitResult
 from service.core.models import FileVersion
 from service.core.transfers import StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
@@ -96,21 +96,30 @@ async def post_blobs_check(request: web.Request) -> web.Response:
     return json_response(BlobCheckResult(missing=missing))
 
 
+def _entries(body: CommitRequest) -> list[CommitEntry]:
+    return [CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries]
+
+
+def _commit_response(outcome: CommitOutcome) -> web.Response:
+    """Per entry the new version or a conflict; 409 when every entry conflicted, else 200."""
+    statuses = {r.status for r in outcome.results}
+    return json_response(
+        CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]),
+        status=409 if statuses == {"conflict"} else 200,
+    )
+
+
 async def post_commit(request: web.Request) -> web.Response:
     """Commit a batch of new versions and deletions; per entry, the new version or a conflict (the status
     is 409 when every entry conflicted, else 200). Send an ``Idempotency-Key`` header so a retried request
     commits nothing twice."""
     principal = authenticate(request)
     body = await read_json(request, CommitRequest)
-    entries = [CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries]
+    entries = _entries(body)
     outcome = await request.app[FILES].commit(
         principal, request.match_info["ns"], entries, request.headers.get(IDEMPOTENCY_HEADER)
     )
-    statuses = {r.status for r in outcome.results}
-    return json_response(
-        CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]),
-        status=409 if statuses == {"conflict"} else 200,
-    )
+    return _commit_response(outcome)
 
 
 async def post_files_batch(request: web.Request) -> web.Response:
@@ -140,7 +149,7 @@ async def post_files_batch(request: web.Request) -> web.Response:
         message = "the first part must be the manifest: a commit request as JSON"
         raise ValidationFailed(f"The manifest is missing: {message}.", (FieldError("manifest", message),))
     body = codec.decode(manifest, CommitRequest)
-    entries = [CommitEntry(e.path, e.content_hash, e.size, e.mtime, e.parent_rev, e.deleted) for e in body.entries]
+    entries = _entries(body)
 
     async def bodies() -> AsyncIterator[bytes]:
         while (data := await reader.part("file", settings.files.inline_max_file)) is not None:
@@ -154,11 +163,7 @@ async def post_files_batch(request: web.Request) -> web.Response:
         request.headers.get(IDEMPOTENCY_HEADER),
         max_file=settings.files.inline_max_file,
     )
-    statuses = {r.status for r in outcome.results}
-    return json_response(
-        CommitResponse(seq=outcome.seq, results=[_result(r) for r in outcome.results]),
-        status=409 if statuses == {"conflict"} else 200,
-    )
+    return _commit_response(outcome)
 
 
 class _BatchReader:

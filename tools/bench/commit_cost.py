@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -83,43 +84,40 @@ async def measure(api: FileSyncClient, way: str, files: int, batch: int) -> Cost
     progress = ProgressLine(f"{way}: uploading and committing", files, unit="files")
     started = time.perf_counter()
     client_puts = 0
-    with tempfile.TemporaryDirectory() as tmp:
+    async with contextlib.AsyncExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         transfer: S3Transfer | None = None
         if way == "direct":
-            transfer = S3Transfer(await api.credentials([ns]), block_size, concurrency=16)
-            await transfer.__aenter__()
-        try:
-            slots = asyncio.Semaphore(16)
+            creds = await api.credentials([ns])
+            transfer = await stack.enter_async_context(S3Transfer(creds, block_size, concurrency=16))
+        slots = asyncio.Semaphore(16)
 
-            async def put(path: Path, digest: ContentDigest) -> None:
-                assert transfer is not None
-                async with slots:
-                    await transfer.upload(ns, path, digest)
+        async def put(path: Path, digest: ContentDigest) -> None:
+            assert transfer is not None
+            async with slots:
+                await transfer.upload(ns, path, digest)
 
-            for start in range(0, files, batch):
-                count = min(batch, files - start)
-                datas = [os.urandom(1024) for _ in range(count)]
-                digests = [digest_bytes(data, block_size) for data in datas]
-                names = [f"f{start + i:06d}.bin" for i in range(count)]
-                entries: list[dict[str, object]] = [
-                    {"path": name, "content_hash": d.content_hash, "size": d.size, "mtime": 1.0}
-                    for name, d in zip(names, digests, strict=True)
-                ]
-                if way == "batch":
-                    await api.upload_batch(ns, entries, datas, idempotency_key=uuid.uuid4().hex)
-                else:
-                    paths = [Path(tmp) / name for name in names]
-                    for path, data in zip(paths, datas, strict=True):
-                        path.write_bytes(data)
-                    missing = set(await api.missing(ns, [d.content_hash for d in digests]))
-                    todo = [(p, d) for p, d in zip(paths, digests, strict=True) if d.content_hash in missing]
-                    await asyncio.gather(*(put(p, d) for p, d in todo))
-                    client_puts += len(todo)
-                    await api.commit(ns, entries)
-                progress(count)
-        finally:
-            if transfer is not None:
-                await transfer.__aexit__(None, None, None)
+        for start in range(0, files, batch):
+            count = min(batch, files - start)
+            datas = [os.urandom(1024) for _ in range(count)]
+            digests = [digest_bytes(data, block_size) for data in datas]
+            names = [f"f{start + i:06d}.bin" for i in range(count)]
+            entries: list[dict[str, object]] = [
+                {"path": name, "content_hash": d.content_hash, "size": d.size, "mtime": 1.0}
+                for name, d in zip(names, digests, strict=True)
+            ]
+            if way == "batch":
+                await api.upload_batch(ns, entries, datas, idempotency_key=uuid.uuid4().hex)
+            else:
+                paths = [Path(tmp) / name for name in names]
+                for path, data in zip(paths, datas, strict=True):
+                    path.write_bytes(data)
+                missing = set(await api.missing(ns, [d.content_hash for d in digests]))
+                todo = [(p, d) for p, d in zip(paths, digests, strict=True) if d.content_hash in missing]
+                await asyncio.gather(*(put(p, d) for p, d in todo))
+                client_puts += len(todo)
+                await api.commit(ns, entries)
+            progress(count)
     elapsed = time.perf_counter() - started
     _, after, _ = await api.request("GET", "/metrics")
 
