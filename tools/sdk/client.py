@@ -5,9 +5,9 @@ RFC 9457 problem (status, title, detail, field errors), so callers print a sente
 Transient failures (no connection, a connection lost, a timeout, 429/502/503/504) are retried with
 exponential backoff and jitter (``tools.sdk.retry``), honouring ``Retry-After``; a request that may have
 reached the service is retried only if repeating it is harmless (an idempotent method, an
-``Idempotency-Key``, or a read sent as POST). With ``renew_session`` set, a request whose access token is
-refused gets one new token (renewals one at a time, so a rotating refresh token is used once) and is sent
-again.
+``Idempotency-Key``, or a read sent as POST) and its body can be sent again (not a stream). With
+``renew_session`` set, a request whose access token is refused gets one new token (renewals one at a time,
+so a rotating refresh token is used once) and is sent again.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ class FileSyncClient:
         base_headers = dict(headers or {})
         if json is not None:
             base_headers["Content-Type"] = "application/json"
-        retryable = safe or method in _IDEMPOTENT or "Idempotency-Key" in base_headers
+        # A body read from a stream cannot be sent twice: such a request is never repeated.
+        replayable = body is None or isinstance(body, bytes | str) or callable(body)
+        retryable = replayable and (safe or method in _IDEMPOTENT or "Idempotency-Key" in base_headers)
         action = action or f"{method} {path}"
 
         async def once() -> tuple[int, bytes, Mapping[str, str]]:
@@ -183,8 +185,8 @@ class FileSyncClient:
                 raise ProtocolError(0, "Bad answer", str(exc), server=self.server, action=action) from None
 
         def retry(exc: Exception) -> bool:
-            # A connection never made sent nothing: always safe to try again.
-            return isinstance(exc, ConnectError) or (retryable and is_transient(exc))
+            # A connection never made sent nothing: safe to try again whatever the method.
+            return (replayable and isinstance(exc, ConnectError)) or (retryable and is_transient(exc))
 
         sent_token = self.token if authenticated else None
         try:

@@ -101,7 +101,8 @@ class Config:
     def command(self, *args: str) -> str:
         """A command line of this CLI as the user would type it (with this ``--config`` unless the default)."""
         words = [PROG]
-        if self.directory.resolve() != DEFAULT_CONFIG.resolve():
+        default = Path(os.environ.get("FILESYNC_CONFIG") or DEFAULT_CONFIG)
+        if self.directory.resolve() != default.resolve():
             words += ["--config", str(self.directory)]
         return " ".join([*words, *(shlex.quote(a) for a in args)])
 
