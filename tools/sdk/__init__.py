@@ -2,7 +2,8 @@
 
 ``tools.sdk.client.FileSyncClient`` talks to the service over HTTP; ``tools.sdk.transfer`` moves bodies straight
 to and from S3 with the scoped credentials the service mints (aioboto3 is imported only when a transfer
-happens); ``tools.sdk.errors.ApiError`` is what every failure raises. Nothing is imported here, so importing
+happens); every failure of either is one of ``tools.sdk.errors`` (a tree under ``ApiError``), transient ones
+retried first with ``tools.sdk.retry``'s backoff. Nothing is imported here, so importing
 one part never pays for the others. Shared with the service: only the pure rules (``service.content``,
 ``service.paths``, ``service.wire``).
 """

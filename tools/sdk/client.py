@@ -1,24 +1,28 @@
 """``FileSyncClient``: the service's HTTP API as typed async methods.
 
-Every error answer becomes an ``ApiError`` carrying the RFC 9457 problem (status, title, detail, field
-errors), so callers print a sentence, never a traceback. Transient failures (connection refused, 502/503/
-504, 429) are retried with exponential backoff and jitter, honouring ``Retry-After``; requests that are not
-idempotent are retried only when they carry an ``Idempotency-Key``.
+Every failure is one of the SDK's errors (``tools.sdk.errors``, drawn there): an error answer carries the
+RFC 9457 problem (status, title, detail, field errors), so callers print a sentence, never a traceback.
+Transient failures (no connection, a connection lost, a timeout, 429/502/503/504) are retried with
+exponential backoff and jitter (``tools.sdk.retry``), honouring ``Retry-After``; a request that may have
+reached the service is retried only if repeating it is harmless (an idempotent method, an
+``Idempotency-Key``, or a read sent as POST) and its body can be sent again (not a stream). With
+``renew_session`` set, a request whose access token is refused gets one new token (renewals one at a time,
+so a rotating refresh token is used once) and is sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import random
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 import msgspec
+import orjson
 from yarl import URL
 
 from service import codec
@@ -35,19 +39,35 @@ from service.wire import (
     FollowList,
     FollowOut,
     History,
+    Member,
+    NamespaceDetail,
     NamespaceList,
     NamespaceSummary,
     Problem,
     ServiceConfig,
     Tokens,
 )
-from tools.sdk.errors import ApiError
+from tools.sdk.errors import (
+    ApiError,
+    ConnectError,
+    ConnectionLost,
+    ProtocolError,
+    RequestTimeout,
+    Unauthenticated,
+    connect_reason,
+    is_transient,
+    status_error,
+    stopped_answering,
+)
+from tools.sdk.retry import retrying
 
 T = TypeVar("T")
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 #: Bodies larger than this are streamed from a buffer rather than written to the socket in one call.
 _LARGE_BODY = 512 * 1024
+
+#: Obtains a new access token for the client (and sets ``client.token``), or raises.
+RenewSession = Callable[["FileSyncClient"], Awaitable[None]]
 
 
 class FileSyncClient:
@@ -59,13 +79,21 @@ class FileSyncClient:
         attempts: int = 5,
         timeout: float = 300.0,
         connections: int = 32,
+        renew_session: RenewSession | None = None,
     ) -> None:
+        url = URL(server)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"not an http:// or https:// URL: {server!r}")
         self.server = server.rstrip("/")
         self.token = token
+        self.renew_session = renew_session
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._renewing = asyncio.Lock()
+        #: Whether the server ever answered: a connection refused after that means it stopped answering.
+        self._answered = False
 
     async def __aenter__(self) -> FileSyncClient:
         self._session = aiohttp.ClientSession(
@@ -97,18 +125,29 @@ class FileSyncClient:
         headers: Mapping[str, str] | None = None,
         data: Any = None,
         expect: tuple[int, ...] = (200, 201, 204),
+        action: str = "",
+        safe: bool = False,
+        authenticated: bool = True,
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        all_headers = dict(headers or {})
-        if self.token:
-            all_headers["Authorization"] = f"Bearer {self.token}"
+        """Send a request and read its answer; raise the SDK's error for anything but an ``expect``ed status.
+        ``safe``: repeating the request is harmless although its method is not idempotent (a read sent as
+        POST). ``authenticated=False``: no token is sent (sign-up, log-in, refresh) and none is renewed."""
         body = codec.dumps(json) if json is not None else data
         if isinstance(body, bytes) and len(body) > _LARGE_BODY:
             raw = body
             body = lambda: io.BytesIO(raw)  # noqa: E731 - sent in chunks, not in one write; afresh per attempt
+        base_headers = dict(headers or {})
         if json is not None:
-            all_headers["Content-Type"] = "application/json"
-        retryable = method in _IDEMPOTENT or "Idempotency-Key" in all_headers
-        for attempt in range(self._attempts):
+            base_headers["Content-Type"] = "application/json"
+        # A body read from a stream cannot be sent twice: such a request is never repeated.
+        replayable = body is None or isinstance(body, bytes | str) or callable(body)
+        retryable = replayable and (safe or method in _IDEMPOTENT or "Idempotency-Key" in base_headers)
+        action = action or f"{method} {path}"
+
+        async def once() -> tuple[int, bytes, Mapping[str, str]]:
+            all_headers = dict(base_headers)
+            if authenticated and self.token:
+                all_headers["Authorization"] = f"Bearer {self.token}"
             try:
                 async with self.session.request(
                     method,
@@ -119,58 +158,137 @@ class FileSyncClient:
                     allow_redirects=False,
                 ) as response:
                     payload = await response.read()
+                    self._answered = True
                     if response.status in expect:
                         return response.status, payload, response.headers
-                    if response.status in _RETRY_STATUSES and retryable and attempt + 1 < self._attempts:
-                        await asyncio.sleep(_backoff(attempt, response.headers.get("Retry-After")))
-                        continue
-                    raise _error(response.status, response.reason or "", payload)
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-                if not retryable or attempt + 1 >= self._attempts:
-                    raise ApiError(0, "Unreachable", f"cannot reach {self.server}: {exc}") from None
-                await asyncio.sleep(_backoff(attempt, None))
-        raise AssertionError("unreachable")
+                    raise _error(response.status, response.reason or "", payload, response.headers, self.server, action)
+            except ApiError:
+                raise
+            except TimeoutError:
+                raise RequestTimeout(
+                    0, "Timed out", f"{self.server} did not answer in time", server=self.server, action=action
+                ) from None
+            except aiohttp.ClientConnectorError as exc:
+                reason = connect_reason(exc)
+                raise ConnectError(
+                    0, "Unreachable", f"cannot reach {self.server}: {reason}", server=self.server, action=action
+                ) from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise ConnectionLost(
+                    0,
+                    "Connection lost",
+                    f"the connection to {self.server} broke: {str(exc) or type(exc).__name__}",
+                    server=self.server,
+                    action=action,
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise ProtocolError(0, "Bad answer", str(exc), server=self.server, action=action) from None
+
+        def retry(exc: Exception) -> bool:
+            # A connection never made sent nothing: safe to try again whatever the method.
+            return (replayable and isinstance(exc, ConnectError)) or (retryable and is_transient(exc))
+
+        sent_token = self.token if authenticated else None
+        try:
+            try:
+                return await retrying(once, attempts=self._attempts, retry=retry)
+            except Unauthenticated:
+                if self.renew_session is None or not sent_token:
+                    raise
+            await self._renew(sent_token)
+            return await retrying(once, attempts=self._attempts, retry=retry)
+        except ConnectError as exc:
+            if not self._answered:
+                raise
+            raise stopped_answering(exc) from None
+
+    async def _renew(self, refused: str) -> None:
+        """A new token, unless another request already renewed the one that was refused."""
+        async with self._renewing:
+            if self.token == refused and self.renew_session is not None:
+                await self.renew_session(self)
 
     async def _json(self, method: str, path: str, model: type[T], **kwargs: Any) -> T:
         _, payload, _ = await self.request(method, path, **kwargs)
-        return msgspec.convert(codec.loads(payload), model)
+        try:
+            return msgspec.convert(_decode(payload), model)
+        except (ValueError, msgspec.MsgspecError) as exc:
+            raise ProtocolError(
+                0,
+                "Bad answer",
+                f"{self.server} answered {method} {path} with something other than a {model.__name__}: {exc}",
+                server=self.server,
+                action=kwargs.get("action") or f"{method} {path}",
+            ) from None
 
     # --- accounts -------------------------------------------------------------------------------------
 
     async def sign_up(self, username: str, password: str, email: str | None = None) -> Account:
         body = {"username": username, "password": password, **({"email": email} if email else {})}
-        return await self._json("POST", "/v1/auth/signup", Account, json=body)
+        return await self._json("POST", "/v1/auth/signup", Account, json=body, action="signing up", authenticated=False)
 
     async def set_email(self, email: str | None, current_password: str) -> Account:
         body = {"email": email, "current_password": current_password}
-        return await self._json("PUT", "/v1/account/email", Account, json=body)
+        return await self._json("PUT", "/v1/account/email", Account, json=body, action="setting the email address")
 
     async def log_in(self, username: str, password: str) -> Tokens:
-        tokens = await self._json("POST", "/v1/auth/token", Tokens, json={"username": username, "password": password})
+        body = {"username": username, "password": password}
+        tokens = await self._json("POST", "/v1/auth/token", Tokens, json=body, action="logging in", authenticated=False)
         self.token = tokens.access_token
         return tokens
 
     async def refresh(self, refresh_token: str) -> Tokens:
-        tokens = await self._json("POST", "/v1/auth/refresh", Tokens, json={"refresh_token": refresh_token})
+        tokens = await self._json(
+            "POST",
+            "/v1/auth/refresh",
+            Tokens,
+            json={"refresh_token": refresh_token},
+            action="renewing the session",
+            authenticated=False,
+        )
         self.token = tokens.access_token
         return tokens
 
     async def account(self) -> Account:
-        return await self._json("GET", "/v1/account", Account)
+        return await self._json("GET", "/v1/account", Account, action="reading the account")
 
     async def config(self) -> ServiceConfig:
-        return await self._json("GET", "/v1/config", ServiceConfig)
+        return await self._json("GET", "/v1/config", ServiceConfig, action="reading the service's limits")
 
     # --- namespaces and credentials -------------------------------------------------------------------
 
     async def namespaces(self) -> list[NamespaceSummary]:
-        return (await self._json("GET", "/v1/namespaces", NamespaceList)).namespaces
+        return (await self._json("GET", "/v1/namespaces", NamespaceList, action="listing namespaces")).namespaces
 
     async def create_namespace(self, name: str) -> NamespaceSummary:
-        return await self._json("POST", "/v1/namespaces", NamespaceSummary, json={"name": name})
+        """A new shared namespace; the caller becomes its owner."""
+        return await self._json(
+            "POST", "/v1/namespaces", NamespaceSummary, json={"name": name}, action="creating a namespace"
+        )
+
+    async def namespace(self, ns: str) -> NamespaceDetail:
+        """A namespace and its members with their roles (members only)."""
+        return await self._json("GET", f"/v1/namespaces/{ns}", NamespaceDetail, action="reading the namespace")
+
+    async def set_member(self, ns: str, username: str, role: str) -> Member:
+        """Add a member, or change a member's role (owners only)."""
+        return await self._json(
+            "PUT",
+            f"/v1/namespaces/{ns}/members/{quote(username, safe='')}",
+            Member,
+            json={"role": role},
+            action="adding a member",
+        )
 
     async def share(self, ns: str, username: str, role: str) -> None:
-        await self.request("PUT", f"/v1/namespaces/{ns}/members/{username}", json={"role": role})
+        """``set_member``, answer ignored (kept for existing callers)."""
+        await self.set_member(ns, username, role)
+
+    async def remove_member(self, ns: str, username: str) -> None:
+        """Remove a member (owners), or leave (anyone, for themselves)."""
+        await self.request(
+            "DELETE", f"/v1/namespaces/{ns}/members/{quote(username, safe='')}", action="removing a member"
+        )
 
     # --- notifications --------------------------------------------------------------------------------
 
@@ -193,12 +311,22 @@ class FileSyncClient:
             body["namespaces"] = namespaces
         if duration_seconds is not None:
             body["duration_seconds"] = duration_seconds
-        return await self._json("POST", "/v1/credentials", AwsCredentials, json=body)
+        return await self._json(
+            "POST", "/v1/credentials", AwsCredentials, json=body, action="getting transfer credentials", safe=True
+        )
 
     # --- files ----------------------------------------------------------------------------------------
 
     async def missing(self, ns: str, hashes: list[str]) -> list[str]:
-        return (await self._json("POST", f"/v1/ns/{ns}/blobs:check", BlobCheckResult, json={"hashes": hashes})).missing
+        checked = await self._json(
+            "POST",
+            f"/v1/ns/{ns}/blobs:check",
+            BlobCheckResult,
+            json={"hashes": hashes},
+            action="checking what the server holds",
+            safe=True,
+        )
+        return checked.missing
 
     async def commit(
         self, ns: str, entries: list[dict[str, Any]], idempotency_key: str | None = None
@@ -211,6 +339,7 @@ class FileSyncClient:
             json={"entries": entries},
             headers={"Idempotency-Key": key},
             expect=(200, 409),
+            action="committing changes",
         )
 
     async def upload_batch(
@@ -238,15 +367,18 @@ class FileSyncClient:
             data=form,
             headers={"Idempotency-Key": key},
             expect=(200, 409),
+            action="uploading small files",
         )
 
     async def compare(self, ns: str, body: dict[str, Any]) -> CompareResponse:
         """One page of a compare (see ``CompareRequest``)."""
-        return await self._json("POST", f"/v1/ns/{ns}/compare", CompareResponse, json=body)
+        return await self._json(
+            "POST", f"/v1/ns/{ns}/compare", CompareResponse, json=body, action="comparing the folder", safe=True
+        )
 
     async def changes(self, ns: str, cursor: str, wait: int = 0, limit: int = 100) -> Changes:
         params = {"cursor": cursor, "wait": str(wait), "limit": str(limit)}
-        return await self._json("GET", f"/v1/ns/{ns}/changes", Changes, params=params)
+        return await self._json("GET", f"/v1/ns/{ns}/changes", Changes, params=params, action="reading the change feed")
 
     async def restore(self, ns: str, path: str, rev: int) -> CommitResultOut:
         return await self._json(
@@ -255,6 +387,7 @@ class FileSyncClient:
             CommitResultOut,
             json={"path": path, "rev": rev},
             expect=(200, 409),
+            action="restoring a version",
         )
 
     async def put_stream(
@@ -277,7 +410,8 @@ class FileSyncClient:
             cursor = page.cursor
 
     async def history(self, ns: str, path: str) -> list[FileInfo]:
-        return (await self._json("GET", f"/v1/ns/{ns}/files/{_quote(path)}", History, params={"versions": ""})).versions
+        where = f"/v1/ns/{ns}/files/{_quote(path)}"
+        return (await self._json("GET", where, History, params={"versions": ""}, action="reading history")).versions
 
     async def download_url(self, ns: str, path: str, rev: int | None = None) -> str:
         params = {"rev": str(rev)} if rev else None
@@ -296,15 +430,17 @@ def _quote(path: str) -> str:
     return "/".join(segment(name) for name in path.split("/"))
 
 
-def _backoff(attempt: int, retry_after: str | None) -> float:
-    if retry_after and retry_after.isdigit():
-        return min(60.0, float(retry_after))
-    return float(min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+def _decode(payload: bytes) -> Any:
+    """An answer's JSON; a ``ValueError`` (not the service's own ``BadRequest``) when it is none."""
+    return orjson.loads(payload)
 
 
-def _error(status: int, reason: str, payload: bytes) -> ApiError:
+def _error(status: int, reason: str, payload: bytes, headers: Mapping[str, str], server: str, action: str) -> ApiError:
+    retry_after = headers.get("Retry-After", "")
+    wait = float(retry_after) if retry_after.isdigit() else None
     try:
-        problem = msgspec.convert(codec.loads(payload), Problem)
-    except Exception:
-        return ApiError(status, reason, payload[:200].decode(errors="replace") or reason)
-    return ApiError(status, problem.title, problem.detail, problem)
+        problem = msgspec.convert(_decode(payload), Problem)
+    except (ValueError, msgspec.MsgspecError):
+        detail = payload[:200].decode(errors="replace") or reason
+        return status_error(status, reason, detail, server=server, action=action, retry_after=wait)
+    return status_error(status, problem.title, problem.detail, problem, server=server, action=action, retry_after=wait)

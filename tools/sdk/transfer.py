@@ -11,12 +11,19 @@ sent and forgotten once S3 assembled the object, and a failure leaves it in plac
 The next attempt lists the parts S3 already holds (``ListParts``), keeps each one whose size and checksum
 (or, where the store reports no checksum, whose ETag as the MD5 of the local block) match, and sends only the
 rest. Uploads nobody resumes are aborted by the bucket's lifecycle rule after a day.
+
+Every storage request goes through ``_call``: a transient failure (no connection, a connection lost, a
+timeout, ``SlowDown``/500/503) is retried with the SDK's one backoff (``tools.sdk.retry``; botocore's own
+retries are off, so attempts do not multiply), and what still fails is raised as the SDK's error
+(``tools.sdk.errors``) naming the storage endpoint, what was being done and the local file: no botocore
+or aiohttp exception leaves this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,9 +34,29 @@ from typing import Any, Protocol, TypeVar
 from service.content import ContentDigest, reuse_declared_sha256
 from service.resources import blob_key
 from service.wire import AwsCredentials
+from tools.sdk.errors import (
+    ApiError,
+    ConnectError,
+    ConnectionLost,
+    ProtocolError,
+    RequestTimeout,
+    Unavailable,
+    connect_reason,
+    is_transient,
+    status_error,
+    stopped_answering,
+)
+from tools.sdk.retry import retrying
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
+
+#: S3 error codes that mean "busy or briefly down: try again" (whatever their HTTP status).
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException"}
+)
+#: S3 error codes of an upload or object that is not (or no longer) there.
+_GONE_CODES = frozenset({"NoSuchUpload", "NoSuchKey", "404"})
 
 
 class UploadLedger(Protocol):
@@ -43,12 +70,18 @@ class UploadLedger(Protocol):
 
 
 class S3Transfer:
-    def __init__(self, credentials: AwsCredentials, block_size: int, *, concurrency: int = 8) -> None:
+    def __init__(
+        self, credentials: AwsCredentials, block_size: int, *, concurrency: int = 8, attempts: int = 5
+    ) -> None:
         self._creds = credentials
         self._block_size = block_size
         self._concurrency = concurrency
+        self._attempts = attempts
+        self._endpoint = credentials.endpoint_url or f"https://s3.{credentials.region}.amazonaws.com"
         self._client: Any = None
         self._context: Any = None
+        #: Whether the storage ever answered: a connection refused after that means it stopped answering.
+        self._answered = False
 
     async def __aenter__(self) -> S3Transfer:
         import aioboto3
@@ -66,7 +99,7 @@ class S3Transfer:
             signature_version="s3v4",
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},  # ``_call`` retries, with the SDK's backoff
         )
         self._context = session.client("s3", endpoint_url=self._creds.endpoint_url, config=config)
         self._client = await self._context.__aenter__()
@@ -92,12 +125,17 @@ class S3Transfer:
         (``UploadPartCopy``) instead of sent: a small change to a big file moves one block."""
         key = blob_key(ns, digest.content_hash)
         bucket = self._creds.bucket
+        client = self._client
+
+        def call(work: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+            return self._call("uploading", path, work)
+
         if len(digest.block_digests) <= 1:
             data = await asyncio.to_thread(path.read_bytes)
             kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
             if digest.block_digests:
                 kwargs["ChecksumSHA256"] = base64.b64encode(digest.block_digests[0]).decode()
-            await self._client.put_object(**kwargs)
+            await call(lambda: client.put_object(**kwargs))
             if progress:
                 progress(len(data))
             return
@@ -111,7 +149,9 @@ class S3Transfer:
             else:
                 held = kept
         if upload_id is None:
-            upload = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+            upload = await call(
+                lambda: client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+            )
             upload_id = upload["UploadId"]
             if ledger is not None:
                 ledger.remember_upload(key, upload_id)
@@ -131,23 +171,23 @@ class S3Transfer:
             if number in reusable and previous is not None:
                 start = (number - 1) * self._block_size
                 end = min(previous.size, start + self._block_size) - 1
-                copied = await self._client.upload_part_copy(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)},
-                    CopySourceRange=f"bytes={start}-{end}",
+                source = {"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)}
+                copied = await call(
+                    lambda: client.upload_part_copy(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
                 )
                 return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum}
             data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
-            response = await self._client.upload_part(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-                ChecksumSHA256=checksum,
+            response = await call(
+                lambda: client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, ChecksumSHA256=checksum
+                )
             )
             if progress:
                 progress(len(data))
@@ -155,39 +195,48 @@ class S3Transfer:
 
         try:
             parts = await _bounded(range(1, part_count + 1), part, self._concurrency)
-            await self._client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            await call(
+                lambda: client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
             )
         except BaseException:
-            if ledger is None:  # nobody will resume it
-                await asyncio.shield(self.abort(key, upload_id))
+            if ledger is None:  # nobody will resume it; the bucket's lifecycle rule aborts it if this fails too
+                with contextlib.suppress(ApiError):
+                    await asyncio.shield(self.abort(key, upload_id))
             raise
         if ledger is not None:
             ledger.forget_upload(key)
 
     async def abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload (its parts are freed); one that is already gone is fine."""
-        from botocore.exceptions import ClientError
-
+        bucket, client = self._creds.bucket, self._client
         try:
-            await self._client.abort_multipart_upload(Bucket=self._creds.bucket, Key=key, UploadId=upload_id)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            await self._call(
+                "aborting an upload",
+                None,
+                lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+            )
+        except ApiError as exc:
+            if exc.title != "NoSuchUpload":
                 raise
 
     async def _parts_held(
         self, key: str, upload_id: str, path: Path, digest: ContentDigest
     ) -> dict[int, dict[str, Any]] | None:
         """The parts of an unfinished upload that already hold this file's blocks (None: the upload is gone)."""
-        from botocore.exceptions import ClientError
 
-        listed: list[dict[str, Any]] = []
-        try:
+        async def list_parts() -> list[dict[str, Any]]:
+            listed: list[dict[str, Any]] = []
             paginator = self._client.get_paginator("list_parts")
             async for page in paginator.paginate(Bucket=self._creds.bucket, Key=key, UploadId=upload_id):
                 listed.extend(page.get("Parts", []))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "NoSuchKey", "404"):
+            return listed
+
+        try:
+            listed = await self._call("resuming an upload", path, list_parts)
+        except ApiError as exc:
+            if exc.title in _GONE_CODES:
                 return None
             raise
 
@@ -214,14 +263,22 @@ class S3Transfer:
     ) -> None:
         """Fetch a blob into ``target`` with ranged GETs of one block each, ``concurrency`` at a time."""
         key = blob_key(ns, content_hash)
+        bucket, client = self._creds.bucket, self._client
         fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
         async def block(start: int) -> None:
             end = min(size, start + self._block_size) - 1
-            response = await self._client.get_object(Bucket=self._creds.bucket, Key=key, Range=f"bytes={start}-{end}")
-            body = response["Body"]
-            async with body:
-                data = await body.read()
+
+            async def fetch() -> bytes:  # the request and its body: a body cut short is fetched again
+                response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+                body = response["Body"]
+                async with body:
+                    data: bytes = await body.read()
+                if len(data) != end - start + 1:
+                    raise ConnectionLost(0, "Short body", f"{len(data)} of {end - start + 1} bytes arrived")
+                return data
+
+            data = await self._call("downloading", None, fetch)
             await asyncio.to_thread(os.pwrite, fd, data, start)
             if progress:
                 progress(len(data))
@@ -230,6 +287,68 @@ class S3Transfer:
             await _bounded(range(0, size, self._block_size), block, self._concurrency)
         finally:
             await asyncio.to_thread(os.close, fd)
+
+    async def _call(self, action: str, path: Path | None, work: Callable[[], Awaitable[T]]) -> T:
+        """One storage request: retried while it fails transiently, its failure raised as the SDK's error."""
+
+        async def once() -> T:
+            try:
+                result = await work()
+            except ApiError as exc:
+                exc.server, exc.action, exc.path = self._endpoint, action, path
+                raise
+            except Exception as exc:
+                translated = _translate(exc, self._endpoint)
+                if translated is None:
+                    raise
+                translated.action, translated.path = action, path
+                raise translated from exc
+            self._answered = True
+            return result
+
+        try:
+            return await retrying(once, attempts=self._attempts, retry=is_transient)
+        except ConnectError as exc:
+            if not self._answered:
+                raise
+            raise stopped_answering(exc) from None
+
+
+def _translate(exc: Exception, endpoint: str) -> ApiError | None:
+    """The SDK's error for a botocore or aiohttp failure (None: not one of theirs, e.g. a local file's)."""
+    import aiohttp
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+        ReadTimeoutError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Error"))
+        message = str(error.get("Message", "")) or str(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in _TRANSIENT_CODES or status == 500:
+            return Unavailable(status, code, message, server=endpoint)
+        return status_error(status, code, message, server=endpoint)
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+        return RequestTimeout(0, "Timed out", f"{endpoint} did not answer in time", server=endpoint)
+    if isinstance(exc, EndpointConnectionError | aiohttp.ClientConnectorError):
+        reason = connect_reason(getattr(exc, "kwargs", {}).get("error") or exc)
+        return ConnectError(0, "Unreachable", f"cannot reach {endpoint}: {reason}", server=endpoint)
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return ConnectionLost(0, "Connection lost", f"the connection to {endpoint} broke", server=endpoint)
+    if isinstance(exc, HTTPClientError | BotoConnectionError | IncompleteReadError):
+        # ConnectionClosedError, ResponseStreamingError (a body cut short), a proxy's or TLS failure.
+        return ConnectionLost(0, "Connection lost", f"the connection to {endpoint} broke: {exc}", server=endpoint)
+    if isinstance(exc, BotoCoreError):  # a checksum that does not match, an answer that does not parse
+        return ProtocolError(0, type(exc).__name__, str(exc), server=endpoint)
+    return None
 
 
 async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], limit: int) -> list[T]:

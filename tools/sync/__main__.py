@@ -2,17 +2,22 @@
 
     python -m tools.sync [--config DIR] signup --server URL USER [--email ADDRESS]  # password: env or prompt
     python -m tools.sync [--config DIR] login  --server URL USER
-    python -m tools.sync [--config DIR] sync LOCAL_DIR [--namespace NS] [--watch] [--quiet]
-    python -m tools.sync [--config DIR] share LOCAL_DIR|NS --with USER --role editor|viewer
+    python -m tools.sync [--config DIR] sync FOLDER [--namespace NS] [--watch] [--quiet]
+    python -m tools.sync [--config DIR] relink FOLDER [--namespace NS]   # attach afresh after the server forgot it
+    python -m tools.sync [--config DIR] status FOLDER
+    python -m tools.sync [--config DIR] namespaces [list | create NAME | show NS]
+    python -m tools.sync [--config DIR] members add NS USER [--role ROLE] ;  members remove NS USER
+    python -m tools.sync [--config DIR] share FOLDER|NS --with USER --role ROLE   # = members add
     python -m tools.sync [--config DIR] history PATH
     python -m tools.sync [--config DIR] restore PATH --rev REV
-    python -m tools.sync [--config DIR] status LOCAL_DIR
     python -m tools.sync [--config DIR] follow PATH ;  unfollow PATH      # emails about changes (a file or folder)
     python -m tools.sync [--config DIR] email ADDRESS | --remove          # where those emails go
 
 ``--config DIR`` holds one device's state (tokens, one state database per synced folder), so two devices
-can run on one machine. Expected failures (wrong password, server down, a file the OS will not let us
-read) print one sentence and exit non-zero; never a traceback.
+can run on one machine. ``main`` is the one place failures end: ``tools.sync.failures`` turns each into an
+exit code and one line that says what failed and what to do (never a traceback); its docstring lists the
+exit codes. A server that forgot this device (an embedded server keeps nothing across restarts) is
+recognised: the line names the command that mends it (``login``, ``signup``, ``relink``).
 """
 
 from __future__ import annotations
@@ -23,26 +28,41 @@ import getpass
 import hashlib
 import os
 import platform
+import shlex
 import sys
 import time
+import traceback
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from service.paths import normalize_path
-from tools.sdk.errors import ApiError
+from tools.sdk.errors import ApiError, NotFound, Unauthenticated, is_transient
+from tools.sync.failures import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Context,
+    Guidance,
+    UserError,
+    explain,
+    unexpected,
+)
 from tools.sync.scan import scan, scan_stats
 from tools.sync.state import StateDB
 
 if TYPE_CHECKING:
+    from service.wire import NamespaceSummary
     from tools.sdk.client import FileSyncClient
-    from tools.sync.engine import SyncReport
+    from tools.sync.engine import SyncEngine, SyncReport
 
-
-class UserError(Exception):
-    """Something the user can fix; the message says what."""
+PROG = "python -m tools.sync"
+DEFAULT_CONFIG = Path.home() / ".config" / "filesync"
 
 
 class Config:
@@ -54,7 +74,7 @@ class Config:
 
     def load(self) -> dict[str, Any]:
         if not self.file.exists():
-            raise UserError(f"not logged in (no {self.file}); run `python -m tools.sync login --server URL USER`")
+            raise UserError(f"not logged in (no {self.file}); run `{self.command('login', '--server', 'URL', 'USER')}`")
         data: dict[str, Any] = orjson.loads(self.file.read_bytes())
         return data
 
@@ -65,9 +85,26 @@ class Config:
         temp.chmod(0o600)
         os.replace(temp, self.file)
 
-    def state_for(self, folder: Path) -> StateDB:
+    def state_path(self, folder: Path) -> Path:
         name = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-        return StateDB(self.directory / "folders" / f"{name}.db")
+        return self.directory / "folders" / f"{name}.db"
+
+    def state_for(self, folder: Path) -> StateDB:
+        return StateDB(self.state_path(folder))
+
+    def forget_state(self, folder: Path) -> None:
+        """Drop everything this device knew about syncing ``folder`` (never the folder's files)."""
+        database = self.state_path(folder)
+        for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")):
+            path.unlink(missing_ok=True)
+
+    def command(self, *args: str) -> str:
+        """A command line of this CLI as the user would type it (with this ``--config`` unless the default)."""
+        words = [PROG]
+        default = Path(os.environ.get("FILESYNC_CONFIG") or DEFAULT_CONFIG)
+        if self.directory.resolve() != default.resolve():
+            words += ["--config", str(self.directory)]
+        return " ".join([*words, *(shlex.quote(a) for a in args)])
 
     def folders(self) -> list[tuple[Path, StateDB]]:
         found = []
@@ -113,61 +150,124 @@ class Progress:
             bar.close()
 
 
+def server_url(text: str) -> str:
+    """The service's base URL from ``--server``. Without a scheme, a loopback host (``localhost``,
+    ``127.x.x.x``, ``::1``) means ``http://`` (the embedded default serves plain HTTP there) and any other
+    host ``https://``; anything that is not an http(s) URL with a host and a valid port is refused."""
+    given = text.strip()
+    if not given:
+        raise UserError("--server is empty; give the service's URL, e.g. http://127.0.0.1:8080")
+    url = given if "://" in given else f"{'http' if _loopback(given) else 'https'}://{given}"
+    problem = ""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = f"the scheme must be http or https, not {parts.scheme!r}"
+        elif not parts.hostname:
+            problem = "it names no host"
+        elif port == 0:
+            problem = "port 0 is not a port a server listens on"
+        elif parts.query or parts.fragment or parts.username or parts.password:
+            problem = "give the base URL alone: no user, query or fragment"
+    if problem:
+        raise UserError(f"--server {given!r} is not a server URL ({problem}); e.g. http://127.0.0.1:8080")
+    return url.rstrip("/")
+
+
+def _loopback(hostport: str) -> bool:
+    host = urlsplit(f"//{hostport}").hostname or ""
+    return host == "localhost" or host.endswith(".localhost") or host == "::1" or host.startswith("127.")
+
+
+class SessionEnded(Guidance):
+    def __init__(self, config: Config, data: dict[str, Any]) -> None:
+        server, user = data["server"], data.get("username", "USER")
+        super().__init__(
+            f"the server at {server} no longer accepts this device's session for {user} (it ended or was revoked,"
+            " or the server forgot the account: an embedded server keeps nothing when it restarts); log in again"
+            f" with `{config.command('login', '--server', server, user)}`; if the server has no such account any"
+            f" more, create it with `{config.command('signup', '--server', server, user)}`, then attach each"
+            f" synced folder afresh with `{config.command('relink', 'FOLDER')}`"
+        )
+
+
+class NamespaceGone(Guidance):
+    def __init__(self, config: Config, server: str, ns: str, root: Path) -> None:
+        super().__init__(
+            f"the server at {server} no longer knows this folder's namespace {ns} (it was deleted, you were removed"
+            " from it, or an embedded server restarted and forgot it); run"
+            f" `{config.command('relink', str(root))}` to attach the folder afresh to your home namespace"
+            " (or add `--namespace NS` for another) and upload what is here; no local file is lost"
+        )
+
+
 async def _session(config: Config) -> tuple[FileSyncClient, dict[str, Any]]:
-    """A client with a valid access token: the saved one while it lasts, else a refreshed one."""
+    """A client with the saved session: its access token while it lasts, renewed with the refresh token
+    before it expires or when the server refuses it. A refresh the server refuses ends in ``SessionEnded``."""
     from tools.sdk.client import FileSyncClient
 
     data = config.load()
-    api = FileSyncClient(data["server"])
+
+    async def renew(api: FileSyncClient) -> None:
+        try:
+            tokens = await api.refresh(data["refresh_token"])
+        except Unauthenticated:
+            raise SessionEnded(config, data) from None
+        data.update(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            access_expires_at=time.time() + tokens.expires_in,
+        )
+        config.save(data)
+
+    api = FileSyncClient(data["server"], renew_session=renew)
     await api.__aenter__()
     try:
-        await _fresh_token(api, config, data)
+        if time.time() < data.get("access_expires_at", 0) - 30:
+            api.token = data["access_token"]
+        else:
+            await renew(api)
     except BaseException:
         await api.__aexit__(None, None, None)
         raise
     return api, data
 
 
-async def _fresh_token(api: FileSyncClient, config: Config, data: dict[str, Any]) -> None:
-    if time.time() < data.get("access_expires_at", 0) - 30:
-        api.token = data["access_token"]
-        return
-    try:
-        tokens = await api.refresh(data["refresh_token"])
-    except ApiError as exc:
-        if exc.status == 401:
-            raise UserError("the session has ended; run `python -m tools.sync login` again") from None
-        raise
-    data.update(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        access_expires_at=time.time() + tokens.expires_in,
-    )
-    config.save(data)
-
-
 async def cmd_signup(args: argparse.Namespace, config: Config) -> int:
     from tools.sdk.client import FileSyncClient
 
-    async with FileSyncClient(args.server) as api:
+    server = server_url(args.server)
+    async with FileSyncClient(server) as api:
         password = _password()
         await api.sign_up(args.user, password, args.email)
-        return await _log_in(api, args, config, password)
+        return await _log_in(api, args, config, server, password)
 
 
 async def cmd_login(args: argparse.Namespace, config: Config) -> int:
     from tools.sdk.client import FileSyncClient
 
-    async with FileSyncClient(args.server) as api:
-        return await _log_in(api, args, config, _password())
+    server = server_url(args.server)
+    async with FileSyncClient(server) as api:
+        return await _log_in(api, args, config, server, _password())
 
 
-async def _log_in(api: FileSyncClient, args: argparse.Namespace, config: Config, password: str) -> int:
-    tokens = await api.log_in(args.user, password)
+async def _log_in(api: FileSyncClient, args: argparse.Namespace, config: Config, server: str, password: str) -> int:
+    try:
+        tokens = await api.log_in(args.user, password)
+    except Unauthenticated:
+        raise Guidance(
+            f"the server at {server} refused the password for {args.user}: a wrong password, or no such account"
+            " (an embedded server forgets its accounts when it restarts); to create the account there, run"
+            f" `{config.command('signup', '--server', server, args.user)}`"
+        ) from None
     previous = config.load() if config.file.exists() else {}
     config.save(
         {
-            "server": args.server.rstrip("/"),
+            "server": server,
             "username": tokens.username,
             "access_token": tokens.access_token,
             "refresh_token": tokens.refresh_token,
@@ -175,11 +275,32 @@ async def _log_in(api: FileSyncClient, args: argparse.Namespace, config: Config,
             "device": args.device or previous.get("device") or platform.node() or "device",
         }
     )
-    print(f"logged in to {args.server} as {tokens.username}")
+    print(f"logged in to {server} as {tokens.username}")
+    await _folders_to_relink(api, config)
     return 0
 
 
-def quick_no_change(config: Config, root: Path) -> bool:
+async def _folders_to_relink(api: FileSyncClient, config: Config) -> None:
+    """After a log-in: name the folders synced on this device whose namespace this account does not have
+    (the server forgot it, or this is another account), each with the command that attaches it afresh."""
+    known = {n.id for n in await api.namespaces()}
+    stale = []
+    for root, state in config.folders():
+        ns = state.get("namespace")
+        state.close()
+        if ns and ns not in known:
+            stale.append(root)
+    if stale:
+        print(
+            f"note: {len(stale)} folder(s) synced on this device belong to a namespace this account does not have"
+            " on this server (an embedded server forgets everything when it restarts); attach each afresh,"
+            " keeping its files, with:"
+        )
+        for root in stale:
+            print(f"  {config.command('relink', str(root))}")
+
+
+def quick_no_change(config: Config, root: Path, namespace: str | None = None) -> bool:
     """True when nothing changed on either side, found with one HTTP request and nothing heavier than
     the standard library: no local file differs from the state database by size or mtime, and the feed
     has nothing after our cursor. Anything else (or any doubt) says False and the full sync runs."""
@@ -191,7 +312,7 @@ def quick_no_change(config: Config, root: Path) -> bool:
     state = config.state_for(root)
     try:
         ns, cursor = state.get("namespace"), state.get("cursor")
-        if not ns or not cursor:
+        if not ns or not cursor or namespace not in (None, ns):
             return False
         skipped: list[str] = []
         if not state.matches(scan_stats(root, skipped)) or skipped:
@@ -213,42 +334,151 @@ def quick_no_change(config: Config, root: Path) -> bool:
     return not page.get("changes")
 
 
-async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
-    from tools.sync.engine import SyncEngine
-
-    root = Path(args.folder).resolve()
+def _folder(text: str) -> Path:
+    root = Path(text).resolve()
     if not root.is_dir():
-        raise UserError(f"{args.folder} is not a folder")
+        raise UserError(f"{text} is not a folder")
+    return root
+
+
+async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
+    root = _folder(args.folder)
     api, data = await _session(config)
     state = config.state_for(root)
-    progress = Progress(args.quiet)
     try:
         ns = state.get("namespace")
-        if args.namespace and ns and args.namespace != ns:
-            raise UserError(f"{root} already syncs namespace {ns}; use another folder for {args.namespace}")
-        ns = ns or args.namespace or (await api.account()).home_namespace
+        wanted = (await _namespace(api, config, args.namespace)).id if args.namespace else None
+        if wanted and ns and wanted != ns:
+            raise UserError(
+                f"{root} already syncs namespace {ns}; sync {wanted} into another folder, or attach this one to it"
+                f" instead with `{config.command('relink', str(root), '--namespace', wanted)}` (its files stay and"
+                " are uploaded there)"
+            )
+        ns = ns or wanted or (await api.account()).home_namespace
         state.set("namespace", ns)
         state.set("root", str(root))
-        engine = SyncEngine(api, ns, root, state, device=data.get("device", "device"), progress=progress)
-        if not args.watch:
-            report = await engine.sync()
-            progress.close()
-            if not args.quiet:
-                print(_summary(report))
-            return 0
-        async with _LocalWatch(root) as local:
-            while True:
-                local.changed.clear()  # whatever changes from here on is seen by the next round
-                report = await engine.sync()
-                progress.close()
-                if not args.quiet:
-                    print(_summary(report))
-                await _fresh_token(api, config, data)
-                await _wait_for_change(api, ns, state, local)
-                await _fresh_token(api, config, data)
+        return await _synced(api, config, data, root, ns, state, args.quiet, args.watch)
     finally:
         state.close()
         await api.__aexit__(None, None, None)
+
+
+async def cmd_relink(args: argparse.Namespace, config: Config) -> int:
+    """Attach a folder afresh: forget what was synced (revs, cursor, namespace, uploads in progress),
+    keep every local file, and sync both ways as a first sync does (a file that differs on both sides
+    keeps both versions, the local one as a conflicted copy)."""
+    root = _folder(args.folder)
+    api, data = await _session(config)
+    try:
+        target = await _namespace(api, config, args.namespace) if args.namespace else None
+        ns = target.id if target else (await api.account()).home_namespace
+        before = config.state_for(root)
+        old, synced = before.get("namespace"), before.count()
+        before.close()
+        config.forget_state(root)
+        state = config.state_for(root)
+        try:
+            state.set("namespace", ns)
+            state.set("root", str(root))
+            was = f" (it synced {old} before)" if old and old != ns else ""
+            print(
+                f"{root} is now attached to namespace {ns}{was}; forgot the {synced} files synced before, kept"
+                " every local file; syncing both ways"
+            )
+            return await _synced(api, config, data, root, ns, state, args.quiet, watch=False)
+        finally:
+            state.close()
+    finally:
+        await api.__aexit__(None, None, None)
+
+
+async def _synced(
+    api: FileSyncClient,
+    config: Config,
+    data: dict[str, Any],
+    root: Path,
+    ns: str,
+    state: StateDB,
+    quiet: bool,
+    watch: bool,
+) -> int:
+    """Sync ``root`` with ``ns`` once (or, with ``watch``, until interrupted); a namespace the server no
+    longer knows ends in ``NamespaceGone``."""
+    from tools.sync.engine import SyncEngine
+
+    progress = Progress(quiet)
+    engine = SyncEngine(api, ns, root, state, device=data.get("device", "device"), progress=progress)
+    try:
+        if watch:
+            await _watch(engine, api, ns, root, state, progress, quiet, Context("watch", data["server"], root))
+            return EXIT_OK
+        report = await _round(engine, state)
+    except NotFound as exc:
+        if exc.problem is None:  # the storage's 404 (an object), not the service's
+            raise
+        raise NamespaceGone(config, data["server"], ns, root) from None
+    finally:
+        progress.close()
+    if not quiet:
+        print(_summary(report))
+    return EXIT_OK
+
+
+async def _round(engine: SyncEngine, state: StateDB) -> SyncReport:
+    """One sync, counted in the state database (``rounds``), so a watcher's progress can be followed."""
+    report = await engine.sync()
+    state.set("rounds", str(int(state.get("rounds") or 0) + 1))
+    return report
+
+
+async def _watch(
+    engine: SyncEngine,
+    api: FileSyncClient,
+    ns: str,
+    root: Path,
+    state: StateDB,
+    progress: Progress,
+    quiet: bool,
+    context: Context,
+) -> None:
+    """Sync, wait for a change on either side, sync again: until interrupted. Each line carries the time;
+    a round that did nothing prints nothing. The server stopping or failing does not end the watch: the
+    line says so and the round is tried again after a backoff (at most a minute)."""
+    import asyncio
+
+    from tools.sdk.retry import backoff
+
+    def say(text: str, stream: Any = sys.stdout) -> None:
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        print("\n".join(f"{stamp} {line}" for line in text.splitlines()), file=stream, flush=True)
+
+    if not quiet:
+        say(f"watching {root} (namespace {ns}); Ctrl-C stops")
+    failures = 0
+    reported_skips: list[str] = []
+    async with _LocalWatch(root) as local:
+        while True:
+            local.changed.clear()  # whatever changes from here on is seen by the next round
+            try:
+                report = await _round(engine, state)
+                progress.close()
+                if failures and not quiet:
+                    say("the server answers again")
+                failures = 0
+                news = report.changed or report.pending_conflicts or report.skipped != reported_skips
+                if news and not quiet:
+                    say(_summary(report))
+                reported_skips = report.skipped
+                await _wait_for_change(api, ns, state, local)
+            except ApiError as exc:
+                if not is_transient(exc):
+                    raise
+                # The SDK already retried for a few seconds: start at 1.6 s, double up to a minute.
+                delay = backoff(failures + 3, cap=60.0)
+                failures += 1
+                explained = explain(exc, context)
+                say(f"error: {explained[1] if explained else exc} in {delay:.1f} s", sys.stderr)
+                await asyncio.sleep(delay)
 
 
 class _LocalWatch:
@@ -316,6 +546,8 @@ def _summary(report: SyncReport) -> str:
     line = "synced: " + ", ".join(parts)
     if report.pending_conflicts:
         line += f"; {report.pending_conflicts} changed again meanwhile (run sync again)"
+    for copy in report.conflicted_copies:
+        line += f"\nconflict: both sides changed a file; this device's version is kept as {copy}"
     for skipped in report.skipped:
         line += f"\nskipped {skipped}"
     return line
@@ -372,9 +604,13 @@ async def cmd_history(args: argparse.Namespace, config: Config) -> int:
     ns, path = _locate(config, args.path)
     api, _ = await _session(config)
     try:
-        for version in await api.history(ns, path):
-            kind = "deleted" if version.deleted else f"{version.size} bytes {version.content_hash[:12]}"
-            print(f"rev {version.rev:4}  {version.committed_by:12}  {kind}")
+        versions = await api.history(ns, path)
+        width = max((len(v.committed_by) for v in versions), default=0)
+        for version in versions:
+            when = datetime.fromtimestamp(version.committed_at).strftime("%Y-%m-%d %H:%M:%S")
+            kind = "deleted" if version.deleted else f"{version.size} bytes  {version.content_hash[:12]}"
+            moved = f"  (moved from {version.moved_from})" if version.moved_from else ""
+            print(f"rev {version.rev:4}  {when}  {version.committed_by:{width}}  {kind}{moved}")
         return 0
     finally:
         await api.__aexit__(None, None, None)
@@ -393,19 +629,86 @@ async def cmd_restore(args: argparse.Namespace, config: Config) -> int:
         await api.__aexit__(None, None, None)
 
 
-async def cmd_share(args: argparse.Namespace, config: Config) -> int:
-    ns = args.target
-    folder = Path(args.target)
+async def _namespace(api: FileSyncClient, config: Config, target: str) -> NamespaceSummary:
+    """One of the caller's namespaces, named by its id, by a synced folder, or by its name (when no other
+    of the caller's namespaces has it)."""
+    folder = Path(target)
+    ns = target
     if folder.is_dir():
         state = config.state_for(folder.resolve())
         ns = state.get("namespace") or ""
         state.close()
         if not ns:
-            raise UserError(f"{args.target} is not synced yet; run sync first")
+            raise UserError(f"{target} is not synced yet; run `{config.command('sync', target)}` first")
+    mine = await api.namespaces()
+    by_id = [n for n in mine if n.id == ns]
+    by_name = [n for n in mine if n.name == ns]
+    if by_id or len(by_name) == 1:
+        return (by_id or by_name)[0]
+    if by_name:
+        ids = ", ".join(n.id for n in by_name)
+        raise UserError(f"{len(by_name)} of your namespaces are named {ns!r} ({ids}); give its id")
+    raise UserError(f"you have no namespace {ns!r} on this server; `{config.command('namespaces')}` lists yours")
+
+
+async def cmd_namespaces(args: argparse.Namespace, config: Config) -> int:
     api, _ = await _session(config)
     try:
-        await api.share(ns, args.user, args.role)
-        print(f"{args.user} is now {args.role} of namespace {ns}")
+        if args.action == "create":
+            made = await api.create_namespace(args.name)
+            print(f"created namespace {made.id} ({made.name!r}); you are its owner. Next:")
+            print(f"  {config.command('sync', 'FOLDER', '--namespace', made.id)}      # sync a folder with it")
+            print(f"  {config.command('members', 'add', made.id, 'USER', '--role', 'editor')}   # share it")
+            return 0
+        local: dict[str, list[str]] = {}
+        for synced, state in config.folders():
+            local.setdefault(state.get("namespace") or "", []).append(str(synced))
+            state.close()
+        if args.action == "show":
+            ns = await _namespace(api, config, args.namespace)
+            detail = await api.namespace(ns.id)
+            created = datetime.fromtimestamp(detail.created_at).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"namespace {detail.id}  {detail.name!r}  ({detail.kind})")
+            print(f"  created by {detail.created_by} on {created}; your role: {detail.role}")
+            print("  members:")
+            width = max(len(m.username) for m in detail.members)
+            for member in sorted(detail.members, key=lambda m: m.username):
+                print(f"    {member.username:{width}}  {member.role}")
+            for where in local.get(detail.id, []):
+                print(f"  synced here in {where}")
+            return 0
+        namespaces = await api.namespaces()
+        rows = [("ID", "KIND", "ROLE", "NAME", "SYNCED HERE IN")] + [
+            (n.id, n.kind, n.role, n.name, ", ".join(local.get(n.id, [])) or "-") for n in namespaces
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+        return 0
+    finally:
+        await api.__aexit__(None, None, None)
+
+
+async def cmd_members(args: argparse.Namespace, config: Config) -> int:
+    """``members add|remove`` (and ``share``, the same as ``members add``)."""
+    api, _ = await _session(config)
+    try:
+        ns = await _namespace(api, config, args.target)
+        if ns.kind == "home":
+            role = getattr(args, "role", None) or "editor"  # members remove has none
+            what = f"{args.target} syncs your home namespace" if Path(args.target).is_dir() else f"{ns.id} is a home"
+            raise UserError(
+                f"{what}, which is yours alone and cannot be shared; share a namespace of its own instead:"
+                f" `{config.command('namespaces', 'create', 'NAME')}`, sync a folder with it"
+                f" (`{config.command('sync', 'FOLDER', '--namespace', 'ID')}`), then"
+                f" `{config.command('members', 'add', 'ID', args.user, '--role', role)}`"
+            )
+        if args.command == "members" and args.action == "remove":
+            await api.remove_member(ns.id, args.user)
+            print(f"{args.user} is no longer a member of namespace {ns.id} ({ns.name!r})")
+            return 0
+        member = await api.set_member(ns.id, args.user, args.role)
+        print(f"{member.username} is now {member.role} of namespace {ns.id} ({ns.name!r})")
         return 0
     finally:
         await api.__aexit__(None, None, None)
@@ -442,29 +745,69 @@ async def cmd_email(args: argparse.Namespace, config: Config) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.sync", description="Sync a folder with the service.")
-    default = os.environ.get("FILESYNC_CONFIG") or str(Path.home() / ".config" / "filesync")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Sync a folder with the service; share namespaces; see and restore versions.",
+        epilog=f"{EXIT_CODES_HELP}\n\n"
+        "environment:\n"
+        "  FILESYNC_PASSWORD  the password for signup, login and email (else a prompt)\n"
+        "  FILESYNC_CONFIG    the default --config directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    default = os.environ.get("FILESYNC_CONFIG") or str(DEFAULT_CONFIG)
     parser.add_argument("--config", default=default, help=f"this device's state directory (default {default})")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ("signup", "login"):
         sub = commands.add_parser(name, help=f"{name} and remember the session")
-        sub.add_argument("--server", required=True)
+        sub.add_argument(
+            "--server",
+            required=True,
+            help="the service's URL; without a scheme, http:// for localhost and 127.x.x.x, else https://",
+        )
         sub.add_argument("--device", help="this device's name, used in conflicted copies (default: host name)")
         sub.add_argument("user")
         if name == "signup":
             sub.add_argument("--email", help="where change notifications go (optional)")
     sync = commands.add_parser("sync", help="sync a folder both ways")
     sync.add_argument("folder")
-    sync.add_argument("--namespace", help="namespace id (default: your home namespace)")
-    sync.add_argument("--watch", action="store_true", help="keep syncing as things change, until Ctrl-C")
+    sync.add_argument(
+        "--namespace", help="a namespace id or name, for a folder's first sync (default: your home namespace)"
+    )
+    sync.add_argument(
+        "--watch", action="store_true", help="keep syncing as things change, until Ctrl-C (timestamped lines)"
+    )
     sync.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    relink = commands.add_parser(
+        "relink",
+        help="attach a folder afresh (after the server forgot its namespace): forget what was synced, keep every"
+        " local file, sync both ways",
+    )
+    relink.add_argument("folder")
+    relink.add_argument("--namespace", help="a namespace id or name (default: your home namespace)")
+    relink.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     status = commands.add_parser("status", help="what sync would upload (no network)")
     status.add_argument("folder")
-    share = commands.add_parser("share", help="add someone to the namespace of a folder")
-    share.add_argument("target", help="a synced folder or a namespace id")
+    namespaces = commands.add_parser("namespaces", help="list your namespaces; create one; show one and its members")
+    actions = namespaces.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="your namespaces, your role in each, and the folders that sync them here")
+    actions.add_parser("create", help="a new shared namespace; you become its owner").add_argument("name")
+    actions.add_parser("show", help="a namespace and its members").add_argument(
+        "namespace", help="an id, a name, or a synced folder"
+    )
+    members = commands.add_parser("members", help="add or remove a member of a shared namespace (owners)")
+    member_actions = members.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = member_actions.add_parser("add", help="add a member, or change a member's role")
+    add.add_argument("target", metavar="NAMESPACE", help="an id, a name, or a synced folder")
+    add.add_argument("user")
+    add.add_argument("--role", choices=("owner", "editor", "viewer"), default="editor", help="(default: editor)")
+    remove = member_actions.add_parser("remove", help="remove a member (or yourself: leave)")
+    remove.add_argument("target", metavar="NAMESPACE", help="an id, a name, or a synced folder")
+    remove.add_argument("user")
+    share = commands.add_parser("share", help="the same as `members add`")
+    share.add_argument("target", help="a synced folder, or a namespace id or name")
     share.add_argument("--with", dest="user", required=True)
     share.add_argument("--role", choices=("owner", "editor", "viewer"), required=True)
-    history = commands.add_parser("history", help="the versions of a file")
+    history = commands.add_parser("history", help="the versions of a file: when, by whom, what")
     history.add_argument("path")
     restore = commands.add_parser("restore", help="make an old version current again")
     restore.add_argument("path")
@@ -481,8 +824,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, Any, i
     "signup": cmd_signup,
     "login": cmd_login,
     "sync": cmd_sync,
+    "relink": cmd_relink,
     "status": cmd_status,
-    "share": cmd_share,
+    "namespaces": cmd_namespaces,
+    "members": cmd_members,
+    "share": cmd_members,
     "history": cmd_history,
     "restore": cmd_restore,
     "follow": cmd_follow,
@@ -492,27 +838,69 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, Any, i
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every way it can end is here: an exit code and, on failure, one line on stderr."""
     args = _parser().parse_args(argv)
     config = Config(Path(args.config))
+    folder = getattr(args, "folder", None)
+    server = _configured_server(config)
+    if args.command in ("signup", "login"):
+        with contextlib.suppress(UserError):  # the command itself says what is wrong with it
+            server = server_url(args.server)
+    context = Context(args.command, server, Path(folder).resolve() if folder else None)
     try:
-        if args.command == "sync" and not args.watch and quick_no_change(config, Path(args.folder).resolve()):
+        namespace = getattr(args, "namespace", None)
+        if (
+            args.command == "sync"
+            and not args.watch
+            and quick_no_change(config, Path(args.folder).resolve(), namespace)
+        ):
             if not args.quiet:
                 print("synced: nothing changed")
-            return 0
+            return EXIT_OK
         import uvloop
 
-        return uvloop.run(COMMANDS[args.command](args, config))
+        return uvloop.run(_run(args, config))
     except KeyboardInterrupt:
-        return 130
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ApiError as exc:
-        print(f"error: {exc.detail}" if exc.status == 0 else f"error: {exc.title}: {exc.detail}", file=sys.stderr)
-        return 1
-    except PermissionError as exc:
-        print(f"error: permission denied: {exc.filename}", file=sys.stderr)
-        return 1
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        explained = explain(exc, context)
+        if explained is None:
+            log = config.directory / "last-error.log"
+            _log_error(log, exc)
+            print(f"error: {unexpected(exc, log)}", file=sys.stderr)
+            return EXIT_FAILED
+        code, line = explained
+        print(f"error: {line}", file=sys.stderr)
+        return code
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
+    log = config.directory / "last-error.log"
+
+    def quietly(loop: asyncio.AbstractEventLoop, event: dict[str, Any]) -> None:
+        # A task that failed after the command's outcome was decided (its siblings' failure): the details go
+        # to the log, the screen keeps its one line.
+        _log_error(log, event.get("exception"), str(event.get("message", "")))
+
+    asyncio.get_running_loop().set_exception_handler(quietly)
+    return await COMMANDS[args.command](args, config)
+
+
+def _configured_server(config: Config) -> str:
+    with contextlib.suppress(OSError, ValueError, UserError):
+        return str(config.load().get("server", "")) if config.file.exists() else ""
+    return ""
+
+
+def _log_error(log: Path, exc: BaseException | None, message: str = "") -> None:
+    with contextlib.suppress(OSError):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:
+            out.write(f"--- {datetime.now().isoformat(timespec='seconds')} {message}\n")
+            if exc is not None:
+                out.write("".join(traceback.format_exception(exc)))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ class SyncReport:
     conflicts: int = 0
     skipped: list[str] = field(default_factory=list)
     pending_conflicts: int = 0
+    #: Where each conflict kept this device's version (its path in the folder).
+    conflicted_copies: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -284,6 +286,7 @@ class SyncEngine:
             todo.uploads.append(Upload(renamed, None))
             todo.downloads.append(Download(conflict.local.key, conflict.server))
             report.conflicts += 1
+            report.conflicted_copies.append(renamed.path)
         inline_max = (await self._config()).max_inline_file if todo.uploads else 0
         small = [u for u in todo.uploads if u.local.size <= inline_max]
         large = [u for u in todo.uploads if u.local.size > inline_max]
