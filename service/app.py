@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import aioboto3
 from aiohttp import web
 
-from service.api.middlewares import MIDDLEWARES
+from service.api.middlewares import MIDDLEWARES, stamp_request_id
 from service.api.openapi import build_openapi
 from service.api.routes import OPERATIONS, add_routes
 from service.aws.clients import AwsClients, make_session, open_clients
@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
         middlewares=MIDDLEWARES,
         client_max_size=settings.limits.max_json_body,
     )
+    app.on_response_prepare.append(stamp_request_id)
     app[SETTINGS] = settings
     app[_SESSION] = session or make_session(settings.aws)
     app[METRICS] = Metrics()
