@@ -207,6 +207,22 @@ class AwsCredentials(ResponseModel):
 RawPath = Annotated[str, Meta(max_length=8192)]
 RawHash = Annotated[str, Meta(max_length=80)]
 
+#: Every number a client sends is range-checked where it is decoded (422 naming the field), so no value
+#: reaches DynamoDB (numbers of at most 38 digits, magnitude below 1e126) or arithmetic unchecked.
+#: Revisions, and positions in a history: far more than a file will ever have.
+MAX_REV = 10**12
+#: S3's largest object: no body above it can be stored.
+MAX_OBJECT_SIZE = 5 * 1024**4
+#: A file's modification time, seconds since the epoch: 1900-01-01 to 9999-12-31 (finite, never NaN).
+MTIME_MIN = -2_208_988_800.0
+MTIME_MAX = 253_402_300_799.0
+#: The same as text (the ``X-Mtime`` header of a streaming upload): a plain decimal, optionally with an exponent.
+MTIME_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+MTIME_MAX_LENGTH = 32
+Rev = Annotated[int, Meta(ge=1, le=MAX_REV)]
+Size = Annotated[int, Meta(ge=0, le=MAX_OBJECT_SIZE)]
+Mtime = Annotated[float, Meta(ge=MTIME_MIN, le=MTIME_MAX)]
+
 
 class FileInfo(ResponseModel, omit_defaults=True):
     """One version of a file."""
@@ -231,9 +247,9 @@ class CommitEntryIn(WireModel):
 
     path: RawPath
     content_hash: RawHash = ""
-    size: Annotated[int, Meta(ge=0)] = 0
-    mtime: float = 0.0
-    parent_rev: int | None = None
+    size: Size = 0
+    mtime: Mtime = 0.0
+    parent_rev: Rev | None = None
     deleted: bool = False
 
 
@@ -270,7 +286,7 @@ class BlobCheckResult(ResponseModel):
 
 class UploadRequest(WireModel):
     content_hash: RawHash
-    size: Annotated[int, Meta(ge=0)]
+    size: Size
 
 
 class PresignedPartOut(ResponseModel):
@@ -322,13 +338,13 @@ class History(ResponseModel):
 
 class RestoreRequest(WireModel):
     path: RawPath
-    rev: Annotated[int, Meta(ge=1)]
+    rev: Rev
 
 
 class MoveRequest(WireModel):
     source: RawPath = msgspec.field(name="from")
     target: RawPath = msgspec.field(name="to")
-    parent_rev: Annotated[int, Meta(ge=1)]
+    parent_rev: Rev
 
 
 class ServiceConfig(ResponseModel):
@@ -353,7 +369,7 @@ class ManifestEntryIn(WireModel):
 
     path: RawPath
     content_hash: RawHash = ""
-    synced_rev: int | None = None
+    synced_rev: Annotated[int, Meta(ge=0, le=MAX_REV)] | None = None
     synced_hash: RawHash | None = None
 
 

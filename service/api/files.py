@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -28,6 +29,11 @@ from service.core.transfers import StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
 from service.paths import MAX_PATH_BYTES
 from service.wire import (
+    MAX_REV,
+    MTIME_MAX,
+    MTIME_MAX_LENGTH,
+    MTIME_MIN,
+    MTIME_PATTERN,
     BlobCheck,
     BlobCheckResult,
     CommitRequest,
@@ -46,7 +52,11 @@ from service.wire import (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_DIGITS = re.compile(r"[0-9]+")
+_MTIME = re.compile(MTIME_PATTERN)
+#: Digits of a Range bound read as a number; anything longer is past every body's end.
+_RANGE_DIGITS = 19
 _LIST_LIMIT_MAX = 1000
 _HISTORY_LIMIT_MAX = 100
 _T = TypeVar("_T")
@@ -63,10 +73,12 @@ def _result(result: CommitResult) -> CommitResultOut:
 
 
 def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    """A query parameter of plain ASCII digits within ``low``..``high`` (422 otherwise): no sign, exponent,
+    fraction or other script's digits, and never more digits than ``high`` has."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _DIGITS.fullmatch(raw) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
         message = f"{name} must be an integer from {low} to {high}"
         raise ValidationFailed(f"The query parameter {message}.", (FieldError(name, message),))
     return int(raw)
@@ -229,10 +241,10 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     files = request.app[FILES]
     if "versions" in request.query:
         limit = int_param(request, "limit", 50, 1, _HISTORY_LIMIT_MAX) or 50
-        before = int_param(request, "before", None, 1, 10**12)
+        before = int_param(request, "before", None, 1, MAX_REV)
         versions, cursor = await files.history(principal, ns, path, limit, before)
         return json_response(History(versions=[file_info(v) for v in versions], cursor=cursor))
-    rev = int_param(request, "rev", None, 1, 10**12)
+    rev = int_param(request, "rev", None, 1, MAX_REV)
     version = await files.version(principal, ns, path, rev) if rev else await files.current(principal, ns, path)
     if version.deleted:
         raise ValidationFailed(f"rev {version.rev} of {path!r} is a deletion.", (FieldError("rev", "a tombstone"),))
@@ -262,7 +274,8 @@ async def _stream(request: web.Request, ns: str, version: FileVersion) -> web.St
 
 
 def _parse_range(header: str | None, size: int) -> str | None:
-    """A single ``bytes=`` range as S3 accepts it; 416 when it cannot be satisfied."""
+    """A single ``bytes=`` range as S3 accepts it, its end clamped to the body's; 416 when it cannot be
+    satisfied. Bounds of any length are read without converting more than ``_RANGE_DIGITS`` digits."""
     if header is None:
         return None
     match = _RANGE.match(header.strip())
@@ -271,12 +284,22 @@ def _parse_range(header: str | None, size: int) -> str | None:
             headers={"Content-Range": f"bytes */{size}"},
             text="Only one range of the form bytes=a-b, a- or -n.",
         )
-    start, end = match.group(1), match.group(2)
-    if (start and (int(start) >= size or (end and int(end) < int(start)))) or (not start and int(end) == 0):
+    start, end = (_range_bound(g) for g in match.groups())
+    unsatisfiable = start >= size or (end is not None and end < start) if start is not None else end == 0
+    if unsatisfiable:
         raise web.HTTPRequestRangeNotSatisfiable(
             headers={"Content-Range": f"bytes */{size}"}, text=f"The range lies outside the {size}-byte body."
         )
-    return f"bytes={start}-{end}"
+    if start is None:
+        return f"bytes=-{min(end or 0, size)}"
+    return f"bytes={start}-{'' if end is None else min(end, size - 1)}"
+
+
+def _range_bound(digits: str) -> int | None:
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _RANGE_DIGITS else 10**_RANGE_DIGITS
 
 
 def _version_headers(version: FileVersion, length: int | None) -> dict[str, str]:
@@ -342,7 +365,7 @@ def _precondition(request: web.Request) -> StreamPrecondition:
     if_match = request.headers.get("If-Match")
     if if_match is not None:
         rev = if_match.strip().strip('"')
-        if not rev.isdigit() or int(rev) < 1:
+        if not _DIGITS.fullmatch(rev) or len(rev) > len(str(MAX_REV)) or not 1 <= int(rev) <= MAX_REV:
             raise ValidationFailed(
                 "If-Match takes the rev you based the upload on.", (FieldError("If-Match", "not a rev"),)
             )
@@ -353,15 +376,16 @@ def _precondition(request: web.Request) -> StreamPrecondition:
 
 
 def _mtime(request: web.Request) -> float:
+    """``X-Mtime``, checked before any byte of the body is read: a decimal number of seconds since the
+    epoch (``MTIME_PATTERN``) within ``MTIME_MIN``..``MTIME_MAX``."""
     raw = request.headers.get("X-Mtime")
     if raw is None:
         return time.time()
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValidationFailed(
-            "X-Mtime takes seconds since the epoch.", (FieldError("X-Mtime", "not a number"),)
-        ) from None
+    value = float(raw) if len(raw) <= MTIME_MAX_LENGTH and _MTIME.fullmatch(raw) else math.nan
+    if not MTIME_MIN <= value <= MTIME_MAX:  # NaN (not a decimal), infinities and out-of-range values all fail
+        message = f"seconds since the epoch, a decimal from {MTIME_MIN:.0f} to {MTIME_MAX:.0f}"
+        raise ValidationFailed(f"X-Mtime takes {message}.", (FieldError("X-Mtime", message),))
+    return value
 
 
 async def delete_file(request: web.Request) -> web.Response:

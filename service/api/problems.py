@@ -183,7 +183,7 @@ def from_domain(request: web.BaseRequest, exc: errors.FileSyncError) -> web.Resp
 
 def from_http(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
     kind = _HTTP.get(exc.status) or ProblemType(f"http-{exc.status}", exc.status, exc.reason, exc.reason)
-    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "content-range")}
     if exc.status == 404:
         detail = f"Nothing is served at {request.path}; the API lives under /v1 (see {DOCS_PATH})."
     elif exc.status == 405:
