@@ -44,7 +44,7 @@ def dumps(obj: object) -> bytes:
     return orjson.dumps(obj, default=_default)
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | bytearray | str) -> Any:
     """Parse JSON text; anything that is not valid JSON is a ``BadRequest``."""
     try:
         return orjson.loads(raw)
@@ -61,7 +61,7 @@ def convert(obj: Any, model: type[T]) -> T:
         raise ValidationFailed(f"{error.message} at {error.path}", (error,)) from None
 
 
-def decode(raw: bytes | str, model: type[T]) -> T:
+def decode(raw: bytes | bytearray | str, model: type[T]) -> T:
     """Parse and check a JSON body in one call."""
     return convert(loads(raw), model)
 

@@ -6,7 +6,6 @@ Layer: api.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import re
@@ -18,14 +17,14 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from service import codec
-from service.api.bodies import body_chunks, read_json
+from service.api.bodies import UPLOAD_CODINGS, BodyClock, body_chunks, check_coding, declared_or, read_json, reserve
 from service.api.responses import file_info, json_response
 from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
-from service.core.errors import BadRequest, BodyStalled, FieldError, PayloadTooLarge, ValidationFailed
+from service.core.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitOutcome, CommitResult
 from service.core.models import FileVersion
-from service.core.transfers import StreamPrecondition
+from service.core.transfers import INLINE_CONCURRENCY, StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
 from service.paths import MAX_PATH_BYTES
 from service.wire import (
@@ -145,17 +144,23 @@ async def post_files_batch(request: web.Request) -> web.Response:
     principal = authenticate(request)
     settings = request.app[SETTINGS]
     limit = settings.files.inline_max_request
+    check_coding(request, UPLOAD_CODINGS)
     if request.content_type != "multipart/form-data":
         raise web.HTTPUnsupportedMediaType(
             text=f"Send the files as multipart/form-data, not {request.content_type or 'nothing'}."
         )
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    # Held at once: the manifest, the bodies being stored and the one being read (not the whole request).
+    reserve(
+        request,
+        declared_or(request, settings.limits.max_json_body + (INLINE_CONCURRENCY + 1) * settings.files.inline_max_file),
+    )
     try:
         multipart = await request.multipart()
     except ValueError as exc:
         raise BadRequest(f"The multipart body is malformed: {exc}.") from None
-    reader = _BatchReader(multipart, settings.limits.body_idle_seconds, limit)
+    reader = _BatchReader(multipart, BodyClock(request.content, settings.limits), limit)
     manifest = await reader.part("manifest", settings.limits.max_json_body)
     if manifest is None:
         message = "the first part must be the manifest: a commit request as JSON"
@@ -180,11 +185,11 @@ async def post_files_batch(request: web.Request) -> web.Response:
 
 class _BatchReader:
     """The parts of a batch request, each read whole but only up to its limit, the request up to
-    ``total``; a part that stops arriving for ``idle`` seconds is a 408."""
+    ``total``; a body that stops arriving or comes too slowly (``clock``) is a 408."""
 
-    def __init__(self, reader: MultipartReader, idle: float, total: int) -> None:
+    def __init__(self, reader: MultipartReader, clock: BodyClock, total: int) -> None:
         self._reader = reader
-        self._idle = idle
+        self._clock = clock
         self._left = total
         self._total = total
 
@@ -196,6 +201,13 @@ class _BatchReader:
             got = getattr(part, "name", None)
             message = f"expected a part named {name!r}, got {got!r}"
             raise ValidationFailed(f"The request's parts are out of order: {message}.", (FieldError(name, message),))
+        for header in ("Content-Encoding", "Content-Transfer-Encoding"):
+            coding = part.headers.get(header, "").strip().lower()
+            if coding not in ("", "identity", "binary", "8bit", "7bit"):
+                raise web.HTTPUnsupportedMediaType(
+                    headers={"Accept-Encoding": "identity"},
+                    text=f"A part of a batch is sent as it is, not with {header} {coding}.",
+                )
         data = bytearray()
         while chunk := await self._wait(part.read_chunk(64 * 1024)):
             data += chunk
@@ -208,10 +220,7 @@ class _BatchReader:
 
     async def _wait(self, step: Awaitable[_T]) -> _T:
         try:
-            async with asyncio.timeout(self._idle):
-                return await step
-        except TimeoutError:
-            raise BodyStalled(f"No data of the body arrived for {self._idle:g} s; nothing was committed.") from None
+            return await self._clock.wait(step)
         except (ValueError, HttpProcessingError) as exc:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             raise BadRequest(f"The multipart body is malformed: {message}.") from None
@@ -323,10 +332,13 @@ async def put_file(request: web.Request) -> web.Response:
     block size whatever the size. ``If-Match: <rev>`` or ``If-None-Match: *`` guard against overwriting
     someone else's version; ``X-Content-Hash`` (optional) is checked before the upload completes."""
     principal = authenticate(request)
+    check_coding(request, UPLOAD_CODINGS)
     settings = request.app[SETTINGS].files
     max_size = settings.block_size * MAX_FILE_BLOCKS
     if request.content_length is not None and request.content_length > max_size:
         raise PayloadTooLarge(f"A file may be at most {max_size} bytes.")
+    # Held at once: the block being filled and those being uploaded.
+    reserve(request, declared_or(request, (settings.upload_concurrency + 1) * settings.block_size))
     result = await request.app[TRANSFERS].stream_put(
         principal,
         request.match_info["ns"],

@@ -1,4 +1,5 @@
-"""Middlewares, outermost first: request id, metrics, problem details; and the response hook that stamps
+"""Middlewares, outermost first: request id, metrics, problem details, the body budget's release; and the
+response hook that stamps
 ``X-Request-ID`` on every response.
 
 Layer: api. ``problem_middleware`` is the only ``try/except`` that maps errors: it turns domain errors and
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service.api import problems
+from service.api.bodies import body_budget_middleware
 from service.core.errors import FileSyncError
 from service.keys import METRICS
 from service.logs import REQUEST_ID, REQUEST_ID_HEADER
@@ -93,4 +95,4 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problems.internal(request)
 
 
-MIDDLEWARES = (request_id_middleware, metrics_middleware, problem_middleware)
+MIDDLEWARES = (request_id_middleware, metrics_middleware, problem_middleware, body_budget_middleware)
