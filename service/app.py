@@ -40,6 +40,7 @@ from service.keys import (
     TRANSFERS,
 )
 from service.logs import AccessLogger, configure_logging
+from service.memory import HeapTrimmer
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
 from service.wiring import Services, build_notifier, build_services
@@ -68,7 +69,7 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
     )
     app.on_response_prepare.append(stamp_request_id)
     app[SETTINGS] = settings
-    app[BODY_BUDGET] = ByteBudget(settings.limits.body_budget)
+    app[BODY_BUDGET] = ByteBudget(settings.limits.body_budget, on_drained=HeapTrimmer())
     app[_SESSION] = session or make_session(settings.aws)
     app[METRICS] = Metrics()
     app[OPENAPI] = build_openapi(OPERATIONS, title=TITLE, version=VERSION)

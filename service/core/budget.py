@@ -6,15 +6,23 @@ workers or processes: each worker guards its own memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from service.core.errors import Overloaded
 
 
 class ByteBudget:
-    """Bytes one worker holds, or may yet hold, at once; a reservation that does not fit is refused."""
+    """Bytes one worker holds, or may yet hold, at once; a reservation that does not fit is refused.
 
-    def __init__(self, capacity: int) -> None:
+    ``on_drained`` is called when what is held falls below a sixteenth of the budget after having reached a
+    quarter of it (a burst has ended): the place to give freed memory back to the system.
+    """
+
+    def __init__(self, capacity: int, on_drained: Callable[[], None] | None = None) -> None:
         self.capacity = capacity
         self.held = 0
+        self._on_drained = on_drained
+        self._burst = False
 
     def take(self, size: int) -> int:
         """Reserve ``size`` bytes (at most the whole budget, so any one request can run alone) and return what
@@ -27,7 +35,12 @@ class ByteBudget:
                 retry_after=1,
             )
         self.held += size
+        self._burst = self._burst or self.held >= self.capacity // 4
         return size
 
     def give(self, size: int) -> None:
         self.held -= size
+        if self._burst and self.held <= self.capacity // 16:
+            self._burst = False
+            if self._on_drained is not None:
+                self._on_drained()
