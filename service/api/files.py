@@ -152,10 +152,8 @@ async def post_files_batch(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     # Held at once: the manifest, the bodies being stored and the one being read (not the whole request).
-    reserve(
-        request,
-        declared_or(request, settings.limits.max_json_body + (INLINE_CONCURRENCY + 1) * settings.files.inline_max_file),
-    )
+    held = settings.limits.max_json_body + (INLINE_CONCURRENCY + 1) * settings.files.inline_max_file
+    reserve(request, declared_or(request, held))
     try:
         multipart = await request.multipart()
     except ValueError as exc:

@@ -1,6 +1,5 @@
 """Middlewares, outermost first: request id, metrics, problem details, the body budget's release; and the
-response hook that stamps
-``X-Request-ID`` on every response.
+response hook that stamps ``X-Request-ID`` on every response.
 
 Layer: api. ``problem_middleware`` is the only ``try/except`` that maps errors: it turns domain errors and
 aiohttp's HTTP error exceptions into problem+json, and anything else into a logged, plain 500. Redirects
