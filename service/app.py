@@ -16,15 +16,18 @@ from contextlib import asynccontextmanager
 import aioboto3
 from aiohttp import web
 
-from service.api.middlewares import MIDDLEWARES
+from service.api.middlewares import MIDDLEWARES, stamp_request_id
 from service.api.openapi import build_openapi
 from service.api.routes import OPERATIONS, add_routes
+from service.api.server import ServiceRunner
 from service.aws.clients import AwsClients, make_session, open_clients
 from service.aws.health import readiness_probes
 from service.core import revocations
+from service.core.budget import ByteBudget
 from service.core.health import ReadinessService
 from service.keys import (
     ACCOUNTS,
+    BODY_BUDGET,
     CREDENTIALS,
     FILES,
     FOLLOWS,
@@ -37,6 +40,7 @@ from service.keys import (
     TRANSFERS,
 )
 from service.logs import AccessLogger, configure_logging
+from service.memory import HeapTrimmer
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
 from service.wiring import Services, build_notifier, build_services
@@ -59,8 +63,13 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
     app = web.Application(
         middlewares=MIDDLEWARES,
         client_max_size=settings.limits.max_json_body,
+        # Whatever runs the app (gunicorn, python -m service, the tests): bodies arrive as sent (the readers
+        # inflate what they accept, within their limits: service.api.bodies), idle connections close in time.
+        handler_args={"auto_decompress": False, "keepalive_timeout": settings.limits.keepalive_seconds},
     )
+    app.on_response_prepare.append(stamp_request_id)
     app[SETTINGS] = settings
+    app[BODY_BUDGET] = ByteBudget(settings.limits.body_budget, on_drained=HeapTrimmer())
     app[_SESSION] = session or make_session(settings.aws)
     app[METRICS] = Metrics()
     app[OPENAPI] = build_openapi(OPERATIONS, title=TITLE, version=VERSION)
@@ -154,11 +163,14 @@ async def _sweep_uploads(services: Services, interval: float, max_age: float) ->
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The runner both entry points use: structured access log, graceful shutdown timeout."""
-    return web.AppRunner(
+    """The runner both entry points use: structured access log, graceful shutdown timeout, a deadline on
+    request heads."""
+    settings = app[SETTINGS]
+    return ServiceRunner(
         app,
+        head_seconds=settings.limits.header_seconds,
         access_log_class=AccessLogger,
-        shutdown_timeout=app[SETTINGS].shutdown_timeout_seconds,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
     )
 
 

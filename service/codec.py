@@ -3,8 +3,10 @@
 Layer: leaf, shared with the client in ``tools/``. Imports only ``service.core.errors``.
 Decoding is two steps so the two failure kinds stay distinct: bytes that are not JSON are a
 ``BadRequest`` (400); JSON of the wrong shape is a ``ValidationFailed`` (422) naming the JSON path of
-the offending field. Wire models set ``forbid_unknown_fields=True`` so a misspelt field is an error,
-not a silently ignored one.
+the offending field. Request models (``WireModel``) set ``forbid_unknown_fields=True`` so a misspelt field is
+an error, not a silently ignored one. Response models (``ResponseModel``) do not: the service only encodes
+them, and a client reading one ignores fields it does not know, so a newer server may add fields without
+breaking deployed clients. Strict requests, tolerant responses.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ _NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field 
 
 
 class WireModel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every request and response body: unknown fields are rejected."""
+    """Base of every request body: unknown fields are rejected (422 naming the field)."""
+
+
+class ResponseModel(msgspec.Struct, kw_only=True):
+    """Base of every response body: unknown fields are ignored when a client decodes one."""
 
 
 def _default(obj: object) -> Any:
@@ -38,7 +44,7 @@ def dumps(obj: object) -> bytes:
     return orjson.dumps(obj, default=_default)
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | bytearray | str) -> Any:
     """Parse JSON text; anything that is not valid JSON is a ``BadRequest``."""
     try:
         return orjson.loads(raw)
@@ -55,7 +61,7 @@ def convert(obj: Any, model: type[T]) -> T:
         raise ValidationFailed(f"{error.message} at {error.path}", (error,)) from None
 
 
-def decode(raw: bytes | str, model: type[T]) -> T:
+def decode(raw: bytes | bytearray | str, model: type[T]) -> T:
     """Parse and check a JSON body in one call."""
     return convert(loads(raw), model)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.core.accounts import AccountService
+from service.core.budget import ByteBudget
 from service.core.credentials import CredentialService
 from service.core.files import FileService
 from service.core.follows import FollowService
@@ -21,6 +22,8 @@ from service.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+#: Bytes of request bodies this worker holds at once (``Limits.body_budget``).
+BODY_BUDGET = web.AppKey("body_budget", ByteBudget)
 READINESS = web.AppKey("readiness", ReadinessService)
 #: The OpenAPI document, built once from the route table at start-up.
 OPENAPI = web.AppKey("openapi", dict)

@@ -79,6 +79,19 @@ class Limits:
     max_compare_body: int = 8 * MiB
     #: A request body that sends nothing for this long is cut off with 408 (slow or stalled clients).
     body_idle_seconds: float = 30.0
+    #: A whole request body must arrive within ``body_seconds``, plus one second for every
+    #: ``body_min_rate`` bytes received (a large upload at a fair pace is never cut off; a trickle is): 408.
+    body_seconds: float = 60.0
+    body_min_rate: int = 16 * 1024
+    #: Bytes of request bodies one worker holds at once, across all requests (each reserves its
+    #: worst case before reading); past it, 503 with ``Retry-After`` and nothing read.
+    body_budget: int = 256 * MiB
+    #: A request head (request line and headers) must arrive whole within this long of its first byte (of
+    #: the connection's opening, for its first request); else the connection is closed.
+    header_seconds: float = 10.0
+    #: An idle keep-alive connection is closed after this long (above the load balancer's 70 s idle timeout,
+    #: so the load balancer always closes first).
+    keepalive_seconds: float = 75.0
     #: Uploads streamed through one worker at once per user (429 past it); each holds up to
     #: upload_concurrency x block_size of memory.
     max_streams_per_user: int = 4
@@ -231,7 +244,15 @@ class Settings:
             token_secret=token_secret,
             limits=Limits(
                 max_json_body=_int(env, "FILESYNC_MAX_JSON_BODY", defaults.limits.max_json_body, minimum=1024),
+                max_compare_body=_int(
+                    env, "FILESYNC_MAX_COMPARE_BODY", defaults.limits.max_compare_body, minimum=64 * 1024
+                ),
                 body_idle_seconds=_float(env, "FILESYNC_BODY_IDLE_SECONDS", 30.0),
+                body_seconds=_float(env, "FILESYNC_BODY_SECONDS", defaults.limits.body_seconds),
+                body_min_rate=_int(env, "FILESYNC_BODY_MIN_RATE", defaults.limits.body_min_rate, minimum=1),
+                body_budget=_int(env, "FILESYNC_BODY_BUDGET", defaults.limits.body_budget, minimum=16 * MiB),
+                header_seconds=_float(env, "FILESYNC_HEADER_SECONDS", defaults.limits.header_seconds),
+                keepalive_seconds=_float(env, "FILESYNC_KEEPALIVE_SECONDS", defaults.limits.keepalive_seconds),
                 max_streams_per_user=_int(env, "FILESYNC_MAX_STREAMS_PER_USER", 4, minimum=1),
             ),
             auth=AuthSettings(

@@ -1,6 +1,8 @@
 """Wire models shared by the service and its clients: the JSON bodies of the API.
 
-Layer: leaf, shared with ``tools/``. Every model rejects unknown fields (see ``service.codec``).
+Layer: leaf, shared with ``tools/``. Request bodies (``WireModel``) reject unknown fields; response bodies
+(``ResponseModel``) ignore them when read, so a client keeps working when a newer server adds a field (see
+``service.codec``). A model is one or the other, never both.
 """
 
 from __future__ import annotations
@@ -10,17 +12,17 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from service.codec import WireModel
+from service.codec import ResponseModel, WireModel
 
 
-class FieldProblem(WireModel):
+class FieldProblem(ResponseModel):
     """One invalid field of a request: a JSON path and what is wrong with it."""
 
     path: str
     message: str
 
 
-class Problem(WireModel, omit_defaults=True):
+class Problem(ResponseModel, omit_defaults=True):
     """An RFC 9457 problem details body (``application/problem+json``).
 
     ``type`` identifies the kind of problem (a link into the docs page); ``detail`` explains this
@@ -39,13 +41,13 @@ class Problem(WireModel, omit_defaults=True):
     current: FileInfo | None = None
 
 
-class Health(WireModel):
+class Health(ResponseModel):
     """Liveness: the process is up and its event loop answers."""
 
     status: str
 
 
-class Readiness(WireModel):
+class Readiness(ResponseModel):
     """Readiness: every dependency answered (``checks`` maps each to ``ok`` or a reason)."""
 
     status: str
@@ -79,7 +81,7 @@ class SignUp(WireModel):
     email: RawEmail | None = None
 
 
-class Account(WireModel):
+class Account(ResponseModel):
     """A user account, its home namespace, and its notification address (null: no emails)."""
 
     username: str
@@ -95,7 +97,7 @@ class EmailChange(WireModel):
     current_password: RawPassword
 
 
-class FollowOut(WireModel):
+class FollowOut(ResponseModel):
     """A followed file or folder (recursive); ``path`` "" is the whole namespace."""
 
     namespace: str
@@ -103,11 +105,11 @@ class FollowOut(WireModel):
     created_at: float
 
 
-class FollowList(WireModel):
+class FollowList(ResponseModel):
     follows: list[FollowOut]
 
 
-class Unsubscribed(WireModel):
+class Unsubscribed(ResponseModel):
     """What a one-click unsubscribe ended."""
 
     ended: int
@@ -117,7 +119,7 @@ class RefreshRequest(WireModel):
     refresh_token: Annotated[str, Meta(max_length=128)]
 
 
-class Tokens(WireModel):
+class Tokens(ResponseModel):
     """A bearer access token (short-lived) and a refresh token (rotated on every use)."""
 
     access_token: str
@@ -137,7 +139,7 @@ class NamespaceCreate(WireModel):
     name: Annotated[str, Meta(max_length=1024)]
 
 
-class NamespaceSummary(WireModel):
+class NamespaceSummary(ResponseModel):
     """One namespace the caller belongs to, with the caller's role."""
 
     id: str
@@ -146,18 +148,18 @@ class NamespaceSummary(WireModel):
     role: Role
 
 
-class NamespaceList(WireModel):
+class NamespaceList(ResponseModel):
     """The namespaces the caller belongs to."""
 
     namespaces: list[NamespaceSummary]
 
 
-class Member(WireModel):
+class Member(ResponseModel):
     username: str
     role: Role
 
 
-class NamespaceDetail(WireModel):
+class NamespaceDetail(ResponseModel):
     """A namespace, the caller's role in it, and its members."""
 
     id: str
@@ -180,13 +182,13 @@ class CredentialsRequest(WireModel):
     duration_seconds: int | None = None
 
 
-class Grant(WireModel):
+class Grant(ResponseModel):
     namespace: str
     prefix: str
     access: Literal["read", "write"]
 
 
-class AwsCredentials(WireModel):
+class AwsCredentials(ResponseModel):
     """Temporary AWS credentials scoped to the caller's namespaces, and where to use them."""
 
     access_key_id: str
@@ -205,8 +207,24 @@ class AwsCredentials(WireModel):
 RawPath = Annotated[str, Meta(max_length=8192)]
 RawHash = Annotated[str, Meta(max_length=80)]
 
+#: Every number a client sends is range-checked where it is decoded (422 naming the field), so no value
+#: reaches DynamoDB (numbers of at most 38 digits, magnitude below 1e126) or arithmetic unchecked.
+#: Revisions, and positions in a history: far more than a file will ever have.
+MAX_REV = 10**12
+#: S3's largest object: no body above it can be stored.
+MAX_OBJECT_SIZE = 5 * 1024**4
+#: A file's modification time, seconds since the epoch: 1900-01-01 to 9999-12-31 (finite, never NaN).
+MTIME_MIN = -2_208_988_800.0
+MTIME_MAX = 253_402_300_799.0
+#: The same as text (the ``X-Mtime`` header of a streaming upload): a plain decimal, optionally with an exponent.
+MTIME_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+MTIME_MAX_LENGTH = 32
+Rev = Annotated[int, Meta(ge=1, le=MAX_REV)]
+Size = Annotated[int, Meta(ge=0, le=MAX_OBJECT_SIZE)]
+Mtime = Annotated[float, Meta(ge=MTIME_MIN, le=MTIME_MAX)]
 
-class FileInfo(WireModel, omit_defaults=True):
+
+class FileInfo(ResponseModel, omit_defaults=True):
     """One version of a file."""
 
     path: str
@@ -229,9 +247,9 @@ class CommitEntryIn(WireModel):
 
     path: RawPath
     content_hash: RawHash = ""
-    size: Annotated[int, Meta(ge=0)] = 0
-    mtime: float = 0.0
-    parent_rev: int | None = None
+    size: Size = 0
+    mtime: Mtime = 0.0
+    parent_rev: Rev | None = None
     deleted: bool = False
 
 
@@ -239,7 +257,7 @@ class CommitRequest(WireModel):
     entries: Annotated[list[CommitEntryIn], Meta(max_length=1000)]
 
 
-class CommitResultOut(WireModel, omit_defaults=True):
+class CommitResultOut(ResponseModel, omit_defaults=True):
     """``committed`` with the new version, or ``conflict`` with the current one (if any) and why."""
 
     path: str
@@ -249,7 +267,7 @@ class CommitResultOut(WireModel, omit_defaults=True):
     reason: str | None = None
 
 
-class CommitResponse(WireModel):
+class CommitResponse(ResponseModel):
     """Per entry, in request order; ``seq`` is the namespace journal position after the commit."""
 
     seq: int
@@ -260,7 +278,7 @@ class BlobCheck(WireModel):
     hashes: Annotated[list[RawHash], Meta(max_length=1000)]
 
 
-class BlobCheckResult(WireModel):
+class BlobCheckResult(ResponseModel):
     """The hashes the namespace does not have verified content for: upload those."""
 
     missing: list[str]
@@ -268,15 +286,15 @@ class BlobCheckResult(WireModel):
 
 class UploadRequest(WireModel):
     content_hash: RawHash
-    size: Annotated[int, Meta(ge=0)]
+    size: Size
 
 
-class PresignedPartOut(WireModel):
+class PresignedPartOut(ResponseModel):
     number: int
     url: str
 
 
-class UploadTicket(WireModel, omit_defaults=True):
+class UploadTicket(ResponseModel, omit_defaults=True):
     """How to upload: ``present`` (nothing to do), ``put`` (one PUT to ``url`` with ``headers``), or
     ``multipart`` (PUT each block to its part URL, then complete with the ETags)."""
 
@@ -298,20 +316,20 @@ class CompleteRequest(WireModel):
     parts: Annotated[list[CompletedPart], Meta(max_length=10000)]
 
 
-class CompleteResponse(WireModel):
+class CompleteResponse(ResponseModel):
     """The upload is complete; commit ``content_hash`` to make it a file."""
 
     content_hash: str
 
 
-class FileList(WireModel):
+class FileList(ResponseModel):
     """A page of files; pass ``cursor`` back for the next page (null at the end)."""
 
     files: list[FileInfo]
     cursor: str | None
 
 
-class History(WireModel):
+class History(ResponseModel):
     """Versions newest first; pass ``cursor`` back as ``before`` for older ones (null at the end)."""
 
     versions: list[FileInfo]
@@ -320,16 +338,16 @@ class History(WireModel):
 
 class RestoreRequest(WireModel):
     path: RawPath
-    rev: Annotated[int, Meta(ge=1)]
+    rev: Rev
 
 
 class MoveRequest(WireModel):
     source: RawPath = msgspec.field(name="from")
     target: RawPath = msgspec.field(name="to")
-    parent_rev: Annotated[int, Meta(ge=1)]
+    parent_rev: Rev
 
 
-class ServiceConfig(WireModel):
+class ServiceConfig(ResponseModel):
     """What a client must know to hash and upload the way this deployment does."""
 
     block_size: int
@@ -351,7 +369,7 @@ class ManifestEntryIn(WireModel):
 
     path: RawPath
     content_hash: RawHash = ""
-    synced_rev: int | None = None
+    synced_rev: Annotated[int, Meta(ge=0, le=MAX_REV)] | None = None
     synced_hash: RawHash | None = None
 
 
@@ -366,13 +384,13 @@ class CompareRequest(WireModel):
     ranged: bool = True
 
 
-class CompareItemOut(WireModel, omit_defaults=True):
+class CompareItemOut(ResponseModel, omit_defaults=True):
     path: str
     action: Literal["download", "upload", "conflict", "deleted", "up_to_date"]
     file: FileInfo | None = None
 
 
-class CompareResponse(WireModel):
+class CompareResponse(ResponseModel):
     """The paths needing action (``up_to_date`` only when the rev changed under identical content), how
     many were already up to date, and the feed cursor to follow from now on. ``complete_through``: null
     when the whole range was answered; otherwise the answer stopped at that key (a range holding more than
@@ -384,7 +402,7 @@ class CompareResponse(WireModel):
     complete_through: str | None = None
 
 
-class Changes(WireModel):
+class Changes(ResponseModel):
     """Versions committed after the cursor, in commit order; ``cursor`` continues after them; ``more``:
     another page is ready now; ``backoff_seconds``: wait this long before the next long-poll."""
 

@@ -151,3 +151,31 @@ def test_body_idle_timeout_and_streams_per_user_are_read_and_checked():
         Settings.from_env({"FILESYNC_MAX_STREAMS_PER_USER": "0"})
     with pytest.raises(SettingsError, match="FILESYNC_BODY_IDLE_SECONDS"):
         Settings.from_env({"FILESYNC_BODY_IDLE_SECONDS": "0"})
+
+
+def test_body_deadlines_budget_head_deadline_and_keep_alive_are_read_and_checked():
+    settings = Settings.from_env(
+        {
+            "FILESYNC_BODY_SECONDS": "90",
+            "FILESYNC_BODY_MIN_RATE": "4096",
+            "FILESYNC_BODY_BUDGET": str(64 * 1024 * 1024),
+            "FILESYNC_HEADER_SECONDS": "5",
+            "FILESYNC_KEEPALIVE_SECONDS": "80",
+            "FILESYNC_MAX_COMPARE_BODY": str(4 * 1024 * 1024),
+        }
+    )
+    limits = settings.limits
+    assert (limits.body_seconds, limits.body_min_rate, limits.body_budget) == (90.0, 4096, 64 * 1024 * 1024)
+    assert (limits.header_seconds, limits.keepalive_seconds, limits.max_compare_body) == (5.0, 80.0, 4 * 1024 * 1024)
+    defaults = Settings.from_env({}).limits
+    assert (defaults.body_seconds, defaults.body_min_rate, defaults.body_budget) == (60.0, 16384, 256 * 1024 * 1024)
+    assert (defaults.header_seconds, defaults.keepalive_seconds) == (10.0, 75.0)
+    for name, bad in (
+        ("FILESYNC_BODY_SECONDS", "0"),
+        ("FILESYNC_BODY_MIN_RATE", "0"),
+        ("FILESYNC_BODY_BUDGET", "1024"),
+        ("FILESYNC_HEADER_SECONDS", "-1"),
+        ("FILESYNC_KEEPALIVE_SECONDS", "nan"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: bad})

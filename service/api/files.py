@@ -6,8 +6,8 @@ Layer: api.
 
 from __future__ import annotations
 
-import asyncio
 import io
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -17,17 +17,22 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from service import codec
-from service.api.bodies import body_chunks, read_json
+from service.api.bodies import UPLOAD_CODINGS, BodyClock, body_chunks, check_coding, declared_or, read_json, reserve
 from service.api.responses import file_info, json_response
 from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
-from service.core.errors import BadRequest, BodyStalled, FieldError, PayloadTooLarge, ValidationFailed
+from service.core.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitOutcome, CommitResult
 from service.core.models import FileVersion
-from service.core.transfers import StreamPrecondition
+from service.core.transfers import INLINE_CONCURRENCY, StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
 from service.paths import MAX_PATH_BYTES
 from service.wire import (
+    MAX_REV,
+    MTIME_MAX,
+    MTIME_MAX_LENGTH,
+    MTIME_MIN,
+    MTIME_PATTERN,
     BlobCheck,
     BlobCheckResult,
     CommitRequest,
@@ -46,7 +51,11 @@ from service.wire import (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_DIGITS = re.compile(r"[0-9]+")
+_MTIME = re.compile(MTIME_PATTERN)
+#: Digits of a Range bound read as a number; anything longer is past every body's end.
+_RANGE_DIGITS = 19
 _LIST_LIMIT_MAX = 1000
 _HISTORY_LIMIT_MAX = 100
 _T = TypeVar("_T")
@@ -63,10 +72,12 @@ def _result(result: CommitResult) -> CommitResultOut:
 
 
 def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    """A query parameter of plain ASCII digits within ``low``..``high`` (422 otherwise): no sign, exponent,
+    fraction or other script's digits, and never more digits than ``high`` has."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _DIGITS.fullmatch(raw) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
         message = f"{name} must be an integer from {low} to {high}"
         raise ValidationFailed(f"The query parameter {message}.", (FieldError(name, message),))
     return int(raw)
@@ -133,17 +144,21 @@ async def post_files_batch(request: web.Request) -> web.Response:
     principal = authenticate(request)
     settings = request.app[SETTINGS]
     limit = settings.files.inline_max_request
+    check_coding(request, UPLOAD_CODINGS)
     if request.content_type != "multipart/form-data":
         raise web.HTTPUnsupportedMediaType(
             text=f"Send the files as multipart/form-data, not {request.content_type or 'nothing'}."
         )
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    # Held at once: the manifest, the bodies being stored and the one being read (not the whole request).
+    held = settings.limits.max_json_body + (INLINE_CONCURRENCY + 1) * settings.files.inline_max_file
+    reserve(request, declared_or(request, held))
     try:
         multipart = await request.multipart()
     except ValueError as exc:
         raise BadRequest(f"The multipart body is malformed: {exc}.") from None
-    reader = _BatchReader(multipart, settings.limits.body_idle_seconds, limit)
+    reader = _BatchReader(multipart, BodyClock(request.content, settings.limits), limit)
     manifest = await reader.part("manifest", settings.limits.max_json_body)
     if manifest is None:
         message = "the first part must be the manifest: a commit request as JSON"
@@ -168,11 +183,11 @@ async def post_files_batch(request: web.Request) -> web.Response:
 
 class _BatchReader:
     """The parts of a batch request, each read whole but only up to its limit, the request up to
-    ``total``; a part that stops arriving for ``idle`` seconds is a 408."""
+    ``total``; a body that stops arriving or comes too slowly (``clock``) is a 408."""
 
-    def __init__(self, reader: MultipartReader, idle: float, total: int) -> None:
+    def __init__(self, reader: MultipartReader, clock: BodyClock, total: int) -> None:
         self._reader = reader
-        self._idle = idle
+        self._clock = clock
         self._left = total
         self._total = total
 
@@ -184,6 +199,13 @@ class _BatchReader:
             got = getattr(part, "name", None)
             message = f"expected a part named {name!r}, got {got!r}"
             raise ValidationFailed(f"The request's parts are out of order: {message}.", (FieldError(name, message),))
+        for header in ("Content-Encoding", "Content-Transfer-Encoding"):
+            coding = part.headers.get(header, "").strip().lower()
+            if coding not in ("", "identity", "binary", "8bit", "7bit"):
+                raise web.HTTPUnsupportedMediaType(
+                    headers={"Accept-Encoding": "identity"},
+                    text=f"A part of a batch is sent as it is, not with {header} {coding}.",
+                )
         data = bytearray()
         while chunk := await self._wait(part.read_chunk(64 * 1024)):
             data += chunk
@@ -196,10 +218,7 @@ class _BatchReader:
 
     async def _wait(self, step: Awaitable[_T]) -> _T:
         try:
-            async with asyncio.timeout(self._idle):
-                return await step
-        except TimeoutError:
-            raise BodyStalled(f"No data of the body arrived for {self._idle:g} s; nothing was committed.") from None
+            return await self._clock.wait(step)
         except (ValueError, HttpProcessingError) as exc:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             raise BadRequest(f"The multipart body is malformed: {message}.") from None
@@ -229,10 +248,10 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     files = request.app[FILES]
     if "versions" in request.query:
         limit = int_param(request, "limit", 50, 1, _HISTORY_LIMIT_MAX) or 50
-        before = int_param(request, "before", None, 1, 10**12)
+        before = int_param(request, "before", None, 1, MAX_REV)
         versions, cursor = await files.history(principal, ns, path, limit, before)
         return json_response(History(versions=[file_info(v) for v in versions], cursor=cursor))
-    rev = int_param(request, "rev", None, 1, 10**12)
+    rev = int_param(request, "rev", None, 1, MAX_REV)
     version = await files.version(principal, ns, path, rev) if rev else await files.current(principal, ns, path)
     if version.deleted:
         raise ValidationFailed(f"rev {version.rev} of {path!r} is a deletion.", (FieldError("rev", "a tombstone"),))
@@ -262,7 +281,8 @@ async def _stream(request: web.Request, ns: str, version: FileVersion) -> web.St
 
 
 def _parse_range(header: str | None, size: int) -> str | None:
-    """A single ``bytes=`` range as S3 accepts it; 416 when it cannot be satisfied."""
+    """A single ``bytes=`` range as S3 accepts it, its end clamped to the body's; 416 when it cannot be
+    satisfied. Bounds of any length are read without converting more than ``_RANGE_DIGITS`` digits."""
     if header is None:
         return None
     match = _RANGE.match(header.strip())
@@ -271,12 +291,22 @@ def _parse_range(header: str | None, size: int) -> str | None:
             headers={"Content-Range": f"bytes */{size}"},
             text="Only one range of the form bytes=a-b, a- or -n.",
         )
-    start, end = match.group(1), match.group(2)
-    if (start and (int(start) >= size or (end and int(end) < int(start)))) or (not start and int(end) == 0):
+    start, end = (_range_bound(g) for g in match.groups())
+    unsatisfiable = start >= size or (end is not None and end < start) if start is not None else end == 0
+    if unsatisfiable:
         raise web.HTTPRequestRangeNotSatisfiable(
             headers={"Content-Range": f"bytes */{size}"}, text=f"The range lies outside the {size}-byte body."
         )
-    return f"bytes={start}-{end}"
+    if start is None:
+        return f"bytes=-{min(end or 0, size)}"
+    return f"bytes={start}-{'' if end is None else min(end, size - 1)}"
+
+
+def _range_bound(digits: str) -> int | None:
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _RANGE_DIGITS else 10**_RANGE_DIGITS
 
 
 def _version_headers(version: FileVersion, length: int | None) -> dict[str, str]:
@@ -300,10 +330,13 @@ async def put_file(request: web.Request) -> web.Response:
     block size whatever the size. ``If-Match: <rev>`` or ``If-None-Match: *`` guard against overwriting
     someone else's version; ``X-Content-Hash`` (optional) is checked before the upload completes."""
     principal = authenticate(request)
+    check_coding(request, UPLOAD_CODINGS)
     settings = request.app[SETTINGS].files
     max_size = settings.block_size * MAX_FILE_BLOCKS
     if request.content_length is not None and request.content_length > max_size:
         raise PayloadTooLarge(f"A file may be at most {max_size} bytes.")
+    # Held at once: the block being filled and those being uploaded.
+    reserve(request, declared_or(request, (settings.upload_concurrency + 1) * settings.block_size))
     result = await request.app[TRANSFERS].stream_put(
         principal,
         request.match_info["ns"],
@@ -342,7 +375,7 @@ def _precondition(request: web.Request) -> StreamPrecondition:
     if_match = request.headers.get("If-Match")
     if if_match is not None:
         rev = if_match.strip().strip('"')
-        if not rev.isdigit() or int(rev) < 1:
+        if not _DIGITS.fullmatch(rev) or len(rev) > len(str(MAX_REV)) or not 1 <= int(rev) <= MAX_REV:
             raise ValidationFailed(
                 "If-Match takes the rev you based the upload on.", (FieldError("If-Match", "not a rev"),)
             )
@@ -353,15 +386,16 @@ def _precondition(request: web.Request) -> StreamPrecondition:
 
 
 def _mtime(request: web.Request) -> float:
+    """``X-Mtime``, checked before any byte of the body is read: a decimal number of seconds since the
+    epoch (``MTIME_PATTERN``) within ``MTIME_MIN``..``MTIME_MAX``."""
     raw = request.headers.get("X-Mtime")
     if raw is None:
         return time.time()
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValidationFailed(
-            "X-Mtime takes seconds since the epoch.", (FieldError("X-Mtime", "not a number"),)
-        ) from None
+    value = float(raw) if len(raw) <= MTIME_MAX_LENGTH and _MTIME.fullmatch(raw) else math.nan
+    if not MTIME_MIN <= value <= MTIME_MAX:  # NaN (not a decimal), infinities and out-of-range values all fail
+        message = f"seconds since the epoch, a decimal from {MTIME_MIN:.0f} to {MTIME_MAX:.0f}"
+        raise ValidationFailed(f"X-Mtime takes {message}.", (FieldError("X-Mtime", message),))
+    return value
 
 
 async def delete_file(request: web.Request) -> web.Response:

@@ -20,8 +20,8 @@ from service.wire import Problem
 _PATH_PARAM = re.compile(r"\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
 _SCHEMA_REF = "#/components/schemas/{name}"
 
-#: Statuses every operation with a JSON body can answer, besides its own.
-_BODY_ERRORS = (400, 413, 415, 422)
+#: Statuses every operation with a body can answer, besides its own (503: the worker's body budget is full).
+_BODY_ERRORS = (400, 408, 413, 415, 422, 503)
 
 
 @dataclass(frozen=True, slots=True)

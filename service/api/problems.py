@@ -74,10 +74,18 @@ _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
         "body-stalled",
         408,
         "Request body stalled",
-        "No data of the body arrived for the idle timeout; nothing was stored. Send it again.",
+        "The body stopped arriving for the idle timeout, or came too slowly to finish by its deadline; "
+        "nothing was stored. Send it again.",
     ),
     errors.RateLimited: ProblemType(
         "rate-limited", 429, "Too many requests", "Wait `Retry-After` seconds before retrying."
+    ),
+    errors.Overloaded: ProblemType(
+        "busy",
+        503,
+        "Service busy",
+        "This worker holds as many request bodies as its memory budget allows; nothing was read or done. "
+        "Retry after `Retry-After` seconds (any method: nothing happened).",
     ),
     errors.DependencyUnavailable: ProblemType(
         "unavailable",
@@ -101,9 +109,14 @@ _HTTP: dict[int, ProblemType] = {
         "unsupported-media-type",
         415,
         "Unsupported media type",
-        "The body must be sent with the content type the operation documents (JSON: `application/json`).",
+        "The body must be sent with the content type and coding the operation documents (JSON: "
+        "`application/json`, as it is or `gzip`/`deflate`; uploads: no `Content-Encoding`); "
+        "`Accept-Encoding` names the codings taken.",
     ),
 }
+
+#: Headers of an aiohttp HTTP exception that its problem response keeps.
+_KEPT_HEADERS = ("allow", "retry-after", "content-range", "accept-encoding")
 
 INTERNAL = ProblemType(
     "internal",
@@ -161,7 +174,7 @@ def from_domain(request: web.BaseRequest, exc: errors.FileSyncError) -> web.Resp
     field_problems: list[FieldProblem] | None = None
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="filesync"'
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, errors.RateLimited | errors.Overloaded):
         retry_after = exc.retry_after
     if isinstance(exc, errors.DependencyUnavailable):
         retry_after = 1
@@ -183,7 +196,7 @@ def from_domain(request: web.BaseRequest, exc: errors.FileSyncError) -> web.Resp
 
 def from_http(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
     kind = _HTTP.get(exc.status) or ProblemType(f"http-{exc.status}", exc.status, exc.reason, exc.reason)
-    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
     if exc.status == 404:
         detail = f"Nothing is served at {request.path}; the API lives under /v1 (see {DOCS_PATH})."
     elif exc.status == 405:

@@ -5,11 +5,18 @@ Layer: api. Nothing but the table and the function that installs it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from service.api import auth, credentials, docs, files, follows, health, namespaces, sync
 from service.api.openapi import Operation
 from service.wire import (
+    MAX_REV,
+    MTIME_MAX,
+    MTIME_MAX_LENGTH,
+    MTIME_MIN,
+    MTIME_PATTERN,
     Account,
     AwsCredentials,
     BlobCheck,
@@ -47,6 +54,22 @@ from service.wire import (
     Unsubscribed,
     UploadRequest,
     UploadTicket,
+)
+
+
+def _header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_IDEMPOTENCY = _header("Idempotency-Key", "A retried request with the same key commits nothing twice.")
+_IF_MATCH = _header(
+    "If-Match", f"The rev the change is based on (1 to {MAX_REV}).", {"type": "string", "maxLength": 16}
 )
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -265,7 +288,7 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: CommitResponse, 409: CommitResponse},
         errors=(403, 404),
         auth=True,
-        parameters=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},),
+        parameters=(_IDEMPOTENCY,),
     ),
     Operation(
         "POST",
@@ -278,7 +301,7 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: CommitResponse, 409: CommitResponse},
         errors=(403, 404, 408, 429),
         auth=True,
-        parameters=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},),
+        parameters=(_IDEMPOTENCY,),
     ),
     Operation(
         "GET",
@@ -303,9 +326,12 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: "application/octet-stream", 206: "application/octet-stream", 302: None},
         errors=(404, 416, 422),
         auth=True,
-        parameters=tuple(
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in ("versions", "rev", "via", "limit", "before")
+        parameters=(
+            *(
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                for name in ("versions", "rev", "via", "limit", "before")
+            ),
+            _header("Range", "With via=service: one range, bytes=a-b, a- or -n (else ignored)."),
         ),
     ),
     Operation(
@@ -315,8 +341,20 @@ OPERATIONS: tuple[Operation, ...] = (
         "Upload a file through the service",
         "files",
         responses={200: FileInfo, 201: FileInfo},
-        errors=(404, 408, 409, 413, 422, 429),
+        errors=(404, 408, 409, 413, 415, 422, 429, 503),
         auth=True,
+        parameters=(
+            _header(
+                "X-Mtime",
+                f"The file's modification time in seconds since the epoch, {MTIME_MIN:.0f} to {MTIME_MAX:.0f} "
+                "(default: now).",
+                {"type": "string", "pattern": MTIME_PATTERN, "maxLength": MTIME_MAX_LENGTH},
+            ),
+            _IF_MATCH,
+            _header("If-None-Match", "* to refuse overwriting an existing file."),
+            _header("X-Content-Hash", "The body's content hash, checked before the upload completes."),
+            _IDEMPOTENCY,
+        ),
     ),
     Operation(
         "DELETE",
@@ -327,6 +365,7 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: CommitResultOut, 409: CommitResultOut},
         errors=(404, 422),
         auth=True,
+        parameters=(_IF_MATCH, _IDEMPOTENCY),
     ),
     Operation(
         "POST",

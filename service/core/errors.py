@@ -16,8 +16,9 @@ exception's ``__mro__`` so a subclass inherits its parent's mapping unless it ha
     ├── Conflict                  the resource's state does not allow this
     │   └── VersionConflict       a conditional write lost: someone else changed it first
     ├── PayloadTooLarge           a body, batch or part is over its documented limit
-    ├── BodyStalled               the client stopped sending the body it announced
+    ├── BodyStalled               the client stopped sending the body it announced, or sent it too slowly
     ├── RateLimited               too many attempts; ``retry_after`` seconds until the next may pass
+    ├── Overloaded                this worker is at its budget (of request bodies held); nothing was done
     └── DependencyUnavailable     an AWS service did not answer in time or refused; retry later
 """
 
@@ -94,13 +95,23 @@ class PayloadTooLarge(FileSyncError):
 
 
 class BodyStalled(FileSyncError):
-    """No byte of the request body arrived for the idle timeout (a stalled or slowloris client)."""
+    """The request body stopped arriving (the idle timeout) or came too slowly to finish by its deadline
+    (a stalled or slowloris client)."""
 
 
 class RateLimited(FileSyncError):
     """Too many attempts; the client should wait ``retry_after`` seconds."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Overloaded(FileSyncError):
+    """The worker holds as much as its budget allows; the request was refused before any work and may be
+    retried after ``retry_after`` seconds, whatever its method."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
 

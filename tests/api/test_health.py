@@ -6,6 +6,8 @@ import dataclasses
 import re
 
 from service.settings import Settings
+from tests.api.files_helpers import home
+from tests.api.helpers import user
 from tests.conftest import AppClient, MakeClient
 
 
@@ -90,3 +92,30 @@ async def test_aws_errors_are_counted_by_code(provisioned: Settings, make_client
         )
         == 1
     )
+
+
+async def test_redirects_and_routing_errors_carry_the_request_id_and_are_counted_by_their_status(client: AppClient):
+    alice = await user(client, "alice")
+    ns = await home(client, alice)
+    assert (await client.put(f"/v1/ns/{ns}/files/a.txt", data=b"hello", headers=alice)).status == 201
+    redirect = await client.get(
+        f"/v1/ns/{ns}/files/a.txt", headers={**alice, "X-Request-ID": "dl-1"}, allow_redirects=False
+    )
+    assert redirect.status == 302
+    assert redirect.headers["X-Request-ID"] == "dl-1"
+    # A body streamed through the service has its headers out before the handler returns: it has the id too.
+    streamed = await client.get(f"/v1/ns/{ns}/files/a.txt?via=service", headers={**alice, "X-Request-ID": "dl-2"})
+    assert (streamed.status, await streamed.read()) == (200, b"hello")
+    assert streamed.headers["X-Request-ID"] == "dl-2"
+    missing = await client.get("/v1/nothing-here", headers={"X-Request-ID": "nf-1"})
+    assert (missing.status, missing.headers["X-Request-ID"]) == (404, "nf-1")
+    wrong_method = await client.post("/healthz", headers={"X-Request-ID": "na-1"})
+    assert (wrong_method.status, wrong_method.headers["X-Request-ID"]) == (405, "na-1")
+
+    text = await (await client.get("/metrics")).text()
+    route = "/v1/ns/{ns}/files/{path}"
+    assert metric(text, "filesync_http_requests_total", route=route, method="GET", status="302") == 1
+    assert metric(text, "filesync_http_requests_total", route=route, method="GET", status="200") == 1
+    assert metric(text, "filesync_http_requests_total", route=route, method="GET", status="500") == 0
+    assert metric(text, "filesync_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert metric(text, "filesync_http_requests_total", method="POST", status="405") == 1

@@ -1,15 +1,22 @@
-"""Limits that protect a worker from slow and greedy clients: a body that stops arriving is cut off with 408,
-and one user's uploads through the service are capped per worker (429), each tested at and past its edge."""
+"""Limits that protect a worker from slow and greedy clients: a body that stops arriving, or comes too slowly,
+is cut off with 408; a request head must arrive within its deadline; one user's uploads through the service
+are capped per worker (429); the worker holds at most its budget of request bodies (503). Each tested at and
+past its edge."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import socket
 import time
 
 import orjson
 import pytest
+from aiohttp import web
 
+from service.app import make_runner
+from service.keys import BODY_BUDGET
 from tests.api.helpers import PROBLEM, problem, user
 
 IDLE = 0.5
@@ -130,3 +137,202 @@ async def test_one_user_streams_at_most_the_limit_at_once_and_others_are_not_hel
     writer.close()
     # Its slot is free again.
     assert (await limited.put(f"/v1/ns/{ns}/files/two.txt", data=b"second", headers=alice)).status == 201
+
+
+# --- request heads and idle connections (the production runner) ---------------------------------------------
+
+HEAD_SECONDS = 2.0
+
+
+@pytest.fixture
+async def served(provisioned, app_factory):
+    """The app behind the production runner (``make_runner``), with a 2 s head deadline and a 4 s keep-alive."""
+    settings = dataclasses.replace(
+        provisioned,
+        limits=dataclasses.replace(provisioned.limits, header_seconds=HEAD_SECONDS, keepalive_seconds=4.0),
+    )
+    runner = make_runner(app_factory(settings))
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        yield sock.getsockname()[:2]
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """Seconds until the server closes the connection (reading and dropping anything it sends); fails past
+    ``seconds``."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while await reader.read(65536):
+            pass
+    return time.monotonic() - started
+
+
+async def test_a_head_trickled_a_line_a_second_is_closed_at_the_head_deadline(served):
+    host, port = served
+    reader, writer = await asyncio.open_connection(host, port)
+    started = time.monotonic()
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+
+    async def trickle() -> None:
+        for n in range(60):
+            await asyncio.sleep(1)
+            writer.write(f"X-Trickle-{n}: {n}\r\n".encode())
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    trickler = asyncio.create_task(trickle())
+    try:
+        await closed_within(reader, HEAD_SECONDS + 3)
+    finally:
+        trickler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trickler
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert HEAD_SECONDS - 0.1 <= elapsed < HEAD_SECONDS + 3
+
+    # A connection that sends nothing at all is closed at the same deadline.
+    reader, writer = await asyncio.open_connection(host, port)
+    assert await closed_within(reader, HEAD_SECONDS + 3) >= HEAD_SECONDS - 0.1
+    writer.close()
+
+
+async def test_the_head_deadline_counts_from_a_heads_first_byte_not_from_idleness(served):
+    host, port = served
+    reader, writer = await asyncio.open_connection(host, port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    for _ in range(2):
+        writer.write(request)
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 5)).split()[1] == b"200"
+        while (await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+            pass
+        assert await asyncio.wait_for(reader.readexactly(len(b'{"status":"ok"}')), 5) == b'{"status":"ok"}'
+        # Idle past the head deadline but within keep-alive: the connection stays open for the next request.
+        await asyncio.sleep(HEAD_SECONDS + 0.5)
+    # Idle past keep-alive (4 s in all since the last answer): closed.
+    assert await closed_within(reader, 5) < 5
+    writer.close()
+
+
+# --- whole-body deadline -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def paced(provisioned, make_client, app_factory):
+    """A body has 1 s, and one more for every 1,000 bytes received; 0.5 s without a byte is a stall."""
+    limits = dataclasses.replace(provisioned.limits, body_idle_seconds=IDLE, body_seconds=1.0, body_min_rate=1000)
+    return await make_client(app_factory(dataclasses.replace(provisioned, limits=limits)))
+
+
+async def test_a_body_that_trickles_within_the_idle_timeout_is_cut_off_at_its_deadline(paced):
+    alice = await user(paced, "alice")
+    ns = (await (await paced.get("/v1/account", headers=alice)).json())["home_namespace"]
+    for method, path, content_type in (
+        ("POST", f"/v1/ns/{ns}/compare", "application/json"),
+        ("PUT", f"/v1/ns/{ns}/files/trickle.bin", "application/octet-stream"),
+        ("POST", f"/v1/ns/{ns}/files:batch", "multipart/form-data; boundary=b"),
+    ):
+        started = time.monotonic()
+        reader, writer = await raw_request(paced, head(method, path, alice, 100_000, content_type), b"--")
+
+        async def trickle(writer: asyncio.StreamWriter = writer) -> None:
+            for _ in range(100):
+                await asyncio.sleep(IDLE / 3)
+                writer.write(b" ")
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+
+        trickler = asyncio.create_task(trickle())
+        try:
+            status, body = await asyncio.wait_for(response_of(reader), 10)
+        finally:
+            trickler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trickler
+            writer.close()
+        assert status == 408, (path, body)
+        assert body["type"] == "/v1/docs#problem-body-stalled"
+        assert "too slowly" in body["detail"]
+        # 1 s, plus a few bytes' worth: well before the 100 s the trickle would take.
+        assert 1.0 <= time.monotonic() - started < 4
+    assert (await (await paced.get(f"/v1/ns/{ns}/files", headers=alice)).json())["files"] == []
+
+
+async def test_a_body_at_a_fair_pace_may_take_longer_than_the_base_deadline(paced):
+    alice = await user(paced, "alice")
+    ns = (await (await paced.get("/v1/account", headers=alice)).json())["home_namespace"]
+    chunk, chunks = b"x" * 1000, 6
+    reader, writer = await raw_request(
+        paced, head("PUT", f"/v1/ns/{ns}/files/paced.bin", alice, len(chunk) * chunks, "text/plain"), chunk
+    )
+    started = time.monotonic()
+    for _ in range(chunks - 1):
+        await asyncio.sleep(0.3)  # 1,000 bytes each 0.3 s: 1.5 s in all, past the 1 s base
+        writer.write(chunk)
+        await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert time.monotonic() - started > 1.0
+    assert status_line.split()[1] == b"201"
+
+
+# --- the worker's budget of request bodies ---------------------------------------------------------------
+
+BUDGET = 100_000
+
+
+@pytest.fixture
+async def budgeted(provisioned, make_client, app_factory):
+    app = app_factory(
+        dataclasses.replace(provisioned, limits=dataclasses.replace(provisioned.limits, body_budget=BUDGET))
+    )
+    client = await make_client(app)
+    client.app_under_test = app
+    return client
+
+
+async def test_bodies_past_the_workers_budget_are_refused_with_503_until_it_frees(budgeted):
+    alice = await user(budgeted, "alice")
+    ns = (await (await budgeted.get("/v1/account", headers=alice)).json())["home_namespace"]
+    budget = budgeted.app[BODY_BUDGET]
+    manifest = orjson.dumps({"entries": [{"path": "a.txt", "content_hash": ""}]})
+    padded = manifest[:-1] + b" " * (30_000 - len(manifest)) + b"}"
+    # A compare reserves its body twice (the bytes and their parsed form): 60,000 of the 100,000.
+    reader, writer = await raw_request(
+        budgeted, head("POST", f"/v1/ns/{ns}/compare", alice, len(padded), "application/json"), padded[:100]
+    )
+    deadline = time.monotonic() + 5
+    while budget.held < 60_000:
+        assert time.monotonic() < deadline, budget.held
+        await asyncio.sleep(0.01)
+    refused = await budgeted.post(
+        f"/v1/ns/{ns}/compare", data=padded, headers={**alice, "Content-Type": "application/json"}
+    )
+    body = await problem(refused, 503)
+    assert body["type"] == "/v1/docs#problem-busy"
+    assert refused.headers["Retry-After"] == "1"
+    # A streaming upload that would hold more than what is left waits its turn too; a small body fits.
+    upload = await budgeted.put(f"/v1/ns/{ns}/files/big.bin", data=b"y" * 50_000, headers=alice)
+    await problem(upload, 503)
+    assert (await budgeted.put(f"/v1/ns/{ns}/files/small.txt", data=b"small", headers=alice)).status == 201
+    writer.write(padded[100:])
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"200"
+    writer.close()
+    deadline = time.monotonic() + 5
+    while budget.held:
+        assert time.monotonic() < deadline, budget.held
+        await asyncio.sleep(0.01)
+    # Everything given back: both fit now.
+    again = await budgeted.post(
+        f"/v1/ns/{ns}/compare", data=padded, headers={**alice, "Content-Type": "application/json"}
+    )
+    assert again.status == 200
+    assert (await budgeted.put(f"/v1/ns/{ns}/files/big.bin", data=b"y" * 50_000, headers=alice)).status == 201
+    assert budget.held == 0

@@ -19,7 +19,7 @@ from cloudformation import ids, userdata
 from cloudformation.__main__ import TEMPLATE_NAME, main, render
 from cloudformation.template import FEED_PATH_PATTERN, HEALTH_CHECK_PATH, TemplateParams, build_template
 from service.core.sync import MAX_WAIT_SECONDS
-from service.settings import Settings
+from service.settings import Limits, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / f"{TEMPLATE_NAME}.json"
@@ -112,6 +112,8 @@ def test_idle_timeout_outlasts_a_long_poll_and_not_gunicorns_keep_alive(template
     attributes = template["Resources"][ids.LOAD_BALANCER]["Properties"]["LoadBalancerAttributes"]
     idle = int(next(a["Value"] for a in attributes if a["Key"] == "idle_timeout.timeout_seconds"))
     assert MAX_WAIT_SECONDS < idle < keep_alive
+    # gunicorn hands its --keep-alive only to apps it wraps itself; the service's runner takes its own.
+    assert Limits().keepalive_seconds == keep_alive
 
 
 def test_health_checks_and_the_feed_rule_match_the_service_routes(template):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.api.files_helpers import independent_hash
 from tests.conftest import TEST_BLOCK_SIZE
@@ -92,3 +93,49 @@ async def test_unreachable_server_is_a_clear_error():
             await api.config()
     assert info.value.status == 0
     assert "cannot reach" in info.value.detail
+
+
+async def test_answers_from_a_newer_server_with_fields_this_client_does_not_know_decode(make_client):
+    """A newer server adds fields, at the top and nested; a deployed client keeps working."""
+    file_info = {
+        "path": "a.txt",
+        "file_id": "f1",
+        "rev": 2,
+        "content_hash": "0" * 64,
+        "size": 1,
+        "mtime": 1.0,
+        "deleted": False,
+        "committed_by": "alice",
+        "committed_at": 2.0,
+        "seq": 3,
+        "block_size": 8,
+        "storage_class": "GLACIER",
+    }
+
+    async def changes(request: web.Request) -> web.Response:
+        page = {"changes": [file_info], "cursor": "s3", "more": False, "backoff_seconds": 0.0, "shard": 7}
+        return web.json_response(page)
+
+    async def account(request: web.Request) -> web.Response:
+        problem = {
+            "type": "/v1/docs#problem-not-found",
+            "title": "Not found",
+            "status": 404,
+            "detail": "No such account.",
+            "instance": "/v1/account",
+            "request_id": "r1",
+            "trace": {"span": 1},
+        }
+        return web.json_response(problem, status=404, content_type="application/problem+json")
+
+    newer = web.Application()
+    newer.router.add_get("/v1/ns/{ns}/changes", changes)
+    newer.router.add_get("/v1/account", account)
+    server = await make_client(newer)
+    async with FileSyncClient(str(server.make_url(""))) as api:
+        page = await api.changes("ns1", "s0")
+        assert (page.cursor, page.changes[0].path, page.changes[0].rev) == ("s3", "a.txt", 2)
+        with pytest.raises(ApiError) as raised:
+            await api.account()
+    assert raised.value.problem is not None
+    assert (raised.value.status, raised.value.problem.detail) == (404, "No such account.")

@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
     "token_check": "tools.bench.token_check",
     "stream_put": "tools.bench.stream_put",
+    "slow_bodies": "tools.bench.slow_bodies",
     "direct_upload": "tools.bench.direct_upload",
     "compare": "tools.bench.compare",
     "sync_client": "tools.bench.sync_client",

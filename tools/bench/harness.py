@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +83,11 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack(block_size: int = 8 * MiB, upload_concurrency: int = 4) -> AsyncIterator[Stack]:
+async def stack(
+    block_size: int = 8 * MiB, upload_concurrency: int = 4, service_env: Mapping[str, str | None] | None = None
+) -> AsyncIterator[Stack]:
+    """An emulator and a service against it; ``service_env`` adds to the service's environment (None removes
+    a variable)."""
     emulator_port, service_port = free_port(), free_port()
     emulator = f"http://127.0.0.1:{emulator_port}"
     with process([sys.executable, "-m", "service.embedded", "--port", str(emulator_port)], clean_env()):
@@ -110,6 +114,11 @@ async def stack(block_size: int = 8 * MiB, upload_concurrency: int = 4) -> Async
             FILESYNC_LOG_LEVEL="WARNING",
             MALLOC_MMAP_THRESHOLD_="131072",
         )
+        for name, value in (service_env or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         with process(
             [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(service_port)], env
         ) as service:
