@@ -29,6 +29,7 @@ from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.items import BATCH_GET_MAX, PK, SK, Item
 from service.core.models import BlobRecord, FileVersion, JournalEntry, StoreConflict
+from service.paths import folders_above
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -212,6 +213,29 @@ class DynamoFileStore:
                 if "LastEvaluatedKey" not in page:
                     return None
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def backfill_folders(self) -> tuple[int, int]:
+        """Write the folder markers of every live file in the table (for files committed before markers
+        existed): a Scan, a page at a time, each page's markers put with BatchWriteItem (a marker that
+        exists is put again, harmlessly). Returns the live files seen and the markers put."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "begins_with(#pk, :ns) AND begins_with(#sk, :file) AND #deleted = :false",
+            "ProjectionExpression": "#pk, #sk",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted"},
+            "ExpressionAttributeValues": {":ns": _s("NS#"), ":file": _s("F#"), ":false": {"BOOL": False}},
+        }
+        files = markers = 0
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.scan(**request)
+            found = page.get("Items", [])
+            folders = {(item[PK]["S"], folder) for item in found for folder in folders_above(item[SK]["S"][2:])}
+            await items.batch_put(self._db, self._table, [items.key(pk, folder_sk(f)) for pk, f in sorted(folders)])
+            files, markers = files + len(found), markers + len(folders)
+            if "LastEvaluatedKey" not in page:
+                return files, markers
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def put_folders(self, ns: str, folder_keys: Sequence[str]) -> None:
         """Folder markers written ahead of a commit (a path too deep for its markers to fit in the

@@ -52,7 +52,7 @@ from service.core.models import (
     StoreConflict,
 )
 from service.core.namespaces import NamespaceService
-from service.paths import normalize_path, path_key
+from service.paths import folders_above, normalize_path, path_key
 
 #: DynamoDB's limit on one transaction; two are the head and the journal entry.
 MAX_ACTIONS = 100
@@ -465,7 +465,9 @@ class FileService:
                     versions = self._versions(principal, writes, view.files, commit_key, seq, now)
                     hashes = {v.content_hash for _, _, v in versions}
                     new_blobs = [BlobRecord(h, size, self.block_size) for h, size in newly.items() if h in hashes]
-                    folders = sorted({a for _, _, v in versions if not v.deleted for a in _ancestors(path_key(v.path))})
+                    folders = sorted(
+                        {a for _, _, v in versions if not v.deleted for a in folders_above(path_key(v.path))}
+                    )
                     folders = [f for f in folders if f not in view.folders]
                     if ahead and folders:
                         await self._store.put_folders(ns, folders)
@@ -681,11 +683,6 @@ def _check_key(commit_key: str | None) -> None:
         raise ValidationFailed(f"The {message}.", (FieldError("Idempotency-Key", message),))
 
 
-def _ancestors(key: str) -> list[str]:
-    """The folders above a path key, outermost first: ``a/b/c`` -> ``a``, ``a/b``."""
-    return [key[:i] for i, char in enumerate(key) if char == "/"]
-
-
 def _creates(p: _Pending, files: dict[str, FileVersion]) -> bool:
     """Whether ``p`` would bring a file into being (no live file at its path now)."""
     cur = files.get(p.key)
@@ -700,7 +697,7 @@ def _keys_to_read(pending: Iterable[_Pending]) -> tuple[list[str], list[str]]:
     for p in pending:
         file_keys[p.key] = None
         if not p.entry.deleted:
-            for folder in _ancestors(p.key):
+            for folder in folders_above(p.key):
                 file_keys[folder] = folder_keys[folder] = None
             folder_keys[p.key] = None
     return list(file_keys), list(folder_keys)
@@ -729,7 +726,7 @@ def _take_chunk(
         unit = queue[0]
         live = [p for p in unit if not p.entry.deleted]
         unit_blobs = {p.entry.content_hash for p in live if p.entry.content_hash in newly} - blobs
-        unit_markers = {a for p in live for a in _ancestors(p.key)} - folders - markers
+        unit_markers = {a for p in live for a in folders_above(p.key)} - folders - markers
         cost = len(unit) + len(unit_blobs) + len(unit_markers)
         weight = sum(
             400
@@ -840,7 +837,7 @@ def _clash(
     created: dict[str, str],
 ) -> str | None:
     """Why a file cannot come into being at ``p``'s path once the chunk is written, or None."""
-    for folder in _ancestors(p.key):
+    for folder in folders_above(p.key):
         above = files.get(folder)
         name = created.get(folder) or (above.path if above and not above.deleted and folder not in freed else None)
         if name is not None:

@@ -162,6 +162,7 @@ async def test_the_streaming_put_answers_409_and_shows_nothing(client, alice):
         response = await client.put(f"/v1/ns/{ns}/files/{path}", data=io.BytesIO(b"streamed"), headers=headers)
         body = await problem(response, 409)
         assert reason in body["detail"]
+        assert "commit it at another path" in body["detail"]
         await problem(await client.get(f"/v1/ns/{ns}/files/{path}", headers=headers), 404)
     assert await tree(client, headers, ns) == ["plain.txt", "s/x.txt"]
 
