@@ -5,12 +5,13 @@ ignoring case, within one request, across transactions, and under racing commits
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 
 import pytest
 
 from service.core import files as core_files
-from tests.api.files_helpers import commit, entry, upload_direct
+from tests.api.files_helpers import commit, entry, home, upload_direct
 from tests.api.helpers import problem, user
 from tests.api.test_batch import aws_requests, send
 from tests.api.test_moves import moved
@@ -197,6 +198,32 @@ async def test_a_restore_refuses_both_ways(client, alice):
         assert response.status == 409, await response.text()
         assert (await response.json())["reason"] == reason
     assert await tree(client, headers, ns) == ["q", "r.txt/inner"]
+
+
+async def test_the_check_costs_no_query_in_the_common_case(provisioned, make_client, app_factory):
+    """New files in folders old and new, and new versions: reads batched with the commit's own (no Query);
+    only a file created where a folder is (or was) costs one. The revocation feed's poll, the one periodic
+    Query, is slowed so that the service's Query count is the commit's."""
+    quiet = dataclasses.replace(provisioned, auth=dataclasses.replace(provisioned.auth, revocation_poll_seconds=3600))
+    client = await make_client(app_factory(quiet))
+    headers = await user(client, "alice")
+    ns = await home(client, headers)
+    versions = await put(client, headers, ns, ["a/x", "b/y", "gone/z"])
+    before = await aws_requests(client)
+    paths = [f"{folder}/{i:03d}" for folder in ("a", "b", "c/d") for i in range(100)]
+    result = await commit(client, headers, ns, [entry(p, DATA) for p in paths] + [entry("a/x", DATA, 1)])
+    assert {r["status"] for r in result["results"]} == {"committed"}
+    after = await aws_requests(client)
+    used = {op: after[("dynamodb", op)] - before[("dynamodb", op)] for service, op in after if service == "dynamodb"}
+    # 301 file items, 300 markers of new paths, the folders a, b, c, c/d (item and marker): 609 keys.
+    assert (used["Query"], used["BatchGetItem"], used["TransactWriteItems"]) == (0, 7, 4), used
+    assert used["GetItem"] == 1 + 1 + 4, used  # membership, the head before the read, the head per transaction
+    await commit(client, headers, ns, [{"path": "gone/z", "deleted": True, "parent_rev": versions["gone/z"]["rev"]}])
+    before = await aws_requests(client)
+    [answer] = (await commit(client, headers, ns, [entry("gone", DATA)]))["results"]
+    assert answer["status"] == "committed"
+    after = await aws_requests(client)
+    assert after[("dynamodb", "Query")] - before[("dynamodb", "Query")] == 1
 
 
 async def test_a_path_too_deep_for_its_markers_to_fit_a_transaction(client, alice):
