@@ -266,3 +266,15 @@ async def test_viewers_may_not_move_and_strangers_do_not_see_the_namespace(clien
     await problem(await move(client, mallory, uuid.uuid4().hex, [("doc.txt", "moved.txt", 1)]), 404)
     listing = await (await client.get(f"/v1/ns/{shared}/files", headers=headers)).json()
     assert [f["path"] for f in listing["files"]] == ["doc.txt"]
+
+
+async def test_the_route_is_in_the_openapi_document(client):
+    spec = await (await client.get("/v1/openapi.json")).json()
+    operation = spec["paths"]["/v1/ns/{ns}/moves"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/MovesRequest")
+    for status in ("200", "409"):
+        assert operation["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/MovesResponse"
+        )
+    result = spec["components"]["schemas"]["MoveResultOut"]
+    assert set(result["properties"]) == {"from", "to", "status", "file", "current", "reason"}
