@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         actions.add_parser(action, help=text).add_argument("name")
     folders = commands.add_parser("folders", help="maintain the folder markers (needs AWS settings)")
     folder_actions = folders.add_subparsers(dest="action", required=True)
-    folder_actions.add_parser("backfill", help="write the markers of files committed before the service kept them")
+    backfill = folder_actions.add_parser(
+        "backfill", help="write the markers of files committed before the service kept them"
+    )
+    backfill.add_argument("namespaces", nargs="+", metavar="NS", help="namespace id")
     return parser
 
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "users":
         return admin.run_users_command(settings, args.action, args.name)
     if args.command == "folders":
-        return admin.run_folders_command(settings)
+        return admin.run_folders_command(settings, args.namespaces)
     # uvloop, as under gunicorn's uvloop worker in production: faster transports for the same code.
     uvloop.run(serve(settings))
     return 0

@@ -88,9 +88,9 @@ async def test_folders_backfill_writes_the_markers_files_committed_before_them_l
     async with aws_session.client("dynamodb", endpoint_url=provisioned.aws.endpoint_url) as db:
         for key in markers:  # as if the files had been committed before the service kept markers
             await db.delete_item(TableName=provisioned.table, Key=key)
-        done = run_admin(provisioned, "backfill", command="folders")
+        done = run_admin(provisioned, "backfill", ns, command="folders")
         assert done.returncode == 0, done.stderr
-        assert "3 live files seen, 2 folder markers written" in done.stdout
+        assert f"{ns}: 3 live files seen, 2 folder markers written" in done.stdout
         for key in markers:
             assert "Item" in await db.get_item(TableName=provisioned.table, Key=key, ConsistentRead=True)
     answer = await client.post(
@@ -104,7 +104,7 @@ async def test_folders_backfill_writes_the_markers_files_committed_before_them_l
 
 def test_folders_backfill_needs_aws_settings():
     done = subprocess.run(
-        [sys.executable, "-m", "service", "folders", "backfill"],
+        [sys.executable, "-m", "service", "folders", "backfill", "some-namespace"],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,

@@ -214,24 +214,26 @@ class DynamoFileStore:
                     return None
                 request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def backfill_folders(self) -> tuple[int, int]:
-        """Write the folder markers of every live file in the table (for files committed before markers
-        existed): a Scan, a page at a time, each page's markers put with BatchWriteItem (a marker that
-        exists is put again, harmlessly). Returns the live files seen and the markers put."""
+    async def backfill_folders(self, ns: str) -> tuple[int, int]:
+        """Write the folder markers of every live file of ``ns`` (for files committed before markers
+        existed): a paged Query of its file items, each page's markers put with BatchWriteItem (a marker
+        that exists is put again, harmlessly). Returns the live files seen and the markers put."""
         request: dict[str, Any] = {
             "TableName": self._table,
-            "FilterExpression": "begins_with(#pk, :ns) AND begins_with(#sk, :file) AND #deleted = :false",
-            "ProjectionExpression": "#pk, #sk",
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
+            "FilterExpression": "#deleted = :false",
+            "ProjectionExpression": "#sk",
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted"},
-            "ExpressionAttributeValues": {":ns": _s("NS#"), ":file": _s("F#"), ":false": {"BOOL": False}},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":false": {"BOOL": False}},
+            "ConsistentRead": True,
         }
         files = markers = 0
         while True:
             with unavailable_on_transient("DynamoDB"):
-                page = await self._db.scan(**request)
+                page = await self._db.query(**request)
             found = page.get("Items", [])
-            folders = {(item[PK]["S"], folder) for item in found for folder in folders_above(item[SK]["S"][2:])}
-            await items.batch_put(self._db, self._table, [items.key(pk, folder_sk(f)) for pk, f in sorted(folders)])
+            folders = sorted({folder for item in found for folder in folders_above(item[SK]["S"][2:])})
+            await items.batch_put(self._db, self._table, [_key(ns, folder_sk(f)) for f in folders])
             files, markers = files + len(found), markers + len(folders)
             if "LastEvaluatedKey" not in page:
                 return files, markers
