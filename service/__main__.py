@@ -1,4 +1,4 @@
-"""``python -m service``: run the service, or administer it (``python -m service users ...``).
+"""``python -m service``: run the service, or administer it (``python -m service users|folders ...``).
 
 With no AWS settings in the environment it starts the embedded default (moto's server in-process,
 provisioned), prints the service's URL and the emulator's endpoint, and serves until Ctrl-C or SIGTERM,
@@ -34,13 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="address to listen on (default: FILESYNC_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on, 0 for any free one (default: PORT or 8080)")
-    commands = parser.add_subparsers(dest="command", metavar="{users}")
+    commands = parser.add_subparsers(dest="command", metavar="{users,folders}")
     users = commands.add_parser("users", help="manage accounts (needs AWS settings)")
     actions = users.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="create an account; the password comes from FILESYNC_PASSWORD or a prompt")
     add.add_argument("name")
     for action, text in (("disable", "disable an account and end its sessions"), ("enable", "enable it")):
         actions.add_parser(action, help=text).add_argument("name")
+    folders = commands.add_parser("folders", help="maintain the folder markers (needs AWS settings)")
+    folder_actions = folders.add_subparsers(dest="action", required=True)
+    backfill = folder_actions.add_parser(
+        "backfill", help="write the markers of files committed before the service kept them"
+    )
+    backfill.add_argument("namespaces", nargs="+", metavar="NS", help="namespace id")
     return parser
 
 
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "users":
         return admin.run_users_command(settings, args.action, args.name)
+    if args.command == "folders":
+        return admin.run_folders_command(settings, args.namespaces)
     # uvloop, as under gunicorn's uvloop worker in production: faster transports for the same code.
     uvloop.run(serve(settings))
     return 0

@@ -1,4 +1,4 @@
-"""Administration commands: ``python -m service users add|disable|enable NAME``.
+"""Administration commands: ``python -m service users add|disable|enable NAME``, ``folders backfill NS...``.
 
 Layer: composition. These act on the configured AWS resources directly (they need AWS settings: the
 embedded default's data lives inside its own process, where sign-up is open instead).
@@ -11,6 +11,7 @@ import getpass
 import sys
 
 from service.aws.clients import open_clients
+from service.aws.files import DynamoFileStore
 from service.core.errors import FileSyncError
 from service.metrics import Metrics
 from service.settings import Settings, password_from_env
@@ -52,3 +53,31 @@ async def _users(settings: Settings, action: str, name: str, password: str) -> s
             return f"created {user.username} (home namespace {user.home_namespace})"
         await accounts.set_disabled(name, action == "disable")
         return f"{action}d {name}"
+
+
+def run_folders_command(settings: Settings, namespaces: list[str]) -> int:
+    """``folders backfill NS...``: the folder markers of files committed before the service wrote them, so
+    the file/folder check sees every folder (a commit writes the markers it finds missing; this does all)."""
+    if settings.backend != "aws":
+        sys.stderr.write(
+            "error: `folders` commands need AWS settings (AWS_REGION or AWS_ENDPOINT_URL, FILESYNC_TABLE...); "
+            "the embedded default's data is written with its markers\n"
+        )
+        return 2
+    try:
+        lines = asyncio.run(_backfill(settings, namespaces))
+    except FileSyncError as exc:
+        sys.stderr.write(f"error: {exc.detail}\n")
+        return 1
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    return 0
+
+
+async def _backfill(settings: Settings, namespaces: list[str]) -> list[str]:
+    lines = []
+    async with open_clients(settings.aws, Metrics()) as clients:
+        store = DynamoFileStore(clients.dynamodb, settings.table)
+        for ns in namespaces:
+            files, markers = await store.backfill_folders(ns)
+            lines.append(f"{ns}: {files} live files seen, {markers} folder markers written")
+    return lines

@@ -77,3 +77,8 @@ def normalize_path(raw: str, field: str = "$.path") -> str:
 def path_key(path: str) -> str:
     """The collision key of a normalized path: Unicode case folded, then NFC again."""
     return unicodedata.normalize("NFC", path.casefold())
+
+
+def folders_above(key: str) -> list[str]:
+    """The folders a path (or path key) lies in, outermost first: ``a/b/c`` -> ``a``, ``a/b``."""
+    return [key[:i] for i, char in enumerate(key) if char == "/"]

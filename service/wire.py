@@ -347,6 +347,44 @@ class MoveRequest(WireModel):
     parent_rev: Rev
 
 
+#: A path in a batch of moves. Every valid path is at most 1,425 characters even in decomposed form (950 bytes
+#: once NFC), so this lower cap keeps 500 moves, even of refused paths, within the 1 MiB body limit.
+MovePath = Annotated[str, Meta(max_length=2048)]
+
+
+class MoveIn(WireModel):
+    """Rename ``from`` (at its current rev ``parent_rev``) to ``to``."""
+
+    source: MovePath = msgspec.field(name="from")
+    target: MovePath = msgspec.field(name="to")
+    parent_rev: Rev
+
+
+class MovesRequest(WireModel):
+    """1 to 500 moves; a path may be in one move only (as ``from`` or ``to``, ignoring case)."""
+
+    moves: Annotated[list[MoveIn], Meta(max_length=500)]
+
+
+class MoveResultOut(ResponseModel):
+    """``committed`` with the target's new version (``file``), or ``conflict`` with the current version of
+    the side that conflicted (``current``, if any) and why."""
+
+    source: str = msgspec.field(name="from")
+    target: str = msgspec.field(name="to")
+    status: Literal["committed", "conflict"]
+    file: FileInfo | None = None
+    current: FileInfo | None = None
+    reason: str | None = None
+
+
+class MovesResponse(ResponseModel):
+    """Per move, in request order; ``seq`` is the namespace journal position after the moves."""
+
+    results: list[MoveResultOut]
+    seq: int
+
+
 class ServiceConfig(ResponseModel):
     """What a client must know to hash and upload the way this deployment does."""
 
@@ -358,6 +396,8 @@ class ServiceConfig(ResponseModel):
     #: Limits of ``POST /v1/ns/{ns}/files:batch``: each file's body, and the whole request.
     max_inline_file: int
     max_inline_request: int
+    #: Moves in one ``POST /v1/ns/{ns}/moves``.
+    max_moves: int = 500
 
 
 # --- sync --------------------------------------------------------------------------------------------

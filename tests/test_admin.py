@@ -5,12 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from service.content import EMPTY_HASH
 from service.settings import Settings
-from tests.api.helpers import log_in, problem
+from tests.api.files_helpers import home
+from tests.api.helpers import log_in, problem, user
 from tests.test_entrypoints import ROOT, aws_env, clean_env
 
 
-def run_admin(settings: Settings, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_admin(
+    settings: Settings, *args: str, password: str | None = None, command: str = "users"
+) -> subprocess.CompletedProcess[str]:
     env = aws_env(
         settings,
         FILESYNC_ARGON2_TIME_COST="1",
@@ -20,7 +24,7 @@ def run_admin(settings: Settings, *args: str, password: str | None = None) -> su
     if password is not None:
         env["FILESYNC_PASSWORD"] = password
     return subprocess.run(
-        [sys.executable, "-m", "service", "users", *args],
+        [sys.executable, "-m", "service", command, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -72,3 +76,41 @@ def test_users_commands_need_aws_settings():
     )
     assert result.returncode == 2
     assert "sign up" in result.stderr
+
+
+async def test_folders_backfill_writes_the_markers_files_committed_before_them_lack(client, provisioned, aws_session):
+    headers = await user(client, "alice")
+    ns = await home(client, headers)
+    for path in ("docs/2024/a.txt", "docs/b.txt", "top.txt"):
+        response = await client.put(f"/v1/ns/{ns}/files/{path}", data=b"body", headers=headers)
+        assert response.status == 201, await response.text()
+    markers = [{"pk": {"S": f"NS#{ns}"}, "sk": {"S": f"D#{folder}"}} for folder in ("docs", "docs/2024")]
+    async with aws_session.client("dynamodb", endpoint_url=provisioned.aws.endpoint_url) as db:
+        for key in markers:  # as if the files had been committed before the service kept markers
+            await db.delete_item(TableName=provisioned.table, Key=key)
+        done = run_admin(provisioned, "backfill", ns, command="folders")
+        assert done.returncode == 0, done.stderr
+        assert f"{ns}: 3 live files seen, 2 folder markers written" in done.stdout
+        for key in markers:
+            assert "Item" in await db.get_item(TableName=provisioned.table, Key=key, ConsistentRead=True)
+    answer = await client.post(
+        f"/v1/ns/{ns}/commit",
+        json={"entries": [{"path": "Docs/2024", "content_hash": EMPTY_HASH, "size": 0}]},
+        headers=headers,
+    )
+    assert answer.status == 409
+    assert (await answer.json())["results"][0]["reason"].startswith("file/folder clash: 'Docs/2024' is a folder")
+
+
+def test_folders_backfill_needs_aws_settings():
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "folders", "backfill", "some-namespace"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "need AWS settings" in done.stderr
+    assert "Traceback" not in done.stderr

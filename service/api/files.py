@@ -22,7 +22,7 @@ from service.api.responses import file_info, json_response
 from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
 from service.core.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
-from service.core.files import MAX_COMMIT_ENTRIES, CommitEntry, CommitOutcome, CommitResult
+from service.core.files import MAX_COMMIT_ENTRIES, MAX_MOVES, CommitEntry, CommitOutcome, CommitResult, Move
 from service.core.models import FileVersion
 from service.core.transfers import INLINE_CONCURRENCY, StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
@@ -43,6 +43,9 @@ from service.wire import (
     FileList,
     History,
     MoveRequest,
+    MoveResultOut,
+    MovesRequest,
+    MovesResponse,
     PresignedPartOut,
     RestoreRequest,
     ServiceConfig,
@@ -95,6 +98,7 @@ async def get_config(request: web.Request) -> web.Response:
             max_path_bytes=MAX_PATH_BYTES,
             max_inline_file=settings.files.inline_max_file,
             max_inline_request=settings.files.inline_max_request,
+            max_moves=MAX_MOVES,
         )
     )
 
@@ -438,6 +442,33 @@ async def post_move(request: web.Request) -> web.Response:
     )
     ok = all(r.status == "committed" for r in results)
     return json_response(CommitResponse(seq=0, results=[_result(r) for r in results]), status=200 if ok else 409)
+
+
+async def post_moves(request: web.Request) -> web.Response:
+    """Rename or move many files (a folder's, say), each keeping its file id and history; each move is
+    atomic and independent of the others. Per move, the target's new version or a conflict (the status
+    is 409 when every move conflicted). Send an ``Idempotency-Key`` header so a retry moves nothing twice."""
+    principal = authenticate(request)
+    body = await read_json(request, MovesRequest)
+    outcome = await request.app[FILES].move_many(
+        principal,
+        request.match_info["ns"],
+        [Move(m.source, m.target, m.parent_rev) for m in body.moves],
+        request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    results = [
+        MoveResultOut(
+            source=r.source,
+            target=r.target,
+            status=r.status,
+            file=file_info(r.version) if r.version else None,
+            current=file_info(r.current) if r.current else None,
+            reason=r.reason,
+        )
+        for r in outcome.results
+    ]
+    everything_conflicted = all(r.status == "conflict" for r in outcome.results)
+    return json_response(MovesResponse(results=results, seq=outcome.seq), status=409 if everything_conflicted else 200)
 
 
 async def post_upload(request: web.Request) -> web.Response:

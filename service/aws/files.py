@@ -6,11 +6,14 @@ Layer: aws. Items in the one table::
     NS#<ns>   F#<path key>      the current version of one path (path key: NFC + case folded)
     NS#<ns>   J#<seq, 12 digits> one commit: who, when, and its changes (orjson bytes)
     NS#<ns>   BLOB#<hash>       content verified against its hash: size, block size
+    NS#<ns>   D#<folder key>    a folder marker: some file was committed under this folder (never removed)
 
 A commit is one ``TransactWriteItems``: the head moves from ``seq`` to ``seq + 1`` on condition it is still
 ``seq``, each file item is written on condition it is still what the service read, new blob records are
 added, and the journal entry is put at ``seq + 1``. A reader therefore never sees ``seq + 1`` without
-``seq``, and two commits racing on a namespace serialize (one retries).
+``seq``, and two commits racing on a namespace serialize (one retries). The same transaction puts the folder
+markers of the new files' folders that the commit's read found absent, so a marker is never later than the
+first file under its folder.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.items import BATCH_GET_MAX, PK, SK, Item
 from service.core.models import BlobRecord, FileVersion, JournalEntry, StoreConflict
+from service.paths import folders_above
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -40,6 +44,10 @@ def _key(ns: str, sk: str) -> Item:
 
 def file_sk(path_key: str) -> str:
     return f"F#{path_key}"
+
+
+def folder_sk(folder_key: str) -> str:
+    return f"D#{folder_key}"
 
 
 def journal_sk(seq: int) -> str:
@@ -151,22 +159,90 @@ class DynamoFileStore:
     async def read(
         self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
     ) -> tuple[dict[str, FileVersion], set[str]]:
-        """Current items for ``path_keys`` and which of ``blob_hashes`` are verified: BatchGetItem of 100
-        keys, fanned out with a bound, unprocessed keys retried."""
+        """Current items for ``path_keys`` and which of ``blob_hashes`` are verified."""
+        files, _, blobs = await self.read_state(ns, path_keys, (), blob_hashes)
+        return files, blobs
+
+    async def read_state(
+        self, ns: str, path_keys: Sequence[str], folder_keys: Sequence[str], blob_hashes: Sequence[str]
+    ) -> tuple[dict[str, FileVersion], set[str], set[str]]:
+        """Current items for ``path_keys``, which of ``folder_keys`` have a folder marker, and which of
+        ``blob_hashes`` are verified: BatchGetItem of 100 keys, fanned out with a bound, unprocessed keys
+        retried."""
         keys = [_key(ns, file_sk(k)) for k in dict.fromkeys(path_keys)]
+        keys += [_key(ns, folder_sk(k)) for k in dict.fromkeys(folder_keys)]
         keys += [_key(ns, f"BLOB#{h}") for h in dict.fromkeys(blob_hashes)]
         batches = [keys[i : i + BATCH_GET_MAX] for i in range(0, len(keys), BATCH_GET_MAX)]
         pages = await asyncio.gather(*(self._batch_get(batch) for batch in batches))
         files: dict[str, FileVersion] = {}
+        folders: set[str] = set()
         blobs: set[str] = set()
         for page in pages:
             for item in page:
                 sk = item[SK]["S"]
                 if sk.startswith("F#"):
                     files[sk[2:]] = _file(item)
+                elif sk.startswith("D#"):
+                    folders.add(sk[2:])
                 else:
                     blobs.add(sk.removeprefix("BLOB#"))
-        return files, blobs
+        return files, folders, blobs
+
+    async def live_child(self, ns: str, folder_key: str, ignore: frozenset[str]) -> FileVersion | None:
+        """A live file under ``folder_key`` whose key is not in ``ignore``, or None: a strongly consistent
+        Query of the folder's keys for items not deleted, page after page until one is found."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "FilterExpression": "#deleted = :false",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted"},
+            "ExpressionAttributeValues": {
+                ":pk": _s(f"NS#{ns}"),
+                ":prefix": _s(file_sk(folder_key + "/")),
+                ":false": {"BOOL": False},
+            },
+            "ConsistentRead": True,
+        }
+        async with self._reads:
+            while True:
+                with unavailable_on_transient("DynamoDB"):
+                    page = await self._db.query(**request)
+                for item in page.get("Items", []):
+                    if item[SK]["S"][2:] not in ignore:
+                        return _file(item)
+                if "LastEvaluatedKey" not in page:
+                    return None
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def backfill_folders(self, ns: str) -> tuple[int, int]:
+        """Write the folder markers of every live file of ``ns`` (for files committed before markers
+        existed): a paged Query of its file items, each page's markers put with BatchWriteItem (a marker
+        that exists is put again, harmlessly). Returns the live files seen and the markers put."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
+            "FilterExpression": "#deleted = :false",
+            "ProjectionExpression": "#sk",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted"},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":false": {"BOOL": False}},
+            "ConsistentRead": True,
+        }
+        files = markers = 0
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**request)
+            found = page.get("Items", [])
+            folders = sorted({folder for item in found for folder in folders_above(item[SK]["S"][2:])})
+            await items.batch_put(self._db, self._table, [_key(ns, folder_sk(f)) for f in folders])
+            files, markers = files + len(found), markers + len(folders)
+            if "LastEvaluatedKey" not in page:
+                return files, markers
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def put_folders(self, ns: str, folder_keys: Sequence[str]) -> None:
+        """Folder markers written ahead of a commit (a path too deep for its markers to fit in the
+        commit's transaction): BatchWriteItem of 25, unprocessed items retried."""
+        await items.batch_put(self._db, self._table, [_key(ns, folder_sk(k)) for k in folder_keys])
 
     async def _batch_get(self, keys: list[Item]) -> list[Item]:
         found: list[Item] = []
@@ -198,9 +274,11 @@ class DynamoFileStore:
         changes: Sequence[tuple[str, FileVersion | None, FileVersion]],
         new_blobs: Sequence[BlobRecord],
         journal: JournalEntry,
+        folders: Sequence[str] = (),
     ) -> None:
         """One transaction: head ``expected_seq`` -> ``journal.seq``, each ``(path key, observed, new)``
-        written on condition the item is still ``observed``, blob records, the journal entry."""
+        written on condition the item is still ``observed``, blob records, folder markers, the journal
+        entry."""
         actions: list[Any] = [
             {
                 "Update": {
@@ -248,6 +326,7 @@ class DynamoFileStore:
                     }
                 }
             )
+        actions += [{"Put": {"TableName": self._table, "Item": _key(ns, folder_sk(k))}} for k in folders]
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.transact_write_items(TransactItems=actions)

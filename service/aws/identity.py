@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
-from service.aws.items import BATCH_WRITE_MAX, GPK, GSK, PK, SK, TTL, Item
+from service.aws.items import GPK, GSK, PK, SK, TTL, Item
 from service.core.errors import Conflict, NotFound
 from service.core.models import LoginFailures, Membership, Namespace, Revocation, Session, User, position_at
 
@@ -326,32 +326,10 @@ class DynamoRevocationFeed:
 
     async def publish(self, sids: Iterable[str], expires_at: float) -> None:
         position = position_at(time.time())
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        **_key(self.PARTITION, f"{position}#{sid}"),
-                        "sid": _s(sid),
-                        TTL: _n(int(expires_at) + 1),
-                    }
-                }
-            }
-            for sid in sids
+        puts = [
+            {**_key(self.PARTITION, f"{position}#{sid}"), "sid": _s(sid), TTL: _n(int(expires_at) + 1)} for sid in sids
         ]
-        for start in range(0, len(requests), BATCH_WRITE_MAX):
-            pending: Any = {self._table: requests[start : start + BATCH_WRITE_MAX]}
-            for attempt in range(8):
-                with unavailable_on_transient("DynamoDB"):
-                    response = await self._db.batch_write_item(RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                await asyncio.sleep(items.backoff(attempt))
-            else:
-                raise ClientError(
-                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed"}},
-                    "BatchWriteItem",
-                )
+        await items.batch_put(self._db, self._table, puts)
 
     async def since(self, position: str) -> list[Revocation]:
         revocations: list[Revocation] = []

@@ -5,8 +5,11 @@ Layer: aws (leaf within it).
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
 
 from service import resources
 from service.aws.errors import unavailable_on_transient
@@ -65,3 +68,23 @@ async def query_prefix(
         if "LastEvaluatedKey" not in page:
             return found
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def batch_put(db: DynamoDBClient, table: str, puts: list[Item]) -> None:
+    """Put every item of ``puts`` (unconditionally): BatchWriteItem of 25, unprocessed items retried with
+    backoff."""
+    requests = [{"PutRequest": {"Item": item}} for item in puts]
+    for start in range(0, len(requests), BATCH_WRITE_MAX):
+        pending: Any = {table: requests[start : start + BATCH_WRITE_MAX]}
+        for attempt in range(8):
+            with unavailable_on_transient("DynamoDB"):
+                response = await db.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+            if not pending:
+                break
+            await asyncio.sleep(backoff(attempt))
+        else:
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed"}},
+                "BatchWriteItem",
+            )

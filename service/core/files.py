@@ -1,17 +1,31 @@
-"""Files: verified commits of new versions, conflicts, history, restore, move, delete, listing.
+"""Files: verified commits of new versions, conflicts, history, restore, moves, delete, listing.
 
 Layer: core. Every way a body gets in (direct to S3 with scoped credentials, presigned URLs, streaming
-through the service) ends here, in ``commit``:
+through the service) ends here, in ``commit``; moves (``move_many``) take the same road from step 2:
 
 1. authorize (editor), validate every path (one rule set, ``service.paths``), refuse duplicates;
-2. read the current items and the verified-blob records of the batch (BatchGetItem of 100);
+2. read the namespace head, then the current items of the batch and of their folders, the folders'
+   markers and the verified-blob records (BatchGetItem of 100);
 3. decide each entry: its ``parent_rev`` must be the current rev (or, for a new file, there must be no
    live file at that path, case-insensitively), else it is a conflict carrying the current version;
-   an entry already committed under the same idempotency key is answered as committed (a retry);
+   an entry already committed under the same idempotency key is answered as committed (a retry); a file
+   coming into being must not clash with a folder (see "Files and folders" below);
 4. verify each blob not yet verified; if any is missing or does not match its hash the whole request
    is refused (422) and nothing is written;
 5. write in transactions of at most ``MAX_ACTIONS`` items: namespace head, journal entry, file items
-   (each conditional on what step 2 read), new blob records. A lost race re-reads and re-decides.
+   (each conditional on what step 2 read), new blob records, new folder markers. A lost race re-reads and
+   re-decides. The two halves of a move always share a transaction.
+
+Files and folders. No file may be created at ``P`` while a live file exists under ``P/`` (``P`` is a
+folder), nor under ``P/`` while ``P`` is a live file, comparing path keys (case folded). The commit reads
+the items of every folder above a new file (is one of them a file?) and the folder marker of the new path
+itself (has a file ever been committed under it?); only where a marker exists does a paged Query look for
+a live file under it (markers are never removed, so a folder emptied since still has one). Markers of a new
+file's folders are written in the same transaction when the read found them absent. The head is read
+before those items, and each transaction is conditioned on the head: when another commit moved the head in
+between, the items the check depends on are read again first, so the check is as good as if it had been
+made inside the transaction. Within one request, deletions (and the sources of moves) free their paths for
+the other entries, and of two new entries that clash the earlier one wins.
 """
 
 from __future__ import annotations
@@ -21,7 +35,8 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -37,13 +52,22 @@ from service.core.models import (
     StoreConflict,
 )
 from service.core.namespaces import NamespaceService
-from service.paths import normalize_path, path_key
+from service.paths import folders_above, normalize_path, path_key
 
 #: DynamoDB's limit on one transaction; two are the head and the journal entry.
 MAX_ACTIONS = 100
 #: Budget for one journal entry (DynamoDB items are at most 400 KB).
 MAX_JOURNAL_BYTES = 300_000
 MAX_COMMIT_ENTRIES = 1000
+#: Moves in one request; each is two file actions of one transaction.
+MAX_MOVES = 500
+#: Distinct folders (and new paths) one request's file-folder check may read; each costs two keys of the
+#: commit's read and, if new, a transaction action for its marker.
+MAX_REQUEST_FOLDERS = 10_000
+#: How a file/folder clash's reason starts (clients may recognise it).
+CLASH = "file/folder clash"
+_OTHER_HALF = "the other half of the move conflicted"
+_MOVED_BEFORE = "this move was committed before, and this path has changed since"
 MAX_ATTEMPTS = 20
 IDEMPOTENCY_KEY_MAX = 128
 
@@ -76,10 +100,48 @@ class CommitOutcome:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Rename ``source`` (at ``parent_rev``) to ``target``."""
+
+    source: str
+    target: str
+    parent_rev: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveResult:
+    """``committed`` with the target's new version, or ``conflict`` with the current version of the side
+    that conflicted (if any) and why."""
+
+    source: str
+    target: str
+    status: Status
+    version: FileVersion | None = None
+    current: FileVersion | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MovesOutcome:
+    results: list[MoveResult]
+    seq: int
+
+
 class FileStore(Protocol):
     async def read(
         self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
     ) -> tuple[dict[str, FileVersion], set[str]]: ...
+
+    async def read_state(
+        self, ns: str, path_keys: Sequence[str], folder_keys: Sequence[str], blob_hashes: Sequence[str]
+    ) -> tuple[dict[str, FileVersion], set[str], set[str]]:
+        """Current items, which folders have a marker, which blobs are verified."""
+        ...
+
+    async def live_child(self, ns: str, folder_key: str, ignore: frozenset[str]) -> FileVersion | None: ...
+
+    async def put_folders(self, ns: str, folder_keys: Sequence[str]) -> None: ...
 
     async def head_seq(self, ns: str) -> int: ...
 
@@ -90,6 +152,7 @@ class FileStore(Protocol):
         changes: Sequence[tuple[str, FileVersion | None, FileVersion]],
         new_blobs: Sequence[BlobRecord],
         journal: JournalEntry,
+        folders: Sequence[str] = (),
     ) -> None: ...
 
     async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None: ...
@@ -108,6 +171,49 @@ class _Pending:
     index: int
     entry: CommitEntry
     key: str
+    #: The other half of a move: a source (a deletion) names its target, a target its source. A target's
+    #: content is the source's current version, known only once it is read.
+    partner: int | None = None
+
+    @property
+    def is_target(self) -> bool:
+        return self.partner is not None and not self.entry.deleted
+
+
+@dataclass(slots=True)
+class _View:
+    """What a request knows of its namespace: items, folder markers, and the head each was read at."""
+
+    files: dict[str, FileVersion]
+    folders: set[str]
+    #: ``("F" | "D", key)`` -> the head the item was read at; None: known to be out of date.
+    read_at: dict[tuple[str, str], int | None]
+    #: Heads this request wrote itself (its own changes are applied to ``files`` and ``folders``).
+    own: list[int]
+
+    def fresh(self, item: tuple[str, str], head: int) -> bool:
+        """Whether ``item`` is still what the namespace holds at ``head``: nobody else committed since."""
+        at = self.read_at.get(item)
+        return at is not None and head - at == sum(1 for seq in self.own if at < seq <= head)
+
+    def learn(
+        self,
+        head: int,
+        file_keys: Iterable[str],
+        folder_keys: Iterable[str],
+        found: tuple[dict[str, FileVersion], set[str]],
+    ) -> None:
+        """Take in what a read at ``head`` found for these keys."""
+        files, folders = found
+        for key in file_keys:
+            if key in files:
+                self.files[key] = files[key]
+            else:
+                self.files.pop(key, None)
+            self.read_at[("F", key)] = head
+        for key in folder_keys:
+            self.read_at[("D", key)] = head
+        self.folders |= folders
 
 
 class FileService:
@@ -139,7 +245,6 @@ class FileService:
         entries: Sequence[CommitEntry],
         commit_key: str | None,
         *,
-        moves: Sequence[tuple[int, int]] = (),
         verified: frozenset[str] = frozenset(),
         record_verified: bool = True,
     ) -> CommitOutcome:
@@ -150,22 +255,30 @@ class FileService:
         holds), while naming that content again without its body costs one HeadObject to verify it."""
         await self._namespaces.authorize(principal, ns, "editor")
         pending = self._validate(entries, commit_key)
-        results: dict[int, CommitResult] = {}
-        last_seq = 0
         key = commit_key or uuid.uuid4().hex
         unverified = [
             p.entry.content_hash for p in pending if not p.entry.deleted and p.entry.content_hash not in verified
         ]
-        current, known = await self._store.read(ns, [p.key for p in pending], unverified)
-        newly = await self._verify_blobs(ns, pending, current, known | verified)
+        view, known = await self._read(ns, pending, unverified)
+        newly = await self._verify_blobs(ns, pending, view.files, known | verified)
         for p in pending:  # content the caller stored and hashed itself gets its record too, if asked
             fresh = p.entry.content_hash in verified and p.entry.content_hash not in known and not p.entry.deleted
             if record_verified and fresh:
                 newly.setdefault(p.entry.content_hash, p.entry.size)
-        for chunk in self._chunks(pending, newly):
-            seq = await self._commit_chunk(principal, ns, chunk, key, current, newly, results, dict(moves))
-            last_seq = max(last_seq, seq)
-        return CommitOutcome([results[i] for i in range(len(pending))], last_seq)
+        results, seq = await self._write_all(principal, ns, pending, key, view, newly)
+        return CommitOutcome([results[i] for i in range(len(pending))], seq)
+
+    async def move_many(
+        self, principal: Principal, ns: str, moves: Sequence[Move], commit_key: str | None
+    ) -> MovesOutcome:
+        """Rename files, each keeping its file id and history: per move, the source becomes a tombstone and
+        the target a new version with the source's content, both in one transaction. Moves are independent:
+        one that conflicts (the source is not at ``parent_rev``, the target exists, a file/folder clash)
+        leaves the others alone."""
+        await self._namespaces.authorize(principal, ns, "editor")
+        pending = self._validate_moves(moves, commit_key)
+        results, seq = await self._move(principal, ns, pending, commit_key)
+        return MovesOutcome([_move_result(results[2 * i], results[2 * i + 1]) for i in range(len(moves))], seq)
 
     def check(self, entries: Sequence[CommitEntry], commit_key: str | None) -> None:
         """Refuse (422) what ``commit`` would refuse before reading anything: counts, paths, claims."""
@@ -175,9 +288,7 @@ class FileService:
         if not 0 < len(entries) <= MAX_COMMIT_ENTRIES:
             message = f"entries must hold 1 to {MAX_COMMIT_ENTRIES} changes"
             raise ValidationFailed(f"The {message}.", (FieldError("$.entries", message),))
-        if commit_key is not None and not 0 < len(commit_key) <= IDEMPOTENCY_KEY_MAX:
-            message = f"the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
-            raise ValidationFailed(f"The {message}.", (FieldError("Idempotency-Key", message),))
+        _check_key(commit_key)
         pending: list[_Pending] = []
         seen: dict[str, int] = {}
         errors: list[FieldError] = []
@@ -196,6 +307,43 @@ class FileService:
             raise ValidationFailed(
                 f"{len(errors)} invalid entries: {errors[0].path}: {errors[0].message}.", tuple(errors)
             )
+        _check_folders(pending, "$.entries")
+        return pending
+
+    @staticmethod
+    def _validate_moves(moves: Sequence[Move], commit_key: str | None) -> list[_Pending]:
+        """Two entries per move: the source's deletion (index ``2i``) and the target (``2i + 1``). A path
+        may be named once in a request (as a source or a target), ignoring case."""
+        if not 0 < len(moves) <= MAX_MOVES:
+            message = f"moves must hold 1 to {MAX_MOVES} moves"
+            raise ValidationFailed(f"The {message}.", (FieldError("$.moves", message),))
+        _check_key(commit_key)
+        pending: list[_Pending] = []
+        seen: dict[str, str] = {}
+        errors: list[FieldError] = []
+        for index, move in enumerate(moves):
+            where = f"$.moves[{index}]"
+            source = normalize_path(move.source, f"{where}.from")
+            target = normalize_path(move.target, f"{where}.to")
+            if move.parent_rev < 1:
+                errors.append(FieldError(f"{where}.parent_rev", "parent_rev is the positive rev of the source"))
+            for side, path in (("from", source), ("to", target)):
+                key = path_key(path)
+                if key in seen:
+                    message = f"the same path (ignoring case) as {seen[key]}: a path may be in one move only"
+                    errors.append(FieldError(f"{where}.{side}", message))
+                seen.setdefault(key, f"moves[{index}].{side}")
+            pending.append(
+                _Pending(
+                    2 * index, CommitEntry(source, "", 0, 0.0, move.parent_rev, True), path_key(source), 2 * index + 1
+                )
+            )
+            pending.append(_Pending(2 * index + 1, CommitEntry(target, "", 0, 0.0, None), path_key(target), 2 * index))
+        if errors:
+            raise ValidationFailed(
+                f"{len(errors)} invalid moves: {errors[0].path}: {errors[0].message}.", tuple(errors)
+            )
+        _check_folders(pending, "$.moves")
         return pending
 
     def _entry_problem(self, entry: CommitEntry) -> tuple[str, str] | None:
@@ -250,29 +398,43 @@ class FileService:
             )
         return {h: sizes[h] for h, outcome in outcomes.items() if outcome == "ok"}
 
-    @staticmethod
-    def _chunks(pending: list[_Pending], newly: dict[str, int]) -> list[list[_Pending]]:
-        """Group entries so each transaction stays within ``MAX_ACTIONS`` and the journal budget."""
-        chunks: list[list[_Pending]] = []
-        chunk: list[_Pending] = []
-        actions = 2
-        size = 0
-        blobs: set[str] = set()
+    async def _read(self, ns: str, pending: list[_Pending], blob_hashes: list[str]) -> tuple[_View, set[str]]:
+        """The head first, then the items: whatever they show is at least as new as that head."""
+        head = await self._store.head_seq(ns)
+        file_keys, folder_keys = _keys_to_read(pending)
+        files, folders, blobs = await self._store.read_state(ns, file_keys, folder_keys, blob_hashes)
+        view = _View({}, set(), {}, [])
+        view.learn(head, file_keys, folder_keys, (files, folders))
+        return view, blobs
+
+    async def _write_all(
+        self,
+        principal: Principal,
+        ns: str,
+        pending: list[_Pending],
+        commit_key: str,
+        view: _View,
+        newly: dict[str, int],
+    ) -> tuple[dict[int, CommitResult], int]:
+        """Commit ``pending`` in transactions, plain deletions first (so they free their paths for the
+        rest), a move's halves always together; the results by index, and the namespace's seq after them."""
+        units: list[list[_Pending]] = []
         for p in pending:
-            new_blob = p.entry.content_hash in newly and p.entry.content_hash not in blobs
-            cost = 1 + int(new_blob)
-            weight = 400 + len(p.entry.path.encode())
-            if chunk and (actions + cost > MAX_ACTIONS or size + weight > MAX_JOURNAL_BYTES):
-                chunks.append(chunk)
-                chunk, actions, size, blobs = [], 2, 0, set()
-            chunk.append(p)
-            actions += cost
-            size += weight
-            if new_blob:
-                blobs.add(p.entry.content_hash)
-        if chunk:
-            chunks.append(chunk)
-        return chunks
+            if p.partner is None:
+                units.append([p])
+            elif p.entry.deleted:
+                units.append([p, pending[p.partner]])
+        units.sort(key=lambda unit: not (len(unit) == 1 and unit[0].entry.deleted))
+        queue = deque(units)
+        by_index = {p.index: p for p in pending}
+        results: dict[int, CommitResult] = {}
+        seq = 0
+        while queue:
+            chunk, ahead = _take_chunk(queue, newly, view.folders, by_index)
+            seq = max(seq, await self._commit_chunk(principal, ns, chunk, commit_key, view, newly, results, ahead))
+        # A retry writes nothing; it answers the position its versions were committed at.
+        seq = max([seq] + [r.version.seq for r in results.values() if r.version is not None])
+        return results, seq
 
     async def _commit_chunk(
         self,
@@ -280,51 +442,81 @@ class FileService:
         ns: str,
         chunk: list[_Pending],
         commit_key: str,
-        current: dict[str, FileVersion],
+        view: _View,
         newly: dict[str, int],
         results: dict[int, CommitResult],
-        moves: dict[int, int],
+        ahead: bool,
     ) -> int:
+        """Decide and write one transaction's entries. Commits to one namespace from this worker take turns;
+        only other workers' commits can still race us for the head, and those are retried here."""
         for attempt in range(MAX_ATTEMPTS):
-            writes: list[tuple[str, FileVersion | None, _Pending]] = []
-            decisions = {p.index: self._decide(p, current.get(p.key), commit_key) for p in chunk}
-            _join_moves(decisions, moves, {p.index: p for p in chunk})
-            for p in chunk:
-                decision = decisions[p.index]
-                if decision is not None:
-                    results[p.index] = decision
-                else:
-                    writes.append((p.key, current.get(p.key), p))
-            if not writes:
-                return 0
             try:
-                # Commits to one namespace from this worker take turns; only other workers' commits can
-                # still race us for the head, and those are retried below.
                 async with self._namespace_lock(ns):
-                    seq = await self._store.head_seq(ns) + 1
-                    now = self._clock()
-                    versions = self._versions(principal, writes, current, commit_key, seq, now, moves, chunk)
+                    head = await self._store.head_seq(ns)
+                    children = await self._prepare(ns, chunk, view, head)
+                    decisions = _decide_chunk(chunk, view.files, view.folders, children, commit_key)
+                    writes = [p for p in chunk if decisions[p.index] is None]
+                    for p in chunk:
+                        if (decision := decisions[p.index]) is not None:
+                            results[p.index] = decision
+                    if not writes:
+                        return 0
+                    seq, now = head + 1, self._clock()
+                    versions = self._versions(principal, writes, view.files, commit_key, seq, now)
                     hashes = {v.content_hash for _, _, v in versions}
                     new_blobs = [BlobRecord(h, size, self.block_size) for h, size in newly.items() if h in hashes]
+                    folders = sorted(
+                        {a for _, _, v in versions if not v.deleted for a in folders_above(path_key(v.path))}
+                    )
+                    folders = [f for f in folders if f not in view.folders]
+                    if ahead and folders:
+                        await self._store.put_folders(ns, folders)
+                        view.folders.update(folders)
+                        folders = []
                     journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
-                    await self._store.write(ns, seq - 1, versions, new_blobs, journal)
+                    await self._store.write(ns, head, versions, new_blobs, journal, folders)
             except StoreConflict as conflict:
-                if conflict.keys:
-                    fresh, _ = await self._store.read(ns, list(conflict.keys), [])
-                    for key in conflict.keys:
-                        if key in fresh:
-                            current[key] = fresh[key]
-                        else:
-                            current.pop(key, None)
+                for key in conflict.keys:
+                    view.read_at[("F", key)] = None  # read again, after the head, on the next attempt
                 await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter
                 continue
+            view.own.append(seq)
+            view.folders.update(folders)
             for blob in new_blobs:
                 newly.pop(blob.content_hash, None)
-            for (key, _, version), (_, _, p) in zip(versions, writes, strict=True):
-                current[key] = version
+            for (key, _, version), p in zip(versions, writes, strict=True):
+                view.files[key] = version
                 results[p.index] = CommitResult(p.entry.path, "committed", version=version)
             return seq
         raise DependencyUnavailable("The namespace is too busy to commit right now; retry shortly.")
+
+    async def _prepare(self, ns: str, chunk: list[_Pending], view: _View, head: int) -> dict[str, FileVersion | None]:
+        """Bring what the chunk's decisions depend on up to ``head``; for each new file whose path has a
+        folder marker, the first live file under it (outside the chunk's own deletions), or None.
+
+        Items an entry is written on condition of need reading again only when a condition failed. A file
+        coming into being also depends on items no condition covers (its folders, its own marker, the other
+        entries' items): those are read again whenever another commit moved the head since they were read."""
+        while True:
+            creating = [p for p in chunk if _creates(p, view.files)]
+            if creating:
+                file_keys, folder_keys = _keys_to_read(chunk)
+                stale_files = [k for k in file_keys if not view.fresh(("F", k), head)]
+                stale_folders = [k for k in folder_keys if not view.fresh(("D", k), head)]
+            else:
+                stale_files = [p.key for p in chunk if view.read_at.get(("F", p.key)) is None]
+                stale_folders = []
+            if not stale_files and not stale_folders:
+                break
+            files, folders, _ = await self._store.read_state(ns, stale_files, stale_folders, [])
+            view.learn(head, stale_files, stale_folders, (files, folders))
+        children: dict[str, FileVersion | None] = {}
+        for p in creating:
+            if p.key in view.folders:
+                below = p.key + "/"
+                ignore = frozenset(q.key for q in chunk if q.entry.deleted and q.key.startswith(below))
+                children[p.key] = await self._store.live_child(ns, p.key, ignore)
+        return children
 
     @contextlib.asynccontextmanager
     async def _namespace_lock(self, ns: str) -> AsyncIterator[None]:
@@ -339,85 +531,51 @@ class FileService:
                 del self._lock_users[ns]
                 del self._locks[ns]
 
-    def _decide(self, p: _Pending, cur: FileVersion | None, commit_key: str) -> CommitResult | None:
-        entry = p.entry
-        if cur is not None and cur.commit_key == commit_key and _same_change(cur, entry):
-            return CommitResult(entry.path, "committed", version=cur)
-        live = cur is not None and not cur.deleted
-        if entry.parent_rev is None:
-            if not live:
-                return None
-            assert cur is not None
-            reason = (
-                f"{cur.path!r} already exists"
-                if cur.path == entry.path
-                else f"collides with {cur.path!r} (names may differ only in case on macOS and Windows)"
-            )
-            return CommitResult(entry.path, "conflict", current=cur, reason=reason)
-        if cur is None or cur.rev != entry.parent_rev:
-            reason = "no such file" if cur is None else f"the current rev is {cur.rev}, not {entry.parent_rev}"
-            return CommitResult(entry.path, "conflict", current=cur, reason=reason)
-        if entry.deleted and cur.deleted:
-            return CommitResult(entry.path, "conflict", current=cur, reason="already deleted")
-        if cur.path != entry.path and not cur.deleted and not entry.deleted:
-            return CommitResult(
-                entry.path,
-                "conflict",
-                current=cur,
-                reason=f"the file is named {cur.path!r}; rename it with a move",
-            )
-        return None
-
     def _versions(
         self,
         principal: Principal,
-        writes: list[tuple[str, FileVersion | None, _Pending]],
-        current: dict[str, FileVersion],
+        writes: list[_Pending],
+        files: dict[str, FileVersion],
         commit_key: str,
         seq: int,
         now: float,
-        moves: dict[int, int],
-        chunk: list[_Pending],
     ) -> list[tuple[str, FileVersion | None, FileVersion]]:
-        by_index = {p.index: p for p in chunk}
+        by_index = {p.index: p for p in writes}
         out = []
-        for key, cur, p in writes:
-            entry = p.entry
-            file_id = cur.file_id if cur is not None else uuid.uuid4().hex
-            rev = (cur.rev if cur is not None else 0) + 1
-            moved_from = moved_to = None
-            if p.index in moves:  # this entry is the destination of a move: it keeps the source's id
-                source = current.get(by_index[moves[p.index]].key)
-                if source is not None:
-                    file_id = source.file_id
-                    rev = max(rev, source.rev + 1)
-                    moved_from = source.path
-            for dst, src in moves.items():
-                if src == p.index:
-                    moved_to = by_index[dst].entry.path
-            out.append(
-                (
-                    key,
-                    cur,
-                    FileVersion(
-                        path=entry.path,
-                        file_id=file_id,
-                        rev=rev,
-                        content_hash="" if entry.deleted else entry.content_hash,
-                        size=0 if entry.deleted else entry.size,
-                        mtime=entry.mtime,
-                        deleted=entry.deleted,
-                        committed_by=principal.username,
-                        committed_at=now,
-                        seq=seq,
-                        prev_seq=cur.seq if cur is not None else None,
-                        block_size=self.block_size,
-                        commit_key=commit_key,
-                        moved_from=moved_from,
-                        moved_to=moved_to,
-                    ),
-                )
+        for p in writes:
+            entry, cur = p.entry, files.get(p.key)
+            version = FileVersion(
+                path=entry.path,
+                file_id=cur.file_id if cur is not None else uuid.uuid4().hex,
+                rev=(cur.rev if cur is not None else 0) + 1,
+                content_hash="" if entry.deleted else entry.content_hash,
+                size=0 if entry.deleted else entry.size,
+                mtime=entry.mtime,
+                deleted=entry.deleted,
+                committed_by=principal.username,
+                committed_at=now,
+                seq=seq,
+                prev_seq=cur.seq if cur is not None else None,
+                block_size=self.block_size,
+                commit_key=commit_key,
             )
+            if p.partner is not None and entry.deleted:
+                version = replace(version, moved_to=by_index[p.partner].entry.path)
+            elif p.partner is not None:
+                # The target of a move: the source's content, file id and history (its previous version).
+                source = files[by_index[p.partner].key]
+                version = replace(
+                    version,
+                    file_id=source.file_id,
+                    rev=max(version.rev, source.rev + 1),
+                    content_hash=source.content_hash,
+                    size=source.size,
+                    mtime=source.mtime,
+                    block_size=source.block_size,
+                    prev_seq=source.seq,
+                    moved_from=source.path,
+                )
+            out.append((p.key, cur, version))
         return out
 
     # --- reading --------------------------------------------------------------------------------------
@@ -444,7 +602,7 @@ class FileService:
             seq = before_seq
         while seq is not None and len(versions) < limit:
             entry = await self._store.journal_entry(ns, seq)
-            change = next((c for c in entry.changes if c.file_id == head.file_id), None) if entry else None
+            change = _predecessor(entry, head.file_id, versions[-1] if versions else None) if entry else None
             if change is None:
                 break
             versions.append(change)
@@ -475,19 +633,21 @@ class FileService:
     async def move(
         self, principal: Principal, ns: str, source: str, target: str, parent_rev: int, commit_key: str | None
     ) -> list[CommitResult]:
-        """Rename: the source becomes a tombstone, the target a new version with the same file id, in one
-        transaction."""
+        """Rename one file, as ``move_many`` does; 404 if the source is no live file. The answer: the source's
+        tombstone, then the target's new version (or a conflict for both)."""
         src = await self.current(principal, ns, source)
-        entries = [
-            CommitEntry(src.path, "", 0, src.mtime, parent_rev, deleted=True),
-            CommitEntry(target, src.content_hash, src.size, src.mtime, None),
-        ]
         if path_key(normalize_path(target, "$.to")) == path_key(src.path):
             raise ValidationFailed("Source and target are the same path.", (FieldError("$.to", "same as the source"),))
-        outcome = await self.commit(
-            principal, ns, entries, commit_key, moves=[(1, 0)], verified=frozenset({src.content_hash})
-        )
-        return outcome.results
+        await self._namespaces.authorize(principal, ns, "editor")
+        pending = self._validate_moves([Move(src.path, target, parent_rev)], commit_key)
+        results, _ = await self._move(principal, ns, pending, commit_key)
+        return [results[0], results[1]]
+
+    async def _move(
+        self, principal: Principal, ns: str, pending: list[_Pending], commit_key: str | None
+    ) -> tuple[dict[int, CommitResult], int]:
+        view, _ = await self._read(ns, pending, [])
+        return await self._write_all(principal, ns, pending, commit_key or uuid.uuid4().hex, view, {})
 
     async def list_folder(
         self, principal: Principal, ns: str, folder: str, recursive: bool, cursor: str | None, limit: int
@@ -517,17 +677,218 @@ class FileService:
         return [h for h in dict.fromkeys(hashes) if h not in known and h != EMPTY_HASH]
 
 
-def _join_moves(decisions: dict[int, CommitResult | None], moves: dict[int, int], chunk: dict[int, _Pending]) -> None:
-    """A move is both halves or neither: if one side conflicts, so does the other."""
-    for target, source in moves.items():
-        sides = (target, source)
-        failed = [i for i in sides if (d := decisions.get(i)) is not None and d.status == "conflict"]
-        if failed:
-            for i in sides:
-                if i not in failed:
-                    decisions[i] = CommitResult(
-                        chunk[i].entry.path, "conflict", reason="the other half of the move conflicted"
-                    )
+def _check_key(commit_key: str | None) -> None:
+    if commit_key is not None and not 0 < len(commit_key) <= IDEMPOTENCY_KEY_MAX:
+        message = f"the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
+        raise ValidationFailed(f"The {message}.", (FieldError("Idempotency-Key", message),))
+
+
+def _creates(p: _Pending, files: dict[str, FileVersion]) -> bool:
+    """Whether ``p`` would bring a file into being (no live file at its path now)."""
+    cur = files.get(p.key)
+    return not p.entry.deleted and (cur is None or cur.deleted)
+
+
+def _keys_to_read(pending: Iterable[_Pending]) -> tuple[list[str], list[str]]:
+    """The file items and the folder markers the decisions on ``pending`` depend on: every entry's item;
+    for an entry that may bring a file into being, its folders' items and markers and its own marker."""
+    file_keys: dict[str, None] = {}
+    folder_keys: dict[str, None] = {}
+    for p in pending:
+        file_keys[p.key] = None
+        if not p.entry.deleted:
+            for folder in folders_above(p.key):
+                file_keys[folder] = folder_keys[folder] = None
+            folder_keys[p.key] = None
+    return list(file_keys), list(folder_keys)
+
+
+def _check_folders(pending: list[_Pending], field: str) -> None:
+    _, folder_keys = _keys_to_read(pending)
+    if len(folder_keys) > MAX_REQUEST_FOLDERS:
+        message = f"the new paths and the folders above them number more than {MAX_REQUEST_FOLDERS}"
+        raise ValidationFailed(
+            f"Too many folders in one request: {message}; send fewer at once.", (FieldError(field, message),)
+        )
+
+
+def _take_chunk(
+    queue: deque[list[_Pending]], newly: dict[str, int], folders: set[str], by_index: dict[int, _Pending]
+) -> tuple[list[_Pending], bool]:
+    """The next units of ``queue`` that fit one transaction (``MAX_ACTIONS``, the journal budget), counting
+    the blob records and folder markers they will write; and whether the markers must be written ahead
+    (one unit whose path is so deep that its markers alone do not fit)."""
+    chunk: list[_Pending] = []
+    actions, size = 2, 0
+    blobs: set[str] = set()
+    markers: set[str] = set()
+    while queue:
+        unit = queue[0]
+        live = [p for p in unit if not p.entry.deleted]
+        unit_blobs = {p.entry.content_hash for p in live if p.entry.content_hash in newly} - blobs
+        unit_markers = {a for p in live for a in folders_above(p.key)} - folders - markers
+        cost = len(unit) + len(unit_blobs) + len(unit_markers)
+        weight = sum(
+            400
+            + len(p.entry.path.encode())
+            + (len(by_index[p.partner].entry.path.encode()) if p.partner is not None else 0)
+            for p in unit
+        )
+        if chunk and (actions + cost > MAX_ACTIONS or size + weight > MAX_JOURNAL_BYTES):
+            break
+        queue.popleft()
+        chunk += unit
+        actions, size = actions + cost, size + weight
+        blobs |= unit_blobs
+        markers |= unit_markers
+    return chunk, actions > MAX_ACTIONS
+
+
+def _decide_entry(
+    p: _Pending, files: dict[str, FileVersion], by_index: dict[int, _Pending], commit_key: str
+) -> CommitResult | None:
+    """None to write ``p``; else its answer (a conflict, or a retry's committed version)."""
+    entry, cur = p.entry, files.get(p.key)
+    if cur is not None and cur.commit_key == commit_key:
+        if p.is_target:
+            assert p.partner is not None
+            source = by_index[p.partner].entry.path
+            if not cur.deleted and cur.moved_from is not None and path_key(cur.moved_from) == path_key(source):
+                return CommitResult(entry.path, "committed", version=cur)
+        elif _same_change(cur, entry):
+            return CommitResult(entry.path, "committed", version=cur)
+    live = cur is not None and not cur.deleted
+    if entry.parent_rev is None:
+        if not live:
+            return None
+        assert cur is not None
+        reason = (
+            f"{cur.path!r} already exists"
+            if cur.path == entry.path
+            else f"collides with {cur.path!r} (names may differ only in case on macOS and Windows)"
+        )
+        return CommitResult(entry.path, "conflict", current=cur, reason=reason)
+    if cur is None or cur.rev != entry.parent_rev:
+        reason = "no such file" if cur is None else f"the current rev is {cur.rev}, not {entry.parent_rev}"
+        return CommitResult(entry.path, "conflict", current=cur, reason=reason)
+    if entry.deleted and cur.deleted:
+        return CommitResult(entry.path, "conflict", current=cur, reason="already deleted")
+    if cur.path != entry.path and not cur.deleted:
+        if not entry.deleted:
+            reason = f"the file is named {cur.path!r}; rename it with a move"
+            return CommitResult(entry.path, "conflict", current=cur, reason=reason)
+        if p.partner is not None:
+            reason = f"no such file (the file is named {cur.path!r})"
+            return CommitResult(entry.path, "conflict", current=cur, reason=reason)
+    return None
+
+
+def _decide_chunk(
+    chunk: list[_Pending],
+    files: dict[str, FileVersion],
+    folders: set[str],
+    children: dict[str, FileVersion | None],
+    commit_key: str,
+) -> dict[int, CommitResult | None]:
+    """Each entry's answer (None: write it). Revs first; then, in request order, each file coming into
+    being against the files and folders the chunk leaves; then the moves' halves joined. A move refused
+    on one side is refused on both, which may keep a path the other entries counted on: decide again with
+    those refusals fixed, until nothing changes (each round fixes at least one more)."""
+    by_index = {p.index: p for p in chunk}
+    forced: dict[int, CommitResult] = {}
+    while True:
+        decisions = {
+            p.index: forced[p.index] if p.index in forced else _decide_entry(p, files, by_index, commit_key)
+            for p in chunk
+        }
+        _refuse_clashes(chunk, decisions, files, folders, children)
+        joined = _join_moves(chunk, decisions, files, by_index)
+        if not joined:
+            return decisions
+        forced.update(joined)
+
+
+def _refuse_clashes(
+    chunk: list[_Pending],
+    decisions: dict[int, CommitResult | None],
+    files: dict[str, FileVersion],
+    folders: set[str],
+    children: dict[str, FileVersion | None],
+) -> None:
+    freed = {p.key for p in chunk if p.entry.deleted and decisions[p.index] is None}
+    created: dict[str, str] = {}
+    for p in sorted(chunk, key=lambda q: q.index):
+        if decisions[p.index] is not None or not _creates(p, files):
+            continue
+        reason = _clash(p, chunk, files, folders, children.get(p.key), freed, created)
+        if reason is None:
+            created[p.key] = p.entry.path
+        else:
+            decisions[p.index] = CommitResult(p.entry.path, "conflict", current=files.get(p.key), reason=reason)
+
+
+def _clash(
+    p: _Pending,
+    chunk: list[_Pending],
+    files: dict[str, FileVersion],
+    folders: set[str],
+    child: FileVersion | None,
+    freed: set[str],
+    created: dict[str, str],
+) -> str | None:
+    """Why a file cannot come into being at ``p``'s path once the chunk is written, or None."""
+    for folder in folders_above(p.key):
+        above = files.get(folder)
+        name = created.get(folder) or (above.path if above and not above.deleted and folder not in freed else None)
+        if name is not None:
+            return f"{CLASH}: {name!r} is a file, so {p.entry.path!r} cannot be created under it"
+    below = p.key + "/"
+    inside = next((path for key, path in created.items() if key.startswith(below)), None)
+    if inside is None and p.key in folders:
+        kept = (files.get(q.key) for q in chunk if q.entry.deleted and q.key.startswith(below) and q.key not in freed)
+        inside = child.path if child else next((f.path for f in kept if f is not None and not f.deleted), None)
+    if inside is not None:
+        return f"{CLASH}: {p.entry.path!r} is a folder (it holds {inside!r}), so it cannot be a file"
+    return None
+
+
+def _join_moves(
+    chunk: list[_Pending],
+    decisions: dict[int, CommitResult | None],
+    files: dict[str, FileVersion],
+    by_index: dict[int, _Pending],
+) -> dict[int, CommitResult]:
+    """A move is written whole or not at all: a half to be written whose other half is not is refused."""
+    refused: dict[int, CommitResult] = {}
+    for p in chunk:
+        if p.partner is None or decisions[p.index] is not None:
+            continue
+        other = decisions[p.partner]
+        if other is not None:
+            reason = _OTHER_HALF if other.status == "conflict" else _MOVED_BEFORE
+            refused[p.index] = CommitResult(p.entry.path, "conflict", current=files.get(p.key), reason=reason)
+    decisions.update(refused)
+    return refused
+
+
+def _move_result(source: CommitResult, target: CommitResult) -> MoveResult:
+    if source.status == target.status == "committed":
+        return MoveResult(source.path, target.path, "committed", version=target.version)
+    failed = next(r for r in (source, target) if r.status == "conflict" and r.reason != _OTHER_HALF)
+    return MoveResult(source.path, target.path, "conflict", current=failed.current, reason=failed.reason)
+
+
+def _predecessor(entry: JournalEntry, file_id: str, after: FileVersion | None) -> FileVersion | None:
+    """The version of ``file_id`` in ``entry`` that ``after`` follows in its history: the one at the path
+    ``after`` was moved from, or at its own path (a move's journal entry holds the file twice: the
+    source's tombstone and the target's version)."""
+    mine = [c for c in entry.changes if c.file_id == file_id]
+    if after is not None:
+        where = path_key(after.moved_from or after.path)
+        for change in mine:
+            if path_key(change.path) == where:
+                return change
+    return next((c for c in mine if c.moved_to is None), mine[0] if mine else None)
 
 
 def _same_change(cur: FileVersion, entry: CommitEntry) -> bool:

@@ -44,7 +44,7 @@ from service.core.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from service.core.files import CommitEntry, CommitOutcome, CommitResult, FileService, VerifyOutcome
+from service.core.files import CLASH, CommitEntry, CommitOutcome, CommitResult, FileService, VerifyOutcome
 from service.core.models import Download, FileVersion, Principal, UploadRecord
 from service.core.namespaces import NamespaceService
 from service.paths import normalize_path
@@ -178,9 +178,11 @@ class TransferService:
             )
             result = outcome.results[0]
             if result.status == "conflict":
+                keep = (
+                    "at another path" if (result.reason or "").startswith(CLASH) else "with the current rev as parent"
+                )
                 raise VersionConflict(
-                    f"{clean!r} was not written: {result.reason}. The body was stored; commit it with the "
-                    f"current rev as parent to keep it.",
+                    f"{clean!r} was not written: {result.reason}. The body was stored; commit it {keep} to keep it.",
                     current=result.current,
                 )
             return result

@@ -201,6 +201,9 @@ async def test_no_numeric_input_of_any_operation_is_a_server_error(client):
         "delete_file": Base("DELETE", f"/v1/ns/{ns}/files/d.txt", headers={"If-Match": "1"}),
         "post_restore": Base("POST", f"/v1/ns/{ns}/restore", {"path": "a.txt", "rev": 1}),
         "post_move": Base("POST", f"/v1/ns/{ns}/move", {"from": "m.txt", "to": "m2.txt", "parent_rev": 1}),
+        "post_moves": Base(
+            "POST", f"/v1/ns/{ns}/moves", {"moves": [{"from": "x.txt", "to": "x2.txt", "parent_rev": 1}]}
+        ),
         "post_compare": Base("POST", f"/v1/ns/{ns}/compare", {"entries": [{"path": "a.txt", "synced_rev": 1}]}),
         "get_changes": Base("GET", f"/v1/ns/{ns}/changes"),
         "get_unsubscribe": Base("GET", "/v1/unsubscribe"),

@@ -76,6 +76,24 @@ async def test_streaming_put_through_the_sdk(sdk: FileSyncClient):
     assert info.content_hash == independent_hash(b"hello")
 
 
+async def test_move_many_renames_a_folder_and_answers_each_move(sdk: FileSyncClient):
+    ns = (await sdk.account()).home_namespace
+    infos = [await sdk.put_stream(ns, f"old/{i}.txt", f"body {i}".encode()) for i in range(3)]
+    config = await sdk.config()
+    assert config.max_moves == 500
+    moves = [(f.path, f.path.replace("old/", "new/"), f.rev) for f in infos] + [("old/none.txt", "new/none.txt", 1)]
+    answer = await sdk.move_many(ns, moves, idempotency_key="sdk-rename")
+    assert [(r.source, r.target, r.status) for r in answer.results] == [
+        (a, b, "committed" if i < 3 else "conflict") for i, (a, b, _) in enumerate(moves)
+    ]
+    assert [r.file.file_id for r in answer.results[:3] if r.file] == [f.file_id for f in infos]
+    assert answer.results[3].reason == "no such file"
+    assert await sdk.move_many(ns, moves, idempotency_key="sdk-rename") == answer  # a retry: the same answer
+    everything_conflicted = await sdk.move_many(ns, moves[3:])  # 409: still an answer, not an error
+    assert [r.status for r in everything_conflicted.results] == ["conflict"]
+    assert sorted(f.path for f in await sdk.list_files(ns)) == ["new/0.txt", "new/1.txt", "new/2.txt"]
+
+
 async def test_errors_are_api_errors_with_the_problem(sdk: FileSyncClient):
     with pytest.raises(ApiError) as info:
         await sdk.commit("a" * 16, [{"path": "x", "content_hash": "0" * 64, "size": 1}])

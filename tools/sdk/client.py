@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -40,6 +40,7 @@ from service.wire import (
     FollowOut,
     History,
     Member,
+    MovesResponse,
     NamespaceDetail,
     NamespaceList,
     NamespaceSummary,
@@ -368,6 +369,25 @@ class FileSyncClient:
             headers={"Idempotency-Key": key},
             expect=(200, 409),
             action="uploading small files",
+        )
+
+    async def move_many(
+        self, ns: str, moves: Sequence[tuple[str, str, int]], *, idempotency_key: str | None = None
+    ) -> MovesResponse:
+        """Rename files, each keeping its file id and history (``POST /v1/ns/{ns}/moves``): ``moves`` holds
+        ``(from, to, parent_rev)``, at most ``ServiceConfig.max_moves`` (500) of them. Each move is atomic and
+        independent: per move ``committed`` with the target's new version, or ``conflict`` and why (also
+        when every move conflicted: the service's 409). Carries an idempotency key (``idempotency_key``, or
+        a fresh one), so transient failures are retried without moving anything twice."""
+        key = idempotency_key or uuid.uuid4().hex
+        return await self._json(
+            "POST",
+            f"/v1/ns/{ns}/moves",
+            MovesResponse,
+            json={"moves": [{"from": source, "to": target, "parent_rev": rev} for source, target, rev in moves]},
+            headers={"Idempotency-Key": key},
+            expect=(200, 409),
+            action="moving files",
         )
 
     async def compare(self, ns: str, body: dict[str, Any]) -> CompareResponse:
