@@ -178,10 +178,13 @@ class AccountService:
         await self.addresses.resend(user)
 
     async def _password_checked(self, principal: Principal, password: str, address: str) -> User:
-        """The caller's account, once ``password`` passed the throttled check (403 if it is wrong)."""
-        user = await self._store.get_user(principal.username)
+        """The caller's account, once ``password`` passed the throttled check (403 if it is wrong). The
+        account is read only once the throttle let the check through: a locked-out flood reads nothing."""
+        user: User | None = None
 
         async def stored_hash() -> str | None:
+            nonlocal user
+            user = await self._store.get_user(principal.username)
             return user.password_hash if user is not None else None
 
         if not await self._checks.verify(principal.username, address, stored_hash, password) or user is None:

@@ -14,6 +14,9 @@ Layer: core. Every request that takes a password (login, password change, addres
   throttle is consulted inside the turn: a flood of guesses against one account holds at most one hashing
   slot at a time and stops after ``limit`` guesses, so other accounts' logins find a free slot (or wait
   behind at most one hash per account ahead of them in the slots' FIFO queue).
+- **Spacing.** A check keeps its account's turn after answering for as long as it took (at least 0.1 s;
+  a timer, no CPU): one account uses at most half of one slot, and a flood against a locked-out account is
+  answered at most ten times a second per worker, however many connections it opens.
 """
 
 from __future__ import annotations
@@ -67,14 +70,14 @@ class PasswordThrottle:
     def _keys(username: str, address: str) -> dict[str, str]:
         return {"account": f"account#{username}", "address": f"address#{address}"}
 
-    async def check(self, username: str, address: str) -> None:
-        """Raise ``RateLimited`` if the account or the address has too many recent failures."""
+    async def lockout(self, username: str, address: str) -> tuple[str, float] | None:
+        """("account" or "address", seconds until it ends) if either is locked out; else None."""
         keys = self._keys(username, address)
         now = self._clock()
         for key in keys.values():
             kind, until = self._locked.get(key, ("", 0.0))
             if until > now:
-                raise self._limited(kind, until - now)
+                return kind, until - now
         counts = await self._store.failures(list(keys.values()))
         for kind, key in keys.items():
             found = counts.get(key)
@@ -83,7 +86,8 @@ class PasswordThrottle:
             if found.count >= self._limits[kind]:
                 until = found.first_at + self._window
                 self._remember(key, kind, until, now)
-                raise self._limited(kind, until - now)
+                return kind, until - now
+        return None
 
     async def failed(self, username: str, address: str) -> None:
         now = self._clock()
@@ -101,45 +105,90 @@ class PasswordThrottle:
         self._locked[key] = (kind, until)
 
     @staticmethod
-    def _limited(kind: str, seconds: float) -> RateLimited:
+    def limited(kind: str, seconds: float) -> RateLimited:
         retry_after = max(1, math.ceil(seconds))
         return RateLimited(
             f"Too many wrong passwords for this {kind}; try again in {retry_after} s.", retry_after=retry_after
         )
 
 
+class Turn:
+    """A held turn; set ``hold`` to keep it that many seconds after the holder is done."""
+
+    __slots__ = ("hold",)
+
+    def __init__(self) -> None:
+        self.hold = 0.0
+
+
 class KeyedTurns:
-    """At most one holder per key at a time; the others wait in arrival order. Idle keys cost nothing."""
+    """At most one holder per key at a time; the others wait in arrival order. A holder may keep its turn a
+    while after it is done (``Turn.hold``: a timer, no task and no CPU), which spaces out what one key gets.
+    Idle keys cost nothing."""
 
     def __init__(self) -> None:
         #: key -> (its lock, how many hold it or wait for it)
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, key: str) -> AsyncIterator[None]:
+    async def turn(self, key: str) -> AsyncIterator[Turn]:
         lock, users = self._turns.get(key) or (asyncio.Lock(), 0)
         self._turns[key] = (lock, users + 1)
         try:
-            async with lock:
-                yield
+            await lock.acquire()
+        except BaseException:
+            self._leave(key)
+            raise
+        held = Turn()
+        try:
+            yield held
         finally:
-            lock, users = self._turns[key]
-            if users == 1:
-                del self._turns[key]
+            if held.hold > 0:
+                asyncio.get_running_loop().call_later(held.hold, self._release, key, lock)
             else:
-                self._turns[key] = (lock, users - 1)
+                self._release(key, lock)
+
+    def _release(self, key: str, lock: asyncio.Lock) -> None:
+        lock.release()
+        self._leave(key)
+
+    def _leave(self, key: str) -> None:
+        lock, users = self._turns[key]
+        if users == 1:
+            del self._turns[key]
+        else:
+            self._turns[key] = (lock, users - 1)
 
     def waiting(self, key: str) -> int:
         """How many hold or wait for ``key``'s turn."""
         return self._turns.get(key, (None, 0))[1]
 
 
-class PasswordChecks:
-    """The one way a password is checked: in the account's turn, throttled, counted."""
+#: The least time a check keeps its account's turn (so a locked account answers at most ten a second).
+MIN_HOLD_SECONDS = 0.1
 
-    def __init__(self, throttle: PasswordThrottle, hasher: Verifier) -> None:
+
+class PasswordChecks:
+    """The one way a password is checked: in the account's turn, throttled, counted, spaced.
+
+    A check keeps its account's turn, after answering, for as long as it took (at least ``min_hold``): one
+    account's checks then use at most half of one hashing slot, and refusals while it is locked out come at
+    most ``1 / min_hold`` a second, however many connections send them. A refusal because the client's
+    *address* is locked out holds that address's turn the same way (an address rotating usernames is spaced
+    too)."""
+
+    def __init__(
+        self,
+        throttle: PasswordThrottle,
+        hasher: Verifier,
+        *,
+        min_hold: float = MIN_HOLD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._throttle = throttle
         self._hasher = hasher
+        self._min_hold = min_hold
+        self._clock = clock
         self.turns = KeyedTurns()
 
     async def verify(
@@ -148,11 +197,19 @@ class PasswordChecks:
         """Whether ``password`` matches the hash ``stored_hash()`` loads (None: no such account, or one that
         may not log in; the same work is done and the answer is False). ``RateLimited`` while the account or
         the address is locked out, whatever the password; the hash is loaded only once that passed."""
-        async with self.turns.turn(f"account#{username}"):
-            await self._throttle.check(username, address)
+        async with self.turns.turn(f"account#{username}") as turn:
+            started = self._clock()
+            lockout = await self._throttle.lockout(username, address)
+            if lockout is not None:
+                turn.hold = self._min_hold
+                if lockout[0] == "address":
+                    async with self.turns.turn(f"address#{address}") as by_address:
+                        by_address.hold = self._min_hold
+                raise self._throttle.limited(*lockout)
             valid = await self._hasher.verify(await stored_hash(), password)
             if valid:
                 await self._throttle.succeeded(username)
             else:
                 await self._throttle.failed(username, address)
+            turn.hold = max(self._min_hold, self._clock() - started)
             return valid

@@ -5,6 +5,7 @@ another account's check gets a slot at once. Deterministic: the "hash" waits for
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 
 import pytest
@@ -82,8 +83,12 @@ async def until(condition, what: str) -> None:
 async def test_a_flood_on_one_account_holds_one_turn_and_another_account_is_checked_at_once():
     hasher = GatedHasher()
     store = MemoryFailures()
+    clock = Clock()  # stands still: no check holds its turn past its answer (that is the next test's)
     checks = PasswordChecks(
-        PasswordThrottle(store, per_account=10, per_address=1000, window_seconds=900, clock=Clock()), hasher
+        PasswordThrottle(store, per_account=10, per_address=1000, window_seconds=900, clock=clock),
+        hasher,
+        min_hold=0.0,
+        clock=clock,
     )
 
     async def stored(account: str) -> str:
@@ -119,7 +124,7 @@ async def test_a_lockout_once_read_is_refused_without_reading_the_store_again():
     store = MemoryFailures()
     clock = Clock()
     throttle = PasswordThrottle(store, per_account=3, per_address=1000, window_seconds=900, clock=clock)
-    checks = PasswordChecks(throttle, hasher)
+    checks = PasswordChecks(throttle, hasher, min_hold=0.0, clock=clock)
 
     async def stored() -> str:
         return "carol"
@@ -142,3 +147,44 @@ async def test_a_lockout_once_read_is_refused_without_reading_the_store_again():
     clock.now += 800  # the window is over: checks are counted afresh
     hasher.permit("carol")
     assert await checks.verify("carol", "198.51.100.7", stored, "right") is True
+
+
+async def test_a_check_keeps_its_turn_as_long_as_it_took_and_refusals_are_spaced():
+    hasher = GatedHasher()
+    clock = Clock()
+    throttle = PasswordThrottle(MemoryFailures(), per_account=1, per_address=3, window_seconds=900, clock=clock)
+    checks = PasswordChecks(throttle, hasher, min_hold=0.05, clock=clock)
+
+    async def stored() -> str:
+        clock.now += 0.2  # the "hash" takes 0.2 s on the checks' clock
+        return "dave"
+
+    hasher.permit("dave")
+    assert await checks.verify("dave", "198.51.100.9", stored, "wrong") is False
+    # Answered, but dave's turn is kept for as long as the check took: the next check of dave waits.
+    assert checks.turns.waiting("account#dave") == 1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RateLimited):  # dave is locked out now (one failure allowed)
+        await checks.verify("dave", "198.51.100.9", stored, "right")
+    assert loop.time() - started >= 0.15
+    # A refusal keeps the turn too (the minimum hold): refusals come spaced, not as fast as they are asked.
+    assert checks.turns.waiting("account#dave") == 1
+    for name in ("erin", "fred"):  # the address reaches its limit (3) over three accounts
+        hasher.permit(name)
+        assert await checks.verify(name, "198.51.100.9", functools.partial(_named, name), "wrong") is False
+    with pytest.raises(RateLimited):
+        await checks.verify("gwen", "198.51.100.9", functools.partial(_named, "gwen"), "wrong")
+    assert checks.turns.waiting("address#198.51.100.9") == 1, "a locked address keeps its own turn"
+    await until_idle(checks, "account#dave", "address#198.51.100.9")
+
+
+async def _named(name: str) -> str:
+    return name
+
+
+async def until_idle(checks: PasswordChecks, *keys: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while any(checks.turns.waiting(k) for k in keys):
+        assert asyncio.get_running_loop().time() < deadline, "a turn was never given back"
+        await asyncio.sleep(0.01)
