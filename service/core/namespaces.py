@@ -21,7 +21,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from service.core.errors import Conflict, FieldError, FileSyncError, NotFound, PermissionDenied, ValidationFailed
+from service.core.errors import (
+    Conflict,
+    DependencyUnavailable,
+    FieldError,
+    FileSyncError,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 from service.core.models import Membership, Namespace, Principal, Role, User, role_allows
 from service.core.tokens import random_id
 
@@ -103,6 +111,8 @@ class NamespaceService:
         check_namespace_id(namespace_id)
         try:
             result = await read()
+        except DependencyUnavailable:
+            raise  # says nothing about the namespace, and another call would wait out the same outage
         except FileSyncError:
             await self.authorize(principal, namespace_id, need)
             raise
