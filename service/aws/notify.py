@@ -292,14 +292,16 @@ class SesMailer:
         self._sender = sender
 
     async def send(self, recipient: str, raw_message: bytes) -> None:
-        try:
-            await self._ses.send_raw_email(
-                Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
-            )
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in THROTTLING_CODES or "rate exceeded" in str(exc).lower():
-                raise MailThrottled(str(exc)) from exc
-            if code in _REJECTED:
-                raise MailRejected(str(exc)) from exc
-            raise
+        # SES unreachable or timing out: DependencyUnavailable (a 503 where a request waits for the mail).
+        with unavailable_on_transient("SES"):
+            try:
+                await self._ses.send_raw_email(
+                    Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
+                )
+            except ClientError as exc:
+                code = error_code(exc)
+                if code in THROTTLING_CODES or "rate exceeded" in str(exc).lower():
+                    raise MailThrottled(str(exc)) from exc
+                if code in _REJECTED:
+                    raise MailRejected(str(exc)) from exc
+                raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -160,7 +161,7 @@ class AddressService:
         for kind, key in (("account", f"confirm-mail#account#{username}"), ("address", f"confirm-mail#to#{address}")):
             wait = await self._store.spend(key, now, MAIL_QUOTA_WINDOW, self._mails_per_hour)
             if wait is not None:
-                retry_after = max(1, int(wait + 0.999))
+                retry_after = max(1, math.ceil(wait))
                 raise RateLimited(
                     f"At most {self._mails_per_hour} confirmation mails an hour go to one {kind}; "
                     f"try again in {retry_after} s.",
@@ -181,7 +182,7 @@ class AddressService:
         )
         try:
             await self._mailer.send(address, raw)
-        except (MailThrottled, MailRejected) as exc:
+        except (MailThrottled, MailRejected, DependencyUnavailable) as exc:
             raise DependencyUnavailable(
                 "The confirmation mail could not be sent; the address is saved unconfirmed. Ask for it again "
                 "later with POST /v1/account/email/confirmation."
