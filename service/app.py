@@ -43,7 +43,7 @@ from service.logs import AccessLogger, configure_logging
 from service.memory import HeapTrimmer
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
-from service.wiring import Services, build_notifier, build_services
+from service.wiring import Services, build_notifier, build_services, public_url
 
 log = logging.getLogger(__name__)
 
@@ -186,5 +186,11 @@ async def gunicorn_app() -> web.AppRunner:
         raise SettingsError(
             "gunicorn needs AWS settings (AWS_REGION, credentials or AWS_ENDPOINT_URL, and "
             "FILESYNC_*); for a local service with an embedded emulator run `python -m service`"
+        )
+    if settings.notify.public_url is None:
+        log.warning(
+            "FILESYNC_PUBLIC_URL is not set: address confirmation mails will link to %s, where this worker "
+            "listens; set it to the service's public https URL",
+            public_url(settings),
         )
     return make_runner(create_app(settings))

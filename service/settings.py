@@ -166,8 +166,14 @@ class NotifySettings:
     tick_seconds: float = 2.0
     #: Run a notifier inside each service process (the embedded default), instead of its own process.
     in_process: bool = False
-    #: The service's public base URL, for the unsubscribe links in emails (None: where it listens).
+    #: The service's public base URL, for the links in emails (None: where it listens).
     public_url: str | None = None
+    #: How long an address confirmation link works.
+    confirm_link_seconds: int = 86400
+    #: Confirmation mails per hour, per account and per recipient address (first mails and re-sends).
+    confirm_mails_per_hour: int = 3
+    #: How long an unsubscribe link works (at least 30 days: how long one must keep working after sending).
+    unsubscribe_link_seconds: int = 60 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +302,18 @@ class Settings:
                 tick_seconds=_float(env, "FILESYNC_NOTIFY_TICK_SECONDS", 2.0),
                 in_process=_bool(env, "FILESYNC_NOTIFIER_IN_PROCESS", backend == "embedded"),
                 public_url=(env.get("FILESYNC_PUBLIC_URL") or "").rstrip("/") or None,
+                confirm_link_seconds=_int(
+                    env, "FILESYNC_CONFIRM_LINK_SECONDS", defaults.notify.confirm_link_seconds, minimum=300
+                ),
+                confirm_mails_per_hour=_int(
+                    env, "FILESYNC_CONFIRM_MAILS_PER_HOUR", defaults.notify.confirm_mails_per_hour, minimum=1
+                ),
+                unsubscribe_link_seconds=_int(
+                    env,
+                    "FILESYNC_UNSUBSCRIBE_LINK_SECONDS",
+                    defaults.notify.unsubscribe_link_seconds,
+                    minimum=30 * 86400,
+                ),
             ),
             s3_public_endpoint=env.get("FILESYNC_S3_PUBLIC_ENDPOINT") or aws.endpoint_for("s3"),
             host=env.get("FILESYNC_HOST", defaults.host),

@@ -82,12 +82,14 @@ class SignUp(WireModel):
 
 
 class Account(ResponseModel):
-    """A user account, its home namespace, and its notification address (null: no emails)."""
+    """A user account, its home namespace, and its notification address (null: no emails). An address gets
+    no notification until ``email_confirmed``: its owner followed the link mailed to it."""
 
     username: str
     home_namespace: str
     created_at: float
     email: str | None = None
+    email_confirmed: bool = False
 
 
 class EmailChange(WireModel):
@@ -113,6 +115,13 @@ class Unsubscribed(ResponseModel):
     """What a one-click unsubscribe ended."""
 
     ended: int
+
+
+class EmailConfirmed(ResponseModel):
+    """The notification address a confirmation link confirmed."""
+
+    email: str
+    email_confirmed: bool
 
 
 class RefreshRequest(WireModel):

@@ -19,17 +19,18 @@ from service.aws.notify import DynamoFollowStore, DynamoNotifyStore, SesMailer
 from service.aws.sts import StsCredentialVendor
 from service.aws.uploads import DynamoUploadRegistry
 from service.core.accounts import AccountService
+from service.core.addresses import AddressService, confirmation_signer
 from service.core.credentials import CredentialService
-from service.core.digests import DigestRules
+from service.core.digests import DigestRules, Mailer
 from service.core.files import FileService
 from service.core.follows import FollowService, UnsubscribeSigner
 from service.core.models import Follow, Membership, Namespace, User
 from service.core.namespaces import NamespaceService
-from service.core.notify import Mailer, Notifier, NotifierConfig
+from service.core.notify import Notifier, NotifierConfig
 from service.core.passwords import PasswordHasher
 from service.core.revocations import RevocationList
 from service.core.sync import HeadWatcher, SyncService
-from service.core.throttle import LoginThrottle
+from service.core.throttle import PasswordChecks, PasswordThrottle
 from service.core.tokens import TokenService
 from service.core.transfers import TransferService
 from service.settings import Settings
@@ -58,22 +59,35 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
     store = DynamoIdentityStore(clients.dynamodb, settings.table)
     feed = DynamoRevocationFeed(clients.dynamodb, settings.table)
     revoked = RevocationList(clock)
+    hasher = PasswordHasher(
+        time_cost=auth.argon2_time_cost,
+        memory_kib=auth.argon2_memory_kib,
+        parallelism=auth.argon2_parallelism,
+        max_concurrent=auth.max_concurrent_hashes,
+    )
+    throttle = PasswordThrottle(
+        store,
+        per_account=auth.login_max_failures,
+        per_address=auth.login_max_failures_per_address,
+        window_seconds=auth.login_window_seconds,
+        clock=clock,
+    )
+    addresses = AddressService(
+        store,
+        SesMailer(clients.ses, settings.mail_from),
+        confirmation_signer(settings.token_secret),
+        sender=settings.mail_from,
+        public_url=public_url(settings),
+        link_seconds=settings.notify.confirm_link_seconds,
+        mails_per_hour=settings.notify.confirm_mails_per_hour,
+        clock=clock,
+    )
     accounts = AccountService(
         store,
-        hasher=PasswordHasher(
-            time_cost=auth.argon2_time_cost,
-            memory_kib=auth.argon2_memory_kib,
-            parallelism=auth.argon2_parallelism,
-            max_concurrent=auth.max_concurrent_hashes,
-        ),
+        hasher=hasher,
         tokens=TokenService(settings.token_secret, auth.access_token_seconds, clock),
-        throttle=LoginThrottle(
-            store,
-            per_account=auth.login_max_failures,
-            per_address=auth.login_max_failures_per_address,
-            window_seconds=auth.login_window_seconds,
-            clock=clock,
-        ),
+        checks=PasswordChecks(throttle, hasher),
+        addresses=addresses,
         feed=feed,
         revoked=revoked,
         refresh_seconds=auth.refresh_token_seconds,
@@ -116,11 +130,20 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
         DynamoFollowStore(clients.dynamodb, settings.table),
         namespaces,
         file_store,
-        UnsubscribeSigner(settings.token_secret),
+        UnsubscribeSigner(settings.token_secret, settings.notify.unsubscribe_link_seconds),
         shards=settings.notify.shards,
         clock=clock,
     )
+    # What a member held ends with the membership: follows there, long-polls waiting on it (at once here;
+    # other workers' long-polls re-check membership when they wake).
+    namespaces.on_member_removed(follows.member_removed)
+    namespaces.on_member_removed(watcher.member_removed)
     return Services(accounts, namespaces, credentials, files, transfers, uploads, sync, watcher, feed, revoked, follows)
+
+
+def public_url(settings: Settings) -> str:
+    """Where the links in emails point: the configured public URL, else where the service listens."""
+    return settings.notify.public_url or f"http://{settings.host}:{settings.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +155,9 @@ class _Directory:
 
     async def follows_in(self, namespace_id: str) -> list[Follow]:
         return await self.follows.follows_in(namespace_id)
+
+    async def follows_of(self, username: str) -> list[Follow]:
+        return await self.follows.follows_of(username)
 
     async def members_of(self, namespace_id: str) -> list[Membership]:
         return await self.identity.members_of(namespace_id)
@@ -160,14 +186,14 @@ def build_notifier(
             DynamoIdentityStore(clients.dynamodb, settings.table),
         ),
         mailer or SesMailer(clients.ses, settings.mail_from),
-        UnsubscribeSigner(settings.token_secret),
+        UnsubscribeSigner(settings.token_secret, notify.unsubscribe_link_seconds),
         NotifierConfig(
             shards=notify.shards,
             lease_seconds=notify.lease_seconds,
             tick_seconds=notify.tick_seconds,
             rules=DigestRules(notify.window_seconds, notify.daily_cap, notify.max_listed),
             sender=settings.mail_from,
-            public_url=notify.public_url or f"http://{settings.host}:{settings.port}",
+            public_url=public_url(settings),
         ),
         clock=clock,
         owner=owner,

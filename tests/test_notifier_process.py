@@ -15,7 +15,7 @@ import aiohttp
 
 from service.settings import NotifySettings
 from tests.api.helpers import PASSWORD, bearer, log_in
-from tests.api.test_notifications import EMPTY, mail_to, text_of
+from tests.api.test_notifications import CONFIRM_SUBJECT, EMPTY, confirm, confirmation_link, mail_to, text_of
 from tests.test_entrypoints import ROOT, aws_env, clean_env
 
 
@@ -27,6 +27,7 @@ async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
     address = f"bob-{uuid.uuid4().hex[:8]}@example.com"
     await client.post("/v1/auth/signup", json={"username": "alice", "password": PASSWORD})
     await client.post("/v1/auth/signup", json={"username": "bob", "password": PASSWORD, "email": address})
+    await confirm(client, address)
     alice, bob = bearer(await log_in(client, "alice")), bearer(await log_in(client, "bob"))
     ns = (await (await client.post("/v1/namespaces", json={"name": "Team"}, headers=alice)).json())["id"]
     await client.put(f"/v1/namespaces/{ns}/members/bob", json={"role": "viewer"}, headers=alice)
@@ -72,6 +73,7 @@ async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned,
     for name in followers:
         body = {"username": name, "password": PASSWORD, "email": f"{name}-{tag}@example.com"}
         assert (await client.post("/v1/auth/signup", json=body)).status == 201
+        await confirm(client, body["email"])
         await client.put(f"/v1/namespaces/{ns}/members/{name}", json={"role": "viewer"}, headers=alice)
         assert (await client.put(f"/v1/ns/{ns}/follow", headers=bearer(await log_in(client, name)))).status == 200
     env = aws_env(
@@ -160,6 +162,13 @@ async def test_the_embedded_default_runs_a_notifier_whose_links_point_at_itself(
                 for name, extra in (("alice", {}), ("bob", {"email": "bob@example.com"})):
                     signup = await http.post("/v1/auth/signup", json={"username": name, "password": PASSWORD, **extra})
                     assert signup.status == 201, await signup.text()
+                # Bob confirms his address with the link mailed to it (the only mail it gets until then).
+                async with http.get(f"{emulator}/moto-api/data.json") as response:
+                    sent = (await response.json(content_type=None))["ses"]["RawMessage"]
+                [mailed] = [m["raw_data"] for m in sent if "bob@example.com" in m["destinations"]]
+                assert CONFIRM_SUBJECT in mailed
+                confirmed = await http.post(confirmation_link(mailed))
+                assert confirmed.status == 200, await confirmed.text()
                 tokens = {}
                 for name in ("alice", "bob"):
                     login = await http.post("/v1/auth/token", json={"username": name, "password": PASSWORD})
@@ -179,7 +188,14 @@ async def test_the_embedded_default_runs_a_notifier_whose_links_point_at_itself(
                     assert time.monotonic() < deadline + 30, "no email from the embedded notifier"
                     async with http.get(f"{emulator}/moto-api/data.json") as response:
                         sent = (await response.json(content_type=None))["ses"]["RawMessage"]
-                    raw = next((m["raw_data"] for m in sent if "bob@example.com" in m["destinations"]), None)
+                    raw = next(
+                        (
+                            m["raw_data"]
+                            for m in sent
+                            if "bob@example.com" in m["destinations"] and CONFIRM_SUBJECT not in m["raw_data"]
+                        ),
+                        None,
+                    )
                     await asyncio.sleep(0.2)
             assert "hello.txt added (by alice)" in raw
             assert f"<{url}/v1/unsubscribe?token=" in raw

@@ -2,7 +2,8 @@
 
 Layer: api. ``GET /v1/unsubscribe`` shows a page with a button (link scanners that fetch every URL in a
 mail must not unsubscribe anyone); ``POST`` does it, which is what mail clients send for RFC 8058's
-``List-Unsubscribe-Post: List-Unsubscribe=One-Click``. Neither needs a login: the token is the proof.
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click``. Neither needs a login: the token is the proof. A link
+ends the follows that existed when its email was sent, and expires (``core.follows``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from aiohttp import web
 from service.api.responses import json_response
 from service.api.security import authenticate
 from service.core.errors import NotFound
+from service.core.links import TOKEN_MAX
 from service.core.models import Follow
 from service.keys import FOLLOWS
 from service.wire import FollowList, FollowOut, Unsubscribed
-
-_TOKEN_MAX = 2048
 
 
 def _out(follow: Follow) -> FollowOut:
@@ -59,7 +59,7 @@ async def get_follows(request: web.Request) -> web.Response:
 
 def _token(request: web.Request) -> str:
     token = request.query.get("token", "")
-    if not token or len(token) > _TOKEN_MAX:
+    if not token or len(token) > TOKEN_MAX:
         raise NotFound("This unsubscribe link is not valid.")
     return token
 
@@ -67,10 +67,10 @@ def _token(request: web.Request) -> str:
 async def get_unsubscribe(request: web.Request) -> web.Response:
     """A page confirming the unsubscribe (checks the link first)."""
     token = _token(request)
-    request.app[FOLLOWS].signer.verify(token)
+    request.app[FOLLOWS].check_link(token)
     page = (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>Unsubscribe</title></head><body>"
-        "<p>Stop all change notification emails?</p>"
+        "<p>Stop the change notification emails you followed until this one?</p>"
         f'<form method=post action="?token={escape(token)}"><button type=submit>Unsubscribe</button></form>'
         "</body></html>"
     )

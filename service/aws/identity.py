@@ -3,13 +3,15 @@
 Layer: aws. Imports only the leaf domain modules (``core.models``, ``core.errors``).
 Item layout in the one table (``pk`` / ``sk``; ``gsi1pk`` / ``gsi1sk`` for look-ups by user)::
 
-    USER#<name>          PROFILE             password hash, created_at, home namespace, disabled
+    USER#<name>          PROFILE             password hash, created_at, home namespace, disabled,
+                                             email, email_confirmed, email_nonce (pending confirmation)
     NS#<id>              META                name, kind, created_by, created_at
     NS#<id>              MEMBER#<name>       role (+ namespace name/kind)   gsi1: USER#<name> / NS#<id>
     SESSION#<sid>        SESSION             user, hash of refresh secret, expires_at (TTL)
                                                                             gsi1: USER#<name> / SESSION#<sid>
     REVOCATIONS          <ms>#<sid>          revoked session, expires_at (TTL)
-    THROTTLE#<key>       LOGIN               failures, first_at, expires_at (TTL)
+    THROTTLE#<key>       LOGIN               password failures, first_at, expires_at (TTL)
+    THROTTLE#<key>       QUOTA               uses (confirmation mails), first_at, expires_at (TTL)
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def _user_item(user: User) -> Item:
         "created_at": _n(user.created_at),
         "home_namespace": _s(user.home_namespace),
         "disabled": {"BOOL": user.disabled},
-        **({"email": _s(user.email)} if user.email else {}),
+        **({"email": _s(user.email), "email_confirmed": {"BOOL": user.email_confirmed}} if user.email else {}),
+        **({"email_nonce": _s(user.email_nonce)} if user.email_nonce else {}),
     }
 
 
@@ -53,6 +56,9 @@ def _user(item: Item) -> User:
         home_namespace=item["home_namespace"]["S"],
         disabled=item.get("disabled", {}).get("BOOL", False),
         email=item["email"]["S"] if "email" in item else None,
+        # An address stored before double opt-in existed has no flag: unconfirmed, like any new one.
+        email_confirmed=item.get("email_confirmed", {}).get("BOOL", False),
+        email_nonce=item["email_nonce"]["S"] if "email_nonce" in item else None,
     )
 
 
@@ -130,11 +136,31 @@ class DynamoIdentityStore:
     async def set_disabled(self, username: str, disabled: bool) -> None:
         await self._update_user(username, "SET disabled = :v", {":v": {"BOOL": disabled}})
 
-    async def set_email(self, username: str, email: str | None) -> None:
-        if email is None:
-            await self._update_user(username, "REMOVE email", {})
+    async def set_email(self, username: str, email: str | None, nonce: str | None) -> None:
+        if email is None or nonce is None:
+            await self._update_user(username, "REMOVE email, email_confirmed, email_nonce", {})
         else:
-            await self._update_user(username, "SET email = :v", {":v": _s(email)})
+            await self._update_user(
+                username,
+                "SET email = :e, email_confirmed = :f, email_nonce = :n",
+                {":e": _s(email), ":f": {"BOOL": False}, ":n": _s(nonce)},
+            )
+
+    async def confirm_email(self, username: str, email: str, nonce: str) -> bool:
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.update_item(
+                    TableName=self._table,
+                    Key=_key(f"USER#{username}", "PROFILE"),
+                    UpdateExpression="SET email_confirmed = :t REMOVE email_nonce",
+                    ConditionExpression="email = :e AND email_nonce = :n",
+                    ExpressionAttributeValues={":t": {"BOOL": True}, ":e": _s(email), ":n": _s(nonce)},
+                )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     async def get_users(self, usernames: Iterable[str]) -> dict[str, User]:
         """Profiles by name (BatchGetItem of 100); names without an account are absent."""
@@ -299,6 +325,40 @@ class DynamoIdentityStore:
                     TableName=self._table,
                     Item={**item_key, "failures": _n(1), "first_at": _n(now), TTL: _n(int(now) + window)},
                 )
+
+    async def spend(self, key: str, now: float, window: int, limit: int) -> float | None:
+        """One use of ``key`` within its window, if fewer than ``limit`` were counted (None); else the
+        seconds until the window ends. Conditional writes, so racing workers never count past the limit."""
+        item_key = _key(f"THROTTLE#{key}", "QUOTA")
+        start = now - window
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.update_item(
+                    TableName=self._table,
+                    Key=item_key,
+                    UpdateExpression="SET uses = uses + :one",
+                    ConditionExpression="first_at > :start AND uses < :limit",
+                    ExpressionAttributeValues={":one": _n(1), ":start": _n(start), ":limit": _n(limit)},
+                )
+            return None
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        try:  # no window, or the last one is over: open a new one
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.put_item(
+                    TableName=self._table,
+                    Item={**item_key, "uses": _n(1), "first_at": _n(now), TTL: _n(int(now) + window)},
+                    ConditionExpression="attribute_not_exists(first_at) OR first_at <= :start",
+                    ExpressionAttributeValues={":start": _n(start)},
+                )
+            return None
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        current = await self._get(f"THROTTLE#{key}", "QUOTA")
+        first_at = float(current["first_at"]["N"]) if current else now
+        return max(0.0, first_at + window - now)
 
     async def clear_failures(self, key: str) -> None:
         with unavailable_on_transient("DynamoDB"):

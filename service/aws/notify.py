@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from service import resources
 from service.aws import items
 from service.aws.errors import THROTTLING_CODES, error_code, unavailable_on_transient
-from service.aws.items import GPK, GSK, SK, TTL, Item
+from service.aws.items import GPK, GSK, PK, SK, TTL, Item
 from service.core.digests import Change, Digest, Lease, MailRejected, MailThrottled
 from service.core.models import Follow
 
@@ -57,6 +57,12 @@ def _follow(item: Item) -> Follow:
     )
 
 
+def _first_condition_failed(exc: ClientError) -> bool:
+    """Whether a cancelled transaction failed on its first item's condition."""
+    reasons = exc.response.get("CancellationReasons") or []
+    return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"
+
+
 def _due_key(due_at: float) -> str:
     return f"{due_at:017.3f}"
 
@@ -66,29 +72,62 @@ class DynamoFollowStore:
         self._db = dynamodb
         self._table = table
 
-    async def put_follow(self, follow: Follow, shard: int, head_seq: int) -> None:
-        """The follow, and its namespace registered with the notifier (from ``head_seq`` if it is new)."""
-        with unavailable_on_transient("DynamoDB"):
-            await self._db.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": _follow_item(follow)}},
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _key(f"NOTIFY#{shard}", f"NS#{follow.namespace_id}"),
-                            "UpdateExpression": "SET #c = if_not_exists(#c, :head)",
-                            "ExpressionAttributeNames": {"#c": "cursor"},
-                            "ExpressionAttributeValues": {":head": _n(head_seq)},
-                        }
-                    },
-                ]
-            )
+    async def put_follow(self, follow: Follow, shard: int, head_seq: int) -> Follow:
+        """The follow, and its namespace registered with the notifier (from ``head_seq`` if it is new). A
+        follow that exists is kept as it is (its creation time binds unsubscribe links); it is returned."""
+        key = _key(f"NS#{follow.namespace_id}", f"FOLLOW#{follow.username}#{follow.path_key}")
+        put = {
+            "TableName": self._table,
+            "Item": _follow_item(follow),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._put_follow(put, follow.namespace_id, shard, head_seq)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException" or not _first_condition_failed(exc):
+                raise
+            with unavailable_on_transient("DynamoDB"):
+                found = await self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True)
+            if "Item" not in found:  # removed again meanwhile: store it after all
+                put.pop("ConditionExpression")
+                with unavailable_on_transient("DynamoDB"):
+                    await self._put_follow(put, follow.namespace_id, shard, head_seq)
+                return follow
+            return _follow(found["Item"])
+        return follow
+
+    async def _put_follow(self, put: Any, namespace_id: str, shard: int, head_seq: int) -> None:
+        await self._db.transact_write_items(
+            TransactItems=[
+                {"Put": put},
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"NOTIFY#{shard}", f"NS#{namespace_id}"),
+                        "UpdateExpression": "SET #c = if_not_exists(#c, :head)",
+                        "ExpressionAttributeNames": {"#c": "cursor"},
+                        "ExpressionAttributeValues": {":head": _n(head_seq)},
+                    }
+                },
+            ]
+        )
 
     async def delete_follow(self, namespace_id: str, username: str, path_key: str) -> None:
         with unavailable_on_transient("DynamoDB"):
             await self._db.delete_item(
                 TableName=self._table, Key=_key(f"NS#{namespace_id}", f"FOLLOW#{username}#{path_key}")
             )
+
+    async def delete_follows(self, namespace_id: str, username: str) -> int:
+        """End every follow ``username`` has in ``namespace_id``; how many there were."""
+        found = await items.query_prefix(
+            self._db, self._table, f"NS#{namespace_id}", f"FOLLOW#{username}#", consistent=True
+        )
+        for item in found:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.delete_item(TableName=self._table, Key={PK: item[PK], SK: item[SK]})
+        return len(found)
 
     async def follows_of(self, username: str) -> list[Follow]:
         found = await items.query_prefix(self._db, self._table, f"USER#{username}", "FOLLOW#", index=True)
@@ -253,14 +292,16 @@ class SesMailer:
         self._sender = sender
 
     async def send(self, recipient: str, raw_message: bytes) -> None:
-        try:
-            await self._ses.send_raw_email(
-                Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
-            )
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in THROTTLING_CODES or "rate exceeded" in str(exc).lower():
-                raise MailThrottled(str(exc)) from exc
-            if code in _REJECTED:
-                raise MailRejected(str(exc)) from exc
-            raise
+        # SES unreachable or timing out: DependencyUnavailable (a 503 where a request waits for the mail).
+        with unavailable_on_transient("SES"):
+            try:
+                await self._ses.send_raw_email(
+                    Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
+                )
+            except ClientError as exc:
+                code = error_code(exc)
+                if code in THROTTLING_CODES or "rate exceeded" in str(exc).lower():
+                    raise MailThrottled(str(exc)) from exc
+                if code in _REJECTED:
+                    raise MailRejected(str(exc)) from exc
+                raise

@@ -1,14 +1,14 @@
 """Accounts and sessions: sign-up, login, refresh, logout, password change, disable.
 
 Layer: core. Usernames are normalized (NFKC, lower case) and validated here; passwords are hashed with
-argon2id (``passwords``); tokens are issued and checked by ``tokens``; revocations go to the shared feed
-and the worker's own list at once. A wrong username and a wrong password get the same answer after the
-same work.
+argon2id (``passwords``) and every password check (login, password change, address change) goes through
+the one throttle (``throttle.PasswordChecks``); tokens are issued and checked by ``tokens``; revocations go
+to the shared feed and the worker's own list at once; notification addresses are confirmed by mail
+(``addresses``). A wrong username and a wrong password get the same answer after the same work.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 import unicodedata
@@ -18,12 +18,13 @@ from typing import Protocol
 
 import email_validator
 
-from service.core.errors import FieldError, PermissionDenied, Unauthenticated, ValidationFailed
+from service.core.addresses import AddressService
+from service.core.errors import FieldError, NotFound, PermissionDenied, Unauthenticated, ValidationFailed
 from service.core.models import Membership, Namespace, Principal, Session, User
 from service.core.namespaces import new_namespace_id
 from service.core.passwords import PasswordHasher
 from service.core.revocations import RevocationFeed, RevocationList
-from service.core.throttle import LoginThrottle
+from service.core.throttle import PasswordChecks
 from service.core.tokens import TokenService, new_session_id, secrets_match
 
 USERNAME_MIN = 3
@@ -76,7 +77,7 @@ class AccountStore(Protocol):
 
     async def set_disabled(self, username: str, disabled: bool) -> None: ...
 
-    async def set_email(self, username: str, email: str | None) -> None: ...
+    async def set_email(self, username: str, email: str | None, nonce: str | None) -> None: ...
 
     async def put_session(self, session: Session) -> None: ...
 
@@ -105,7 +106,8 @@ class AccountService:
         *,
         hasher: PasswordHasher,
         tokens: TokenService,
-        throttle: LoginThrottle,
+        checks: PasswordChecks,
+        addresses: AddressService,
         feed: RevocationFeed,
         revoked: RevocationList,
         refresh_seconds: int,
@@ -115,7 +117,8 @@ class AccountService:
         self._store = store
         self._hasher = hasher
         self._tokens = tokens
-        self._throttle = throttle
+        self._checks = checks
+        self.addresses = addresses
         self._feed = feed
         self._revoked = revoked
         self._refresh_seconds = refresh_seconds
@@ -125,10 +128,13 @@ class AccountService:
     # --- accounts ------------------------------------------------------------------------------------
 
     async def sign_up(self, username: str, password: str, email: str | None = None) -> User:
-        """Open sign-up (when enabled): create the account and its home namespace."""
+        """Open sign-up (when enabled): create the account and its home namespace; an address given gets
+        its confirmation mail."""
         if not self.open_signup:
             raise PermissionDenied("Sign-up is closed here; ask an administrator for an account.")
-        return await self.add_user(username, password, email)
+        user = await self.add_user(username, password, email)
+        await self.addresses.welcome(user)
+        return user
 
     async def add_user(self, username: str, password: str, email: str | None = None) -> User:
         """Create an account and its home namespace in one transaction (admin path, always allowed)."""
@@ -143,6 +149,7 @@ class AccountService:
             created_at=now,
             home_namespace=home.id,
             email=address,
+            email_nonce=self.addresses.new_nonce() if address else None,
         )
         owner = Membership(home.id, name, "owner", home.name, home.kind)
         await self._store.create_account(user, home, owner)
@@ -151,22 +158,38 @@ class AccountService:
     async def get_user(self, username: str) -> User | None:
         return await self._store.get_user(username)
 
-    async def change_password(self, principal: Principal, current: str, new: str) -> None:
+    async def change_password(self, principal: Principal, current: str, new: str, address: str) -> None:
         check_password(new, "$.new_password")
-        user = await self._store.get_user(principal.username)
-        if user is None or not await self._hasher.verify(user.password_hash, current):
-            raise PermissionDenied("The current password is wrong.")
+        user = await self._password_checked(principal, current, address)
         await self._store.set_password_hash(user.username, await self._hasher.hash(new))
         await self._revoke_all(user.username)
 
-    async def change_email(self, principal: Principal, current_password: str, email: str | None) -> User:
-        """Set (or with None, remove) where notifications go; the password proves it is the owner asking."""
-        address = normalize_email(email) if email is not None else None
+    async def change_email(self, principal: Principal, current_password: str, email: str | None, address: str) -> User:
+        """Set (or with None, remove) where notifications go; the password proves it is the owner asking. A
+        new address is unconfirmed and gets its confirmation mail."""
+        new_address = normalize_email(email) if email is not None else None
+        user = await self._password_checked(principal, current_password, address)
+        return await self.addresses.change(user, new_address)
+
+    async def resend_confirmation(self, principal: Principal) -> None:
         user = await self._store.get_user(principal.username)
-        if user is None or not await self._hasher.verify(user.password_hash, current_password):
+        if user is None:
+            raise NotFound("The account no longer exists.")
+        await self.addresses.resend(user)
+
+    async def _password_checked(self, principal: Principal, password: str, address: str) -> User:
+        """The caller's account, once ``password`` passed the throttled check (403 if it is wrong). The
+        account is read only once the throttle let the check through: a locked-out flood reads nothing."""
+        user: User | None = None
+
+        async def stored_hash() -> str | None:
+            nonlocal user
+            user = await self._store.get_user(principal.username)
+            return user.password_hash if user is not None else None
+
+        if not await self._checks.verify(principal.username, address, stored_hash, password) or user is None:
             raise PermissionDenied("The current password is wrong.")
-        await self._store.set_email(user.username, address)
-        return dataclasses.replace(user, email=address)
+        return user
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
         name = normalize_username(username)
@@ -181,14 +204,15 @@ class AccountService:
             name = normalize_username(username)
         except ValidationFailed:
             name = None
-        throttle_name = name or "-invalid-"
-        await self._throttle.check(throttle_name, address)
-        user = await self._store.get_user(name) if name else None
-        valid = await self._hasher.verify(user.password_hash if user else None, password)
-        if user is None or not valid or user.disabled:
-            await self._throttle.failed(throttle_name, address)
+        user: User | None = None
+
+        async def stored_hash() -> str | None:
+            nonlocal user
+            user = await self._store.get_user(name) if name else None
+            return user.password_hash if user is not None and not user.disabled else None
+
+        if not await self._checks.verify(name or "-invalid-", address, stored_hash, password) or user is None:
             raise Unauthenticated(_BAD_LOGIN)
-        await self._throttle.succeeded(user.username)
         if self._hasher.needs_rehash(user.password_hash):
             await self._store.set_password_hash(user.username, await self._hasher.hash(password))
         return await self._new_session(user.username)

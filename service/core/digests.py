@@ -19,13 +19,20 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
+from typing import Protocol
 
 #: SMTP line endings; headers fold only past RFC 5322's hard limit, so the unsubscribe URL stays one plain
 #: token (folding a long word would turn it into encoded-words, which List-Unsubscribe must not contain).
-_POLICY = SMTP.clone(max_line_length=998)
+MAIL_POLICY = SMTP.clone(max_line_length=998)
 
 #: Longest path shown in a digest; longer ones are shortened in the middle (and the item stays small).
 SHOWN_PATH_MAX = 300
+
+
+class Mailer(Protocol):
+    async def send(self, recipient: str, raw_message: bytes) -> None:
+        """Hand ``raw_message`` to the mail service; ``MailThrottled`` or ``MailRejected`` if it refuses."""
+        ...
 
 
 class MailThrottled(Exception):
@@ -184,7 +191,7 @@ def render_digest(digest: Digest, *, sender: str, recipient: str, links: Links, 
     shown = digest.listed
     more = digest.count - len(shown)
     noun = "change" if digest.count == 1 else "changes"
-    message = EmailMessage(policy=_POLICY)
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = f"{digest.count} {noun} in files you follow"

@@ -581,13 +581,18 @@ class FileService:
     # --- reading --------------------------------------------------------------------------------------
 
     async def current(self, principal: Principal, ns: str, path: str, *, include_deleted: bool = False) -> FileVersion:
-        await self._namespaces.authorize(principal, ns, "viewer")
-        clean = normalize_path(path, "path")
-        found, _ = await self._store.read(ns, [path_key(clean)], [])
-        version = found.get(path_key(clean))
-        if version is None or (version.deleted and not include_deleted) or version.path != clean:
-            raise NotFound(f"No file {clean!r}.")
-        return version
+        """The file's current version, read before the membership check (``read_as_member``); its history
+        is older still, so whatever a download or a history page shows predates any removal."""
+
+        async def read() -> FileVersion:
+            clean = normalize_path(path, "path")
+            found, _ = await self._store.read(ns, [path_key(clean)], [])
+            version = found.get(path_key(clean))
+            if version is None or (version.deleted and not include_deleted) or version.path != clean:
+                raise NotFound(f"No file {clean!r}.")
+            return version
+
+        return await self._namespaces.read_as_member(principal, ns, "viewer", read)
 
     async def history(
         self, principal: Principal, ns: str, path: str, limit: int, before_seq: int | None
@@ -654,7 +659,13 @@ class FileService:
     ) -> tuple[list[FileVersion], str | None]:
         """Live files under ``folder`` ('' for the root), in path-key order, at most ``limit`` a page; the
         cursor returned (if any) continues after the last file of this page."""
-        await self._namespaces.authorize(principal, ns, "viewer")
+        return await self._namespaces.read_as_member(
+            principal, ns, "viewer", lambda: self._list_folder(ns, folder, recursive, cursor, limit)
+        )
+
+    async def _list_folder(
+        self, ns: str, folder: str, recursive: bool, cursor: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]:
         prefix = "" if folder == "" else path_key(normalize_path(folder, "folder")) + "/"
         out: list[FileVersion] = []
         start = _decode_cursor(cursor)
@@ -672,9 +683,11 @@ class FileService:
             start = following
 
     async def missing_blobs(self, principal: Principal, ns: str, hashes: Sequence[str]) -> list[str]:
-        await self._namespaces.authorize(principal, ns, "viewer")
-        _, known = await self._store.read(ns, [], list(hashes))
-        return [h for h in dict.fromkeys(hashes) if h not in known and h != EMPTY_HASH]
+        async def read() -> list[str]:
+            _, known = await self._store.read(ns, [], list(hashes))
+            return [h for h in dict.fromkeys(hashes) if h not in known and h != EMPTY_HASH]
+
+        return await self._namespaces.read_as_member(principal, ns, "viewer", read)
 
 
 def _check_key(commit_key: str | None) -> None:

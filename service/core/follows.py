@@ -1,24 +1,28 @@
 """Follows: who wants an email when a file or folder changes, and the signed links that stop it.
 
 Layer: core. Only members of a namespace may follow in it (someone else's namespace answers 404, as
-everywhere). Following registers the namespace with the notifier at the journal's current head, so a new
-follower hears about what changes from now on, not about the history. An unsubscribe link carries a
-signed token (HMAC-SHA256 with a key derived from the service's secret): it works without logging in,
-names exactly what it stops, and cannot be forged or widened.
+everywhere), and a member removed from a namespace loses its follows there (``member_removed``). Following
+registers the namespace with the notifier at the journal's current head, so a new follower hears about what
+changes from now on, not about the history; following what one already follows keeps the follow as it was.
+
+An unsubscribe link carries a signed token (``core.links``): it works without logging in, names exactly what
+it stops, and cannot be forged or widened. It is bound to the follows it was issued for: it names the newest
+follow creation time it covers (``through``) and ends only follows created no later, so a follow removed and
+created again after the email is not ended by that email's link. It expires (``FILESYNC_UNSUBSCRIBE_LINK_SECONDS``,
+60 days by default, rounded up to the end of a UTC day: longer than the 30 days for which an unsubscribe
+link must keep working after its email was sent).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-import orjson
-
-from service.core.errors import NotFound
+from service.core.links import LinkSigner
 from service.core.models import Follow, Principal
 from service.core.namespaces import NamespaceService, check_namespace_id
 from service.paths import normalize_path, path_key
@@ -30,9 +34,13 @@ def shard_of(key: str, shards: int) -> int:
 
 
 class FollowStore(Protocol):
-    async def put_follow(self, follow: Follow, shard: int, head_seq: int) -> None: ...
+    async def put_follow(self, follow: Follow, shard: int, head_seq: int) -> Follow:
+        """Store ``follow`` unless the user already follows that path; the follow stored either way."""
+        ...
 
     async def delete_follow(self, namespace_id: str, username: str, path_key: str) -> None: ...
+
+    async def delete_follows(self, namespace_id: str, username: str) -> int: ...
 
     async def follows_of(self, username: str) -> list[Follow]: ...
 
@@ -43,25 +51,36 @@ class HeadReader(Protocol):
     async def head_seq(self, ns: str) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """What a genuine unsubscribe token stops: ``username``'s follows in ``namespace_id`` ("*": every
+    namespace) at ``path_key`` ("" with "*": all), created at or before ``through``."""
+
+    username: str
+    namespace_id: str
+    path_key: str
+    through: float
+
+
 class UnsubscribeSigner:
-    """Signs and checks unsubscribe tokens: ``{"u": user, "ns": namespace or "*", "p": path key}``."""
+    """Signs and checks unsubscribe tokens: ``{"u": user, "ns": namespace or "*", "p": path key,
+    "c": newest follow creation time covered, "exp": expiry}``."""
 
-    def __init__(self, secret: str) -> None:
-        self._key = hmac.new(secret.encode(), b"filesync unsubscribe v1", hashlib.sha256).digest()
+    def __init__(self, secret: str, lifetime: float) -> None:
+        # v2: v1 tokens named no follows and never expired; they no longer verify.
+        self._signer = LinkSigner(secret, "filesync unsubscribe v2", "unsubscribe link")
+        self.lifetime = lifetime
 
-    def sign(self, username: str, namespace_id: str = "*", key: str = "") -> str:
-        payload = base64.urlsafe_b64encode(orjson.dumps({"u": username, "ns": namespace_id, "p": key})).rstrip(b"=")
-        mac = base64.urlsafe_b64encode(hmac.new(self._key, payload, hashlib.sha256).digest()).rstrip(b"=")
-        return f"{payload.decode()}.{mac.decode()}"
+    def sign(self, username: str, *, through: float, now: float, namespace_id: str = "*", key: str = "") -> str:
+        """A token valid for ``lifetime`` seconds, rounded up to the end of a UTC day (so a digest sent
+        again after a crash carries the same link)."""
+        claims = {"u": username, "ns": namespace_id, "p": key, "c": through}
+        return self._signer.sign(claims, math.ceil((now + self.lifetime) / 86400) * 86400)
 
-    def verify(self, token: str) -> tuple[str, str, str]:
-        """(username, namespace id or "*", path key) of a genuine token; NotFound for anything else."""
-        payload, _, mac = token.encode().partition(b".")
-        expected = base64.urlsafe_b64encode(hmac.new(self._key, payload, hashlib.sha256).digest()).rstrip(b"=")
-        if not payload or not hmac.compare_digest(mac, expected):
-            raise NotFound("This unsubscribe link is not valid.")
-        data = orjson.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-        return str(data["u"]), str(data["ns"]), str(data["p"])
+    def verify(self, token: str, now: float) -> Unsubscribe:
+        """What a genuine, unexpired token stops; ``NotFound`` for anything else."""
+        claims = self._signer.verify(token, now)
+        return Unsubscribe(str(claims["u"]), str(claims["ns"]), str(claims["p"]), float(claims["c"]))
 
 
 class FollowService:
@@ -93,8 +112,7 @@ class FollowService:
             created_at=self._clock(),
         )
         head = await self._heads.head_seq(namespace_id)
-        await self._store.put_follow(follow, shard_of(namespace_id, self._shards), head)
-        return follow
+        return await self._store.put_follow(follow, shard_of(namespace_id, self._shards), head)
 
     async def unfollow(self, principal: Principal, namespace_id: str, path: str | None) -> None:
         await self._namespaces.authorize(principal, namespace_id, "viewer")
@@ -106,14 +124,24 @@ class FollowService:
         member_of = {m.namespace_id for m in await self._namespaces.list_for(principal)}
         return [f for f in await self._store.follows_of(principal.username) if f.namespace_id in member_of]
 
+    def check_link(self, token: str) -> Unsubscribe:
+        """The follows a genuine, unexpired unsubscribe token would end (``NotFound`` otherwise)."""
+        return self.signer.verify(token, self._clock())
+
     async def unsubscribe(self, token: str) -> int:
         """Carry out a signed unsubscribe link; returns how many follows it ended."""
-        username, namespace_id, key = self.signer.verify(token)
-        if namespace_id != "*":
-            check_namespace_id(namespace_id)
+        link = self.check_link(token)
+        if link.namespace_id != "*":
+            check_namespace_id(link.namespace_id)
         ended = 0
-        for follow in await self._store.follows_of(username):
-            if namespace_id in ("*", follow.namespace_id) and (namespace_id == "*" or follow.path_key == key):
-                await self._store.delete_follow(follow.namespace_id, username, follow.path_key)
+        for follow in await self._store.follows_of(link.username):
+            if follow.created_at > link.through:
+                continue  # created after the email: not what this link was issued for
+            if link.namespace_id == "*" or (follow.namespace_id, follow.path_key) == (link.namespace_id, link.path_key):
+                await self._store.delete_follow(follow.namespace_id, link.username, follow.path_key)
                 ended += 1
         return ended
+
+    async def member_removed(self, namespace_id: str, username: str) -> None:
+        """A removed member's follows in that namespace end with the membership."""
+        await self._store.delete_follows(namespace_id, username)

@@ -31,6 +31,10 @@ class User:
     disabled: bool = False
     #: Where change notifications go (validated and normalized); None: the user gets none.
     email: str | None = None
+    #: Whether the owner confirmed ``email`` by the link mailed to it; only a confirmed address gets digests.
+    email_confirmed: bool = False
+    #: The nonce the pending address's confirmation link carries (None once confirmed, or with no address).
+    email_nonce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,19 +3,41 @@
 Layer: core. Every user has a home namespace; a shared folder is a namespace of its own with members in
 roles (owner > editor > viewer). ``authorize`` is the one check every namespace-scoped operation makes:
 a namespace the caller is not a member of answers exactly like one that does not exist (404).
+
+**Removal bites at once.** Membership is read from the table on every request (a consistent read, never
+cached by a worker), so a removed member's next request answers 404 on every worker. A read that answers
+with namespace content uses ``read_as_member``: it reads first and checks the membership *after*, so whatever
+it returns was committed before a moment the caller was still a member (invariant 10), however long the read
+or a long-poll took. Parts of the service that hold something per member (follows, waiting long-polls)
+register a ``RemovalListener``; ``remove_member`` calls each once the membership is gone.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from service.core.errors import Conflict, FieldError, NotFound, PermissionDenied, ValidationFailed
+from service.core.errors import (
+    Conflict,
+    DependencyUnavailable,
+    FieldError,
+    FileSyncError,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 from service.core.models import Membership, Namespace, Principal, Role, User, role_allows
 from service.core.tokens import random_id
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Called with (namespace id, username) after a member was removed (or left).
+RemovalListener = Callable[[str, str], Awaitable[None]]
 
 NAME_MAX = 255
 #: Namespace ids: 80 random bits as 16 base32 characters (short: they appear in every S3 key and policy).
@@ -65,6 +87,11 @@ class NamespaceService:
         self._store = store
         self._users = users
         self._clock = clock
+        self._removal_listeners: list[RemovalListener] = []
+
+    def on_member_removed(self, listener: RemovalListener) -> None:
+        """Call ``listener(namespace_id, username)`` after each removal (in the order registered)."""
+        self._removal_listeners.append(listener)
 
     async def authorize(self, principal: Principal, namespace_id: str, need: Role) -> Membership:
         """The caller's membership if it allows ``need``: else 404 (not a member) or 403 (role too low)."""
@@ -74,6 +101,23 @@ class NamespaceService:
         if not role_allows(membership.role, need):
             raise PermissionDenied(f"Your role in this namespace is {membership.role}; this needs {need}.")
         return membership
+
+    async def read_as_member(
+        self, principal: Principal, namespace_id: str, need: Role, read: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``read()``'s answer, checked *after* the read: the caller was a member once everything it holds
+        had been committed. A non-member gets the 404 of ``authorize`` whatever the read found or raised
+        (a missing file or a bad cursor must not tell a stranger that the namespace exists)."""
+        check_namespace_id(namespace_id)
+        try:
+            result = await read()
+        except DependencyUnavailable:
+            raise  # says nothing about the namespace, and another call would wait out the same outage
+        except FileSyncError:
+            await self.authorize(principal, namespace_id, need)
+            raise
+        await self.authorize(principal, namespace_id, need)
+        return result
 
     async def create_shared(self, principal: Principal, name: str) -> Namespace:
         clean = unicodedata.normalize("NFC", name).strip()
@@ -129,6 +173,15 @@ class NamespaceService:
         if target.role == "owner":
             self._keep_an_owner(members, username)
         await self._store.delete_membership(namespace_id, username)
+        for listener in self._removal_listeners:
+            # The membership is gone, which is what every check reads; a listener only tidies up what the
+            # member held (its follows, its waiting long-polls), so one failing does not undo the removal.
+            try:
+                await listener(namespace_id, username)
+            except Exception:
+                log.warning(
+                    "after removing %s from %s, a removal listener failed", username, namespace_id, exc_info=True
+                )
 
     @staticmethod
     def _keep_an_owner(members: list[Membership], losing: str) -> None:

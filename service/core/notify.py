@@ -10,13 +10,16 @@ Two stages, each safe to repeat:
    cursor, read the new entries, add each change to the digest of every member following it (never its
    author), then advance the cursor (conditional on its old value). A digest records per namespace the last
    sequence number it took in, so entries fanned out twice after a crash are counted once.
+   Members are read after each page of entries, so nobody removed before a change hears of it.
 2. Send. Digests whose window closed are rendered and handed to the mailer; only once the mailer accepted
    is the digest emptied (conditional on its version). A crash between the two sends that digest again on
    the next attempt: at most one duplicate email per follower per crash, never a lost change.
 
 Mail throttling pauses sending with exponential backoff and jitter; nothing is dropped. A mailer that
 refuses a message (``MailRejected``: an unverified address, say) keeps the digest and tries it again an
-hour later, so a configuration mistake delays mail without losing it or spinning.
+hour later, so a configuration mistake delays mail without losing it or spinning. A follower without a
+confirmed address (double opt-in: ``core.addresses``) gets no email; the digest is dropped as for one
+without an address.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from service.core.digests import (
     DigestRules,
     Lease,
     Links,
+    Mailer,
     MailRejected,
     MailThrottled,
     render_digest,
@@ -59,10 +63,6 @@ STOP_GRACE_SECONDS = 20.0
 RELEASE_SECONDS = 5.0
 #: A digest the mail service refused waits this long before it is tried again.
 REJECTED_RETRY_SECONDS = 3600
-
-
-class Mailer(Protocol):
-    async def send(self, recipient: str, raw_message: bytes) -> None: ...
 
 
 class NotifyStore(Protocol):
@@ -97,6 +97,8 @@ class Directory(Protocol):
     """Who follows, who belongs, what things are called, where mail goes."""
 
     async def follows_in(self, namespace_id: str) -> list[Follow]: ...
+
+    async def follows_of(self, username: str) -> list[Follow]: ...
 
     async def members_of(self, namespace_id: str) -> list[Membership]: ...
 
@@ -263,7 +265,6 @@ class Notifier:
 
     async def _fan_out_namespace(self, shard: int, ns: str, cursor: int) -> int:
         follows = await self._directory.follows_in(ns)
-        members = {m.username for m in await self._directory.members_of(ns)}
         namespace = await self._directory.get_namespace(ns)
         name = namespace.name if namespace else ns
         read = 0
@@ -271,6 +272,9 @@ class Notifier:
             entries = await self._journal.since(ns, cursor, JOURNAL_PAGE)
             if not entries:
                 break
+            # Read after the entries: a follower removed before any of them was committed is no longer a
+            # member here, so nothing committed after a removal reaches the removed member (invariant 10).
+            members = {m.username for m in await self._directory.members_of(ns)}
             through = entries[-1].seq
             per_user: dict[str, list[Change]] = {}
             for entry in entries:
@@ -353,9 +357,12 @@ class Notifier:
             await self._store.save_digest(shard, digest, version)
             return 0
         delivered = 0
-        if user is not None and user.email and not user.disabled:
+        if user is not None and user.email and user.email_confirmed and not user.disabled:
+            # The link ends the follows that exist now (this digest's among them), not ones made later.
+            through = max((f.created_at for f in await self._directory.follows_of(username)), default=0.0)
+            token = self._signer.sign(username, through=through, now=now)
             links = Links(
-                unsubscribe_all=f"{self._config.public_url}/v1/unsubscribe?token={self._signer.sign(username)}",
+                unsubscribe_all=f"{self._config.public_url}/v1/unsubscribe?token={token}",
                 service_url=self._config.public_url,
             )
             raw = render_digest(digest, sender=self._config.sender, recipient=user.email, links=links, now=now)

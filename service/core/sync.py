@@ -16,6 +16,13 @@ The answer lists only paths needing action, plus the feed cursor to follow after
 writes; reading entries after a cursor therefore never skips or repeats a committed change. A long-poll
 (``wait``) registers with the worker's ``HeadWatcher``, which polls the heads of every namespace some request
 waits on with one batched read per interval, however many requests wait.
+
+**Membership after the read.** Every answer with namespace content is read first and then checked against the
+caller's membership (``NamespaceService.read_as_member``), so a member removed meanwhile gets 404, never
+what was committed after the removal. A long-poll re-checks when it wakes, whatever woke it: a commit, the
+end of its wait, a shutdown, or the removal itself (the worker that removes a member wakes that member's
+long-polls at once; on other workers they answer 404 at their next wake, before any change data is read
+out).
 """
 
 from __future__ import annotations
@@ -140,13 +147,14 @@ class HeadWatcher:
     def __init__(self, journal: JournalReader, interval: float) -> None:
         self._journal = journal
         self._interval = interval
-        self._waiters: dict[str, list[tuple[int, asyncio.Future[int]]]] = {}
+        #: Per namespace: (head seen, who waits, the future that wakes them).
+        self._waiters: dict[str, list[tuple[int, str, asyncio.Future[int]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def wait(self, ns: str, seen: int, seconds: float) -> int | None:
-        """The new head once it exceeds ``seen``; None when ``seconds`` pass first."""
+    async def wait(self, ns: str, seen: int, seconds: float, username: str = "") -> int | None:
+        """The new head once it exceeds ``seen``; None when ``seconds`` pass first, or 0 when released."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(ns, []).append((seen, future))
+        self._waiters.setdefault(ns, []).append((seen, username, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll(), name="head-watcher")
         try:
@@ -156,7 +164,7 @@ class HeadWatcher:
             return None
         finally:
             waiting = self._waiters.get(ns, [])
-            waiting[:] = [(s, f) for s, f in waiting if f is not future]
+            waiting[:] = [(s, u, f) for s, u, f in waiting if f is not future]
             if not waiting:
                 self._waiters.pop(ns, None)
 
@@ -169,7 +177,7 @@ class HeadWatcher:
                 log.warning("polling namespace heads failed; retrying", exc_info=True)
                 continue
             for ns, head in heads.items():
-                for seen, future in self._waiters.get(ns, []):
+                for seen, _, future in self._waiters.get(ns, []):
                     if head > seen and not future.done():
                         future.set_result(head)
 
@@ -177,9 +185,19 @@ class HeadWatcher:
         """Answer every waiting long-poll now (with nothing new): used when the worker shuts down, so
         clients reconnect elsewhere instead of holding the shutdown for their whole wait."""
         for waiting in self._waiters.values():
-            for _, future in waiting:
+            for _, _, future in waiting:
                 if not future.done():
                     future.set_result(0)
+
+    def waiting(self, ns: str) -> int:
+        """How many long-polls wait on ``ns`` here."""
+        return len(self._waiters.get(ns, []))
+
+    async def member_removed(self, ns: str, username: str) -> None:
+        """Wake ``username``'s long-polls on ``ns`` now: they re-check their membership and answer 404."""
+        for _, waiter, future in self._waiters.get(ns, []):
+            if waiter == username and not future.done():
+                future.set_result(0)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -213,7 +231,13 @@ class SyncService:
         after: str | None,
         through: str | None,
     ) -> CompareResult:
-        await self._namespaces.authorize(principal, ns, "viewer")
+        return await self._namespaces.read_as_member(
+            principal, ns, "viewer", lambda: self._compare(ns, entries, ranged=ranged, after=after, through=through)
+        )
+
+    async def _compare(
+        self, ns: str, entries: Sequence[ManifestEntry], *, ranged: bool, after: str | None, through: str | None
+    ) -> CompareResult:
         if len(entries) > MAX_COMPARE_ENTRIES:
             raise ValidationFailed.of(
                 "$.entries", f"at most {MAX_COMPARE_ENTRIES} entries per request; send the manifest in pages"
@@ -284,12 +308,21 @@ class SyncService:
         return entries[1:]
 
     async def changes(self, principal: Principal, ns: str, cursor: str | None, limit: int, wait: float) -> FeedPage:
-        await self._namespaces.authorize(principal, ns, "viewer")
-        after = decode_cursor(cursor) if cursor else 0
-        entries = await self._since(ns, after, limit + 1)
-        if not entries and wait > 0 and await self._watcher.wait(ns, after, min(wait, MAX_WAIT_SECONDS)):
-            entries = await self._since(ns, after, limit + 1)
-        # A long-poll released by a shutdown answers with nothing new, which is true: the client polls again.
+        after = 0
+
+        async def page() -> list[JournalEntry]:
+            nonlocal after
+            after = decode_cursor(cursor) if cursor else 0
+            return await self._since(ns, after, limit + 1)
+
+        entries = await self._namespaces.read_as_member(principal, ns, "viewer", page)
+        if not entries and wait > 0:
+            if await self._watcher.wait(ns, after, min(wait, MAX_WAIT_SECONDS), principal.username):
+                entries = await self._namespaces.read_as_member(principal, ns, "viewer", page)
+            else:
+                # Nothing new (the wait ended, a shutdown, or a removal released it): still re-checked, so a
+                # member removed while waiting hears 404 rather than "nothing changed".
+                await self._namespaces.authorize(principal, ns, "viewer")
         more = len(entries) > limit
         entries = entries[:limit]
         changes = [change for entry in entries for change in entry.changes]

@@ -10,6 +10,7 @@ import dataclasses
 import email
 import email.policy
 import re
+import time
 import uuid
 from email.message import EmailMessage
 
@@ -19,6 +20,8 @@ from aiohttp import web
 
 from service.aws.clients import open_clients
 from service.aws.notify import SesMailer
+from service.core.addresses import confirmation_signer
+from service.core.follows import UnsubscribeSigner
 from service.core.notify import Notifier
 from service.metrics import Metrics
 from service.settings import NotifySettings
@@ -43,8 +46,12 @@ class Crash(BaseException):
     """The process dies here: nothing after this line of the notifier runs."""
 
 
-async def mail_to(moto_endpoint: str, address: str) -> list[EmailMessage]:
-    """Every message the emulator's SES accepted for ``address``.
+CONFIRM_SUBJECT = "Confirm this address for file change notifications"
+
+
+async def mail_to(moto_endpoint: str, address: str, *, confirmations: bool = False) -> list[EmailMessage]:
+    """Every digest (or with ``confirmations``, every confirmation mail) the emulator's SES accepted for
+    ``address``.
 
     Read from the emulator's SES backend (it runs in the test process): moto's ``/moto-api/data.json``
     serializes every service's state and fails once other tests have left objects it cannot encode.
@@ -57,8 +64,23 @@ async def mail_to(moto_endpoint: str, address: str) -> list[EmailMessage]:
         if isinstance(sent, RawMessage) and address in sent.destinations:
             message = email.message_from_string(sent.raw_data, policy=email.policy.default)
             assert isinstance(message, EmailMessage)
-            found.append(message)
+            if (message["Subject"] == CONFIRM_SUBJECT) == confirmations:
+                found.append(message)
     return found
+
+
+def confirmation_link(message: EmailMessage | str) -> str:
+    """The path and query of the link in a confirmation mail (whatever the service's public URL)."""
+    text = message if isinstance(message, str) else text_of(message)
+    [link] = re.findall(r"https?://[^/\s]+(/v1/account/email/confirm\?token=\S+)", text)
+    return link
+
+
+async def confirm(client, address: str) -> None:
+    """Follow the link of the (latest) confirmation mail sent to ``address``, as its owner would."""
+    *_, message = await mail_to("", address, confirmations=True)
+    response = await client.post(confirmation_link(message))
+    assert response.status == 200, await response.text()
 
 
 def text_of(message: EmailMessage) -> str:
@@ -78,6 +100,8 @@ async def account(client, name: str, address: str | None) -> dict[str, str]:
     response = await client.post("/v1/auth/signup", json=body)
     assert response.status == 201, await response.text()
     assert (await response.json())["email"] == address
+    if address:  # double opt-in: no digest goes to an address before its owner confirmed it
+        await confirm(client, address)
     return bearer(await log_in(client, name))
 
 
@@ -220,6 +244,65 @@ async def test_a_followers_own_change_and_a_former_member_are_not_told(
     assert await mail_to(moto_endpoint, world.addresses["carol"]) == []
     [to_alice] = await mail_to(moto_endpoint, world.addresses["alice"])
     assert "docs/by-bob.txt added (by bob)" in text_of(to_alice)
+
+
+async def test_a_member_removed_between_two_changes_hears_only_of_the_first(
+    client, notify_settings, notifier, clock, moto_endpoint
+):
+    world = await make_world(client, notify_settings, followers=("bob", "carol"))
+    await change(world, "docs/before-removal.txt")
+    worker = notifier()
+    await worker.tick()  # carol's digest takes the first change in
+    removed = await client.delete(f"/v1/namespaces/{world.ns}/members/carol", headers=world.alice)
+    assert removed.status == 204
+    await change(world, "docs/after-removal.txt")
+    await worker.tick()
+    clock.now += WINDOW + 1
+    await worker.tick()
+    [to_bob] = await mail_to(moto_endpoint, world.addresses["bob"])
+    assert "docs/after-removal.txt added" in text_of(to_bob)
+    [to_carol] = await mail_to(moto_endpoint, world.addresses["carol"])
+    assert "docs/before-removal.txt added" in text_of(to_carol)
+    assert "after-removal" not in text_of(to_carol)
+    # Her follows there ended with the membership.
+    carol = world.followers["carol"]
+    assert (await (await client.get("/v1/follows", headers=carol)).json())["follows"] == []
+
+
+class RemovalDuringRead:
+    """The real journal, but carol is removed and alice commits again just before the fan-out's first read
+    (the race a notifier that read the members first would lose)."""
+
+    def __init__(self, real, client, world: World) -> None:
+        self.real, self.client, self.world, self.raced = real, client, world, False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    async def since(self, ns, after_seq, limit):
+        if not self.raced:
+            self.raced = True
+            response = await self.client.delete(
+                f"/v1/namespaces/{self.world.ns}/members/carol", headers=self.world.alice
+            )
+            assert response.status == 204
+            await change(self.world, "docs/during-the-read.txt")
+        return await self.real.since(ns, after_seq, limit)
+
+
+async def test_a_removal_racing_the_fan_out_tells_the_removed_member_nothing_after_it(
+    client, notify_settings, notifier, clock, moto_endpoint
+):
+    world = await make_world(client, notify_settings, followers=("bob", "carol"))
+    await change(world, "docs/first.txt")
+    worker = notifier()
+    worker._journal = RemovalDuringRead(worker._journal, client, world)
+    await worker.tick()
+    clock.now += WINDOW + 1
+    await worker.tick()
+    [to_bob] = await mail_to(moto_endpoint, world.addresses["bob"])
+    assert "docs/during-the-read.txt added" in text_of(to_bob)
+    assert await mail_to(moto_endpoint, world.addresses["carol"]) == []
 
 
 class CrashingMailer:
@@ -527,3 +610,173 @@ async def test_an_address_of_254_characters_is_accepted_and_255_refused(client):
         await client.put("/v1/account/email", json={"email": past, "current_password": PASSWORD}, headers=bob), 422
     )
     assert body["errors"][0]["path"] == "$.email"
+
+
+# --- double opt-in -------------------------------------------------------------------------------------
+
+
+async def test_an_unconfirmed_address_gets_one_confirmation_mail_and_no_digest(
+    client, notify_settings, notifier, clock, moto_endpoint
+):
+    world = await make_world(client, notify_settings)
+    address = f"eve-{uuid.uuid4().hex[:8]}@example.com"
+    signed_up = await client.post("/v1/auth/signup", json={"username": "eve", "password": PASSWORD, "email": address})
+    assert (await signed_up.json())["email_confirmed"] is False
+    eve = bearer(await log_in(client, "eve"))
+    await client.put(f"/v1/namespaces/{world.ns}/members/eve", json={"role": "viewer"}, headers=world.alice)
+    assert (await client.put(f"/v1/ns/{world.ns}/follows/docs", headers=eve)).status == 200
+    await change(world, "docs/before-confirming.txt")
+    worker = notifier()
+    await worker.tick()
+    clock.now += WINDOW + 1
+    await worker.tick()
+    assert len(await mail_to(moto_endpoint, world.addresses["bob"])) == 1  # bob's confirmed address is told
+    assert await mail_to(moto_endpoint, address) == [], "a digest went to an unconfirmed address"
+    [confirmation] = await mail_to(moto_endpoint, address, confirmations=True)
+    assert "Team" not in text_of(confirmation)  # nothing a user typed (a namespace's name) reaches it
+    assert (await (await client.get("/v1/account", headers=eve)).json())["email_confirmed"] is False
+    # The same address again: nothing changes, nothing more is sent.
+    same = await client.put("/v1/account/email", json={"email": address, "current_password": PASSWORD}, headers=eve)
+    assert (await same.json())["email_confirmed"] is False
+    assert len(await mail_to(moto_endpoint, address, confirmations=True)) == 1
+    await confirm(client, address)
+    assert (await (await client.get("/v1/account", headers=eve)).json())["email_confirmed"] is True
+    await change(world, "docs/after-confirming.txt")
+    await worker.tick()
+    clock.now += WINDOW + 1
+    await worker.tick()
+    [digest] = await mail_to(moto_endpoint, address)
+    assert "docs/after-confirming.txt added" in text_of(digest)
+    assert "before-confirming" not in text_of(digest)  # dropped while unconfirmed, never held back for later
+
+
+async def test_a_confirmation_link_works_once_and_an_expired_or_forged_one_is_404(client, notify_settings):
+    bob = await account(client, "bob", None)
+    address = f"bob-{uuid.uuid4().hex[:8]}@example.com"
+    changed = await client.put("/v1/account/email", json={"email": address, "current_password": PASSWORD}, headers=bob)
+    assert await changed.json() == {**await changed.json(), "email": address, "email_confirmed": False}
+    [mail] = await mail_to("", address, confirmations=True)
+    link = confirmation_link(mail)
+    path, token = link.split("?token=")
+    forged = f"{path}?token={token[:-1]}{'A' if token[-1] != 'A' else 'B'}"
+    for method in ("GET", "POST"):
+        body = await problem(await client.request(method, forged), 404)
+        assert "not valid" in body["detail"]
+    signer = confirmation_signer(notify_settings.token_secret)
+    claims = {k: v for k, v in signer.verify(token, 0).items() if k != "exp"}
+    expired = f"{path}?token={signer.sign(claims, time.time() - 1)}"
+    for method in ("GET", "POST"):
+        body = await problem(await client.request(method, expired), 404)
+        assert "expired" in body["detail"]
+    page = await client.get(link)  # what a mail scanner does: shows a button, confirms nothing
+    assert page.status == 200
+    assert "<button" in await page.text()
+    assert address in await page.text()
+    assert (await (await client.get("/v1/account", headers=bob)).json())["email_confirmed"] is False
+    done = await client.post(link)
+    assert await done.json() == {"email": address, "email_confirmed": True}
+    for method in ("POST", "GET"):  # once only
+        await problem(await client.request(method, link), 404)
+    assert (await (await client.get("/v1/account", headers=bob)).json())["email_confirmed"] is True
+    # A new address is unconfirmed again.
+    other = f"bob2-{uuid.uuid4().hex[:8]}@example.com"
+    again = await client.put("/v1/account/email", json={"email": other, "current_password": PASSWORD}, headers=bob)
+    assert (await again.json())["email_confirmed"] is False
+
+
+async def test_a_link_for_an_address_changed_since_is_404(client):
+    bob = await account(client, "bob", None)
+    first, second = (f"{n}-{uuid.uuid4().hex[:8]}@example.com" for n in ("one", "two"))
+    for address in (first, second):
+        response = await client.put(
+            "/v1/account/email", json={"email": address, "current_password": PASSWORD}, headers=bob
+        )
+        assert response.status == 200
+    [old] = await mail_to("", first, confirmations=True)
+    await problem(await client.post(confirmation_link(old)), 404)
+    assert (await (await client.get("/v1/account", headers=bob)).json())["email_confirmed"] is False
+
+
+async def test_confirmation_mails_are_limited_per_account_and_per_address(client, notify_settings):
+    assert notify_settings.notify.confirm_mails_per_hour == 3
+    address = f"frank-{uuid.uuid4().hex[:8]}@example.com"
+    body = {"username": "frank", "password": PASSWORD, "email": address}
+    assert (await client.post("/v1/auth/signup", json=body)).status == 201  # mail 1
+    frank = bearer(await log_in(client, "frank"))
+    for _ in range(2):  # mails 2 and 3
+        assert (await client.post("/v1/account/email/confirmation", headers=frank)).status == 204
+    refused = await client.post("/v1/account/email/confirmation", headers=frank)
+    await problem(refused, 429)
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert len(await mail_to("", address, confirmations=True)) == 3
+    other = f"frank2-{uuid.uuid4().hex[:8]}@example.com"
+    change = {"email": other, "current_password": PASSWORD}
+    await problem(await client.put("/v1/account/email", json=change, headers=frank), 429)
+    assert (await (await client.get("/v1/account", headers=frank)).json())["email"] == address  # unchanged
+    # Another account cannot mail the same address past its quota either.
+    grace = await account(client, "grace", None)
+    change = {"email": address, "current_password": PASSWORD}
+    await problem(await client.put("/v1/account/email", json=change, headers=grace), 429)
+    assert (await (await client.get("/v1/account", headers=grace)).json())["email"] is None
+    assert len(await mail_to("", address, confirmations=True)) == 3
+    # Nothing waits for confirmation: nothing to send.
+    await problem(await client.post("/v1/account/email/confirmation", headers=grace), 409)
+
+
+# --- unsubscribe links ---------------------------------------------------------------------------------
+
+ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+
+
+async def digest_link(world: World, notifier, clock, moto_endpoint) -> str:
+    await change(world, "docs/u.txt")
+    worker = notifier()
+    await worker.tick()
+    clock.now += WINDOW + 1
+    await worker.tick()
+    [message] = await mail_to(moto_endpoint, world.addresses["bob"])
+    return message["List-Unsubscribe"].strip("<>").removeprefix("https://files.test")
+
+
+async def follows_of(client, world: World) -> list[str]:
+    listed = await (await client.get("/v1/follows", headers=world.followers["bob"])).json()
+    return sorted(f["path"] for f in listed["follows"])
+
+
+async def test_an_unsubscribe_link_does_not_end_follows_made_after_its_email(
+    client, notify_settings, notifier, clock, moto_endpoint
+):
+    world = await make_world(client, notify_settings)
+    link = await digest_link(world, notifier, clock, moto_endpoint)
+    bob = world.followers["bob"]
+    # After the email: the follow removed and made again, and a new one.
+    assert (await client.delete(f"/v1/ns/{world.ns}/follows/docs", headers=bob)).status == 204
+    assert (await client.put(f"/v1/ns/{world.ns}/follows/docs", headers=bob)).status == 200
+    assert (await client.put(f"/v1/ns/{world.ns}/follows/reports", headers=bob)).status == 200
+    done = await client.post(link, **ONE_CLICK)
+    assert await done.json() == {"ended": 0}
+    assert await follows_of(client, world) == ["docs", "reports"]
+
+
+async def test_an_unsubscribe_link_ends_the_follows_of_its_email_in_one_click_and_expires(
+    client, notify_settings, notifier, clock, moto_endpoint
+):
+    world = await make_world(client, notify_settings)
+    bob = world.followers["bob"]
+    assert (await client.put(f"/v1/ns/{world.ns}/follow", headers=bob)).status == 200
+    link = await digest_link(world, notifier, clock, moto_endpoint)
+    # Following again what one follows keeps the follow as it was: the link still ends it.
+    assert (await client.put(f"/v1/ns/{world.ns}/follows/docs", headers=bob)).status == 200
+    done = await client.post(link, **ONE_CLICK)  # RFC 8058: a POST with this body, no login
+    assert await done.json() == {"ended": 2}
+    assert await follows_of(client, world) == []
+    # Expired: the same claims signed with the service's key, but past their lifetime.
+    assert (await client.put(f"/v1/ns/{world.ns}/follows/docs", headers=bob)).status == 200
+    far = 4_000_000_000.0
+    stale = UnsubscribeSigner(notify_settings.token_secret, -2 * 86400).sign("bob", through=far, now=time.time())
+    for method in ("GET", "POST"):
+        body = await problem(await client.request(method, f"/v1/unsubscribe?token={stale}"), 404)
+        assert "expired" in body["detail"]
+    assert await follows_of(client, world) == ["docs"]
+    fresh = UnsubscribeSigner(notify_settings.token_secret, 86400).sign("bob", through=far, now=time.time())
+    assert await (await client.post(f"/v1/unsubscribe?token={fresh}", **ONE_CLICK)).json() == {"ended": 1}

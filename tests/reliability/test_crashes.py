@@ -30,7 +30,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from tests.api.files_helpers import body, entry, upload_direct
 from tests.api.helpers import PASSWORD, bearer
-from tests.api.test_notifications import EMPTY, mail_to
+from tests.api.test_notifications import EMPTY, confirm, mail_to
 from tests.conftest import TEST_BLOCK_SIZE
 from tests.reliability.faultproxy import Fault, FaultProxy, Rule
 from tests.test_entrypoints import ROOT, aws_env, free_port, wait_for
@@ -100,6 +100,8 @@ async def account(http: aiohttp.ClientSession, name: str, email: str | None = No
     extra = {"email": email} if email else {}
     signup = await http.post("/v1/auth/signup", json={"username": name, "password": PASSWORD, **extra})
     assert signup.status == 201, await signup.text()
+    if email:  # double opt-in: digests go only to a confirmed address
+        await confirm(http, email)
     login = await http.post("/v1/auth/token", json={"username": name, "password": PASSWORD})
     headers = bearer(await login.json())
     namespaces = await http.get("/v1/namespaces", headers=headers)

@@ -19,6 +19,7 @@ import pytest
 from service.settings import Settings
 from tests.api.files_helpers import body, download, entry, independent_hash, upload_direct
 from tests.api.helpers import PROBLEM, problem, user
+from tests.api.test_notifications import confirmation_link, mail_to
 from tests.conftest import TEST_BLOCK_SIZE
 from tests.reliability.conftest import ROUNDS, through
 from tests.reliability.faultproxy import Fault, FaultProxy, Rule
@@ -310,3 +311,20 @@ async def test_five_percent_injected_aws_errors_fail_no_idempotent_request(
                 assert listed[path].rev == 1, f"{path} was committed twice"
                 async with http.get(await sdk.download_url(ns, path)) as response:
                     assert await response.read() == data, path
+
+
+@pytest.mark.parametrize("fault", ["throttle", "error", "reset"])
+async def test_a_confirmation_mail_ses_will_not_take_is_a_503_and_can_be_asked_for_again(client, proxy, fault):
+    bob = await user(client, "bob")
+    address = f"bob-{uuid.uuid4().hex[:8]}@example.com"
+    proxy.add(Rule(fault, service="ses"))
+    change = {"email": address, "current_password": "correct horse battery"}
+    body = await expect_unavailable(await client.put("/v1/account/email", json=change, headers=bob))
+    assert "saved unconfirmed" in body["detail"]
+    account = await (await client.get("/v1/account", headers=bob)).json()
+    assert (account["email"], account["email_confirmed"]) == (address, False)
+    assert await mail_to("", address, confirmations=True) == []
+    proxy.clear()
+    assert (await client.post("/v1/account/email/confirmation", headers=bob)).status == 204
+    [mail] = await mail_to("", address, confirmations=True)
+    assert (await client.post(confirmation_link(mail))).status == 200

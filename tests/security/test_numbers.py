@@ -208,6 +208,8 @@ async def test_no_numeric_input_of_any_operation_is_a_server_error(client):
         "get_changes": Base("GET", f"/v1/ns/{ns}/changes"),
         "get_unsubscribe": Base("GET", "/v1/unsubscribe"),
         "post_unsubscribe": Base("POST", "/v1/unsubscribe"),
+        "get_email_confirm": Base("GET", "/v1/account/email/confirm"),
+        "post_email_confirm": Base("POST", "/v1/account/email/confirm"),
     }
     spec = await (await client.get("/v1/openapi.json")).json()
     operations = inputs(spec)

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "feed_poll": "tools.bench.feed_poll",
     "hashing": "tools.bench.hashing",
     "sustained": "tools.bench.sustained",
+    "password_flood": "tools.bench.password_flood",
 }
 
 
