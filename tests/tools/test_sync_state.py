@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 from service.paths import normalize_path, path_key
-from tools.sync.scan import scan
-from tools.sync.state import StateDB, StateEntry
+from tools.sync.scan import Issue, scan
+from tools.sync.state import IssueRow, StateDB, StateEntry
 
 
 def synced(state: StateDB, files: dict[str, tuple[int, int]]) -> None:
@@ -51,3 +52,48 @@ def test_the_cheap_scan_gives_the_same_keys_as_the_full_one(tmp_path: Path):
     cheap = {(key, size, mtime) for key, _, _, size, mtime, _ in found}
     assert cheap == full
     assert len(cheap) == 4
+
+
+def test_synced_files_under_a_skipped_item_are_held_not_missing(tmp_path: Path):
+    state = StateDB(tmp_path / "state.db")
+    synced(state, {"a": (1, 10), "link/x": (2, 20), "link/y/z": (3, 30), "linked": (4, 40), "ignored.log": (5, 50)})
+    found = [
+        ("a", "a", "a", 1, 10, 0),
+        Issue("link", "link", "skipped", "symlink (never followed)"),
+        Issue("ignored.log", "ignored.log", "ignored", ".filesyncignore"),
+        Issue("empty", "empty", "note", "empty folder"),
+    ]
+    state.load_scan(found)
+    held = {key for key, _, _, is_held in state.page(None, 100) if is_held}
+    assert held == {"link/x", "link/y/z", "ignored.log"}  # not "linked": only the item and what is under it
+    assert set(state.blockers(["link/x", "link/new", "linked", "a", "empty/x"])) == {"link/x", "link/new"}
+    assert state.blockers(["link/new"])["link/new"].reason == "symlink (never followed)"
+    # The no-change check: the same files and the same items is no change; the held files are not expected.
+    synced(state, {"linked": (4, 40)})
+    state.forget(["linked"])
+    assert state.matches(found)
+    assert not state.matches(found[:3])  # the empty folder went
+    assert not state.matches([*found, Issue("new-link", "new-link", "skipped", "symlink (never followed)")])
+    # A file the last round could not read is expected as it was then.
+    state.add_issue(IssueRow("secret", "secret", "unreadable", "unreadable (Permission denied)", 7, 70))
+    assert state.matches([*found, ("secret", "secret", "secret", 7, 70, 0)])
+    assert not state.matches([*found, ("secret", "secret", "secret", 7, 71, 0)])
+    state.close()
+
+
+def test_a_database_an_earlier_client_wrote_is_upgraded(tmp_path: Path):
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(
+        "CREATE TABLE files (key TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, "
+        "mtime_ns INTEGER NOT NULL, content_hash TEXT NOT NULL, synced_rev INTEGER NOT NULL, blocks BLOB);"
+        "CREATE TABLE scanned (key TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, "
+        "mtime_ns INTEGER NOT NULL, absolute TEXT NOT NULL);"
+        "INSERT INTO files VALUES ('docs/a.txt', 'Docs/a.txt', 1, 2, 'h', 3, NULL);"
+    )
+    old.commit()
+    old.close()
+    state = StateDB(tmp_path / "state.db")
+    assert state.entry("docs/a.txt") == StateEntry("docs/a.txt", "Docs/a.txt", 1, 2, "h", 3, None, "Docs/a.txt")
+    assert state.spelling("docs") == "Docs"
+    assert state.load_scan([("docs/a.txt", "Docs/a.txt", "Docs/a.txt", 1, 2, 9)]) == 1
+    state.close()

@@ -39,7 +39,6 @@ CREATE TABLE IF NOT EXISTS files (
     inode INTEGER,                 -- with size, what tells a renamed file from a new one
     held INTEGER                   -- 1: under an item this round skipped or ignored; not a deletion
 );
-CREATE INDEX IF NOT EXISTS files_held ON files (key) WHERE held IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scanned (
     key TEXT PRIMARY KEY,          -- this round's scan: what is on disk now (a round reads it a page at a time)
@@ -58,11 +57,15 @@ CREATE TABLE IF NOT EXISTS issues (
     mtime_ns INTEGER,
     rev INTEGER                    -- unplaced: the server's rev that could not be placed
 );
-CREATE INDEX IF NOT EXISTS issues_key ON issues (key);
 CREATE TABLE IF NOT EXISTS uploads (
     key TEXT PRIMARY KEY,          -- the object key of a multipart upload in progress
     upload_id TEXT NOT NULL        -- written before its first part is sent: a crashed run resumes it
 );
+"""
+#: Made once ``_upgrade`` has added the columns they index.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS files_held ON files (key) WHERE held IS NOT NULL;
+CREATE INDEX IF NOT EXISTS issues_key ON issues (key);
 """
 
 #: Issues the scan finds (replaced by each scan), and those a round finds (cleared when a round starts).
@@ -122,6 +125,7 @@ class StateDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._upgrade()
+        self._db.executescript(_INDEXES)
 
     def _upgrade(self) -> None:
         """A database an earlier client wrote: add the columns it lacks, and a scan table of the new shape."""
