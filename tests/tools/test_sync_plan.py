@@ -97,7 +97,9 @@ def test_blocked_keys_are_left_alone_and_what_cannot_be_placed_is_named():
     result = plan({}, {}, items, {i.path: i.path.lower() for i in items}, blocked)
     assert [d.file.path for d in result.downloads] == ["free.txt"]
     assert [(u.key, u.reason) for u in result.unplaced] == [("link/new.txt", "link is in the way (symlink)")]
-    assert result.uploads == result.remote_deletes == result.local_deletes == []
+    assert result.uploads == []
+    assert result.remote_deletes == []
+    assert result.local_deletes == []
 
 
 def test_a_download_goes_to_the_local_spelling_and_only_over_what_was_seen():

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from service.paths import normalize_path, path_key
-from tools.sync.scan import Issue, scan
+from tools.sync.scan import FileRow, Issue, scan
 from tools.sync.state import IssueRow, StateDB, StateEntry
 
 
@@ -57,7 +57,7 @@ def test_the_cheap_scan_gives_the_same_keys_as_the_full_one(tmp_path: Path):
 def test_synced_files_under_a_skipped_item_are_held_not_missing(tmp_path: Path):
     state = StateDB(tmp_path / "state.db")
     synced(state, {"a": (1, 10), "link/x": (2, 20), "link/y/z": (3, 30), "linked": (4, 40), "ignored.log": (5, 50)})
-    found = [
+    found: list[FileRow | Issue] = [
         ("a", "a", "a", 1, 10, 0),
         Issue("link", "link", "skipped", "symlink (never followed)"),
         Issue("ignored.log", "ignored.log", "ignored", ".filesyncignore"),
