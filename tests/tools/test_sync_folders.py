@@ -281,3 +281,24 @@ def test_a_server_file_under_a_local_symlink_is_reported_and_never_written_throu
         "shared/plan.txt": b"from a",
         "config.txt": b"v2",
     }
+
+
+def test_a_file_where_a_folder_must_go_is_reported_not_forced(pair):
+    """A replaces a file by a folder of the same name while B edits the file: B's edit is kept (here, and
+    on the server unless the server refuses a file where its folder is), A's folder's file is not forced
+    in over it, and every later sync says so instead of failing."""
+    a, b = pair
+    a.write("clash", b"a file at first")
+    a.run("sync", str(a.root))
+    b.run("sync", str(b.root))
+    (a.root / "clash").unlink()
+    a.write("clash/inner.txt", b"now a folder")
+    a.run("sync", str(a.root))
+    b.write("clash", b"edited on b")
+    out = b.run("sync", str(b.root), expect=SKIPPED)
+    assert "skipped clash/inner.txt: not placed here: clash is a file, not a folder" in out, out
+    assert (b.root / "clash").read_bytes() == b"edited on b"
+    again = b.run("sync", str(b.root), expect=SKIPPED)
+    assert "clash/inner.txt" in again
+    assert (b.root / "clash").read_bytes() == b"edited on b"
+    assert "skipped   clash/inner.txt: not placed here" in b.run("status", str(b.root))
