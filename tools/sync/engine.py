@@ -566,7 +566,13 @@ class SyncEngine:
                         return  # changed while syncing: the next round picks it up
                     assert transfer is not None
                     await transfer.upload(
-                        self._ns, source, digest, progress=advance, previous=self._previous(local), ledger=self._state
+                        self._ns,
+                        source,
+                        digest,
+                        progress=advance,
+                        previous=self._previous(local),
+                        ledger=self._state,
+                        name=self._root / local.local,
                     )
                 finally:
                     os.close(source)
