@@ -8,11 +8,14 @@ import ctypes
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
 
+from tests.test_entrypoints import ROOT, clean_env
 from tests.tools.test_sync_cli import Device
 from tools.sync.localfs import display
 
@@ -34,11 +37,6 @@ class Folks(Device):
     """A device whose CLI runs without root's power to read unreadable files (when the tests run as root)."""
 
     def run(self, *args: str, expect: int = 0) -> str:
-        import subprocess
-        import sys
-
-        from tests.test_entrypoints import ROOT, clean_env
-
         result = subprocess.run(
             [sys.executable, "-m", "tools.sync", "--config", str(self.config), *args],
             cwd=ROOT,
