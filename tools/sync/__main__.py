@@ -58,7 +58,7 @@ from tools.sync.failures import (
 )
 from tools.sync.ignore import IgnoreRules
 from tools.sync.localfs import Folder, display
-from tools.sync.scan import Issue, scan
+from tools.sync.scan import Issue, scan, scan_stats
 from tools.sync.state import NOT_SYNCED, ROUND_KINDS, IssueRow, StateDB
 
 if TYPE_CHECKING:
@@ -319,7 +319,8 @@ def quick_no_change(config: Config, root: Path, namespace: str | None = None) ->
         ns, cursor = state.get("namespace"), state.get("cursor")
         if not ns or not cursor or namespace not in (None, ns):
             return False
-        if not state.matches(scan(root, IgnoreRules.load(Folder(root)), state.spelling)):
+        issues: list[Issue] = []
+        if not state.matches(scan_stats(root, issues, IgnoreRules.load(Folder(root)), state.spelling), issues):
             return False
     finally:
         state.close()
@@ -586,13 +587,10 @@ async def cmd_status(args: argparse.Namespace, config: Config) -> int:
         known = {e.key: e for e in state.entries()}
         last_round = state.issues(ROUND_KINDS)
         refused = {row.key for row in last_round if row.kind != "unplaced"}
-        changed, added, issues = [], [], []
+        changed, added = [], []
+        issues: list[Issue] = []
         seen = set()
-        for item in scan(root, IgnoreRules.load(Folder(root)), state.spelling):
-            if isinstance(item, Issue):
-                issues.append(item)
-                continue
-            key, _, local, size, mtime_ns, _ = item
+        for key, _, local, size, mtime_ns, _ in scan(root, issues, IgnoreRules.load(Folder(root)), state.spelling):
             seen.add(key)
             before = known.get(key)
             if key in refused:

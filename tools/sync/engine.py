@@ -40,7 +40,7 @@ from tools.sdk.transfer import S3Transfer
 from tools.sync.ignore import TEMP_PREFIX, IgnoreRules
 from tools.sync.localfs import Folder, Placed, Unplaceable, display, kind_of
 from tools.sync.plan import Blocker, ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
-from tools.sync.scan import scan
+from tools.sync.scan import Issue, scan, scan_stats
 from tools.sync.state import NOT_SYNCED, IssueRow, SeenFile, StateDB, StateEntry
 
 COMPARE_PAGE = 5000
@@ -134,7 +134,8 @@ class SyncEngine:
             state = StateDB(self._state.path)
             try:
                 rules = IgnoreRules.load(self._folder)
-                return state.matches(scan(self._root, rules, state.spelling)), rules
+                issues: list[Issue] = []
+                return state.matches(scan_stats(self._root, issues, rules, state.spelling), issues), rules
             finally:
                 state.close()
 
@@ -212,7 +213,8 @@ class SyncEngine:
             state = StateDB(self._state.path)
             try:
                 rules = IgnoreRules.load(self._folder)
-                state.load_scan(scan(self._root, rules, state.spelling))
+                issues: list[Issue] = []
+                state.load_scan(scan(self._root, issues, rules, state.spelling), issues)
                 return rules
             finally:
                 state.close()

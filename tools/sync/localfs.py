@@ -19,8 +19,8 @@ import os
 import stat
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from service.paths import BIDI_CONTROLS, path_key
 
@@ -72,8 +72,7 @@ def _key(name: str) -> str:
     return path_key(unicodedata.normalize("NFC", name))
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(NamedTuple):
     """Where a download lands: the open folder, the file's name in it, and its local path."""
 
     dir_fd: int

@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from service.paths import MAX_PATH_BYTES, PathRuleError, normalize_path, path_key
 from tools.sync.ignore import IGNORE_FILE, IgnoreRules
@@ -50,8 +50,7 @@ SYMLINK = "symlink (never followed)"
 EMPTY_FOLDER = "empty folder (the service keeps files, not folders)"
 
 
-@dataclass(frozen=True, slots=True)
-class Issue:
+class Issue(NamedTuple):
     """An item that does not sync: ``local`` (displayable), its path key, ``kind`` and why."""
 
     local: str
@@ -66,9 +65,23 @@ def rule_reason(error: PathRuleError) -> str:
     return f"{what} ({error.errors[0].message})"
 
 
-def scan(root: Path, rules: IgnoreRules | None = None, known: Known | None = None) -> Iterator[FileRow | Issue]:
-    """Every item under ``root`` (see the module's docstring), folder by folder; ``known`` tells which of
-    two twins synced before."""
+def scan(
+    root: Path, issues: list[Issue], rules: IgnoreRules | None = None, known: Known | None = None
+) -> Iterator[FileRow]:
+    """A ``FileRow`` for every file under ``root`` that syncs, folder by folder; every other item goes to
+    ``issues`` (complete once the rows are). ``known`` tells which of two twins synced before."""
+    return _walk(root, issues, rules, known, full=True)
+
+
+def scan_stats(
+    root: Path, issues: list[Issue], rules: IgnoreRules | None = None, known: Known | None = None
+) -> Iterator[tuple[str, int, int]]:
+    """What ``scan`` finds, each file as (path key, size, mtime) only: for the no-change check, which
+    compares with the state database and needs nothing more (nor the time to build it)."""
+    return _walk(root, issues, rules, known, full=False)
+
+
+def _walk(root: Path, issues: list[Issue], rules: IgnoreRules | None, known: Known | None, full: bool) -> Iterator[Any]:
     folder = Folder(root)
     rules = rules if rules is not None else IgnoreRules.load(folder)
     root_fd = folder.open_root()
@@ -79,30 +92,50 @@ def scan(root: Path, rules: IgnoreRules | None = None, known: Known | None = Non
         while stack:
             names, local, nfc, key, length = stack.pop()
             try:
-                fd, entries = _listing(root_fd, names)
+                rows, folders = _read(root_fd, names, local, nfc, key, length, rules, known, issues, full)
             except (OSError, Unplaceable) as exc:
                 if not names:
                     raise  # the folder itself: the round cannot run
-                yield Issue(display(local[:-1]), key[:-1], "skipped", _unreadable(exc))
-            else:
-                try:
-                    if not entries and names:
-                        yield Issue(display(local[:-1]), key[:-1], "note", EMPTY_FOLDER)
-                    yield from _folder(entries, names, local, nfc, key, length, rules, known, stack)
-                finally:
-                    os.close(fd)
+                issues.append(Issue(display(local[:-1]), key[:-1], "skipped", _unreadable(exc)))
+                continue
+            yield from rows
+            for name, name_nfc, name_key, grown in folders:
+                stack.append(((*names, name), local + name + "/", nfc + name_nfc + "/", key + name_key + "/", grown))
     finally:
         os.close(root_fd)
 
 
-def _listing(root_fd: int, names: tuple[str, ...]) -> tuple[int, list[os.DirEntry[str]]]:
-    """The folder at ``names``, open (its entries' ``stat`` needs it open), and its entries."""
+def _read(
+    root_fd: int,
+    names: tuple[str, ...],
+    local: str,
+    nfc: str,
+    key: str,
+    length: int,
+    rules: IgnoreRules,
+    known: Known | None,
+    issues: list[Issue],
+    full: bool,
+) -> tuple[list[Any], list[tuple[str, str, str, int]]]:
+    """One folder, opened from the root without following a symlink: its rows and its folders (see
+    ``_folder``), its twins settled. ``OSError`` or ``Unplaceable`` if it cannot be opened or listed."""
     fd = _open(root_fd, names)
     try:
-        return fd, list(os.scandir(fd))
-    except BaseException:
+        entries = list(os.scandir(fd))  # each entry's ``stat`` needs ``fd`` open
+        if not entries and names:
+            issues.append(Issue(display(local[:-1]), key[:-1], "note", EMPTY_FOLDER))
+        mark = len(issues)
+        rows, folders, twins = _folder(entries, local, nfc, key, length, rules, issues, full)
+        if twins:
+            if not full:  # settling twins needs the names: read this folder again, in full
+                del issues[mark:]
+                rows, folders, _ = _folder(entries, local, nfc, key, length, rules, issues, True)
+            rows, folders = _settle_twins(rows, folders, local, key, known, issues)
+            if not full:
+                rows = [(row[0], row[3], row[4]) for row in rows]
+        return rows, folders
+    finally:
         os.close(fd)
-        raise
 
 
 def _open(root_fd: int, names: tuple[str, ...]) -> int:
@@ -129,74 +162,76 @@ def _unreadable(exc: OSError | Unplaceable) -> str:
 
 def _folder(
     entries: list[os.DirEntry[str]],
-    names: tuple[str, ...],
     local: str,
     nfc: str,
     key: str,
     length: int,
     rules: IgnoreRules,
-    known: Known | None,
-    stack: list[tuple[tuple[str, ...], str, str, str, int]],
-) -> Iterator[FileRow | Issue]:
-    """One folder's entries: issues for what does not sync, rows for its files, its folders onto ``stack``.
-    The rows and folders wait until the whole folder is read, in case two of its names are twins."""
+    issues: list[Issue],
+    full: bool,
+) -> tuple[list[Any], list[tuple[str, str, str, int]], bool]:
+    """One folder's entries: its file rows (``FileRow`` with ``full``, else key, size and mtime), its
+    folders to walk (name, NFC name, key of the name, prefix length), and whether two names are twins
+    (then the rows are full whatever ``full`` says, to settle them); what does not sync goes to ``issues``."""
     spec = rules.spec
-    plain = local.isascii()
-    rows: list[FileRow] = []
+    # The common case, taken in few steps: an ordinary ASCII name of a regular file in an ASCII folder
+    # with room for any name, and no ignore file.
+    quick = local.isascii() and length + 255 <= MAX_PATH_BYTES and spec is None
+    rows: list[Any] = []
     folders: list[tuple[str, str, str, int]] = []
     keys: set[str] = set()
     twins = False
     for entry in entries:
         name = entry.name
         try:
+            if quick and name.isascii() and _ORDINARY.fullmatch(name) and entry.is_file(follow_symlinks=False):
+                found = entry.stat(follow_symlinks=False)
+                relative = local + name
+                name_key = name.lower()
+                if name_key in keys:
+                    twins = True
+                keys.add(name_key)
+                if full:
+                    rows.append((relative.lower(), relative, relative, found.st_size, found.st_mtime_ns, found.st_ino))
+                else:
+                    rows.append((relative.lower(), found.st_size, found.st_mtime_ns))
+                continue
             if name.isascii() and _ORDINARY.fullmatch(name):
-                name_nfc, name_key, problem, longest, quick = name, name.lower(), None, len(name), plain
+                name_nfc, name_key, problem, longest = name, name.lower(), None, len(name)
             elif rules.builtin(name):
-                yield Issue(display(local + name), key + _loose_key(name), "ignored", "built-in rule")
+                issues.append(Issue(display(local + name), key + _loose_key(name), "ignored", "built-in rule"))
                 continue
             else:
                 name_nfc, name_key, problem = _slow_name(name)
                 longest = 0 if problem else max(len(name_nfc.encode()), len(name_key.encode()))
-                quick = False
             is_dir = entry.is_dir(follow_symlinks=False)
             if spec is not None and spec.match_file(nfc + name_nfc + "/" if is_dir else nfc + name_nfc):
-                yield Issue(display(local + name), key + name_key, "ignored", IGNORE_FILE)
+                issues.append(Issue(display(local + name), key + name_key, "ignored", IGNORE_FILE))
                 continue
             if problem is not None:
-                yield Issue(display(local + name), key + name_key, "skipped", problem)
+                issues.append(Issue(display(local + name), key + name_key, "skipped", problem))
                 continue
             if entry.is_symlink():
-                yield Issue(display(local + name), key + name_key, "skipped", SYMLINK)
+                issues.append(Issue(display(local + name), key + name_key, "skipped", SYMLINK))
                 continue
             if length + longest > MAX_PATH_BYTES:
-                yield Issue(display(local + name), key + name_key, "skipped", _TOO_LONG_REASON)
+                issues.append(Issue(display(local + name), key + name_key, "skipped", _TOO_LONG_REASON))
                 continue
+            if name_key in keys:
+                twins = True
+            keys.add(name_key)
             if is_dir:
                 folders.append((name, name_nfc, name_key, length + longest + 1))
             elif entry.is_file(follow_symlinks=False):
                 found = entry.stat(follow_symlinks=False)
-                if quick:  # an ASCII name in an ASCII folder: one string serves as path, local and key
-                    relative = local + name
-                    rows.append((relative.lower(), relative, relative, found.st_size, found.st_mtime_ns, found.st_ino))
-                else:
-                    rows.append(
-                        (key + name_key, nfc + name_nfc, local + name, found.st_size, found.st_mtime_ns, found.st_ino)
-                    )
+                row = (key + name_key, nfc + name_nfc, local + name, found.st_size, found.st_mtime_ns, found.st_ino)
+                rows.append(row if full else (row[0], row[3], row[4]))
             else:
                 what = kind_of(entry.stat(follow_symlinks=False).st_mode)
-                yield Issue(display(local + name), key + name_key, "skipped", f"special file ({what[2:]})")
-                continue
+                issues.append(Issue(display(local + name), key + name_key, "skipped", f"special file ({what[2:]})"))
         except OSError as exc:
-            yield Issue(display(local + name), key + _loose_key(name), "skipped", _unreadable(exc))
-            continue
-        if name_key in keys:
-            twins = True
-        keys.add(name_key)
-    if twins:
-        rows, folders = yield from _settle_twins(rows, folders, local, key, known)
-    yield from rows
-    for name, name_nfc, name_key, grown in folders:
-        stack.append(((*names, name), local + name + "/", nfc + name_nfc + "/", key + name_key + "/", grown))
+            issues.append(Issue(display(local + name), key + _loose_key(name), "skipped", _unreadable(exc)))
+    return rows, folders, twins
 
 
 def _slow_name(name: str) -> tuple[str, str, str | None]:
@@ -215,10 +250,15 @@ def _loose_key(name: str) -> str:
 
 
 def _settle_twins(
-    rows: list[FileRow], folders: list[tuple[str, str, str, int]], local: str, key: str, known: Known | None
-) -> Generator[Issue, None, tuple[list[FileRow], list[tuple[str, str, str, int]]]]:
-    """Of each set of names with one key, keep one; the others are issues. Returns (as the generator's
-    value) the rows and folders that stay."""
+    rows: list[FileRow],
+    folders: list[tuple[str, str, str, int]],
+    local: str,
+    key: str,
+    known: Known | None,
+    issues: list[Issue],
+) -> tuple[list[FileRow], list[tuple[str, str, str, int]]]:
+    """Of each set of names with one key, keep one (the one synced before, else the NFC one, else the first
+    in code-point order); the others are issues. Returns the rows and folders that stay."""
     groups: dict[str, list[str]] = {}
     for name_key, name in [(r[0][len(key) :], r[2][len(local) :]) for r in rows] + [(f[2], f[0]) for f in folders]:
         groups.setdefault(name_key, []).append(name)
@@ -238,7 +278,6 @@ def _settle_twins(
             losers.add(name)
             same_form = unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", winner)
             twin = "Unicode-normalization twin" if same_form else "case twin"
-            yield Issue(
-                display(local + name), key + name_key, "skipped", f"{twin} of {display(winner)} (only one syncs)"
-            )
+            reason = f"{twin} of {display(winner)} (only one syncs)"
+            issues.append(Issue(display(local + name), key + name_key, "skipped", reason))
     return [r for r in rows if r[2][len(local) :] not in losers], [f for f in folders if f[0] not in losers]

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -104,8 +105,7 @@ class SeenFile:
     inode: int
 
 
-@dataclass(frozen=True, slots=True)
-class IssueRow:
+class IssueRow(NamedTuple):
     """An item that did not sync, as stored."""
 
     local: str
@@ -214,11 +214,12 @@ class StateDB:
 
     # --- the no-change check -------------------------------------------------------------------------
 
-    def matches(self, scanned: Iterable[FileRow | Issue]) -> bool:
+    def matches(self, scanned: Iterable[tuple[str, int, int]], issues: list[Issue]) -> bool:
         """Whether a scan is exactly what the last round left: the same files (path key, size, mtime), none
         missing or extra (files held by an item the scan skipped are not expected; files the last round
         could not read or upload are expected as they were then), and the same skipped, ignored and noted
-        items. Streams the scan through temporary tables and compares in SQL, so memory stays flat however
+        items. ``scanned`` (path key, size, mtime) is read first, then ``issues`` (which a scan fills as it
+        goes). Streams the scan through temporary tables and compares in SQL, so memory stays flat however
         many files there are."""
         db = self._db
         db.execute("CREATE TEMP TABLE IF NOT EXISTS scan (key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER)")
@@ -229,13 +230,10 @@ class StateDB:
             with self._transaction():
                 rows = iter(scanned)
                 while chunk := list(itertools.islice(rows, 10_000)):
-                    files = [(r[0], r[3], r[4]) for r in chunk if type(r) is tuple]
-                    db.executemany("INSERT INTO scan VALUES (?, ?, ?)", files)
-                    if len(files) < len(chunk):
-                        db.executemany(
-                            "INSERT INTO scan_issues VALUES (?, ?, ?)",
-                            ((i.local, i.kind, i.reason) for i in chunk if isinstance(i, Issue)),
-                        )
+                    db.executemany("INSERT INTO scan VALUES (?, ?, ?)", chunk)
+                db.executemany(
+                    "INSERT INTO scan_issues VALUES (?, ?, ?)", ((i.local, i.kind, i.reason) for i in issues)
+                )
         except sqlite3.IntegrityError:
             return False  # two local names with one key: not what was synced
         try:
@@ -266,11 +264,18 @@ class StateDB:
             expected = db.execute(
                 "SELECT (SELECT COUNT(*) FROM files) - (SELECT COUNT(*) FROM files WHERE held IS NOT NULL)"
             ).fetchone()[0]
-        else:
-            expected = db.execute(
-                "SELECT COUNT(*) FROM (SELECT key FROM files WHERE held IS NULL "
-                "UNION SELECT key FROM issues WHERE size IS NOT NULL)"
-            ).fetchone()[0]
+            if db.execute("SELECT COUNT(*) FROM scan").fetchone()[0] != expected:
+                return False
+            differing = db.execute(
+                "SELECT 1 FROM scan s LEFT JOIN files f ON f.key = s.key AND f.size = s.size "
+                "AND f.mtime_ns = s.mtime_ns WHERE f.key IS NULL LIMIT 1"
+            ).fetchone()
+            return differing is None
+        # Some files the last round could not read or upload: expected as they were then, too.
+        expected = db.execute(
+            "SELECT COUNT(*) FROM (SELECT key FROM files WHERE held IS NULL "
+            "UNION SELECT key FROM issues WHERE size IS NOT NULL)"
+        ).fetchone()[0]
         if db.execute("SELECT COUNT(*) FROM scan").fetchone()[0] != expected:
             return False
         differing = db.execute(
@@ -282,23 +287,21 @@ class StateDB:
 
     # --- a round -------------------------------------------------------------------------------------
 
-    def load_scan(self, found: Iterable[FileRow | Issue]) -> int:
-        """Replace the stored scan and the scan's issues with ``found``, streamed in, and mark the synced
-        files it holds; returns how many files it holds. Two rows with one key cannot come from one scan
-        (it settles twins); should one anyway, the first stays."""
+    def load_scan(self, found: Iterable[FileRow], issues: list[Issue]) -> int:
+        """Replace the stored scan and the scan's issues with ``found`` (streamed in) and ``issues`` (read
+        after it), and mark the synced files they hold; returns how many files the scan holds. Two rows with
+        one key cannot come from one scan (it settles twins); should one anyway, the first stays."""
         db = self._db
         with self._transaction():
             db.execute("DELETE FROM scanned")
             db.execute("DELETE FROM issues WHERE kind IN (?, ?, ?)", SCAN_KINDS)
             rows = iter(found)
             while chunk := list(itertools.islice(rows, 10_000)):
-                files = [r for r in chunk if type(r) is tuple]
-                db.executemany("INSERT OR IGNORE INTO scanned VALUES (?, ?, ?, ?, ?, ?)", files)
-                if len(files) < len(chunk):
-                    db.executemany(
-                        "INSERT INTO issues (local, key, kind, reason) VALUES (?, ?, ?, ?)",
-                        ((i.local, i.key, i.kind, i.reason) for i in chunk if isinstance(i, Issue)),
-                    )
+                db.executemany("INSERT OR IGNORE INTO scanned VALUES (?, ?, ?, ?, ?, ?)", chunk)
+            db.executemany(
+                "INSERT INTO issues (local, key, kind, reason) VALUES (?, ?, ?, ?)",
+                ((i.local, i.key, i.kind, i.reason) for i in issues),
+            )
             db.execute("UPDATE files SET held = NULL WHERE held IS NOT NULL")
             # Each holding item holds its own key and the range of keys under it ('/' < '0' in UTF-8 order).
             holders = db.execute("SELECT DISTINCT key FROM issues WHERE kind IN ('skipped', 'ignored')").fetchall()
