@@ -32,7 +32,7 @@ from typing import Any
 
 from service.content import EMPTY_HASH, ContentDigest, digest_bytes
 from service.paths import PathRuleError, normalize_path, path_key
-from service.wire import AwsCredentials, CommitResponse, CompareItemOut, FileInfo, ServiceConfig
+from service.wire import AwsCredentials, CommitResponse, CommitResultOut, CompareItemOut, FileInfo, ServiceConfig
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_file_sync
@@ -52,6 +52,10 @@ INLINE_BATCHES_IN_FLIGHT = 3
 #: Feed pages (100 changes each) the cheap check reads before it settles for a full round instead.
 FEED_PAGES_CHECKED = 10
 COMMIT_BATCH = 1000
+#: Renames sent in one request (the service takes 500).
+MOVE_BATCH = 500
+#: How the service's reason for refusing a file where a folder is (or the other way round) begins.
+CLASH_REASON = "file/folder clash"
 #: Scoped credentials are renewed this long before they expire.
 CREDENTIALS_MARGIN_SECONDS = 300
 
@@ -64,6 +68,7 @@ class SyncReport:
     downloaded: int = 0
     deleted_local: int = 0
     deleted_remote: int = 0
+    moved: int = 0
     conflicts: int = 0
     #: Items that did not sync, with their reasons (as the state database keeps them until they resolve).
     skipped: list[IssueRow] = field(default_factory=list)
@@ -75,7 +80,7 @@ class SyncReport:
 
     @property
     def changed(self) -> int:
-        return self.uploaded + self.downloaded + self.deleted_local + self.deleted_remote + self.conflicts
+        return self.uploaded + self.downloaded + self.deleted_local + self.deleted_remote + self.moved + self.conflicts
 
 
 class SyncEngine:
@@ -115,7 +120,12 @@ class SyncEngine:
         report = SyncReport()
         if not await self._nothing_changed():
             for _ in range(rounds):
-                if await self._round(report) or await self._nothing_changed():
+                freed = report.deleted_remote + report.moved
+                if await self._round(report):
+                    break
+                if report.deleted_remote + report.moved > freed and self._state.issues(["refused"]):
+                    continue  # a path refused while the round freed another (a file became a folder): again
+                if await self._nothing_changed():
                     break
         report.skipped = self._state.issues(NOT_SYNCED)
         report.notes = self._state.issues(["note"])
@@ -175,9 +185,9 @@ class SyncEngine:
         self._block_size = int(stored)
         await self._load_scan()
         self._state.clear_round_issues()
+        idle = not await self._moves(report)
         hashing = _Counter(self._state.bytes_to_hash())
         self._progress("hashing", 0, hashing.total)
-        idle = True
         cursor: str | None = None
         after: str | None = None
         while True:
@@ -220,6 +230,59 @@ class SyncEngine:
                 state.close()
 
         self._rules = await asyncio.to_thread(load)
+
+    async def _moves(self, report: SyncReport) -> bool:
+        """Before the pages: the files that vanished at one path and appeared at another with the same size
+        (and inode) and content hash are renames, sent as moves (``MOVE_BATCH`` a request), so each keeps
+        its id and history and no byte travels. The old and new paths of a rename are usually on different
+        pages, so this looks at the whole scan. A move the server refuses (the file changed there, the
+        target exists) is left to the pages: a new file and a deletion, losing nothing. True if any moved."""
+        if self._state.pair_moves() == 0:
+            return False
+        moved = 0
+        after = 0
+        slots = asyncio.Semaphore(os.cpu_count() or 2)
+
+        async def same_content(entry: StateEntry, seen: SeenFile) -> tuple[StateEntry, SeenFile] | None:
+            async with slots:
+                try:
+                    found = await asyncio.to_thread(self._hash, seen.local)
+                except (OSError, Unplaceable):
+                    return None  # the pages look at it again, and name it if it cannot be read
+            return (entry, seen) if found.content_hash == entry.content_hash else None
+
+        while pairs := self._state.moves(after, MOVE_BATCH):
+            after = pairs[-1][0]
+            checked = await asyncio.gather(*(same_content(entry, seen) for _, entry, seen in pairs))
+            same = [pair for pair in checked if pair is not None]
+            if not same:
+                continue
+            response = await self._api.move_many(
+                self._ns, [(e.path, s.path, e.synced_rev) for e, s in same], idempotency_key=uuid.uuid4().hex
+            )
+            done = [
+                (entry, seen, result.file)
+                for (entry, seen), result in zip(same, response.results, strict=True)
+                if result.status == "committed" and result.file is not None
+            ]
+            self._state.forget(entry.key for entry, _, _ in done)
+            self._state.record(
+                StateEntry(
+                    seen.key,
+                    file.path,
+                    seen.size,
+                    seen.mtime_ns,
+                    entry.content_hash,
+                    file.rev,
+                    entry.blocks,
+                    seen.local,
+                    seen.inode,
+                )
+                for entry, seen, file in done
+            )
+            moved += len(done)
+        report.moved += moved
+        return moved > 0
 
     async def _local_page(
         self, rows: list[tuple[str, SeenFile | None, StateEntry | None, bool]], hashing: _Counter
@@ -388,9 +451,9 @@ class SyncEngine:
             if needs_s3:
                 creds = await self._credentials()
                 transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
+            await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
             await self._send_small(small, report)
             await self._uploads(large, transfer, report)
-            await self._remote_deletes(todo, report)
             await self._downloads(todo, transfer, report)
         self._local_deletes(todo, report)
 
@@ -524,7 +587,7 @@ class SyncEngine:
             if result.status == "committed" and result.file is not None:
                 recorded.append(_entry(local, result.file, self._digests.get(local.key)))
                 report.uploaded += 1
-            elif _refused(result.current, local.key, upload.parent_rev):
+            elif _refused(result, local.key, upload.parent_rev):
                 reason = f"refused by the server: {result.reason or 'conflict'}"
                 issue = IssueRow(display(local.local), local.key, "refused", reason, local.size, local.mtime_ns)
                 self._state.add_issue(issue)
@@ -730,9 +793,14 @@ def _wire(seen: SeenFile, synced: StateEntry | None) -> str:
     return synced.path if synced is not None else seen.path
 
 
-def _refused(current: FileInfo | None, key: str, parent_rev: int | None) -> bool:
-    """Whether a commit conflict refuses the path itself rather than losing a race (see ``_record_commits``)."""
-    if current is None:
+def _refused(result: CommitResultOut, key: str, parent_rev: int | None) -> bool:
+    """Whether a commit conflict refuses the path itself rather than losing a race (see ``_record_commits``):
+    the service says it is a file/folder clash, or a new file was refused where no live file with its key is,
+    or the file in the way is at another path."""
+    current = result.current
+    if (result.reason or "").startswith(CLASH_REASON):
+        return True
+    if current is None or current.deleted:
         return parent_rev is None
     return path_key(current.path) != key
 

@@ -312,6 +312,49 @@ class StateDB:
             )
         return int(db.execute("SELECT COUNT(*) FROM scanned").fetchone()[0])
 
+    def pair_moves(self) -> int:
+        """Pair the synced files this scan no longer finds (and that nothing holds) with the files it finds
+        that were not synced, when they may be one file renamed: the same size, and the same inode where
+        both are known (an empty file only by inode). One to one, into the temporary table ``moves``, read
+        back with ``moves``; returns how many pairs. The content hash decides, later."""
+        db = self._db
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS vanished (key TEXT PRIMARY KEY, size INTEGER, inode INTEGER)")
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS appeared (key TEXT PRIMARY KEY, size INTEGER, inode INTEGER)")
+        db.execute("CREATE INDEX IF NOT EXISTS temp.appeared_size ON appeared (size, inode)")
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS moves (old TEXT PRIMARY KEY, new TEXT NOT NULL UNIQUE)")
+        with self._transaction():
+            db.execute("DELETE FROM temp.vanished")
+            db.execute("DELETE FROM temp.appeared")
+            db.execute("DELETE FROM temp.moves")
+            db.execute(
+                "INSERT INTO vanished SELECT key, size, inode FROM files f WHERE held IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM scanned s WHERE s.key = f.key)"
+            )
+            if db.execute("SELECT 1 FROM vanished LIMIT 1").fetchone() is None:
+                return 0
+            db.execute(
+                "INSERT INTO appeared SELECT key, size, inode FROM scanned s "
+                "WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = s.key)"
+            )
+            db.execute(
+                "INSERT INTO moves SELECT MIN(old), new FROM (SELECT v.key AS old, MIN(a.key) AS new "
+                "FROM vanished v JOIN appeared a ON a.size = v.size "
+                "AND (a.inode = v.inode OR (v.inode IS NULL AND v.size > 0)) GROUP BY v.key) GROUP BY new"
+            )
+        return int(db.execute("SELECT COUNT(*) FROM moves").fetchone()[0])
+
+    def moves(self, after: int, limit: int) -> list[tuple[int, StateEntry, SeenFile]]:
+        """The next ``limit`` pairs of ``pair_moves`` after the one numbered ``after``: (its number, the
+        vanished synced file, the new file)."""
+        rows = self._db.execute(
+            "SELECT m.rowid, f.key, f.path, f.size, f.mtime_ns, f.content_hash, f.synced_rev, f.blocks, "
+            "COALESCE(f.local, f.path), f.inode, s.key, s.path, s.local, s.size, s.mtime_ns, s.inode "
+            "FROM moves m JOIN files f ON f.key = m.old JOIN scanned s ON s.key = m.new "
+            "WHERE m.rowid > ? ORDER BY m.rowid LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [(int(row[0]), StateEntry(*row[1:10]), SeenFile(*row[10:])) for row in rows]
+
     def add_scanned(self, seen: SeenFile) -> None:
         """A file this round made itself (a conflicted copy), so later pages see it as on disk."""
         self._db.execute(
