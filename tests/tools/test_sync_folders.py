@@ -300,3 +300,20 @@ def test_a_file_where_a_folder_must_go_is_reported_not_forced(pair):
     assert "clash/inner.txt" in again
     assert (b.root / "clash").read_bytes() == b"edited on b"
     assert "skipped   clash/inner.txt: not placed here" in b.run("status", str(b.root))
+
+
+def test_a_folder_renamed_here_is_moved_there(pair):
+    a, b = pair
+    for name in ("one.txt", "two.txt", "sub/three.txt"):
+        a.write(f"drafts/{name}", name.encode())
+    a.run("sync", str(a.root))
+    b.run("sync", str(b.root))
+    (a.root / "drafts").rename(a.root / "final")
+    out = a.run("sync", str(a.root))
+    assert "0 uploaded, 0 downloaded, 0 deleted, 3 moved" in out, out
+    b.run("sync", str(b.root))
+    assert local_tree(b.root) == {
+        "final/one.txt": b"one.txt",
+        "final/two.txt": b"two.txt",
+        "final/sub/three.txt": b"sub/three.txt",
+    }

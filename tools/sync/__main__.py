@@ -546,7 +546,7 @@ def _summary(report: SyncReport) -> str:
         f"{report.uploaded} uploaded",
         f"{report.downloaded} downloaded",
         f"{report.deleted_local + report.deleted_remote} deleted",
-        f"{report.moved} moved",
+        *([f"{report.moved} moved"] if report.moved else []),
         f"{report.conflicts} conflicts kept as copies",
     ]
     line = "synced: " + ", ".join(parts)
