@@ -821,10 +821,12 @@ def _parser() -> argparse.ArgumentParser:
         "sync",
         help="sync a folder both ways",
         description=(
-            "Sync a folder both ways. Symlinks are never followed; an item that cannot sync (a symlink, a special "
-            "file, a name another platform cannot hold, a case or Unicode twin, an unreadable file, a path too "
-            "long) is left alone and named with its reason, and the rest syncs. Names matched by the built-in "
-            "rules or the folder's .filesyncignore (gitignore syntax) are not synced either way."
+            "Sync a folder both ways. Symlinks are never followed. An item that cannot sync (a symlink, a\n"
+            "special file, a name another platform cannot hold, a case or Unicode twin, an unreadable file, a\n"
+            "path too long, a server file that cannot be placed here) is left alone and named with its reason;\n"
+            "the rest syncs. Names the built-in rules (.DS_Store, Thumbs.db, ~$*, *.swp, *.tmp, ...) or the\n"
+            "folder's .filesyncignore (gitignore syntax) match are not synced either way. A file or folder\n"
+            "renamed here is moved on the server (it keeps its history). Empty folders are not synced."
         ),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
