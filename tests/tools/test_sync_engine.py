@@ -341,3 +341,115 @@ async def test_a_page_past_the_compare_budget_goes_as_several_ranges(api, client
     fetched = await SyncEngine(api, ns, other, StateDB(tmp_path / "two.db"), device="two").sync()
     assert fetched.downloaded == 40
     assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in root.iterdir())
+
+
+@pytest.mark.timeout(300)  # 1,000 files in and 1,000 moves through the emulator: about 20 s on an idle machine
+async def test_a_folder_rename_of_1000_files_arrives_as_moves(api, client, tmp_path: Path):
+    """Each file keeps its id and history, in two requests of 500 moves: no upload, commit or delete."""
+    root = tmp_path / "one"
+    (root / "reports" / "2024").mkdir(parents=True)
+    for i in range(1000):
+        (root / "reports" / "2024" / f"r{i:04d}.txt").write_bytes(f"report {i}".encode())
+    ns = (await api.account()).home_namespace
+    one = SyncEngine(api, ns, root, StateDB(tmp_path / "one.db"), device="one")
+    assert (await one.sync()).uploaded == 1000
+    before = {f.path.rsplit("/", 1)[1]: f.file_id for f in await api.list_files(ns, "reports")}
+    (root / "reports").rename(root / "Archive")
+
+    def count(text: str, route: str) -> float:
+        return sum(
+            metric(text, "filesync_http_requests_total", route=f"/v1/ns/{{ns}}/{route}", method="POST", status=s)
+            for s in ("200", "409")
+        )
+
+    routes = ("moves", "commit", "files:batch", "compare")
+    start = await (await client.get("/metrics")).text()
+    report = await one.sync()
+    end = await (await client.get("/metrics")).text()
+    assert (report.moved, report.uploaded, report.deleted_remote) == (1000, 0, 0)
+    assert {route: count(end, route) - count(start, route) for route in routes} == {
+        "moves": 2,
+        "commit": 0,
+        "files:batch": 0,
+        "compare": 1,
+    }
+    after = {f.path.rsplit("/", 1)[1]: f.file_id for f in await api.list_files(ns, "Archive")}
+    assert after == before
+    assert await api.list_files(ns, "reports") == []
+    versions = await api.history(ns, "Archive/2024/r0007.txt")
+    assert [(v.rev, v.path) for v in versions] == [(2, "Archive/2024/r0007.txt"), (1, "reports/2024/r0007.txt")]
+    # The state database follows: the next sync has nothing to do.
+    assert (await one.sync()).changed == 0
+
+
+async def test_a_move_the_server_refuses_falls_back_to_an_upload_and_keeps_the_other_edit(api, tmp_path: Path):
+    """A renames a file that B edited meanwhile: the move conflicts, A's copy is uploaded under its new
+    name, and B's edit comes back under the old one. Nothing is lost."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    ns = (await api.account()).home_namespace
+    a = SyncEngine(api, ns, one, StateDB(tmp_path / "one.db"), device="one")
+    b = SyncEngine(api, ns, two, StateDB(tmp_path / "two.db"), device="two")
+    (one / "plan.txt").write_bytes(b"first")
+    (one / "same-size.txt").write_bytes(b"other")  # same size, another inode and content: not a rename
+    await a.sync()
+    await b.sync()
+    (two / "plan.txt").write_bytes(b"edited on two")
+    await b.sync()
+    (one / "plan.txt").rename(one / "plan-renamed.txt")
+    (one / "same-size.txt").unlink()
+    (one / "new.txt").write_bytes(b"fresh")
+    report = await a.sync()
+    assert report.moved == 0
+    assert {p.name: p.read_bytes() for p in one.iterdir()} == {
+        "plan-renamed.txt": b"first",
+        "plan.txt": b"edited on two",
+        "new.txt": b"fresh",
+    }
+    await b.sync()
+    assert {p.name: p.read_bytes() for p in two.iterdir()} == {p.name: p.read_bytes() for p in one.iterdir()}
+
+
+async def test_a_file_the_server_refuses_is_named_with_its_reason_and_kept(api, tmp_path: Path):
+    """B has a file where A's folder is: the server refuses it (a file/folder clash); B keeps its file,
+    names it, does not force A's folder in over it, and syncs the rest."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    (one / "plans").mkdir(parents=True)
+    two.mkdir()
+    ns = (await api.account()).home_namespace
+    (one / "plans" / "q1.txt").write_bytes(b"a folder on one")
+    await SyncEngine(api, ns, one, StateDB(tmp_path / "one.db"), device="one").sync()
+    (two / "plans").write_bytes(b"a file on two")
+    (two / "other.txt").write_bytes(b"syncs")
+    b = SyncEngine(api, ns, two, StateDB(tmp_path / "two.db"), device="two")
+    report = await b.sync()
+    reasons = {issue.local: (issue.kind, issue.reason) for issue in report.skipped}
+    assert reasons["plans"][0] == "refused"
+    assert reasons["plans"][1].startswith("refused by the server: file/folder clash")
+    assert reasons["plans/q1.txt"] == ("unplaced", "not placed here: plans is a file, not a folder")
+    assert report.uploaded == 1
+    assert (two / "plans").read_bytes() == b"a file on two"
+    again = await b.sync()  # nothing changed: one feed request, the same items named
+    assert again.changed == 0
+    assert {issue.local for issue in again.skipped} == {"plans", "plans/q1.txt"}
+
+
+async def test_a_folder_that_becomes_a_file_syncs_even_across_pages(api, tmp_path: Path, monkeypatch):
+    """Its deletions (keys after the file's) come in a later page than the file's upload, which the server
+    refuses at first; the round that freed the path is followed by another, and the file goes up."""
+    monkeypatch.setattr(engine_module, "COMPARE_PAGE", 2)
+    root = tmp_path / "one"
+    (root / "notes").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (root / "notes" / name).write_bytes(name.encode())
+    ns = (await api.account()).home_namespace
+    engine = SyncEngine(api, ns, root, StateDB(tmp_path / "one.db"), device="one")
+    await engine.sync()
+    for name in ("a", "b", "c"):
+        (root / "notes" / name).unlink()
+    (root / "notes").rmdir()
+    (root / "notes").write_bytes(b"now a file")
+    report = await engine.sync()
+    assert (report.uploaded, report.deleted_remote, report.skipped) == (1, 3, [])
+    assert [f.path for f in await api.list_files(ns)] == ["notes"]

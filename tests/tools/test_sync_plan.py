@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.wire import CompareItemOut, FileInfo
-from tools.sync.plan import LocalFile, plan
+from tools.sync.plan import Blocker, LocalFile, plan
 from tools.sync.state import StateEntry
 
 A, B = "a" * 64, "b" * 64
@@ -82,3 +82,32 @@ def test_same_content_records_the_new_rev_and_nothing_else():
     assert not result.uploads
     assert not result.downloads
     assert not result.conflicts
+
+
+def test_blocked_keys_are_left_alone_and_what_cannot_be_placed_is_named():
+    items = [
+        CompareItemOut(path="link/new.txt", action="download", file=server("link/new.txt", 2)),
+        CompareItemOut(path=".DS_Store", action="download", file=server(".DS_Store", 1)),
+        CompareItemOut(path="free.txt", action="download", file=server("free.txt", 1)),
+    ]
+    blocked = {
+        "link/new.txt": Blocker("skipped", "link is in the way (symlink)"),
+        ".ds_store": Blocker("ignored", "ignore rules"),
+    }
+    result = plan({}, {}, items, {i.path: i.path.lower() for i in items}, blocked)
+    assert [d.file.path for d in result.downloads] == ["free.txt"]
+    assert [(u.key, u.reason) for u in result.unplaced] == [("link/new.txt", "link is in the way (symlink)")]
+    assert result.uploads == []
+    assert result.remote_deletes == []
+    assert result.local_deletes == []
+
+
+def test_a_download_goes_to_the_local_spelling_and_only_over_what_was_seen():
+    nfd = LocalFile("caf\u00e9.txt", "caf\u00e9.txt", 3, 1, B, local="cafe\u0301.txt")
+    items = [
+        CompareItemOut(path="caf\u00e9.txt", action="download", file=server("caf\u00e9.txt", 2)),
+        CompareItemOut(path="gone.txt", action="conflict", file=server("gone.txt", 5)),
+    ]
+    gone = StateEntry("gone.txt", "gone.txt", 3, 1, A, 4, local="Gone.txt")
+    result = run(items, locals_=[nfd], states=[gone])
+    assert [(d.local, d.expected) for d in result.downloads] == [("cafe\u0301.txt", (3, 1)), ("Gone.txt", None)]

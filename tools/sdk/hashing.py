@@ -18,10 +18,14 @@ from service.content import ContentDigest, content_hash_from_blocks
 _READ = 1024 * 1024
 
 
-def hash_file_sync(path: Path, block_size: int) -> ContentDigest:
+def hash_file_sync(path: Path | int, block_size: int) -> ContentDigest:
+    """The digest of a file, given by path or as an open descriptor (read from its start, left open: the
+    sync client opens its files itself, so it never follows a symlink)."""
     digests: list[bytes] = []
     size = 0
-    with path.open("rb", buffering=0) as handle:
+    if isinstance(path, int):
+        os.lseek(path, 0, os.SEEK_SET)
+    with open(path, "rb", buffering=0, closefd=not isinstance(path, int)) as handle:
         while True:
             block = hashlib.sha256()
             filled = 0
@@ -40,7 +44,7 @@ def hash_file_sync(path: Path, block_size: int) -> ContentDigest:
     return ContentDigest(content_hash_from_blocks(digests), size, tuple(digests))
 
 
-async def hash_file(path: Path, block_size: int) -> ContentDigest:
+async def hash_file(path: Path | int, block_size: int) -> ContentDigest:
     return await asyncio.to_thread(hash_file_sync, path, block_size)
 
 

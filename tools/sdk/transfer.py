@@ -114,24 +114,27 @@ class S3Transfer:
     async def upload(
         self,
         ns: str,
-        path: Path,
+        path: Path | int,
         digest: ContentDigest,
         progress: Progress | None = None,
         previous: ContentDigest | None = None,
         ledger: UploadLedger | None = None,
+        name: Path | None = None,
     ) -> None:
-        """Put ``path`` (already hashed into ``digest``) at its blob key. With ``previous`` (the digest of a
-        version the namespace has), each block whose SHA-256 is unchanged is copied inside S3
+        """Put ``path`` (already hashed into ``digest``) at its blob key: a path, or a descriptor open for
+        reading that the caller closes (``name`` then names the file in errors). With ``previous`` (the
+        digest of a version the namespace has), each block whose SHA-256 is unchanged is copied inside S3
         (``UploadPartCopy``) instead of sent: a small change to a big file moves one block."""
         key = blob_key(ns, digest.content_hash)
         bucket = self._creds.bucket
         client = self._client
+        shown = path if isinstance(path, Path) else name
 
         def call(work: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-            return self._call("uploading", path, work)
+            return self._call("uploading", shown, work)
 
         if len(digest.block_digests) <= 1:
-            data = await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(_read_block, path, 0, digest.size)
             kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
             if digest.block_digests:
                 kwargs["ChecksumSHA256"] = base64.b64encode(digest.block_digests[0]).decode()
@@ -143,7 +146,7 @@ class S3Transfer:
         held: dict[int, dict[str, Any]] = {}
         upload_id = ledger.upload_id(key) if ledger is not None else None
         if upload_id is not None:
-            kept = await self._parts_held(key, upload_id, path, digest)
+            kept = await self._parts_held(key, upload_id, path, digest, shown)
             if kept is None:
                 upload_id = None
             else:
@@ -222,7 +225,7 @@ class S3Transfer:
                 raise
 
     async def _parts_held(
-        self, key: str, upload_id: str, path: Path, digest: ContentDigest
+        self, key: str, upload_id: str, path: Path | int, digest: ContentDigest, shown: Path | None
     ) -> dict[int, dict[str, Any]] | None:
         """The parts of an unfinished upload that already hold this file's blocks (None: the upload is gone)."""
 
@@ -234,7 +237,7 @@ class S3Transfer:
             return listed
 
         try:
-            listed = await self._call("resuming an upload", path, list_parts)
+            listed = await self._call("resuming an upload", shown, list_parts)
         except ApiError as exc:
             if exc.title in _GONE_CODES:
                 return None
@@ -259,12 +262,16 @@ class S3Transfer:
         return {int(p["PartNumber"]): p for p in kept if p is not None}
 
     async def download(
-        self, ns: str, content_hash: str, size: int, target: Path, progress: Progress | None = None
+        self, ns: str, content_hash: str, size: int, target: Path | int, progress: Progress | None = None
     ) -> None:
-        """Fetch a blob into ``target`` with ranged GETs of one block each, ``concurrency`` at a time."""
+        """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes) with
+        ranged GETs of one block each, ``concurrency`` at a time."""
         key = blob_key(ns, content_hash)
         bucket, client = self._creds.bucket, self._client
-        fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        if isinstance(target, int):
+            fd = target
+        else:
+            fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
         async def block(start: int) -> None:
             end = min(size, start + self._block_size) - 1
@@ -286,7 +293,8 @@ class S3Transfer:
         try:
             await _bounded(range(0, size, self._block_size), block, self._concurrency)
         finally:
-            await asyncio.to_thread(os.close, fd)
+            if not isinstance(target, int):
+                await asyncio.to_thread(os.close, fd)
 
     async def _call(self, action: str, path: Path | None, work: Callable[[], Awaitable[T]]) -> T:
         """One storage request: retried while it fails transiently, its failure raised as the SDK's error."""
@@ -372,7 +380,9 @@ async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], li
     return [results[i] for i in range(len(results))]
 
 
-def _read_block(path: Path, offset: int, length: int) -> bytes:
+def _read_block(path: Path | int, offset: int, length: int) -> bytes:
+    if isinstance(path, int):
+        return os.pread(path, length, offset)
     with path.open("rb", buffering=0) as handle:
         handle.seek(offset)
         return handle.read(length)

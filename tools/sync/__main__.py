@@ -4,7 +4,7 @@
     python -m tools.sync [--config DIR] login  --server URL USER
     python -m tools.sync [--config DIR] sync FOLDER [--namespace NS] [--watch] [--quiet]
     python -m tools.sync [--config DIR] relink FOLDER [--namespace NS]   # attach afresh after the server forgot it
-    python -m tools.sync [--config DIR] status FOLDER
+    python -m tools.sync [--config DIR] status FOLDER [--ignored]
     python -m tools.sync [--config DIR] namespaces [list | create NAME | show NS]
     python -m tools.sync [--config DIR] members add NS USER [--role ROLE] ;  members remove NS USER
     python -m tools.sync [--config DIR] share FOLDER|NS --with USER --role ROLE   # = members add
@@ -17,7 +17,9 @@
 can run on one machine. ``main`` is the one place failures end: ``tools.sync.failures`` turns each into an
 exit code and one line that says what failed and what to do (never a traceback); its docstring lists the
 exit codes. A server that forgot this device (an embedded server keeps nothing across restarts) is
-recognised: the line names the command that mends it (``login``, ``signup``, ``relink``).
+recognised: the line names the command that mends it (``login``, ``signup``, ``relink``). An item a sync
+cannot sync (a symlink, a name another platform cannot hold, an unreadable file, ...) is left alone and
+named with its reason, in the summary and in ``status``; the rest syncs, and the exit code says so (3).
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ from tools.sync.failures import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_SKIPPED,
     Context,
     Guidance,
     UserError,
     explain,
     unexpected,
 )
-from tools.sync.scan import scan, scan_stats
-from tools.sync.state import StateDB
+from tools.sync.ignore import IgnoreRules
+from tools.sync.localfs import Folder, display
+from tools.sync.scan import Issue, scan, scan_stats
+from tools.sync.state import NOT_SYNCED, ROUND_KINDS, IssueRow, StateDB
 
 if TYPE_CHECKING:
     from service.wire import NamespaceSummary
@@ -314,8 +319,8 @@ def quick_no_change(config: Config, root: Path, namespace: str | None = None) ->
         ns, cursor = state.get("namespace"), state.get("cursor")
         if not ns or not cursor or namespace not in (None, ns):
             return False
-        skipped: list[str] = []
-        if not state.matches(scan_stats(root, skipped)) or skipped:
+        issues: list[Issue] = []
+        if not state.matches(scan_stats(root, issues, IgnoreRules.load(Folder(root)), state.spelling), issues):
             return False
     finally:
         state.close()
@@ -421,7 +426,7 @@ async def _synced(
         progress.close()
     if not quiet:
         print(_summary(report))
-    return EXIT_OK
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
 
 
 async def _round(engine: SyncEngine, state: StateDB) -> SyncReport:
@@ -455,7 +460,7 @@ async def _watch(
     if not quiet:
         say(f"watching {root} (namespace {ns}); Ctrl-C stops")
     failures = 0
-    reported_skips: list[str] = []
+    reported_skips: list[IssueRow] = []
     async with _LocalWatch(root) as local:
         while True:
             local.changed.clear()  # whatever changes from here on is seen by the next round
@@ -541,6 +546,7 @@ def _summary(report: SyncReport) -> str:
         f"{report.uploaded} uploaded",
         f"{report.downloaded} downloaded",
         f"{report.deleted_local + report.deleted_remote} deleted",
+        *([f"{report.moved} moved"] if report.moved else []),
         f"{report.conflicts} conflicts kept as copies",
     ]
     line = "synced: " + ", ".join(parts)
@@ -548,38 +554,81 @@ def _summary(report: SyncReport) -> str:
         line += f"; {report.pending_conflicts} changed again meanwhile (run sync again)"
     for copy in report.conflicted_copies:
         line += f"\nconflict: both sides changed a file; this device's version is kept as {copy}"
-    for skipped in report.skipped:
-        line += f"\nskipped {skipped}"
-    return line
+    return "\n".join([line, *_issue_lines(report.skipped, report.notes)])
+
+
+def _issue_lines(skipped: list[IssueRow], notes: list[IssueRow]) -> list[str]:
+    """What did not sync, one line an item with its reason (left alone here until it resolves)."""
+    lines = []
+    if skipped:
+        lines.append(f"{len(skipped)} items not synced (left as they are; `status` lists them too):")
+    lines.extend(f"skipped {issue.local}: {issue.reason}" for issue in skipped)
+    lines.extend(f"not synced {issue.local}: {issue.reason}" for issue in notes)
+    return lines
+
+
+def _quick_summary(config: Config, root: Path, quiet: bool) -> int:
+    """A sync that found nothing changed: the items the last round could not sync are still not synced."""
+    state = config.state_for(root)
+    try:
+        skipped, notes = state.issues(NOT_SYNCED), state.issues(["note"])
+    finally:
+        state.close()
+    if not quiet:
+        print("\n".join(["synced: nothing changed", *_issue_lines(skipped, notes)]))
+    return EXIT_SKIPPED if skipped else EXIT_OK
 
 
 async def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    root = Path(args.folder).resolve()
+    """What a sync would upload, and what does not sync and why: the items the scan finds now, and those
+    the last sync could not read, upload or place (kept in the state database until they resolve)."""
+    root = _folder(args.folder)
     state = config.state_for(root)
     try:
         known = {e.key: e for e in state.entries()}
-        skipped: list[str] = []
+        last_round = state.issues(ROUND_KINDS)
+        refused = {row.key for row in last_round if row.kind != "unplaced"}
         changed, added = [], []
+        issues: list[Issue] = []
         seen = set()
-        for item in scan(root, skipped):
-            seen.add(item.key)
-            before = known.get(item.key)
+        for key, _, local, size, mtime_ns, _ in scan(root, issues, IgnoreRules.load(Folder(root)), state.spelling):
+            seen.add(key)
+            before = known.get(key)
+            if key in refused:
+                continue  # listed below with the reason the last sync gave
             if before is None:
-                added.append(item.path)
-            elif (before.size, before.mtime_ns) != (item.size, item.mtime_ns):
-                changed.append(item.path)
-        removed = [e.path for k, e in known.items() if k not in seen]
+                added.append(local)
+            elif (before.size, before.mtime_ns) != (size, mtime_ns):
+                changed.append(local)
+        holders = {i.key for i in issues if i.kind in ("skipped", "ignored")}
+        removed = [e.local for k, e in known.items() if k not in seen and not _held(k, holders)]
         print(f"{root}: namespace {state.get('namespace') or '(not synced yet)'}, {len(known)} files synced")
         for label, paths in (("new", added), ("modified", changed), ("deleted", removed)):
             for path in sorted(paths):
-                print(f"  {label:9} {path}")
-        for line in skipped:
-            print(f"  skipped   {line}")
+                print(f"  {label:9} {display(path)}")
+        for issue in sorted([i for i in issues if i.kind == "skipped"], key=lambda i: i.local):
+            print(f"  skipped   {issue.local}: {issue.reason}")
+        for row in last_round:
+            print(f"  skipped   {row.local}: {row.reason} (at the last sync)")
+        for issue in sorted([i for i in issues if i.kind == "note"], key=lambda i: i.local):
+            print(f"  not synced {issue.local}: {issue.reason}")
+        ignored = sorted([i for i in issues if i.kind == "ignored"], key=lambda i: i.local)
+        if args.ignored:
+            for issue in ignored:
+                print(f"  ignored   {issue.local}: {issue.reason}")
+        elif ignored:
+            print(f"  {len(ignored)} ignored (status --ignored lists them)")
         if not (added or changed or removed):
             print("  nothing to upload")
-        return 0
+        return EXIT_OK
     finally:
         state.close()
+
+
+def _held(key: str, holders: set[str]) -> bool:
+    """Whether ``key`` is, or is under, an item the scan skipped or ignored (so not a deletion)."""
+    parts = key.split("/")
+    return any("/".join(parts[:depth]) in holders for depth in range(1, len(parts) + 1))
 
 
 def _locate(config: Config, target: str, allow_root: bool = False) -> tuple[str, str]:
@@ -768,7 +817,20 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("user")
         if name == "signup":
             sub.add_argument("--email", help="where change notifications go (optional)")
-    sync = commands.add_parser("sync", help="sync a folder both ways")
+    sync = commands.add_parser(
+        "sync",
+        help="sync a folder both ways",
+        description=(
+            "Sync a folder both ways. Symlinks are never followed. An item that cannot sync (a symlink, a\n"
+            "special file, a name another platform cannot hold, a case or Unicode twin, an unreadable file, a\n"
+            "path too long, a server file that cannot be placed here) is left alone and named with its reason;\n"
+            "the rest syncs. Names the built-in rules (.DS_Store, Thumbs.db, ~$*, *.swp, *.tmp, ...) or the\n"
+            "folder's .filesyncignore (gitignore syntax) match are not synced either way. A file or folder\n"
+            "renamed here is moved on the server (it keeps its history). Empty folders are not synced."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sync.add_argument("folder")
     sync.add_argument(
         "--namespace", help="a namespace id or name, for a folder's first sync (default: your home namespace)"
@@ -785,8 +847,9 @@ def _parser() -> argparse.ArgumentParser:
     relink.add_argument("folder")
     relink.add_argument("--namespace", help="a namespace id or name (default: your home namespace)")
     relink.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    status = commands.add_parser("status", help="what sync would upload (no network)")
+    status = commands.add_parser("status", help="what sync would upload, and what it cannot sync and why (no network)")
     status.add_argument("folder")
+    status.add_argument("--ignored", action="store_true", help="also list what the ignore rules leave out")
     namespaces = commands.add_parser("namespaces", help="list your namespaces; create one; show one and its members")
     actions = namespaces.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="your namespaces, your role in each, and the folders that sync them here")
@@ -854,9 +917,7 @@ def main(argv: list[str] | None = None) -> int:
             and not args.watch
             and quick_no_change(config, Path(args.folder).resolve(), namespace)
         ):
-            if not args.quiet:
-                print("synced: nothing changed")
-            return EXIT_OK
+            return _quick_summary(config, Path(args.folder).resolve(), args.quiet)
         import uvloop
 
         return uvloop.run(_run(args, config))

@@ -7,14 +7,22 @@ with the scoped credentials, ``concurrency`` files at a time, and are committed 
 entries, each batch with an idempotency key). Downloads land in a temporary file
 next to their target, are verified against their content hash, get the server's mtime, and are renamed
 into place, so no partial file ever appears at a final path.
+
+Every local read, write, rename and delete goes through ``localfs`` (relative to directory descriptors,
+never following a symlink), at the local spelling of its path. An item the round cannot sync is left alone,
+recorded with its reason in the state database (``issues``) and named in the report; the rest syncs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import re
+import stat
 import time
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,15 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from service.content import EMPTY_HASH, ContentDigest, digest_bytes
-from service.paths import normalize_path, path_key
-from service.wire import AwsCredentials, CommitResponse, CompareItemOut, FileInfo, ServiceConfig
+from service.paths import PathRuleError, normalize_path, path_key
+from service.wire import AwsCredentials, CommitResponse, CommitResultOut, CompareItemOut, FileInfo, ServiceConfig
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError
-from tools.sdk.hashing import hash_file, hash_files
+from tools.sdk.hashing import hash_file, hash_file_sync
 from tools.sdk.transfer import S3Transfer
-from tools.sync.plan import ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
-from tools.sync.scan import TEMP_PREFIX, scan, scan_stats
-from tools.sync.state import SeenFile, StateDB, StateEntry
+from tools.sync.ignore import TEMP_PREFIX, IgnoreRules
+from tools.sync.localfs import Folder, Placed, Unplaceable, display, kind_of
+from tools.sync.plan import Blocker, ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
+from tools.sync.scan import Issue, scan, scan_stats
+from tools.sync.state import NOT_SYNCED, IssueRow, SeenFile, StateDB, StateEntry
 
 COMPARE_PAGE = 5000
 #: A compare request's manifest stays under this (the service takes 8 MiB); long paths make smaller pages.
@@ -42,6 +52,10 @@ INLINE_BATCHES_IN_FLIGHT = 3
 #: Feed pages (100 changes each) the cheap check reads before it settles for a full round instead.
 FEED_PAGES_CHECKED = 10
 COMMIT_BATCH = 1000
+#: Renames sent in one request (the service takes 500).
+MOVE_BATCH = 500
+#: How the service's reason for refusing a file where a folder is (or the other way round) begins.
+CLASH_REASON = "file/folder clash"
 #: Scoped credentials are renewed this long before they expire.
 CREDENTIALS_MARGIN_SECONDS = 300
 
@@ -54,15 +68,19 @@ class SyncReport:
     downloaded: int = 0
     deleted_local: int = 0
     deleted_remote: int = 0
+    moved: int = 0
     conflicts: int = 0
-    skipped: list[str] = field(default_factory=list)
+    #: Items that did not sync, with their reasons (as the state database keeps them until they resolve).
+    skipped: list[IssueRow] = field(default_factory=list)
+    #: What is worth knowing but is no failure: empty folders, which the service does not keep.
+    notes: list[IssueRow] = field(default_factory=list)
     pending_conflicts: int = 0
     #: Where each conflict kept this device's version (its path in the folder).
     conflicted_copies: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
-        return self.uploaded + self.downloaded + self.deleted_local + self.deleted_remote + self.conflicts
+        return self.uploaded + self.downloaded + self.deleted_local + self.deleted_remote + self.moved + self.conflicts
 
 
 class SyncEngine:
@@ -80,6 +98,8 @@ class SyncEngine:
         self._api = api
         self._ns = ns
         self._root = root
+        self._folder = Folder(root)
+        self._rules = IgnoreRules()
         self._state = state
         self._device = device
         self._concurrency = concurrency
@@ -98,31 +118,38 @@ class SyncEngine:
         did something, the same cheap check confirms it is done (the feed then lists what the round itself
         committed or applied, which the state database already holds), instead of a second full round."""
         report = SyncReport()
-        if await self._nothing_changed(report):
-            return report
-        for _ in range(rounds):
-            if await self._round(report) or await self._nothing_changed(report):
-                break
+        if not await self._nothing_changed():
+            for _ in range(rounds):
+                freed = report.deleted_remote + report.moved
+                if await self._round(report):
+                    break
+                if report.deleted_remote + report.moved > freed and self._state.issues(["refused"]):
+                    continue  # a path refused while the round freed another (a file became a folder): again
+                if await self._nothing_changed():
+                    break
+        report.skipped = self._state.issues(NOT_SYNCED)
+        report.notes = self._state.issues(["note"])
         return report
 
-    async def _nothing_changed(self, report: SyncReport) -> bool:
-        """The folder is what was synced, and every change after the cursor is one the state database
-        already holds (committed or applied by us); then the cursor moves past them."""
+    async def _nothing_changed(self) -> bool:
+        """The folder is what the last round left (files, and the items it skipped), and every change after
+        the cursor is one the state database already holds (committed or applied by us, or a server file
+        the last round could not place, or one ignored here); then the cursor moves past them."""
         cursor = self._state.get("cursor")
         if cursor is None:
             return False
-        skipped: list[str] = []
 
-        def same_as_synced() -> bool:
+        def same_as_synced() -> tuple[bool, IgnoreRules]:
             # Its own connection: SQLite connections stay in their thread, and the scan must not block the loop.
             state = StateDB(self._state.path)
             try:
-                return state.matches(scan_stats(self._root, skipped))
+                rules = IgnoreRules.load(self._folder)
+                issues: list[Issue] = []
+                return state.matches(scan_stats(self._root, issues, rules, state.spelling), issues), rules
             finally:
                 state.close()
 
-        unchanged = await asyncio.to_thread(same_as_synced)
-        report.skipped = skipped
+        unchanged, rules = await asyncio.to_thread(same_as_synced)
         if not unchanged:
             return False
         latest: dict[str, FileInfo] = {}
@@ -138,6 +165,8 @@ class SyncEngine:
         for key, change in latest.items():
             entry = self._state.entry(key)
             held = entry is None if change.deleted else entry is not None and entry.synced_rev == change.rev
+            if not held and not change.deleted:
+                held = self._state.unplaced_rev(key) == change.rev or rules.ignores(change.path)
             if not held:
                 return False
         if latest:
@@ -154,21 +183,25 @@ class SyncEngine:
             stored = str((await self._api.config()).block_size)
             self._state.set("block_size", stored)
         self._block_size = int(stored)
-        await self._load_scan(report)
+        await self._load_scan()
+        self._state.clear_round_issues()
+        idle = not await self._moves(report)
         hashing = _Counter(self._state.bytes_to_hash())
         self._progress("hashing", 0, hashing.total)
-        idle = True
         cursor: str | None = None
         after: str | None = None
         while True:
             rows = self._state.page(after, COMPARE_PAGE)
             last = len(rows) < COMPARE_PAGE
-            local, state = await self._local_page(rows, hashing)
+            local, state, blocked = await self._local_page(rows, hashing)
             through = None if last else rows[-1][0]
-            async for items, page_cursor in self._compare(local, state, after, through):
+            async for items, page_cursor in self._compare(local, state, blocked, after, through):
                 cursor = cursor or page_cursor  # the first answer's: nothing committed since is missed
                 keys = {item.path: path_key(item.path) for item in items}
-                todo = plan(local, state, items, keys)
+                blocked.update(self._blocked(items, keys, local, blocked))
+                todo = plan(local, state, items, keys, blocked)
+                for unplaced in todo.unplaced:
+                    self._unplaced(unplaced.file, f"not placed here: {unplaced.reason}")
                 if not todo.empty or todo.forget:
                     idle = False
                     await self._execute(todo, state, report)
@@ -182,58 +215,172 @@ class SyncEngine:
 
     # --- scanning ------------------------------------------------------------------------------------
 
-    async def _load_scan(self, report: SyncReport) -> None:
-        """Walk the folder into the state database (its own connection, off the event loop)."""
-        skipped: list[str] = []
+    async def _load_scan(self) -> None:
+        """Walk the folder into the state database (its own connection, off the event loop), with the
+        items that do not sync; the ignore rules are read afresh for each round."""
 
-        def load() -> None:
+        def load() -> IgnoreRules:
             state = StateDB(self._state.path)
             try:
-                state.load_scan(
-                    SeenFile(i.key, i.path, i.size, i.mtime_ns, str(i.absolute)) for i in scan(self._root, skipped)
-                )
+                rules = IgnoreRules.load(self._folder)
+                issues: list[Issue] = []
+                state.load_scan(scan(self._root, issues, rules, state.spelling), issues)
+                return rules
             finally:
                 state.close()
 
-        await asyncio.to_thread(load)
-        report.skipped = skipped
+        self._rules = await asyncio.to_thread(load)
+
+    async def _moves(self, report: SyncReport) -> bool:
+        """Before the pages: the files that vanished at one path and appeared at another with the same size
+        (and inode) and content hash are renames, sent as moves (``MOVE_BATCH`` a request), so each keeps
+        its id and history and no byte travels. The old and new paths of a rename are usually on different
+        pages, so this looks at the whole scan. A move the server refuses (the file changed there, the
+        target exists) is left to the pages: a new file and a deletion, losing nothing. True if any moved."""
+        if self._state.pair_moves() == 0:
+            return False
+        moved = 0
+        after = 0
+        slots = asyncio.Semaphore(os.cpu_count() or 2)
+
+        async def same_content(entry: StateEntry, seen: SeenFile) -> tuple[StateEntry, SeenFile] | None:
+            async with slots:
+                try:
+                    found = await asyncio.to_thread(self._hash, seen.local)
+                except (OSError, Unplaceable):
+                    return None  # the pages look at it again, and name it if it cannot be read
+            return (entry, seen) if found.content_hash == entry.content_hash else None
+
+        while pairs := self._state.moves(after, MOVE_BATCH):
+            after = pairs[-1][0]
+            checked = await asyncio.gather(*(same_content(entry, seen) for _, entry, seen in pairs))
+            same = [pair for pair in checked if pair is not None]
+            if not same:
+                continue
+            response = await self._api.move_many(
+                self._ns, [(e.path, s.path, e.synced_rev) for e, s in same], idempotency_key=uuid.uuid4().hex
+            )
+            done = [
+                (entry, seen, result.file)
+                for (entry, seen), result in zip(same, response.results, strict=True)
+                if result.status == "committed" and result.file is not None
+            ]
+            self._state.forget(entry.key for entry, _, _ in done)
+            self._state.record(
+                StateEntry(
+                    seen.key,
+                    file.path,
+                    seen.size,
+                    seen.mtime_ns,
+                    entry.content_hash,
+                    file.rev,
+                    entry.blocks,
+                    seen.local,
+                    seen.inode,
+                )
+                for entry, seen, file in done
+            )
+            moved += len(done)
+        report.moved += moved
+        return moved > 0
 
     async def _local_page(
-        self, rows: list[tuple[str, SeenFile | None, StateEntry | None]], hashing: _Counter
-    ) -> tuple[dict[str, LocalFile], dict[str, StateEntry]]:
-        """The page's files as they are now (re-hashing only those whose size or mtime changed) and as
-        they were synced."""
+        self, rows: list[tuple[str, SeenFile | None, StateEntry | None, bool]], hashing: _Counter
+    ) -> tuple[dict[str, LocalFile], dict[str, StateEntry], dict[str, Blocker]]:
+        """The page's files as they are now (re-hashing only those whose size or mtime changed), as they
+        were synced, and the keys to leave alone: synced files held by a skipped item, and files that could
+        not be read."""
         local: dict[str, LocalFile] = {}
         state: dict[str, StateEntry] = {}
+        blocked: dict[str, Blocker] = {}
         to_hash: list[SeenFile] = []
-        for key, seen, entry in rows:
+        held: list[str] = []
+        for key, seen, entry, is_held in rows:
             if entry is not None:
                 state[key] = entry
             if seen is None:
+                if is_held:
+                    held.append(key)
                 continue
             if entry is not None and (entry.size, entry.mtime_ns) == (seen.size, seen.mtime_ns):
-                local[key] = LocalFile(key, seen.path, seen.size, seen.mtime_ns, entry.content_hash)
+                local[key] = LocalFile(
+                    key, _wire(seen, entry), seen.size, seen.mtime_ns, entry.content_hash, seen.local, seen.inode
+                )
             else:
                 to_hash.append(seen)
+        for key, issue in self._state.blockers(held).items():
+            blocked[key] = Blocker(issue.kind, f"{issue.local} is in the way ({issue.reason})")
         if to_hash:
-            digests = await hash_files([Path(f.absolute) for f in to_hash], self._block_size)
-            for seen in to_hash:
-                digest = digests[Path(seen.absolute)]
-                self._digests[seen.key] = digest
-                local[seen.key] = LocalFile(seen.key, seen.path, seen.size, seen.mtime_ns, digest.content_hash)
+            slots = asyncio.Semaphore(os.cpu_count() or 2)
+
+            async def digest(seen: SeenFile) -> None:
+                async with slots:
+                    try:
+                        found = await asyncio.to_thread(self._hash, seen.local)
+                    except FileNotFoundError:  # gone since the scan: the next round sees what happened
+                        blocked[seen.key] = Blocker("ignored", "gone")
+                        return
+                    except (OSError, Unplaceable) as exc:
+                        reason = f"unreadable ({exc.strerror})" if isinstance(exc, OSError) else str(exc)
+                        self._state.add_issue(
+                            IssueRow(display(seen.local), seen.key, "unreadable", reason, seen.size, seen.mtime_ns)
+                        )
+                        blocked[seen.key] = Blocker("skipped", f"{display(seen.local)} is {reason}")
+                        return
+                self._digests[seen.key] = found
+                before = state.get(seen.key)
+                local[seen.key] = LocalFile(
+                    seen.key, _wire(seen, before), seen.size, seen.mtime_ns, found.content_hash, seen.local, seen.inode
+                )
+
+            await asyncio.gather(*(digest(f) for f in to_hash))
             hashing.done += sum(f.size for f in to_hash)
             self._progress("hashing", hashing.done, hashing.total)
-        return local, state
+        return local, state, blocked
+
+    def _hash(self, local: str) -> ContentDigest:
+        fd = self._folder.open_file(local)
+        try:
+            return hash_file_sync(fd, self._block_size)
+        finally:
+            os.close(fd)
+
+    def _blocked(
+        self, items: list[CompareItemOut], keys: dict[str, str], local: dict[str, LocalFile], known: dict[str, Blocker]
+    ) -> dict[str, Blocker]:
+        """Of the server's files in an answer that have no file here, those to leave alone: under an item
+        the scan skipped or ignored, or at a path the ignore rules name."""
+        absent = [keys[i.path] for i in items if keys[i.path] not in local and keys[i.path] not in known]
+        blocked = {
+            key: Blocker(issue.kind, f"{issue.local} is in the way ({issue.reason})")
+            for key, issue in self._state.blockers(absent).items()
+        }
+        for item in items:
+            key = keys[item.path]
+            if key not in local and key not in known and key not in blocked and self._rules.ignores(item.path):
+                blocked[key] = Blocker("ignored", "ignore rules")
+        return blocked
+
+    def _unplaced(self, file: FileInfo, reason: str) -> None:
+        self._state.add_issue(IssueRow(display(file.path), path_key(file.path), "unplaced", reason, rev=file.rev))
 
     # --- compare ------------------------------------------------------------------------------------
 
     async def _compare(
-        self, local: dict[str, LocalFile], state: dict[str, StateEntry], after: str | None, through: str | None
+        self,
+        local: dict[str, LocalFile],
+        state: dict[str, StateEntry],
+        blocked: dict[str, Blocker],
+        after: str | None,
+        through: str | None,
     ) -> AsyncIterator[tuple[list[CompareItemOut], str]]:
-        """Compare one page (the server's files in ``(after, through]``) with what is here; yields each
-        answer as it comes (a range dense with files we lack comes in several)."""
+        """Compare one page (the server's files in ``(after, through]``) with what is here (leaving out the
+        blocked keys: nothing is said of them, so nothing is deleted for them); yields each answer as it
+        comes (a range dense with files we lack comes in several)."""
         manifest: dict[str, dict[str, Any]] = {}
         for key, entry in state.items():
+            if key in blocked:
+                continue
             manifest[key] = {
                 "path": entry.path,
                 "content_hash": "",
@@ -280,13 +427,21 @@ class SyncEngine:
             self._state.forget([key])
         self._state.record(_entry(r.local, r.file, self._digests.get(r.key)) for r in todo.records)
         for conflict in todo.conflicts:
-            renamed = await self._keep_conflicted_copy(conflict)
-            absolute = str(self._root / renamed.path)
-            self._state.add_scanned(SeenFile(renamed.key, renamed.path, renamed.size, renamed.mtime_ns, absolute))
-            todo.uploads.append(Upload(renamed, None))
-            todo.downloads.append(Download(conflict.local.key, conflict.server))
+            try:
+                kept = self._keep_conflicted_copy(conflict)
+            except (OSError, Unplaceable):
+                continue  # changed or moved since the scan: the next round sees it as it is
             report.conflicts += 1
-            report.conflicted_copies.append(renamed.path)
+            copy, renamed = kept
+            report.conflicted_copies.append(copy)
+            todo.downloads.append(Download(conflict.local.key, conflict.server, conflict.local.local, None))
+            if renamed is not None:
+                self._state.add_scanned(
+                    SeenFile(
+                        renamed.key, renamed.path, renamed.local, renamed.size, renamed.mtime_ns, renamed.inode or 0
+                    )
+                )
+                todo.uploads.append(Upload(renamed, None))
         inline_max = (await self._config()).max_inline_file if todo.uploads else 0
         small = [u for u in todo.uploads if u.local.size <= inline_max]
         large = [u for u in todo.uploads if u.local.size > inline_max]
@@ -296,9 +451,9 @@ class SyncEngine:
             if needs_s3:
                 creds = await self._credentials()
                 transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
+            await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
             await self._send_small(small, report)
             await self._uploads(large, transfer, report)
-            await self._remote_deletes(todo, report)
             await self._downloads(todo, transfer, report)
         self._local_deletes(todo, report)
 
@@ -326,20 +481,29 @@ class SyncEngine:
         digests = tuple(before.blocks[i : i + 32] for i in range(0, len(before.blocks), 32))
         return ContentDigest(before.content_hash, before.size, digests)
 
-    async def _keep_conflicted_copy(self, conflict: ConflictCopy) -> LocalFile:
-        source = self._root / conflict.local.path
-        stem, dot, ext = source.name.partition(".") if not source.name.startswith(".") else (source.name, "", "")
+    def _keep_conflicted_copy(self, conflict: ConflictCopy) -> tuple[str, LocalFile | None]:
+        """Rename the local file aside, in its folder, to a conflicted copy: its local path, and the copy to
+        upload (None when its name cannot sync: it stays here, and the next round names it)."""
+        name = conflict.local.local.rsplit("/", 1)[-1]
+        stem, dot, ext = name.partition(".") if not name.startswith(".") else (name, "", "")
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-        n = 1
-        target = source.with_name(f"{stem} (conflicted copy {self._device} {day}){dot}{ext}")
-        while target.exists():
-            n += 1
-            target = source.with_name(f"{stem} (conflicted copy {self._device} {day} {n}){dot}{ext}")
-        os.rename(source, target)
-        stat = target.stat()
-        relative = target.relative_to(self._root).as_posix()
-        path = normalize_path(relative, "path")
-        return LocalFile(path_key(path), path, stat.st_size, stat.st_mtime_ns, conflict.local.content_hash)
+        device = _PORTABLE_DEVICE.sub("-", self._device)
+
+        def copy_name(n: int) -> str:
+            return f"{stem} (conflicted copy {device} {day}{f' {n}' if n > 1 else ''}){dot}{ext}"
+
+        renamed = self._folder.rename_aside(conflict.local.local, copy_name)
+        found = self._folder.lstat(renamed)
+        if found is None:
+            return renamed, None
+        try:
+            path = normalize_path(unicodedata.normalize("NFC", renamed), "path")
+        except PathRuleError:
+            return renamed, None
+        copy = LocalFile(
+            path_key(path), path, found.st_size, found.st_mtime_ns, conflict.local.content_hash, renamed, found.st_ino
+        )
+        return renamed, copy
 
     async def _send_small(self, uploads: list[Upload], report: SyncReport) -> None:
         """Files of at most ``max_inline_file`` bytes go to the service in batches, bodies and commit in one
@@ -368,7 +532,7 @@ class SyncEngine:
                         if exc.status != 422:  # a file changed under us: the next round sends it
                             raise
                     else:
-                        self._record_commits(response, {u.local.path: u.local for u, _ in read}, report)
+                        self._record_commits(response, {u.local.path: u for u, _ in read}, report)
                 sent += sum(u.local.size for u in batch)
                 self._progress("uploading", sent, total)
 
@@ -403,8 +567,8 @@ class SyncEngine:
         out: list[tuple[Upload, bytes]] = []
         for upload in uploads:
             try:
-                data = (self._root / upload.local.path).read_bytes()
-            except OSError:
+                data = self._folder.read_bytes(upload.local.local)
+            except (OSError, Unplaceable):
                 continue
             digest = digest_bytes(data, self._block_size)
             if digest.content_hash == upload.local.content_hash:
@@ -412,13 +576,21 @@ class SyncEngine:
                 out.append((upload, data))
         return out
 
-    def _record_commits(self, response: CommitResponse, by_path: dict[str, LocalFile], report: SyncReport) -> None:
+    def _record_commits(self, response: CommitResponse, uploads: dict[str, Upload], report: SyncReport) -> None:
+        """Record what was committed. A conflict is a race (someone committed first: the next round sorts
+        it out) unless the server refused the path itself (a new file where nothing with its key is, or
+        where a file or folder above or below it is): that is an item not synced, with the server's reason."""
         recorded = []
         for result in response.results:
+            upload = uploads[result.path]
+            local = upload.local
             if result.status == "committed" and result.file is not None:
-                local = by_path[result.path]
                 recorded.append(_entry(local, result.file, self._digests.get(local.key)))
                 report.uploaded += 1
+            elif _refused(result, local.key, upload.parent_rev):
+                reason = f"refused by the server: {result.reason or 'conflict'}"
+                issue = IssueRow(display(local.local), local.key, "refused", reason, local.size, local.mtime_ns)
+                self._state.add_issue(issue)
             else:
                 report.pending_conflicts += 1
         self._state.record(recorded)
@@ -447,22 +619,34 @@ class SyncEngine:
 
         async def send(local: LocalFile) -> None:
             async with slots:
-                source = self._root / local.path
-                digest = self._digests.get(local.key)
-                if digest is None or digest.content_hash != local.content_hash:
-                    digest = await hash_file(source, self._block_size)
-                if digest.content_hash != local.content_hash:
-                    return  # changed while syncing: the next round picks it up
-                assert transfer is not None
-                await transfer.upload(
-                    self._ns, source, digest, progress=advance, previous=self._previous(local), ledger=self._state
-                )
+                try:
+                    source = self._folder.open_file(local.local)
+                except (OSError, Unplaceable):
+                    return  # gone or replaced since the scan: the next round sees what is there
+                try:
+                    digest = self._digests.get(local.key)
+                    if digest is None or digest.content_hash != local.content_hash:
+                        digest = await hash_file(source, self._block_size)
+                    if digest.content_hash != local.content_hash:
+                        return  # changed while syncing: the next round picks it up
+                    assert transfer is not None
+                    await transfer.upload(
+                        self._ns,
+                        source,
+                        digest,
+                        progress=advance,
+                        previous=self._previous(local),
+                        ledger=self._state,
+                        name=self._root / local.local,
+                    )
+                finally:
+                    os.close(source)
 
         await asyncio.gather(*(send(f) for f in first_by_hash.values()))
         if transfer is not None:
             await self._abort_unfinished(transfer)
         entries = [_commit_entry(u) for u in uploads]
-        by_path = {u.local.path: u.local for u in uploads}
+        by_path = {u.local.path: u for u in uploads}
         for start in range(0, len(entries), COMMIT_BATCH):
             batch = entries[start : start + COMMIT_BATCH]
             try:
@@ -501,54 +685,82 @@ class SyncEngine:
             received += amount
             self._progress("downloading", received, total)
 
-        async def fetch(key: str, file: FileInfo) -> None:
+        async def fetch(download: Download) -> None:
             async with slots:
-                target = self._root / file.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-                digest: ContentDigest | None = None
                 try:
-                    if file.content_hash == EMPTY_HASH or file.size == 0:
-                        temp.write_bytes(b"")
-                    else:
-                        assert transfer is not None
-                        await transfer.download(self._ns, file.content_hash, file.size, temp, progress=advance)
-                        digest = await hash_file(temp, file.block_size)
-                        if digest.content_hash != file.content_hash:
-                            raise ApiError(0, "Corrupt download", f"{file.path} did not match its hash")
-                    mtime_ns = int(file.mtime * 1e9)
-                    os.utime(temp, ns=(time.time_ns(), mtime_ns))
-                    os.replace(temp, target)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        temp.unlink()
-                stat = target.stat()
-                local = LocalFile(key, file.path, stat.st_size, stat.st_mtime_ns, file.content_hash)
-                self._state.record([_entry(local, file, digest)])
-                report.downloaded += 1
+                    with self._folder.placing(download.local or download.file.path) as placed:
+                        local = await self._fetch(download, placed, transfer, advance)
+                except Unplaceable as exc:
+                    self._unplaced(download.file, f"not placed here: {exc}")
+                    return
+                if local is not None:
+                    self._state.record([_entry(local, download.file, self._digests.pop(download.key, None))])
+                    report.downloaded += 1
 
-        await asyncio.gather(*(fetch(d.key, d.file) for d in todo.downloads))
+        await asyncio.gather(*(fetch(d) for d in todo.downloads))
+
+    async def _fetch(
+        self, download: Download, placed: Placed, transfer: S3Transfer | None, advance: Callable[[int], None]
+    ) -> LocalFile | None:
+        """Write one download into ``placed``: into a new temporary file, verified, then renamed over the
+        target, if the target is still what the plan saw (else None: the next round sees what is there)."""
+        file = download.file
+        if not self._still(download, placed):
+            return None
+        temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        fd = placed.create(temp)
+        try:
+            try:
+                if file.content_hash != EMPTY_HASH and file.size > 0:
+                    assert transfer is not None
+                    await transfer.download(self._ns, file.content_hash, file.size, fd, progress=advance)
+                    digest = await hash_file(fd, file.block_size)
+                    if digest.content_hash != file.content_hash:
+                        raise ApiError(0, "Corrupt download", f"{file.path} did not match its hash")
+                    self._digests[download.key] = digest
+                os.utime(fd, ns=(time.time_ns(), int(file.mtime * 1e9)))
+                if not self._still(download, placed):
+                    os.unlink(temp, dir_fd=placed.dir_fd)
+                    return None
+                os.replace(temp, placed.name, src_dir_fd=placed.dir_fd, dst_dir_fd=placed.dir_fd)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=placed.dir_fd)
+                raise
+            found = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return LocalFile(
+            download.key, file.path, found.st_size, found.st_mtime_ns, file.content_hash, placed.local, found.st_ino
+        )
+
+    @staticmethod
+    def _still(download: Download, placed: Placed) -> bool:
+        """Whether the target is as the plan saw it: nothing (``expected`` None) or that file, unchanged.
+        ``Unplaceable`` when a folder, a symlink or a special file is there."""
+        try:
+            found = os.stat(placed.name, dir_fd=placed.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True  # gone meanwhile, or never there: the server's version lands
+        if not stat.S_ISREG(found.st_mode):
+            raise Unplaceable(f"{display(placed.local)} is {kind_of(found.st_mode)}")
+        return download.expected == (found.st_size, found.st_mtime_ns)
 
     def _local_deletes(self, todo: SyncPlan, report: SyncReport) -> None:
         for delete in todo.local_deletes:
-            target = self._root / delete.path
+            expected = (delete.expected.size, delete.expected.mtime_ns)
             try:
-                stat = target.stat()
+                removed = self._folder.remove(delete.expected.local, expected)
             except FileNotFoundError:
                 self._state.forget([delete.key])
                 continue
-            if (stat.st_size, stat.st_mtime_ns) != (delete.expected.size, delete.expected.mtime_ns):
-                continue  # changed since we looked: the next round sees an edit against a delete
-            target.unlink()
-            self._state.forget([delete.key])
-            report.deleted_local += 1
-            parent = target.parent
-            while parent != self._root:
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-                parent = parent.parent
+            except OSError as exc:
+                if exc.errno == errno.ENOTDIR:  # a file where a folder was: what was synced is gone
+                    self._state.forget([delete.key])
+                continue  # a symlink on the way, or unreadable: left alone
+            if removed:  # else changed since we looked: the next round sees an edit against a delete
+                self._state.forget([delete.key])
+                report.deleted_local += 1
 
 
 def _commit_entry(upload: Upload) -> dict[str, Any]:
@@ -570,4 +782,28 @@ class _Counter:
 
 def _entry(local: LocalFile, file: FileInfo, digest: ContentDigest | None) -> StateEntry:
     blocks = b"".join(digest.block_digests) if digest is not None and len(digest.block_digests) > 1 else None
-    return StateEntry(local.key, file.path, local.size, local.mtime_ns, local.content_hash, file.rev, blocks)
+    return StateEntry(
+        local.key, file.path, local.size, local.mtime_ns, local.content_hash, file.rev, blocks, local.local, local.inode
+    )
+
+
+def _wire(seen: SeenFile, synced: StateEntry | None) -> str:
+    """The path to send for a local file: the server's spelling of its key once synced (a name that differs
+    only by case from the server's is the same file), else its NFC form."""
+    return synced.path if synced is not None else seen.path
+
+
+def _refused(result: CommitResultOut, key: str, parent_rev: int | None) -> bool:
+    """Whether a commit conflict refuses the path itself rather than losing a race (see ``_record_commits``):
+    the service says it is a file/folder clash, or a new file was refused where no live file with its key is,
+    or the file in the way is at another path."""
+    current = result.current
+    if (result.reason or "").startswith(CLASH_REASON):
+        return True
+    if current is None or current.deleted:
+        return parent_rev is None
+    return path_key(current.path) != key
+
+
+#: A device name in a conflicted copy's name: characters no platform refuses.
+_PORTABLE_DEVICE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
