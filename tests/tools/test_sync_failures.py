@@ -260,6 +260,8 @@ async def test_a_watch_outlives_a_server_restart_and_says_so(provisioned, moto_e
         desktop.write("after-the-restart.txt", b"still syncing")
         await desktop.run("sync", str(desktop.root))
         await until(lambda: (laptop.root / "after-the-restart.txt").exists(), "the watcher to sync again", 90)
+        # The file lands before its round ends: the round's own lines follow when it does.
+        await until(lambda: any(line.endswith(" the server answers again") for line in out), "the round to end", 60)
     finally:
         watcher.send_signal(signal.SIGINT)
         await asyncio.wait_for(asyncio.gather(*readers), 30)
