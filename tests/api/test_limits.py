@@ -18,6 +18,7 @@ from aiohttp import web
 from service.app import make_runner
 from service.keys import BODY_BUDGET
 from tests.api.helpers import PROBLEM, problem, user
+from tests.api.test_health import metric
 
 IDLE = 0.5
 
@@ -336,3 +337,42 @@ async def test_bodies_past_the_workers_budget_are_refused_with_503_until_it_free
     assert again.status == 200
     assert (await budgeted.put(f"/v1/ns/{ns}/files/big.bin", data=b"y" * 50_000, headers=alice)).status == 201
     assert budget.held == 0
+
+
+async def test_the_sdk_retries_any_request_a_busy_worker_refused(budgeted):
+    """``busy`` means nothing was read or done: the SDK sends the request again after ``Retry-After``, even a
+    POST that carries no idempotency key."""
+    from tools.sdk.client import FileSyncClient
+
+    alice = await user(budgeted, "alice")
+    ns = (await (await budgeted.get("/v1/account", headers=alice)).json())["home_namespace"]
+    budget = budgeted.app[BODY_BUDGET]
+    manifest = orjson.dumps({"entries": [{"path": "a.txt", "content_hash": ""}]})
+    padded = manifest[:-1] + b" " * (BUDGET // 2 - len(manifest)) + b"}"
+    # A compare reserves its body twice: this one holds the whole budget until the rest of it arrives.
+    reader, writer = await raw_request(
+        budgeted, head("POST", f"/v1/ns/{ns}/compare", alice, len(padded), "application/json"), padded[:100]
+    )
+    deadline = time.monotonic() + 5
+    while budget.held < BUDGET:
+        assert time.monotonic() < deadline, budget.held
+        await asyncio.sleep(0.01)
+    async with FileSyncClient(str(budgeted.make_url("")), token=alice["Authorization"].split()[1]) as sdk:
+        creating = asyncio.create_task(sdk.create_namespace("Team docs"))
+        deadline = time.monotonic() + 10
+        while not creating.done() and not metric(
+            await (await budgeted.get("/metrics")).text(),
+            "filesync_http_requests_total",
+            route="/v1/namespaces",
+            method="POST",
+            status="503",
+        ):
+            assert time.monotonic() < deadline, "the SDK's request was never refused"
+            await asyncio.sleep(0.05)
+        assert not creating.done()  # refused, and waiting to try again
+        writer.write(padded[100:])
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"200"
+        writer.close()
+        created = await asyncio.wait_for(creating, 30)
+    assert created.name == "Team docs"

@@ -186,8 +186,10 @@ class FileSyncClient:
                 raise ProtocolError(0, "Bad answer", str(exc), server=self.server, action=action) from None
 
         def retry(exc: Exception) -> bool:
-            # A connection never made sent nothing: safe to try again whatever the method.
-            return (replayable and isinstance(exc, ConnectError)) or (retryable and is_transient(exc))
+            # A connection never made sent nothing, and a worker that answered "busy" read nothing and did
+            # nothing: safe to try again whatever the method.
+            untouched = isinstance(exc, ConnectError) or _busy(exc)
+            return (replayable and untouched) or (retryable and is_transient(exc))
 
         sent_token = self.token if authenticated else None
         try:
@@ -464,3 +466,9 @@ def _error(status: int, reason: str, payload: bytes, headers: Mapping[str, str],
         detail = payload[:200].decode(errors="replace") or reason
         return status_error(status, reason, detail, server=server, action=action, retry_after=wait)
     return status_error(status, problem.title, problem.detail, problem, server=server, action=action, retry_after=wait)
+
+
+def _busy(exc: Exception) -> bool:
+    """The service's ``busy`` problem: a worker at its request-body budget refused before reading anything."""
+    problem = exc.problem if isinstance(exc, ApiError) else None
+    return problem is not None and problem.status == 503 and problem.type.endswith("#problem-busy")
