@@ -453,3 +453,51 @@ async def test_a_folder_that_becomes_a_file_syncs_even_across_pages(api, tmp_pat
     report = await engine.sync()
     assert (report.uploaded, report.deleted_remote, report.skipped) == (1, 3, [])
     assert [f.path for f in await api.list_files(ns)] == ["notes"]
+
+
+async def test_entries_a_refused_request_names_are_reported_and_the_rest_committed(tmp_path: Path):
+    """A 422 names the entries it refuses: those are items not synced (with the reason), except content the
+    service does not hold (changed while it was sent: the next round); the rest go again at once."""
+    from service.wire import MTIME_MAX, MTIME_MIN, CommitResponse, CommitResultOut, FieldProblem, FileInfo, Problem
+    from tools.sdk.errors import ApiError
+    from tools.sync.engine import SyncReport, _commit_entry
+    from tools.sync.plan import LocalFile, Upload
+
+    root = tmp_path / "files"
+    root.mkdir()
+    state = StateDB(tmp_path / "state.db")
+    engine = SyncEngine(FileSyncClient("http://127.0.0.1:9"), "ns", root, state, device="test")
+    uploads = [Upload(LocalFile(f"f{i}", f"f{i}", 1, 0, f"h{i}"), None) for i in range(4)]
+    sent: list[list[str]] = []
+
+    def refusal(*named: tuple[int, str]) -> ApiError:
+        errors = [FieldProblem(f"$.entries[{i}].{name}", f"bad {name}") for i, name in named]
+        problem = Problem("about:blank", "Invalid", 422, "invalid", "/", "r", errors=errors)
+        return ApiError(422, "Invalid", "invalid", problem)
+
+    async def request(ready: list[Upload]) -> CommitResponse:
+        sent.append([u.local.path for u in ready])
+        if len(sent) == 1:
+            raise refusal((1, "size"), (2, "content_hash"))
+        results = []
+        for u in ready:
+            file = FileInfo(u.local.path, "id", 1, u.local.content_hash, 1, 0.0, False, "alice", 0.0, 1, 8)
+            results.append(CommitResultOut(u.local.path, "committed", file=file))
+        return CommitResponse(1, results)
+
+    report = SyncReport()
+    await engine._commit_refusing(uploads, request, report)
+    assert sent == [["f0", "f1", "f2", "f3"], ["f0", "f3"]]
+    assert report.uploaded == 2
+    refused = state.issues(["refused"])
+    assert [(row.local, row.reason) for row in refused] == [("f1", "refused by the server: bad size")]
+
+    async def unexplained(ready: list[Upload]) -> CommitResponse:
+        raise ApiError(422, "Invalid", "nothing named")
+
+    with pytest.raises(ApiError):  # a refusal naming no entry is a failure the user sees, not a skip
+        await engine._commit_refusing(uploads, unexplained, SyncReport())
+
+    early, late = (Upload(LocalFile("x", "x", 1, mtime, "h"), None) for mtime in (-(10**20), 10**21))
+    assert (_commit_entry(early)["mtime"], _commit_entry(late)["mtime"]) == (MTIME_MIN, MTIME_MAX)
+    state.close()

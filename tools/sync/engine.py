@@ -24,7 +24,7 @@ import stat
 import time
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,16 @@ from typing import Any
 
 from service.content import EMPTY_HASH, ContentDigest, digest_bytes
 from service.paths import PathRuleError, normalize_path, path_key
-from service.wire import AwsCredentials, CommitResponse, CommitResultOut, CompareItemOut, FileInfo, ServiceConfig
+from service.wire import (
+    MTIME_MAX,
+    MTIME_MIN,
+    AwsCredentials,
+    CommitResponse,
+    CommitResultOut,
+    CompareItemOut,
+    FileInfo,
+    ServiceConfig,
+)
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError
 from tools.sdk.hashing import hash_file, hash_file_sync
@@ -521,18 +530,17 @@ class SyncEngine:
         async def send(batch: list[Upload]) -> None:
             nonlocal sent
             async with slots:
-                read = await asyncio.to_thread(self._read_small, batch)
-                entries = [_commit_entry(u) for u, _ in read]
-                if entries:
-                    try:
-                        response = await self._api.upload_batch(
-                            self._ns, entries, [data for _, data in read], idempotency_key=uuid.uuid4().hex
-                        )
-                    except ApiError as exc:
-                        if exc.status != 422:  # a file changed under us: the next round sends it
-                            raise
-                    else:
-                        self._record_commits(response, {u.local.path: u for u, _ in read}, report)
+                read = dict(await asyncio.to_thread(self._read_small, batch))
+
+                async def batch_request(ready: list[Upload]) -> CommitResponse:
+                    return await self._api.upload_batch(
+                        self._ns,
+                        [_commit_entry(u) for u in ready],
+                        [read[u] for u in ready],
+                        idempotency_key=uuid.uuid4().hex,
+                    )
+
+                await self._commit_refusing(list(read), batch_request, report)
                 sent += sum(u.local.size for u in batch)
                 self._progress("uploading", sent, total)
 
@@ -588,9 +596,7 @@ class SyncEngine:
                 recorded.append(_entry(local, result.file, self._digests.get(local.key)))
                 report.uploaded += 1
             elif _refused(result, local.key, upload.parent_rev):
-                reason = f"refused by the server: {result.reason or 'conflict'}"
-                issue = IssueRow(display(local.local), local.key, "refused", reason, local.size, local.mtime_ns)
-                self._state.add_issue(issue)
+                self._refuse(upload, result.reason or "conflict")
             else:
                 report.pending_conflicts += 1
         self._state.record(recorded)
@@ -645,17 +651,43 @@ class SyncEngine:
         await asyncio.gather(*(send(f) for f in first_by_hash.values()))
         if transfer is not None:
             await self._abort_unfinished(transfer)
-        entries = [_commit_entry(u) for u in uploads]
-        by_path = {u.local.path: u for u in uploads}
-        for start in range(0, len(entries), COMMIT_BATCH):
-            batch = entries[start : start + COMMIT_BATCH]
+
+        async def commit_request(ready: list[Upload]) -> CommitResponse:
+            entries = [_commit_entry(u) for u in ready]
+            return await self._api.commit(self._ns, entries, idempotency_key=uuid.uuid4().hex)
+
+        for start in range(0, len(uploads), COMMIT_BATCH):
+            await self._commit_refusing(uploads[start : start + COMMIT_BATCH], commit_request, report)
+
+    async def _commit_refusing(
+        self,
+        uploads: list[Upload],
+        request: Callable[[list[Upload]], Awaitable[CommitResponse]],
+        report: SyncReport,
+    ) -> None:
+        """Commit ``uploads`` with ``request``. The service refuses a whole request (422) for the entries its
+        problem names: those are taken out and the rest sent again. An entry whose content the service does
+        not hold (the file changed while it was sent) waits for the next round; any other refusal (its size,
+        its mtime, its path) is an item not synced, named with the service's reason, never a silent skip."""
+        while uploads:
             try:
-                response = await self._api.commit(self._ns, batch, idempotency_key=uuid.uuid4().hex)
+                response = await request(uploads)
             except ApiError as exc:
-                if exc.status == 422:  # content changed under us: next round
-                    continue
-                raise
-            self._record_commits(response, by_path, report)
+                named = _named_entries(exc, len(uploads))
+                if not named:
+                    raise
+                for index, (name, message) in named.items():
+                    if name != "content_hash":
+                        self._refuse(uploads[index], message)
+                uploads = [u for i, u in enumerate(uploads) if i not in named]
+                continue
+            self._record_commits(response, {u.local.path: u for u in uploads}, report)
+            return
+
+    def _refuse(self, upload: Upload, reason: str) -> None:
+        local = upload.local
+        reason = f"refused by the server: {reason}"
+        self._state.add_issue(IssueRow(display(local.local), local.key, "refused", reason, local.size, local.mtime_ns))
 
     async def _abort_unfinished(self, transfer: S3Transfer) -> None:
         """Every upload of this round finished: what the ledger still holds is for content that no longer
@@ -769,7 +801,9 @@ def _commit_entry(upload: Upload) -> dict[str, Any]:
         "path": local.path,
         "content_hash": local.content_hash,
         "size": local.size,
-        "mtime": local.mtime_ns / 1e9,
+        # The service takes mtimes from 1900 to 9999; a file dated outside (a broken clock, a bad archive)
+        # is sent with the nearest one rather than refused.
+        "mtime": min(max(local.mtime_ns / 1e9, MTIME_MIN), MTIME_MAX),
         "parent_rev": upload.parent_rev,
     }
 
@@ -791,6 +825,22 @@ def _wire(seen: SeenFile, synced: StateEntry | None) -> str:
     """The path to send for a local file: the server's spelling of its key once synced (a name that differs
     only by case from the server's is the same file), else its NFC form."""
     return synced.path if synced is not None else seen.path
+
+
+#: The entry a field error of a commit's problem names: ``$.entries[3].size`` -> 3, ``size``.
+_ENTRY_FIELD = re.compile(r"^\$\.entries\[(\d+)\](?:\.(\w+))?")
+
+
+def _named_entries(exc: ApiError, count: int) -> dict[int, tuple[str, str]]:
+    """The entries a 422 problem names (index -> field, message), when it names any."""
+    named: dict[int, tuple[str, str]] = {}
+    if exc.status != 422 or exc.problem is None:
+        return named
+    for error in exc.problem.errors or ():
+        match = _ENTRY_FIELD.match(error.path)
+        if match and int(match[1]) < count:
+            named.setdefault(int(match[1]), (match[2] or "", error.message))
+    return named
 
 
 def _refused(result: CommitResultOut, key: str, parent_rev: int | None) -> bool:
