@@ -226,8 +226,12 @@ def test_follow_unfollow_and_the_notification_address(devices):
     out = laptop.run("follow", str(laptop.root / "reports"))
     assert "following reports" in out
     assert "no email address yet" in out
-    assert "notifications go to me@example.com" in laptop.run("email", "me@example.com")
-    assert "following the whole folder" in laptop.run("follow", str(laptop.root))
+    set_address = laptop.run("email", "me@example.com")
+    assert "notifications go to me@example.com" in set_address
+    assert "once it is confirmed" in set_address  # double opt-in: nothing is sent before
+    followed = laptop.run("follow", str(laptop.root))
+    assert "following the whole folder" in followed
+    assert "me@example.com is not confirmed yet" in followed
     assert "no email address yet" not in laptop.run("follow", str(laptop.root / "reports" / "q1.txt"))
     assert "no longer following reports" in laptop.run("unfollow", str(laptop.root / "reports"))
     bad = laptop.run("email", "not an address", expect=1)

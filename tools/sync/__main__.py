@@ -773,6 +773,8 @@ async def cmd_follow(args: argparse.Namespace, config: Config) -> int:
             print(f"following {path or 'the whole folder'}")
             if not account.email:
                 print("note: your account has no email address yet; set one with: email ADDRESS")
+            elif not account.email_confirmed:
+                print(f"note: {account.email} is not confirmed yet; open the link mailed to it (or set it again)")
         else:
             await api.unfollow(ns, path or None)
             print(f"no longer following {path or 'the whole folder'}")
@@ -787,7 +789,15 @@ async def cmd_email(args: argparse.Namespace, config: Config) -> int:
     api, _ = await _session(config)
     try:
         account = await api.set_email(None if args.remove else args.address, _password())
-        print(f"notifications go to {account.email}" if account.email else "no notification emails")
+        if not account.email:
+            print("no notification emails")
+        elif account.email_confirmed:
+            print(f"notifications go to {account.email}")
+        else:
+            print(
+                f"notifications go to {account.email} once it is confirmed: open the link just mailed there"
+                " (nothing else is sent to it until then)"
+            )
         return 0
     finally:
         await api.__aexit__(None, None, None)
