@@ -3,8 +3,12 @@
 Uploads go to the namespace's blob key (the content hash): one ``PutObject`` for a body of one block,
 else a multipart upload whose parts are the blocks, ``concurrency`` in flight, each sent with its SHA-256
 (the digest computed while hashing the file: no byte is hashed twice). S3 verifies each part's checksum,
-so a corrupted part is refused on the way in. aioboto3 is imported here only, so commands that move no
-bytes never pay for it.
+so a corrupted part is refused on the way in. Objects are created only where none is yet (``PutObject``
+and ``CompleteMultipartUpload`` carry ``If-None-Match: *``, which the credentials' policy requires): an
+upload that finds the key taken stops there, and the commit verifies what is there. Downloads ask for
+exactly the object the service verified (its version id, else its ETag), so a replaced object is refused
+(``ContentReplaced``) rather than taken for the file. aioboto3 is imported here only, so commands that move
+no bytes never pay for it.
 
 A multipart upload given an ``UploadLedger`` is resumable: its id is remembered before the first part is
 sent and forgotten once S3 assembled the object, and a failure leaves it in place (instead of aborting it).
@@ -38,8 +42,10 @@ from tools.sdk.errors import (
     ApiError,
     ConnectError,
     ConnectionLost,
+    ContentReplaced,
     ProtocolError,
     RequestTimeout,
+    StatusError,
     Unavailable,
     connect_reason,
     is_transient,
@@ -57,6 +63,10 @@ _TRANSIENT_CODES = frozenset(
 )
 #: S3 error codes of an upload or object that is not (or no longer) there.
 _GONE_CODES = frozenset({"NoSuchUpload", "NoSuchKey", "404"})
+#: S3's answers to a conditional create when the key is taken (412), or being written right now (409).
+_TAKEN_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+#: S3's answers to a pinned read when the object is not the one pinned any more.
+_NOT_PINNED_CODES = frozenset({"PreconditionFailed", "412", "NoSuchVersion", "NoSuchKey", "404"})
 
 
 class UploadLedger(Protocol):
@@ -135,11 +145,10 @@ class S3Transfer:
 
         if len(digest.block_digests) <= 1:
             data = await asyncio.to_thread(_read_block, path, 0, digest.size)
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
             if digest.block_digests:
                 kwargs["ChecksumSHA256"] = base64.b64encode(digest.block_digests[0]).decode()
-            await call(lambda: client.put_object(**kwargs))
-            if progress:
+            if await _created(call(lambda: client.put_object(**kwargs))) and progress:
                 progress(len(data))
             return
         part_count = len(digest.block_digests)
@@ -198,11 +207,13 @@ class S3Transfer:
 
         try:
             parts = await _bounded(range(1, part_count + 1), part, self._concurrency)
-            await call(
+            completed = call(
                 lambda: client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
                 )
             )
+            if not await _created(completed):
+                await self.abort(key, upload_id)  # the content got there first: free the parts
         except BaseException:
             if ledger is None:  # nobody will resume it; the bucket's lifecycle rule aborts it if this fails too
                 with contextlib.suppress(ApiError):
@@ -262,12 +273,27 @@ class S3Transfer:
         return {int(p["PartNumber"]): p for p in kept if p is not None}
 
     async def download(
-        self, ns: str, content_hash: str, size: int, target: Path | int, progress: Progress | None = None
+        self,
+        ns: str,
+        content_hash: str,
+        size: int,
+        target: Path | int,
+        progress: Progress | None = None,
+        *,
+        version_id: str | None = None,
+        etag: str | None = None,
     ) -> None:
         """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes) with
-        ranged GETs of one block each, ``concurrency`` at a time."""
+        ranged GETs of one block each, ``concurrency`` at a time: of object version ``version_id``, else only
+        while the object's ETag is ``etag`` (the file info's ``body_version``/``body_etag``; neither, from an
+        older server: whatever the key holds). ``ContentReplaced`` if the object is not that one any more."""
         key = blob_key(ns, content_hash)
         bucket, client = self._creds.bucket, self._client
+        pin: dict[str, str] = {}
+        if version_id is not None:
+            pin["VersionId"] = version_id
+        elif etag is not None:
+            pin["IfMatch"] = etag
         if isinstance(target, int):
             fd = target
         else:
@@ -277,7 +303,7 @@ class S3Transfer:
             end = min(size, start + self._block_size) - 1
 
             async def fetch() -> bytes:  # the request and its body: a body cut short is fetched again
-                response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+                response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **pin)
                 body = response["Body"]
                 async with body:
                     data: bytes = await body.read()
@@ -285,7 +311,18 @@ class S3Transfer:
                     raise ConnectionLost(0, "Short body", f"{len(data)} of {end - start + 1} bytes arrived")
                 return data
 
-            data = await self._call("downloading", None, fetch)
+            try:
+                data = await self._call("downloading", None, fetch)
+            except StatusError as exc:
+                if pin and exc.title in _NOT_PINNED_CODES:
+                    raise ContentReplaced(
+                        0,
+                        "Content replaced",
+                        f"the stored body of {content_hash} is not the one the service verified; it was not downloaded",
+                        server=exc.server,
+                        action="downloading",
+                    ) from None
+                raise
             await asyncio.to_thread(os.pwrite, fd, data, start)
             if progress:
                 progress(len(data))
@@ -320,6 +357,17 @@ class S3Transfer:
             if not self._answered:
                 raise
             raise stopped_answering(exc) from None
+
+
+async def _created(request: Awaitable[Any]) -> bool:
+    """Run a conditional create: False if the key was taken (the commit verifies what is there)."""
+    try:
+        await request
+    except StatusError as exc:
+        if exc.title in _TAKEN_CODES:
+            return False
+        raise
+    return True
 
 
 def _translate(exc: Exception, endpoint: str) -> ApiError | None:
