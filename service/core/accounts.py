@@ -197,7 +197,7 @@ class AccountService:
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
         name = normalize_username(username)
-        if disabled:
+        if disabled and await self._store.get_user(name) is not None:
             await self._access_lost(name)
         await self._store.set_disabled(name, disabled)
         if disabled:

@@ -459,7 +459,9 @@ class SyncEngine:
         async with contextlib.AsyncExitStack() as stack:
             if needs_s3:
                 creds = await self._credentials()
-                transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
+                transfer = await stack.enter_async_context(
+                    S3Transfer(creds, self._block_size, concurrency=8, renew=self._renewed_credentials)
+                )
             await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
             await self._send_small(small, report)
             await self._uploads(large, transfer, report)
@@ -479,6 +481,12 @@ class SyncEngine:
             expires = datetime.fromisoformat(self._creds.expiration.replace("Z", "+00:00")).timestamp()
             if expires - time.time() > CREDENTIALS_MARGIN_SECONDS:
                 return self._creds
+        self._creds = await self._api.credentials([self._ns])
+        return self._creds
+
+    async def _renewed_credentials(self) -> AwsCredentials:
+        """New credentials, when S3 refused the ones held (revoked after the user lost some access: the new
+        ones cover what the user may still reach)."""
         self._creds = await self._api.credentials([self._ns])
         return self._creds
 
