@@ -1,10 +1,11 @@
 """S3 adapter for file bodies: content-addressed blobs per namespace, verification, transfers.
 
-Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is written with
+Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is created only with
 ``If-None-Match: *`` (blobs are immutable). ``verify`` proves an object matches its key, either from the
-SHA-256 checksum S3 stored and verified on upload (``checksum``: a HeadObject, no bytes read; real S3
-rejects a part whose checksum is wrong) or by reading the object once (``read``: the emulator verifies
-nothing). A blob that fails is deleted, so it cannot poison deduplication.
+SHA-256 checksum S3 stored and verified on upload, and the object's part count (``checksum``: a HeadObject,
+no bytes read; real S3 rejects a part whose checksum is wrong) or by reading the object once (``read``: the
+emulator verifies nothing), and names the object it verified (version id, ETag). A blob that fails is
+deleted, so it cannot poison deduplication. Reads given such a name read exactly that object.
 """
 
 from __future__ import annotations
