@@ -477,13 +477,17 @@ class TransferService:
         except BodyChanged:
             pass
         now = await self._reverify(ns, version.content_hash, version.size, body)
+        replaced = ContentReplaced(
+            f"The stored body of {version.path!r} (rev {version.rev}) was replaced behind the service's back "
+            "and is not served; upload the content again to repair it."
+        )
         if now is None:
-            raise ContentReplaced(
-                f"The stored body of {version.path!r} (rev {version.rev}) was replaced behind the service's "
-                "back and is not served; upload the content again to repair it."
-            )
-        async with self._blobs.open(key, byte_range, now) as download:
-            yield download
+            raise replaced
+        try:
+            async with self._blobs.open(key, byte_range, now) as download:
+                yield download
+        except BodyChanged:  # replaced again in the meantime
+            raise replaced from None
 
     def _check_claim(self, content_hash: str, size: int) -> int:
         """The number of blocks of a claimed body; 413 past the size limit, 422 if the claim cannot be."""
