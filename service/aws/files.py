@@ -199,8 +199,8 @@ class DynamoFileStore:
         self, ns: str, path_keys: Sequence[str], folder_keys: Sequence[str], blob_hashes: Sequence[str]
     ) -> tuple[dict[str, FileVersion], set[str], dict[str, BlobRecord]]:
         """Current items for ``path_keys``, which of ``folder_keys`` have a folder marker, and the records
-        of those of ``blob_hashes`` that are verified: BatchGetItem of 100 keys, fanned out with a bound, unprocessed keys
-        retried."""
+        of those of ``blob_hashes`` that are verified: BatchGetItem of 100 keys, fanned out with a bound,
+        unprocessed keys retried."""
         keys = [_key(ns, file_sk(k)) for k in dict.fromkeys(path_keys)]
         keys += [_key(ns, folder_sk(k)) for k in dict.fromkeys(folder_keys)]
         keys += [_key(ns, f"BLOB#{h}") for h in dict.fromkeys(blob_hashes)]

@@ -201,7 +201,7 @@ async def test_restore_and_move_of_a_version_with_a_wrong_size_are_refused(clien
     response = await client.post(
         f"/v1/ns/{ns}/move", json={"from": "move-me.bin", "to": "moved.bin", "parent_rev": 1}, headers=headers
     )
-    assert (await problem(response, 422))["errors"][0]["path"] == "$.entries[1].size"
+    assert (await problem(response, 422))["errors"][0]["path"] == "$.moves[0].from"
 
 
 def _batch_form(entries: list[dict], bodies: list[bytes]):

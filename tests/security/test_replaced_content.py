@@ -120,6 +120,17 @@ async def test_a_replaced_blob_is_never_served_and_an_honest_upload_repairs_it(
     report = await SyncEngine(alice, ns, second, StateDB(tmp_path / "second.db"), device="second").sync()
     assert report.not_downloaded == {}
     assert (second / "doc.bin").read_bytes() == data
+    # A move keeps the verified object: the moved file serves the verified bytes too.
+    moved = await client.post(
+        f"/v1/ns/{ns}/moves", json={"moves": [{"from": "doc.bin", "to": "moved.bin", "parent_rev": 1}]}, headers=headers
+    )
+    assert moved.status == 200, await moved.text()
+    via_service = await client.get(f"/v1/ns/{ns}/files/moved.bin?via=service", headers=headers)
+    assert await via_service.read() == data
+    moved_back = await client.post(
+        f"/v1/ns/{ns}/moves", json={"moves": [{"from": "moved.bin", "to": "doc.bin", "parent_rev": 2}]}, headers=headers
+    )
+    assert moved_back.status == 200, await moved_back.text()
 
     # Asking to upload the content finds the replacement: the junk goes, the content counts as missing.
     ticket = await client.post(
