@@ -711,11 +711,16 @@ class FileService:
 
     async def _check_moved_sizes(self, ns: str, pending: list[_Pending], files: dict[str, FileVersion]) -> None:
         """A move carries its source's content and size: refuse (422) a source whose size is not its
-        content's verified size (a version written before sizes were checked). One read of the records."""
+        content's verified size. A version that names the object it was verified in was committed since
+        sizes are checked exactly; only older ones (naming none) are checked, with one read of the records."""
         sources = [
             (p, files[p.key])
             for p in pending
-            if p.partner is not None and p.entry.deleted and p.key in files and not files[p.key].deleted
+            if p.partner is not None
+            and p.entry.deleted
+            and p.key in files
+            and not files[p.key].deleted
+            and not files[p.key].body.pinned
         ]
         hashes = [f.content_hash for _, f in sources if f.content_hash != EMPTY_HASH]
         if not hashes:

@@ -169,18 +169,23 @@ async def test_a_streamed_body_is_its_own_size_whatever_it_claims(client, alice)
 
 
 async def _tamper(settings, aws_session, ns: str, sk: str, size: int) -> None:
-    """Data written before sizes were checked: a version whose size is not its content's."""
+    """Data written before sizes were checked: a version whose size is not its content's (and, as then, one
+    that names no stored object)."""
     async with aws_session.client("dynamodb", endpoint_url=settings.aws.endpoint_url) as db:
         key = {"pk": {"S": f"NS#{ns}"}, "sk": {"S": sk}}
         item = (await db.get_item(TableName=settings.table, Key=key, ConsistentRead=True))["Item"]
         if sk.startswith("F#"):
             item["size"] = {"N": str(size)}
+            item.pop("body_version", None)
+            item.pop("body_etag", None)
         else:
             import orjson
 
             changes = orjson.loads(item["changes"]["B"])
             for change in changes:
                 change["size"] = size
+                change.pop("body_version", None)
+                change.pop("body_etag", None)
             item["changes"] = {"B": orjson.dumps(changes)}
         await db.put_item(TableName=settings.table, Item=item)
 
