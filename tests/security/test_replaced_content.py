@@ -118,7 +118,7 @@ async def test_a_replaced_blob_is_never_served_and_an_honest_upload_repairs_it(
     second = tmp_path / "second"
     second.mkdir()
     report = await SyncEngine(alice, ns, second, StateDB(tmp_path / "second.db"), device="second").sync()
-    assert report.not_downloaded == {}
+    assert report.skipped == []
     assert (second / "doc.bin").read_bytes() == data
     # A move keeps the verified object: the moved file serves the verified bytes too.
     moved = await client.post(
@@ -184,8 +184,10 @@ async def test_without_object_versions_a_replaced_blob_is_refused_everywhere_the
     report = await engine.sync()
     assert not (second / "doc.bin").exists()
     assert report.uploaded == 1
-    assert "not the one the service verified" in report.not_downloaded["doc.bin"]
-    assert "skipped doc.bin: not downloaded:" in _summary(report)
+    (issue,) = report.skipped
+    assert issue.local == "doc.bin"
+    assert "not the one the service verified" in issue.reason
+    assert "skipped doc.bin: not downloaded: the stored body of" in _summary(report)
 
     # The service refuses on every path: never the junk under the old hash.
     for query, extra in (("", None), ("?via=service", None), ("?via=service", {"Range": "bytes=0-9"})):
@@ -205,7 +207,7 @@ async def test_without_object_versions_a_replaced_blob_is_refused_everywhere_the
     assert await _fetch(client, headers, ns, "?via=service") == (200, data)
     assert await _fetch(client, headers, ns, "?via=service", {"Range": "bytes=0-9"}) == (206, data[:10])
     repaired = await engine.sync()
-    assert repaired.not_downloaded == {}
+    assert repaired.skipped == []
     assert (second / "doc.bin").read_bytes() == data
 
 
