@@ -86,6 +86,7 @@ INSTANCE_ROLE = "InstanceRole"
 INSTANCE_ROLE_POLICY = "InstanceRolePolicy"
 INSTANCE_PROFILE = "InstanceProfile"
 UPLOAD_ROLE = "UploadRole"
+UPLOAD_ROLE_BOUNDARY = "UploadRoleBoundary"
 SENDER_IDENTITY = "SenderIdentity"
 
 # --- Operations -------------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import awacs.dynamodb as dynamodb
+import awacs.iam as iam
 import awacs.logs as logs
 import awacs.s3 as s3
 import awacs.secretsmanager as secretsmanager
 import awacs.ses as ses
 import awacs.sts as sts
-from awacs.aws import Allow, Bool, Condition, Deny, Policy, Principal, Statement, StringEquals
+from awacs.aws import Allow, Bool, Condition, Deny, Null, Policy, Principal, Statement, StringEquals
 from awacs.helpers.trust import make_simple_assume_statement
 from troposphere import Sub
 
@@ -37,9 +38,12 @@ TABLE_ACTIONS = (
     dynamodb.DescribeTable,
 )
 #: What the service does to objects under ``ns/``: blobs and its own staging keys. ``HeadObject`` and the
-#: source of ``UploadPartCopy`` are ``GetObject``; every multipart step but the abort is ``PutObject``. The
-#: presigned URLs it hands out are signed with these permissions too (put, upload part, get).
-OBJECT_ACTIONS = (s3.GetObject, s3.PutObject, s3.DeleteObject, s3.AbortMultipartUpload)
+#: source of ``UploadPartCopy`` are ``GetObject`` (``GetObjectVersion`` when they name the version that
+#: was verified); every multipart step but the abort is ``PutObject``. The presigned URLs it hands out are
+#: signed with these permissions too (put, upload part, get).
+OBJECT_ACTIONS = (s3.GetObject, s3.GetObjectVersion, s3.PutObject, s3.DeleteObject, s3.AbortMultipartUpload)
+#: Revoking users' temporary credentials: the service rewrites the upload role's list of revoked sessions.
+REVOCATION_ACTIONS = (iam.GetRolePolicy, iam.PutRolePolicy)
 #: ``HeadBucket`` (the readiness probe) is ``ListBucket``; having it also makes a missing object a 404
 #: rather than a 403.
 BUCKET_ACTIONS = (s3.ListBucket,)
@@ -82,7 +86,19 @@ def instance_role_policy(
                 Resource=[Sub("${Arn}/" + resources.NAMESPACE_KEY_PATTERN, Arn=bucket_arn)],
             ),
             Statement(Sid="Bucket", Effect=Allow, Action=list(BUCKET_ACTIONS), Resource=[bucket_arn]),
-            Statement(Sid="MintUploadCredentials", Effect=Allow, Action=[sts.AssumeRole], Resource=[upload_role_arn]),
+            Statement(
+                Sid="MintUploadCredentials",
+                Effect=Allow,
+                Action=[sts.AssumeRole, sts.TagSession],
+                Resource=[upload_role_arn],
+            ),
+            # The upload role's permissions boundary caps whatever this writes into the role's policies.
+            Statement(
+                Sid="RevokeUploadSessions",
+                Effect=Allow,
+                Action=list(REVOCATION_ACTIONS),
+                Resource=[upload_role_arn],
+            ),
             Statement(
                 Sid="SendMailAsSender",
                 Effect=Allow,
@@ -113,7 +129,12 @@ def instance_role_policy(
 
 
 def bucket_policy(bucket_arn: Any) -> Policy:
-    """Refuse every request to the bucket that does not come over TLS, whoever signs it."""
+    """Refuse every request to the bucket that does not come over TLS, whoever signs it; and keep verified
+    content unchanged whoever signs: an object is created under a blob key only with ``If-None-Match: *``
+    (``PutObject``, ``CompleteMultipartUpload``, ``CopyObject``; the multipart steps that cannot carry the
+    header are exempt by ``s3:ObjectCreationOperation``), and never by a browser form ``POST`` (which sets
+    no ``s3:ObjectCreationOperation``). The same two rules are in every session policy."""
+    blobs = Sub("${Arn}/" + resources.BLOB_KEY_PATTERN, Arn=bucket_arn)
     return Policy(
         Version=POLICY_VERSION,
         Statement=[
@@ -124,6 +145,22 @@ def bucket_policy(bucket_arn: Any) -> Policy:
                 Action=[s3.Action("*")],
                 Resource=[bucket_arn, Sub("${Arn}/*", Arn=bucket_arn)],
                 Condition=Condition(Bool("aws:SecureTransport", "false")),
-            )
+            ),
+            Statement(
+                Sid="CreateBlobsOnlyIfAbsent",
+                Effect=Deny,
+                Principal=Principal("*"),
+                Action=[s3.PutObject],
+                Resource=[blobs],
+                Condition=Condition([Null("s3:if-none-match", "true"), Bool("s3:ObjectCreationOperation", "true")]),
+            ),
+            Statement(
+                Sid="NoBlobFormPosts",
+                Effect=Deny,
+                Principal=Principal("*"),
+                Action=[s3.PutObject],
+                Resource=[blobs],
+                Condition=Condition(Null("s3:ObjectCreationOperation", "true")),
+            ),
         ],
     )

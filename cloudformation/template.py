@@ -526,14 +526,18 @@ def _cors_rule(rule: dict[str, Any]) -> s3.CorsRules:
 def _lifecycle_rule(rule: dict[str, Any]) -> s3.LifecycleRule:
     """An S3 API lifecycle rule as CloudFormation spells it (the empty prefix filter is no prefix)."""
     prefix = rule["Filter"]["Prefix"]
-    return s3.LifecycleRule(
-        Id=rule["ID"],
-        Status=rule["Status"],
-        **({"Prefix": prefix} if prefix else {}),
-        AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
+    actions: dict[str, Any] = {}
+    if "AbortIncompleteMultipartUpload" in rule:
+        actions["AbortIncompleteMultipartUpload"] = s3.AbortIncompleteMultipartUpload(
             DaysAfterInitiation=rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-        ),
-    )
+        )
+    if "NoncurrentVersionExpiration" in rule:
+        actions["NoncurrentVersionExpiration"] = s3.NoncurrentVersionExpiration(
+            NoncurrentDays=rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        )
+    if "Expiration" in rule:
+        actions["ExpiredObjectDeleteMarker"] = rule["Expiration"]["ExpiredObjectDeleteMarker"]
+    return s3.LifecycleRule(Id=rule["ID"], Status=rule["Status"], **({"Prefix": prefix} if prefix else {}), **actions)
 
 
 def _encryption_rule(rule: dict[str, Any]) -> s3.ServerSideEncryptionRule:
@@ -559,6 +563,7 @@ def _data(t: Template) -> _Data:
                 Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
             ),
             CorsConfiguration=s3.CorsConfiguration(CorsRules=[_cors_rule(r) for r in resources.bucket_cors_rules()]),
+            VersioningConfiguration=s3.VersioningConfiguration(Status=resources.BUCKET_VERSIONING),
             LifecycleConfiguration=s3.LifecycleConfiguration(
                 Rules=[_lifecycle_rule(r) for r in resources.bucket_lifecycle_rules()]
             ),
@@ -639,20 +644,24 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
     )
     # The upload role trusts the instance role, and the instance role may assume the upload role: the
     # instance role's permissions are a separate resource so the two do not refer to each other.
+    # The service writes the role's list of revoked sessions (an inline policy of its own, not managed
+    # here); the permissions boundary, the role's own policy again, caps whatever it could write there.
+    role_policy = _substitute(resources.upload_role_policy("${BucketArn}"), BucketArn=GetAtt(data.bucket, "Arn"))
+    boundary = t.add_resource(
+        iam.ManagedPolicy(
+            ids.UPLOAD_ROLE_BOUNDARY,
+            Description="The most filesync clients' temporary credentials can ever do",
+            PolicyDocument=role_policy,
+        )
+    )
     upload = t.add_resource(
         iam.Role(
             ids.UPLOAD_ROLE,
             Description="Temporary credentials for file sync clients (narrowed per session)",
             AssumeRolePolicyDocument=resources.upload_role_trust_policy(GetAtt(instance, "Arn")),
             MaxSessionDuration=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS,
-            Policies=[
-                iam.Policy(
-                    PolicyName=resources.UPLOAD_ROLE_POLICY_NAME,
-                    PolicyDocument=_substitute(
-                        resources.upload_role_policy("${BucketArn}"), BucketArn=GetAtt(data.bucket, "Arn")
-                    ),
-                )
-            ],
+            PermissionsBoundary=Ref(boundary),
+            Policies=[iam.Policy(PolicyName=resources.UPLOAD_ROLE_POLICY_NAME, PolicyDocument=role_policy)],
         )
     )
     instance_policy = t.add_resource(

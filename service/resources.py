@@ -9,7 +9,7 @@ template generator maps the few that CloudFormation spells differently (S3 CORS 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 # --- DynamoDB: one table, generic keys ---------------------------------------------------------------
 
@@ -93,6 +93,12 @@ NAMESPACE_KEY_PATTERN = f"{NAMESPACE_PREFIX}*"
 
 #: Days after which S3 aborts a multipart upload nobody completed (and frees its parts).
 ABORT_INCOMPLETE_MULTIPART_DAYS = 1
+#: Versioning: every object the service verified keeps its version id, and downloads ask for that version,
+#: so an object replaced behind the service's back is never served under the old hash.
+BUCKET_VERSIONING: Literal["Enabled"] = "Enabled"
+#: Days an object version stays after a newer one (or a delete marker) replaced it: staging objects and
+#: deleted junk go then, and a verified body that was replaced stays readable this long.
+NONCURRENT_VERSION_DAYS = 30
 
 
 def bucket_public_access_block() -> dict[str, bool]:
@@ -131,7 +137,14 @@ def bucket_lifecycle_rules() -> list[dict[str, Any]]:
             "Status": "Enabled",
             "Filter": {"Prefix": ""},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_INCOMPLETE_MULTIPART_DAYS},
-        }
+        },
+        {
+            "ID": "expire-noncurrent-versions",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
+            "Expiration": {"ExpiredObjectDeleteMarker": True},
+        },
     ]
 
 
@@ -144,9 +157,11 @@ UPLOAD_ROLE_POLICY_NAME = "namespace-blobs"
 UPLOAD_ROLE_MAX_SESSION_SECONDS = 3600
 
 #: What the role itself may do. Each minted credential narrows this with a session policy.
+#: (``GetObjectVersion``: a download of exactly the version the service verified.)
 UPLOAD_ROLE_ACTIONS = (
     "s3:PutObject",
     "s3:GetObject",
+    "s3:GetObjectVersion",
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 )

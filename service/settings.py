@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from service.resources import UPLOAD_ROLE_MAX_SESSION_SECONDS
+
 Backend = Literal["aws", "embedded"]
 LogFormat = Literal["json", "text"]
 
 #: Services the service talks to; each may have its own `AWS_ENDPOINT_URL_<NAME>`.
 AWS_SERVICES = ("s3", "dynamodb", "sts", "ses", "iam")
+#: STS's shortest AssumeRole session: no credential can be minted for less.
+_STS_MIN_SECONDS = 900
 
 #: Any of these set means "the operator configured AWS": the embedded default stays off.
 _AWS_MARKERS = (
@@ -105,8 +109,10 @@ class AuthSettings:
     open_signup: bool = False
     access_token_seconds: int = 300
     refresh_token_seconds: int = 30 * 86400
-    #: Default lifetime of minted STS credentials (STS allows 900 up to the role's maximum).
+    #: Default lifetime of minted STS credentials: 900, STS's minimum for AssumeRole, is the floor.
     credentials_seconds: int = 900
+    #: The longest lifetime a client may ask for (at most the upload role's maximum session).
+    credentials_max_seconds: int = UPLOAD_ROLE_MAX_SESSION_SECONDS
     #: Failed logins allowed per account, and per client address, within the window; then 429.
     login_max_failures: int = 10
     login_max_failures_per_address: int = 50
@@ -234,6 +240,13 @@ class Settings:
                 "(every worker must share it); generate one with "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
             )
+        credentials_max = _int(
+            env,
+            "FILESYNC_CREDENTIALS_MAX_SECONDS",
+            UPLOAD_ROLE_MAX_SESSION_SECONDS,
+            minimum=_STS_MIN_SECONDS,
+            maximum=UPLOAD_ROLE_MAX_SESSION_SECONDS,
+        )
         upload_role_arn = env.get("FILESYNC_UPLOAD_ROLE_ARN") or None
         if backend == "aws" and upload_role_arn is None:
             raise SettingsError(
@@ -265,7 +278,10 @@ class Settings:
                 open_signup=_bool(env, "FILESYNC_OPEN_SIGNUP", backend == "embedded"),
                 access_token_seconds=_int(env, "FILESYNC_ACCESS_TOKEN_SECONDS", 300, minimum=30),
                 refresh_token_seconds=_int(env, "FILESYNC_REFRESH_TOKEN_SECONDS", 30 * 86400, minimum=300),
-                credentials_seconds=_int(env, "FILESYNC_CREDENTIALS_SECONDS", 900, minimum=900),
+                credentials_seconds=_int(
+                    env, "FILESYNC_CREDENTIALS_SECONDS", 900, minimum=_STS_MIN_SECONDS, maximum=credentials_max
+                ),
+                credentials_max_seconds=credentials_max,
                 login_max_failures=_int(env, "FILESYNC_LOGIN_MAX_FAILURES", 10, minimum=1),
                 login_max_failures_per_address=_int(env, "FILESYNC_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1),
                 login_window_seconds=_int(env, "FILESYNC_LOGIN_WINDOW_SECONDS", 900, minimum=1),

@@ -234,7 +234,10 @@ Mtime = Annotated[float, Meta(ge=MTIME_MIN, le=MTIME_MAX)]
 
 
 class FileInfo(ResponseModel, omit_defaults=True):
-    """One version of a file."""
+    """One version of a file. ``body_version`` and ``body_etag`` name the stored object that holds its
+    verified body (the blob key's S3 version id, and its ETag): a client reading the blob straight from S3
+    asks for exactly that version (``VersionId``), or failing one, that ETag (``If-Match``), so it never
+    takes other bytes for this version. Absent from older servers and for older versions."""
 
     path: str
     file_id: str
@@ -249,6 +252,8 @@ class FileInfo(ResponseModel, omit_defaults=True):
     block_size: int
     moved_from: str | None = None
     moved_to: str | None = None
+    body_version: str | None = None
+    body_etag: str | None = None
 
 
 class CommitEntryIn(WireModel):
@@ -304,8 +309,9 @@ class PresignedPartOut(ResponseModel):
 
 
 class UploadTicket(ResponseModel, omit_defaults=True):
-    """How to upload: ``present`` (nothing to do), ``put`` (one PUT to ``url`` with ``headers``), or
-    ``multipart`` (PUT each block to its part URL, then complete with the ETags)."""
+    """How to upload: ``present`` (nothing to do), ``put`` (one PUT to ``url`` with every one of
+    ``headers``: the body's checksum and ``If-None-Match: *``, both signed into the URL), or ``multipart``
+    (PUT each block to its part URL, then complete with the ETags)."""
 
     kind: Literal["present", "put", "multipart"]
     url: str | None = None

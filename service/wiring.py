@@ -14,13 +14,14 @@ from service import resources
 from service.aws.blobs import S3BlobStore
 from service.aws.clients import AwsClients
 from service.aws.files import DynamoFileStore, DynamoJournal
+from service.aws.iam import IamSessionRevoker
 from service.aws.identity import DynamoIdentityStore, DynamoRevocationFeed
 from service.aws.notify import DynamoFollowStore, DynamoNotifyStore, SesMailer
 from service.aws.sts import StsCredentialVendor
 from service.aws.uploads import DynamoUploadRegistry
 from service.core.accounts import AccountService
 from service.core.addresses import AddressService, confirmation_signer
-from service.core.credentials import CredentialService
+from service.core.credentials import CredentialService, SessionRevocation
 from service.core.digests import DigestRules, Mailer
 from service.core.files import FileService
 from service.core.follows import FollowService, UnsubscribeSigner
@@ -59,6 +60,13 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
     store = DynamoIdentityStore(clients.dynamodb, settings.table)
     feed = DynamoRevocationFeed(clients.dynamodb, settings.table)
     revoked = RevocationList(clock)
+    role_arn = settings.upload_role_arn
+    sessions = SessionRevocation(
+        IamSessionRevoker(clients.iam, role_arn, horizon_seconds=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS, clock=clock)
+        if role_arn is not None
+        else None,
+        clock,
+    )
     hasher = PasswordHasher(
         time_cost=auth.argon2_time_cost,
         memory_kib=auth.argon2_memory_kib,
@@ -93,15 +101,15 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
         refresh_seconds=auth.refresh_token_seconds,
         open_signup=auth.open_signup,
         clock=clock,
+        on_access_lost=sessions.user_lost_access,
     )
-    namespaces = NamespaceService(store, store, clock)
+    namespaces = NamespaceService(store, store, clock, on_access_lost=sessions.user_lost_access)
     credentials = CredentialService(
         namespaces,
         StsCredentialVendor(clients.sts),
-        bucket=settings.bucket,
-        role_arn=settings.upload_role_arn,
+        role_arn=role_arn,
         default_seconds=auth.credentials_seconds,
-        max_seconds=resources.UPLOAD_ROLE_MAX_SESSION_SECONDS,
+        max_seconds=auth.credentials_max_seconds,
     )
     blobs = S3BlobStore(clients.s3, settings.bucket, settings.files.verify)
     file_store = DynamoFileStore(clients.dynamodb, settings.table)

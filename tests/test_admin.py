@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from service.content import EMPTY_HASH
 from service.settings import Settings
 from tests.api.files_helpers import home
 from tests.api.helpers import log_in, problem, user
+from tests.api.test_revocation import can_read, revocations
 from tests.test_entrypoints import ROOT, aws_env, clean_env
 
 
@@ -34,7 +36,7 @@ def run_admin(
     )
 
 
-async def test_add_then_disable_a_user_from_the_command_line(client, provisioned):
+async def test_add_then_disable_a_user_from_the_command_line(client, provisioned, aws_session):
     added = run_admin(provisioned, "add", "Zoe", password="zoe's long password")
     assert added.returncode == 0, added.stderr
     assert "created zoe" in added.stdout
@@ -44,10 +46,14 @@ async def test_add_then_disable_a_user_from_the_command_line(client, provisioned
     assert duplicate.returncode == 1
     assert "taken" in duplicate.stderr
 
+    before = time.time()
     disabled = run_admin(provisioned, "disable", "zoe")
     assert disabled.returncode == 0, disabled.stderr
     response = await client.post("/v1/auth/token", json={"username": "zoe", "password": "zoe's long password"})
     await problem(response, 401)
+    # Her temporary AWS credentials minted before are denied too.
+    revoked = await revocations(provisioned, aws_session)
+    assert not can_read(revoked, provisioned, "zoe", before - 1, "a" * 16)
 
     assert run_admin(provisioned, "enable", "zoe").returncode == 0
     await log_in(client, "zoe", "zoe's long password")

@@ -245,8 +245,10 @@ async def get_files(request: web.Request) -> web.Response:
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
-    """Download (a redirect to a short-lived S3 URL; ``via=service`` streams it through the service with
-    ``Range`` support), or with ``versions`` the file's history, or with ``rev=N`` that version."""
+    """Download (a redirect to a short-lived S3 URL for exactly the verified object version; ``via=service``
+    streams it through the service with ``Range`` support, as does a store without object versions), or
+    with ``versions`` the file's history, or with ``rev=N`` that version. A body replaced behind the
+    service's back is never served: 409 ``content-replaced`` until the content is uploaded again."""
     principal = authenticate(request)
     ns, path = request.match_info["ns"], request.match_info["path"]
     files = request.app[FILES]
@@ -261,9 +263,11 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         raise ValidationFailed(f"rev {version.rev} of {path!r} is a deletion.", (FieldError("rev", "a tombstone"),))
     if request.method == "HEAD":
         return web.Response(headers=_version_headers(version, version.size))
-    if request.query.get("via") == "service" or version.content_hash == EMPTY_HASH:
+    url = None
+    if request.query.get("via") != "service" and version.content_hash != EMPTY_HASH:
+        url = await request.app[TRANSFERS].download_url(ns, version, request.app[SETTINGS].files.download_url_seconds)
+    if url is None:  # asked for, or a redirect could not pin the verified object
         return await _stream(request, ns, version)
-    url = await request.app[TRANSFERS].download_url(ns, version, request.app[SETTINGS].files.download_url_seconds)
     raise web.HTTPFound(location=url, headers=_version_headers(version, None))
 
 

@@ -67,6 +67,13 @@ _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
         "Version conflict",
         "Someone else changed the resource first; fetch the current version and retry.",
     ),
+    errors.ContentReplaced: ProblemType(
+        "content-replaced",
+        409,
+        "Content replaced",
+        "The stored body of this version is not the one the service verified, so it is not served; upload "
+        "the content again (it is listed as missing) and the download works again.",
+    ),
     errors.PayloadTooLarge: ProblemType(
         "payload-too-large", 413, "Payload too large", "A body, batch or part is over its limit."
     ),

@@ -32,4 +32,6 @@ def file_info(version: FileVersion) -> FileInfo:
         block_size=version.block_size,
         moved_from=version.moved_from,
         moved_to=version.moved_to,
+        body_version=version.body_version,
+        body_etag=version.body_etag,
     )

@@ -1,15 +1,17 @@
 """S3 adapter for file bodies: content-addressed blobs per namespace, verification, transfers.
 
-Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is written with
+Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is created only with
 ``If-None-Match: *`` (blobs are immutable). ``verify`` proves an object matches its key, either from the
-SHA-256 checksum S3 stored and verified on upload (``checksum``: a HeadObject, no bytes read; real S3
-rejects a part whose checksum is wrong) or by reading the object once (``read``: the emulator verifies
-nothing). A blob that fails is deleted, so it cannot poison deduplication.
+SHA-256 checksum S3 stored and verified on upload, and the object's part count (``checksum``: a HeadObject,
+no bytes read; real S3 rejects a part whose checksum is wrong) or by reading the object once (``read``: the
+emulator verifies nothing), and names the object it verified (version id, ETag). A blob that fails is
+deleted, so it cannot poison deduplication. Reads given such a name read exactly that object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import logging
@@ -17,6 +19,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 from aiohttp import ClientPayloadError
 from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
@@ -28,10 +31,10 @@ from service.content import (
     ContentMismatch,
     b64_digest,
     content_hash_from_blocks,
-    s3_checksum,
+    parse_content_hash,
 )
 from service.core.errors import DependencyUnavailable
-from service.core.models import Download
+from service.core.models import BodyChanged, BodyRef, Download, Verification
 from service.resources import blob_key
 
 if TYPE_CHECKING:
@@ -40,10 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VerifyMode = Literal["checksum", "read"]
-Outcome = Literal["ok", "missing", "mismatch"]
 _READ_CHUNK = 1024 * 1024
 #: Reads of one object for verification, when its body breaks off mid-way.
 _READ_ATTEMPTS = 3
+#: A pinned read's answer when the object is no longer the one pinned: another ETag, or no such version.
+_GONE = ("PreconditionFailed", "412", "NoSuchVersion", "NoSuchKey", "404")
 
 
 class S3BlobStore:
@@ -54,37 +58,40 @@ class S3BlobStore:
 
     # --- verification ---------------------------------------------------------------------------------
 
-    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Outcome:
-        """Does the object at the blob's key hold exactly this content? Deletes it if not. One request:
-        a HeadObject (checksum mode) or a GetObject read once (read mode, or no stored checksum)."""
+    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Verification:
+        """Does the object at the blob's key hold exactly this content, of exactly this size? Deletes it if
+        it holds other bytes. One request: a HeadObject (checksum mode) or a GetObject read once (read
+        mode, or no stored checksum). An ``ok`` names the object verified (version id, ETag)."""
         key = blob_key(ns, content_hash)
         try:
             if self._verify_mode == "checksum":
                 with unavailable_on_transient("S3"):
                     head = await self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
                 stored = head.get("ChecksumSHA256")
-                if head["ContentLength"] != size:
-                    outcome: Outcome = "mismatch"
-                elif stored:
-                    outcome = "ok" if _same_checksum(stored, s3_checksum(content_hash)) else "mismatch"
+                if not stored:
+                    result = await self._read_and_compare(key, content_hash, size, block_size)
+                elif checksum_matches(content_hash, stored, head.get("ETag")):
+                    result = _sized(head["ContentLength"], size, _body(head))
                 else:
-                    outcome = await self._read_and_compare(key, content_hash, size, block_size)
+                    result = Verification("mismatch")
             else:
-                outcome = await self._read_and_compare(key, content_hash, size, block_size)
+                result = await self._read_and_compare(key, content_hash, size, block_size)
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return "missing"
+                return Verification("missing")
             raise
-        if outcome == "mismatch":
+        if result.outcome == "mismatch":
             log.warning("blob %s in %s does not match its hash; deleting it", content_hash, ns)
             await self.delete(key)
-        return outcome
+        return result
 
-    async def _read_and_compare(self, key: str, content_hash: str, size: int, block_size: int) -> Outcome:
-        digest = await self._hash_object(key, block_size)
-        return "ok" if digest.content_hash == content_hash and digest.size == size else "mismatch"
+    async def _read_and_compare(self, key: str, content_hash: str, size: int, block_size: int) -> Verification:
+        digest, body = await self._hash_object(key, block_size)
+        if digest.content_hash != content_hash:
+            return Verification("mismatch")
+        return _sized(digest.size, size, body)
 
-    async def _hash_object(self, key: str, block_size: int) -> ContentDigest:
+    async def _hash_object(self, key: str, block_size: int) -> tuple[ContentDigest, BodyRef]:
         """Read and hash the object. botocore retries the request but not a body cut short while it is
         read; a read is safe to repeat, so that is retried here (a cut body must never count as a
         mismatch, which would delete good content)."""
@@ -97,7 +104,7 @@ class S3BlobStore:
                 await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))  # noqa: S311 - jitter
         raise AssertionError("unreachable")
 
-    async def _hash_object_once(self, key: str, block_size: int) -> ContentDigest:
+    async def _hash_object_once(self, key: str, block_size: int) -> tuple[ContentDigest, BodyRef]:
         hasher = BlockHasher(block_size)
         with unavailable_on_transient("S3"):
             response = await self._s3.get_object(Bucket=self.bucket, Key=key)
@@ -109,21 +116,24 @@ class S3BlobStore:
                     await asyncio.to_thread(hasher.update, chunk)
                 else:
                     hasher.update(chunk)
-        return hasher.finish()
+        return hasher.finish(), _body(response)
 
     async def delete(self, key: str) -> None:
         with unavailable_on_transient("S3"):
             await self._s3.delete_object(Bucket=self.bucket, Key=key)
 
     # --- writing --------------------------------------------------------------------------------------
+    # Every object the service creates under a blob key is created with ``If-None-Match: *`` (the bucket
+    # policy refuses any other): ``None`` from a write means something was already there, and the caller
+    # verifies it instead of replacing it.
 
-    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> bool:
-        """A body of at most one block, in one PutObject with its SHA-256, only if nothing is at the key yet;
-        False if something was (the caller decides whether to trust it)."""
+    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> BodyRef | None:
+        """A body of at most one block, in one PutObject with its SHA-256, only if nothing is at the key
+        yet: the object stored, or None if something was there."""
         data.seek(0)
         try:
             with unavailable_on_transient("S3"):
-                await self._s3.put_object(
+                response = await self._s3.put_object(
                     Bucket=self.bucket,
                     Key=key,
                     Body=data,
@@ -131,10 +141,10 @@ class S3BlobStore:
                     IfNoneMatch="*",
                 )
         except ClientError as exc:
-            if error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise
-            return False
-        return True
+            if _already_there(exc):
+                return None
+            raise
+        return _body(response)
 
     async def multipart(
         self,
@@ -144,10 +154,12 @@ class S3BlobStore:
         concurrency: int,
         on_started: Callable[[str], Awaitable[None]] | None = None,
         expected_hash: str | None = None,
-    ) -> ContentDigest:
+    ) -> tuple[ContentDigest, BodyRef | None]:
         """Upload ``blocks`` (each ``block_size`` but the last) as parts, ``concurrency`` at a time, each
-        with its SHA-256; complete and return the content digest. If the digest is not ``expected_hash``
-        the upload is aborted before it completes (``ContentMismatch``); any failure aborts it."""
+        with its SHA-256; complete (only if nothing is at the key) and return the content digest and the
+        object stored (None: something was already there, and the upload was aborted). If the digest is not
+        ``expected_hash`` the upload is aborted before it completes (``ContentMismatch``); any failure
+        aborts it."""
         with unavailable_on_transient("S3"):
             created = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
         upload_id = created["UploadId"]
@@ -199,17 +211,11 @@ class S3BlobStore:
             content_hash = content_hash_from_blocks(ordered)
             if expected_hash is not None and content_hash != expected_hash:
                 raise ContentMismatch(content_hash)
-            with unavailable_on_transient("S3"):
-                await self._s3.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": [parts[n] for n in sorted(parts)]},
-                )
+            stored = await self._complete(key, upload_id, [parts[n] for n in sorted(parts)])
         except BaseException:
             await self.abort(key, upload_id)
             raise
-        return ContentDigest(content_hash, size, ordered)
+        return ContentDigest(content_hash, size, ordered), stored
 
     async def abort(self, key: str, upload_id: str) -> None:
         try:
@@ -217,8 +223,11 @@ class S3BlobStore:
         except Exception:
             log.warning("could not abort multipart upload %s of %s", upload_id, key, exc_info=True)
 
-    async def copy(self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int) -> None:
-        """Server-side copy keeping the block layout (one UploadPartCopy per block); the source stays."""
+    async def copy(
+        self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int
+    ) -> BodyRef | None:
+        """Server-side copy keeping the block layout (one UploadPartCopy per block), only if nothing is at
+        the target yet: the object stored, or None if something was there. The source stays."""
         with unavailable_on_transient("S3"):
             created = await self._s3.create_multipart_upload(
                 Bucket=self.bucket, Key=target_key, ChecksumAlgorithm="SHA256"
@@ -248,53 +257,121 @@ class S3BlobStore:
             async with _task_group() as group:
                 for number, start in enumerate(range(0, size, block_size), 1):
                     group.create_task(copy_part(number, start, min(size, start + block_size) - 1))
-            with unavailable_on_transient("S3"):
-                await self._s3.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=target_key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": [parts[n] for n in sorted(parts)]},
-                )
+            return await self._complete(target_key, upload_id, [parts[n] for n in sorted(parts)])
         except BaseException:
             await self.abort(target_key, upload_id)
             raise
 
+    async def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> BodyRef | None:
+        """Complete a multipart upload only if nothing is at the key: the object, or None (then the upload
+        is aborted, freeing its parts)."""
+        try:
+            with unavailable_on_transient("S3"):
+                response = await self._s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    IfNoneMatch="*",
+                )
+        except ClientError as exc:
+            if not _already_there(exc):
+                raise
+            await self.abort(key, upload_id)
+            return None
+        return _body(response)
+
     # --- reading --------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def open(self, key: str, byte_range: str | None = None) -> AsyncIterator[Download]:
+    async def open(
+        self, key: str, byte_range: str | None = None, body: BodyRef | None = None
+    ) -> AsyncIterator[Download]:
+        """The object's bytes. With ``body``, exactly that object: by version id (a version never changes),
+        else only while the object still has that ETag. ``BodyChanged`` if it is not what ``body`` names
+        any more (replaced, or gone)."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if byte_range:
             kwargs["Range"] = byte_range
-        with unavailable_on_transient("S3"):
-            response = await self._s3.get_object(**kwargs)
-        body = response["Body"]
-        async with body:
+        if body is not None and body.version_id is not None:
+            kwargs["VersionId"] = body.version_id
+        elif body is not None and body.etag is not None:
+            kwargs["IfMatch"] = body.etag
+        try:
+            with unavailable_on_transient("S3"):
+                response = await self._s3.get_object(**kwargs)
+        except ClientError as exc:
+            if body is not None and body.pinned and error_code(exc) in _GONE:
+                raise BodyChanged(key) from None
+            raise
+        served = response["Body"]
+        async with served:
 
             async def chunks() -> AsyncIterator[bytes]:
-                while chunk := await body.read(_READ_CHUNK):
+                while chunk := await served.read(_READ_CHUNK):
                     yield chunk
 
             content_range = response.get("ContentRange")
             total = int(content_range.rsplit("/", 1)[1]) if content_range else response["ContentLength"]
             yield Download(chunks(), response["ContentLength"], total, content_range)
 
-    async def presign(self, operation: str, params: dict[str, Any], expires_in: int) -> str:
-        return await self._s3.generate_presigned_url(operation, Params=params, ExpiresIn=expires_in)
+    async def current(self, key: str) -> BodyRef | None:
+        """What is at the key now (None: nothing)."""
+        try:
+            with unavailable_on_transient("S3"):
+                head = await self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return _body(head)
+
+    # --- presigned URLs -------------------------------------------------------------------------------
+
+    async def presign_put(self, key: str, checksum: str, expires_in: int) -> tuple[str, dict[str, str]]:
+        """A URL for one PUT of a body with this SHA-256 checksum, and the headers the PUT must send: the
+        checksum (S3 checks the body against it) and ``If-None-Match: *`` (signed, so a PUT without it is
+        refused: a URL can create the blob, never replace it)."""
+        url = await self._s3.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ChecksumSHA256": checksum, "IfNoneMatch": "*"},
+            ExpiresIn=expires_in,
+        )
+        return url, {"x-amz-checksum-sha256": checksum, "If-None-Match": "*"}
+
+    async def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str:
+        return await self._s3.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
+            ExpiresIn=expires_in,
+        )
+
+    async def presign_get(self, key: str, body: BodyRef, filename: str, expires_in: int) -> str:
+        """A URL that downloads exactly the object ``body`` names (its version), saved as ``filename``."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
+        }
+        if body.version_id is not None:
+            params["VersionId"] = body.version_id
+        return await self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
     async def start_upload(self, key: str) -> str:
         with unavailable_on_transient("S3"):
             created = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
         return created["UploadId"]
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
-        with unavailable_on_transient("S3"):
-            await self._s3.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-            )
+    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str, str | None]]) -> None:
+        """Complete a multipart upload a client sent through presigned part URLs. If the content got there
+        first another way, the upload is aborted: the commit verifies what is there."""
+        listed: list[dict[str, Any]] = []
+        for number, etag, checksum in parts:
+            part: dict[str, Any] = {"PartNumber": number, "ETag": etag}
+            if checksum:
+                part["ChecksumSHA256"] = checksum
+            listed.append(part)
+        await self._complete(key, upload_id, listed)
 
 
 @asynccontextmanager
@@ -308,13 +385,50 @@ async def _task_group() -> AsyncIterator[asyncio.TaskGroup]:
         raise failed.exceptions[0] from failed
 
 
+def _already_there(exc: ClientError) -> bool:
+    """S3's answer to a conditional create when the key is taken (412), or being written right now (409)."""
+    return error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
 def _sha256(block: io.BytesIO) -> bytes:
     with block.getbuffer() as view:
         return hashlib.sha256(view).digest()
 
 
-def _same_checksum(stored: str, expected: str) -> bool:
-    """S3 writes ``<b64>-<parts>`` for multipart objects (the emulator omits the suffix)."""
+def checksum_matches(content_hash: str, stored: str, etag: str | None) -> bool:
+    """Does the SHA-256 checksum S3 stored for an object (and its ETag) prove it holds ``content_hash``?
+
+    The digest must be the hash's, and the object's layout the hash's: one PutObject for a body of one
+    block (no part count anywhere), a multipart upload of exactly N parts for a hash of N blocks. S3 writes
+    a multipart object's checksum as ``<b64>-<parts>``; the emulator leaves the suffix off but keeps the
+    ETag's ``-<parts>``, so the part count is the checksum's, else the ETag's, else none (one PutObject)."""
+    parsed = parse_content_hash(content_hash)
+    if parsed is None:
+        return False
+    digest, blocks = parsed
     stored_digest, _, stored_parts = stored.partition("-")
-    expected_digest, _, expected_parts = expected.partition("-")
-    return stored_digest == expected_digest and (not stored_parts or stored_parts == expected_parts)
+    parts = stored_parts or _etag_parts(etag)
+    multi_block = "-" in content_hash
+    if multi_block != bool(parts) or (multi_block and parts != str(blocks)):
+        return False
+    return stored_digest == base64.b64encode(bytes.fromhex(digest)).decode()
+
+
+def _etag_parts(etag: str | None) -> str:
+    """The part count of a multipart object's ETag (``"<md5 of part md5s>-<parts>"``), '' for any other."""
+    _, dash, parts = (etag or "").strip('"').rpartition("-")
+    return parts if dash and parts.isdigit() else ""
+
+
+def _body(response: Any) -> BodyRef:
+    """The object a response was about. A bucket without versioning reports no version id (or the id
+    "null", which names whatever is at the key now): only a real version id pins an object."""
+    version = response.get("VersionId")
+    return BodyRef(version if version and version != "null" else None, response.get("ETag"))
+
+
+def _sized(actual: int, claimed: int, body: BodyRef) -> Verification:
+    """The content is right; is the claimed size? (A wrong size is the claim's fault: the object stays.)"""
+    if actual != claimed:
+        return Verification("wrong_size", size=actual)
+    return Verification("ok", body)

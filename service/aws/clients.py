@@ -1,4 +1,4 @@
-"""Long-lived aiobotocore clients for S3, DynamoDB, STS and SES, opened once per app.
+"""Long-lived aiobotocore clients for S3, DynamoDB, STS, SES and IAM, opened once per app.
 
 Layer: aws. Imports settings and metrics (leaves) only. ``open_clients`` is an async context manager:
 the app's ``cleanup_ctx`` enters it at start-up and leaves it at shutdown, so connections are pooled
@@ -40,6 +40,7 @@ class AwsClients:
     dynamodb: DynamoDBClient
     sts: STSClient
     ses: SESClient
+    iam: IAMClient
 
 
 def make_session(aws: AwsSettings) -> aioboto3.Session:
@@ -98,12 +99,13 @@ async def open_clients(
             dynamodb=await client("dynamodb"),
             sts=await client("sts"),
             ses=await client("ses"),
+            iam=await client("iam"),
         )
 
 
 @asynccontextmanager
 async def open_iam(aws: AwsSettings, session: aioboto3.Session | None = None) -> AsyncIterator[IAMClient]:
-    """An IAM client, used only to provision the embedded default's upload role."""
+    """An IAM client of its own, for provisioning the embedded default's upload role."""
     session = session or make_session(aws)
     async with session.client("iam", endpoint_url=aws.endpoint_for("iam"), config=client_config(aws, "iam")) as iam:
         yield iam

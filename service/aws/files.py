@@ -5,7 +5,8 @@ Layer: aws. Items in the one table::
     NS#<ns>   HEAD              seq: the namespace's last journal sequence number
     NS#<ns>   F#<path key>      the current version of one path (path key: NFC + case folded)
     NS#<ns>   J#<seq, 12 digits> one commit: who, when, and its changes (orjson bytes)
-    NS#<ns>   BLOB#<hash>       content verified against its hash: size, block size
+    NS#<ns>   BLOB#<hash>       content verified against its hash: size, block size, and the object
+                                verified (``body_version``, ``body_etag``), which file versions copy
     NS#<ns>   D#<folder key>    a folder marker: some file was committed under this folder (never removed)
 
 A commit is one ``TransactWriteItems``: the head moves from ``seq`` to ``seq + 1`` on condition it is still
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 SEQ_DIGITS = 12
 _s, _n = items.s, items.n
+
+
+#: Attributes of a version written only when set.
+_OPTIONAL = ("commit_key", "moved_from", "moved_to", "body_version", "body_etag")
 
 
 def _key(ns: str, sk: str) -> Item:
@@ -70,7 +75,7 @@ def version_to_dict(v: FileVersion) -> dict[str, Any]:
         "prev_seq": v.prev_seq,
         "block_size": v.block_size,
     }
-    for name in ("commit_key", "moved_from", "moved_to"):
+    for name in _OPTIONAL:
         if getattr(v, name) is not None:
             out[name] = getattr(v, name)
     return out
@@ -93,6 +98,8 @@ def version_from_dict(d: dict[str, Any]) -> FileVersion:
         commit_key=d.get("commit_key"),
         moved_from=d.get("moved_from"),
         moved_to=d.get("moved_to"),
+        body_version=d.get("body_version"),
+        body_etag=d.get("body_etag"),
     )
 
 
@@ -113,7 +120,7 @@ def file_item(ns: str, path_key: str, v: FileVersion) -> Item:
     }
     if v.prev_seq is not None:
         item["prev_seq"] = _n(v.prev_seq)
-    for name in ("commit_key", "moved_from", "moved_to"):
+    for name in _OPTIONAL:
         value = getattr(v, name)
         if value is not None:
             item[name] = _s(value)
@@ -137,7 +144,32 @@ def _file(item: Item) -> FileVersion:
         commit_key=item.get("commit_key", {}).get("S"),
         moved_from=item.get("moved_from", {}).get("S"),
         moved_to=item.get("moved_to", {}).get("S"),
+        body_version=item.get("body_version", {}).get("S"),
+        body_etag=item.get("body_etag", {}).get("S"),
     )
+
+
+def _blob(item: Item) -> BlobRecord:
+    return BlobRecord(
+        content_hash=item[SK]["S"].removeprefix("BLOB#"),
+        size=int(item["size"]["N"]),
+        block_size=int(item["block_size"]["N"]),
+        body_version=item.get("body_version", {}).get("S"),
+        body_etag=item.get("body_etag", {}).get("S"),
+    )
+
+
+def _blob_item(ns: str, blob: BlobRecord) -> Item:
+    item: Item = {
+        **_key(ns, f"BLOB#{blob.content_hash}"),
+        "size": _n(blob.size),
+        "block_size": _n(blob.block_size),
+    }
+    if blob.body_version is not None:
+        item["body_version"] = _s(blob.body_version)
+    if blob.body_etag is not None:
+        item["body_etag"] = _s(blob.body_etag)
+    return item
 
 
 def _journal(item: Item) -> JournalEntry:
@@ -158,17 +190,17 @@ class DynamoFileStore:
 
     async def read(
         self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
-    ) -> tuple[dict[str, FileVersion], set[str]]:
-        """Current items for ``path_keys`` and which of ``blob_hashes`` are verified."""
+    ) -> tuple[dict[str, FileVersion], dict[str, BlobRecord]]:
+        """Current items for ``path_keys`` and the records of those of ``blob_hashes`` that are verified."""
         files, _, blobs = await self.read_state(ns, path_keys, (), blob_hashes)
         return files, blobs
 
     async def read_state(
         self, ns: str, path_keys: Sequence[str], folder_keys: Sequence[str], blob_hashes: Sequence[str]
-    ) -> tuple[dict[str, FileVersion], set[str], set[str]]:
-        """Current items for ``path_keys``, which of ``folder_keys`` have a folder marker, and which of
-        ``blob_hashes`` are verified: BatchGetItem of 100 keys, fanned out with a bound, unprocessed keys
-        retried."""
+    ) -> tuple[dict[str, FileVersion], set[str], dict[str, BlobRecord]]:
+        """Current items for ``path_keys``, which of ``folder_keys`` have a folder marker, and the records
+        of those of ``blob_hashes`` that are verified: BatchGetItem of 100 keys, fanned out with a bound,
+        unprocessed keys retried."""
         keys = [_key(ns, file_sk(k)) for k in dict.fromkeys(path_keys)]
         keys += [_key(ns, folder_sk(k)) for k in dict.fromkeys(folder_keys)]
         keys += [_key(ns, f"BLOB#{h}") for h in dict.fromkeys(blob_hashes)]
@@ -176,7 +208,7 @@ class DynamoFileStore:
         pages = await asyncio.gather(*(self._batch_get(batch) for batch in batches))
         files: dict[str, FileVersion] = {}
         folders: set[str] = set()
-        blobs: set[str] = set()
+        blobs: dict[str, BlobRecord] = {}
         for page in pages:
             for item in page:
                 sk = item[SK]["S"]
@@ -185,7 +217,8 @@ class DynamoFileStore:
                 elif sk.startswith("D#"):
                     folders.add(sk[2:])
                 else:
-                    blobs.add(sk.removeprefix("BLOB#"))
+                    blob = _blob(item)
+                    blobs[blob.content_hash] = blob
         return files, folders, blobs
 
     async def live_child(self, ns: str, folder_key: str, ignore: frozenset[str]) -> FileVersion | None:
@@ -314,18 +347,7 @@ class DynamoFileStore:
                 put["ExpressionAttributeValues"] = {":rev": _n(observed.rev), ":seq": _n(observed.seq)}
             actions.append({"Put": put})
         for blob in new_blobs:
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": {
-                            **_key(ns, f"BLOB#{blob.content_hash}"),
-                            "size": _n(blob.size),
-                            "block_size": _n(blob.block_size),
-                        },
-                    }
-                }
-            )
+            actions.append({"Put": {"TableName": self._table, "Item": _blob_item(ns, blob)}})
         actions += [{"Put": {"TableName": self._table, "Item": _key(ns, folder_sk(k))}} for k in folders]
         try:
             with unavailable_on_transient("DynamoDB"):
@@ -341,6 +363,36 @@ class DynamoFileStore:
                 raise
             keys = tuple(changes[i - 2][0] for i in failed if 2 <= i < 2 + len(changes))
             raise StoreConflict(keys=keys, head_moved=0 in failed or 1 in failed) from None
+
+    async def forget_blob(self, ns: str, blob: BlobRecord) -> None:
+        """Remove a blob record, if it still names the same object (a repair may have replaced it)."""
+        condition = "attribute_exists(#pk)"
+        values: dict[str, Any] = {}
+        for name, value in (("body_version", blob.body_version), ("body_etag", blob.body_etag)):
+            if value is None:
+                condition += f" AND attribute_not_exists({name})"
+            else:
+                condition += f" AND {name} = :{name}"
+                values[f":{name}"] = _s(value)
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _key(ns, f"BLOB#{blob.content_hash}"),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#pk": PK},
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.delete_item(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    async def put_blob(self, ns: str, blob: BlobRecord) -> None:
+        """Record (or re-record) verified content and the object it was verified in."""
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.put_item(TableName=self._table, Item=_blob_item(ns, blob))
 
     async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None:
         with unavailable_on_transient("DynamoDB"):

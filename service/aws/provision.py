@@ -68,6 +68,9 @@ async def _bucket(clients: AwsClients, bucket: str) -> None:
         Bucket=bucket,
         ServerSideEncryptionConfiguration={"Rules": resources.bucket_encryption_rules()},  # type: ignore[misc, arg-type]
     )
+    await clients.s3.put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": resources.BUCKET_VERSIONING}
+    )
     await clients.s3.put_bucket_cors(
         Bucket=bucket,
         CORSConfiguration={"CORSRules": resources.bucket_cors_rules()},  # type: ignore[typeddict-item]

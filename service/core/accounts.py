@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,8 +113,11 @@ class AccountService:
         refresh_seconds: int,
         open_signup: bool,
         clock: Callable[[], float] = time.time,
+        on_access_lost: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        #: Told (before the change is stored) when a user's existing credentials must stop working.
+        self._on_access_lost = on_access_lost
         self._hasher = hasher
         self._tokens = tokens
         self._checks = checks
@@ -161,6 +164,7 @@ class AccountService:
     async def change_password(self, principal: Principal, current: str, new: str, address: str) -> None:
         check_password(new, "$.new_password")
         user = await self._password_checked(principal, current, address)
+        await self._access_lost(user.username)
         await self._store.set_password_hash(user.username, await self._hasher.hash(new))
         await self._revoke_all(user.username)
 
@@ -193,6 +197,8 @@ class AccountService:
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
         name = normalize_username(username)
+        if disabled and await self._store.get_user(name) is not None:
+            await self._access_lost(name)
         await self._store.set_disabled(name, disabled)
         if disabled:
             await self._revoke_all(name)
@@ -261,6 +267,10 @@ class AccountService:
             refresh_expires_in=self._refresh_seconds,
             username=principal.username,
         )
+
+    async def _access_lost(self, username: str) -> None:
+        if self._on_access_lost is not None:
+            await self._on_access_lost(username)
 
     async def _revoke_all(self, username: str) -> None:
         await self._revoke(await self._store.session_ids(username))

@@ -1,64 +1,57 @@
-"""Scoped temporary AWS credentials for clients, and the session policy that scopes them.
+"""Scoped temporary AWS credentials for clients, and their revocation when a user loses access.
 
-Layer: core. The upload role may touch every namespace's objects; each minted credential carries an
-inline session policy that narrows it to exactly the caller's namespaces: read and write (including
-multipart) on ``ns/<id>/blobs/*`` where the caller is an editor or owner, read only where a viewer,
-nothing else (no listing, no bucket root, no other prefix). AWS caps a session policy at 2,048
-characters; the policy lists each namespace once, and a request that cannot fit is told to name the
-namespaces it needs.
+Layer: core. The upload role may touch every namespace's objects; each minted credential is narrowed by a
+session policy (``service.aws.policies``) to exactly the caller's namespaces: read and write (including
+multipart) where the caller is an editor or owner, read only where a viewer, nothing else; and it can
+create an object under a blob key only if none is there (verified content never changes). A request that
+cannot fit AWS's session-policy limit is told to name the namespaces it needs.
+
+STS sessions cannot be revoked one by one, so each is tagged with its user, and when a user loses access
+(removed from a namespace or demoted, disabled, password changed) the upload role is told to deny that
+user's sessions issued before then (``SessionRevocation``). Credentials last ``credentials_seconds`` (15
+minutes by default: STS's minimum); a revocation takes effect as fast as IAM propagates it, seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
-
-import orjson
+from typing import Literal, Protocol
 
 from service.core.errors import DependencyUnavailable, FieldError, NotFound, ValidationFailed
 from service.core.models import Membership, Principal, TemporaryCredentials, role_allows
 from service.core.namespaces import NamespaceService
 from service.resources import blob_prefix
 
-#: AWS's limit on the plain text of a session policy passed to AssumeRole.
-SESSION_POLICY_MAX_CHARS = 2048
+log = logging.getLogger(__name__)
+
 #: STS's shortest session.
 MIN_DURATION_SECONDS = 900
 #: Most namespaces one request may name (each costs a membership read).
 MAX_REQUESTED_NAMESPACES = 100
-
-WRITE_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
-READ_ACTIONS = ("s3:GetObject",)
+#: A revocation also covers sessions issued this long after it is asked for: credentials being minted at
+#: that moment (from a membership read just before the change) must not outlive it.
+REVOCATION_MARGIN_SECONDS = 5.0
 
 Access = Literal["read", "write"]
 
 
-def session_policy(bucket: str, writable: Sequence[str], readable: Sequence[str]) -> dict[str, Any]:
-    """The inline policy for one credential: ``writable`` namespaces get write actions, ``readable`` read."""
-    statements = []
-    for sid, actions, namespaces in (("Write", WRITE_ACTIONS, writable), ("Read", READ_ACTIONS, readable)):
-        if namespaces:
-            statements.append(
-                {
-                    "Sid": sid,
-                    "Effect": "Allow",
-                    "Action": list(actions),
-                    "Resource": [f"arn:aws:s3:::{bucket}/{blob_prefix(ns)}*" for ns in namespaces],
-                }
-            )
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def encode_policy(policy: dict[str, Any]) -> str:
-    return orjson.dumps(policy).decode()
-
-
 class CredentialVendor(Protocol):
     async def assume(
-        self, role_arn: str, session_name: str, policy: str, duration_seconds: int
+        self,
+        role_arn: str,
+        username: str,
+        writable: Sequence[str],
+        readable: Sequence[str],
+        duration_seconds: int,
     ) -> TemporaryCredentials: ...
+
+
+class SessionRevoker(Protocol):
+    async def revoke(self, username: str, before: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +65,6 @@ class Grant:
 class CredentialGrant:
     credentials: TemporaryCredentials
     grants: list[Grant]
-    policy: str
 
 
 class CredentialService:
@@ -81,7 +73,6 @@ class CredentialService:
         namespaces: NamespaceService,
         vendor: CredentialVendor,
         *,
-        bucket: str,
         role_arn: str | None,
         default_seconds: int,
         max_seconds: int,
@@ -89,7 +80,6 @@ class CredentialService:
     ) -> None:
         self._namespaces = namespaces
         self._vendor = vendor
-        self._bucket = bucket
         self._role_arn = role_arn
         self._default_seconds = default_seconds
         self._max_seconds = max_seconds
@@ -107,17 +97,10 @@ class CredentialService:
             raise NotFound("You are a member of no namespace to grant access to.")
         writable = [m.namespace_id for m in memberships if role_allows(m.role, "editor")]
         readable = [m.namespace_id for m in memberships if not role_allows(m.role, "editor")]
-        policy = encode_policy(session_policy(self._bucket, writable, readable))
-        if len(policy) > SESSION_POLICY_MAX_CHARS:
-            message = (
-                f"credentials for {len(memberships)} namespaces do not fit in one session policy "
-                f"({len(policy)} of {SESSION_POLICY_MAX_CHARS} characters); list the namespaces you need"
-            )
-            raise ValidationFailed(f"The {message}.", (FieldError("$.namespaces", message),))
-        credentials = await self._vendor.assume(role_arn, f"filesync-{principal.username}", policy, duration)
+        credentials = await self._vendor.assume(role_arn, principal.username, writable, readable, duration)
         grants = [Grant(ns, blob_prefix(ns), "write") for ns in writable]
         grants += [Grant(ns, blob_prefix(ns), "read") for ns in readable]
-        return CredentialGrant(credentials, grants, policy)
+        return CredentialGrant(credentials, grants)
 
     def _duration(self, requested: int | None) -> int:
         duration = self._default_seconds if requested is None else requested
@@ -139,3 +122,20 @@ class CredentialService:
                 return await self._namespaces.authorize(principal, namespace_id, "viewer")
 
         return list(await asyncio.gather(*(one(ns) for ns in unique)))
+
+
+class SessionRevocation:
+    """Cuts off the credentials a user already holds when the user loses access. Called before the change
+    is stored (a failure refuses the change, which can then be retried whole); it denies the user's
+    sessions issued up to ``REVOCATION_MARGIN_SECONDS`` later, which also covers credentials being minted
+    from the membership as it was a moment before. The user's clients then mint new ones, scoped afresh."""
+
+    def __init__(self, revoker: SessionRevoker | None, clock: Callable[[], float] = time.time) -> None:
+        self._revoker = revoker
+        self._clock = clock
+
+    async def user_lost_access(self, username: str) -> None:
+        if self._revoker is None:  # no upload role: no credentials were ever minted
+            return
+        await self._revoker.revoke(username, self._clock() + REVOCATION_MARGIN_SECONDS)
+        log.info("revoked the temporary credentials of %s", username)

@@ -14,7 +14,8 @@ exception's ``__mro__`` so a subclass inherits its parent's mapping unless it ha
     ├── PermissionDenied          authenticated, but not allowed to do this
     ├── NotFound                  no such resource (or one the caller may not know exists)
     ├── Conflict                  the resource's state does not allow this
-    │   └── VersionConflict       a conditional write lost: someone else changed it first
+    │   ├── VersionConflict       a conditional write lost: someone else changed it first
+    │   └── ContentReplaced       the stored body was replaced behind the service's back: not served
     ├── PayloadTooLarge           a body, batch or part is over its documented limit
     ├── BodyStalled               the client stopped sending the body it announced, or sent it too slowly
     ├── RateLimited               too many attempts; ``retry_after`` seconds until the next may pass
@@ -88,6 +89,12 @@ class VersionConflict(Conflict):
     def __init__(self, detail: str, current: object | None = None) -> None:
         super().__init__(detail)
         self.current = current
+
+
+class ContentReplaced(Conflict):
+    """The object holding a version's verified body was replaced (or removed) behind the service's back,
+    and no verified copy is left to serve. Nothing else is served in its place; the content counts as
+    missing (``blobs:check`` lists it) until someone uploads it again."""
 
 
 class PayloadTooLarge(FileSyncError):

@@ -10,8 +10,10 @@ through the service) ends here, in ``commit``; moves (``move_many``) take the sa
    live file at that path, case-insensitively), else it is a conflict carrying the current version;
    an entry already committed under the same idempotency key is answered as committed (a retry); a file
    coming into being must not clash with a folder (see "Files and folders" below);
-4. verify each blob not yet verified; if any is missing or does not match its hash the whole request
-   is refused (422) and nothing is written;
+4. verify each blob not yet verified; if any is missing, does not match its hash, or is not exactly the
+   size the entry claims (verified content has one size: a blob record's, or S3's) the whole request is
+   refused (422) and nothing is written. Each new version records which stored object holds its body
+   (the one verified), so downloads serve exactly that object;
 5. write in transactions of at most ``MAX_ACTIONS`` items: namespace head, journal entry, file items
    (each conditional on what step 2 read), new blob records, new folder markers. A lost race re-reads and
    re-decides. The two halves of a move always share a transaction.
@@ -36,7 +38,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -46,10 +48,12 @@ from service.content import EMPTY_HASH, claim_problem
 from service.core.errors import Conflict, DependencyUnavailable, FieldError, NotFound, ValidationFailed
 from service.core.models import (
     BlobRecord,
+    BodyRef,
     FileVersion,
     JournalEntry,
     Principal,
     StoreConflict,
+    Verification,
 )
 from service.core.namespaces import NamespaceService
 from service.paths import folders_above, normalize_path, path_key
@@ -72,7 +76,6 @@ MAX_ATTEMPTS = 20
 IDEMPOTENCY_KEY_MAX = 128
 
 Status = Literal["committed", "conflict"]
-VerifyOutcome = Literal["ok", "missing", "mismatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +134,17 @@ class MovesOutcome:
 class FileStore(Protocol):
     async def read(
         self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
-    ) -> tuple[dict[str, FileVersion], set[str]]: ...
+    ) -> tuple[dict[str, FileVersion], dict[str, BlobRecord]]: ...
 
     async def read_state(
         self, ns: str, path_keys: Sequence[str], folder_keys: Sequence[str], blob_hashes: Sequence[str]
-    ) -> tuple[dict[str, FileVersion], set[str], set[str]]:
-        """Current items, which folders have a marker, which blobs are verified."""
+    ) -> tuple[dict[str, FileVersion], set[str], dict[str, BlobRecord]]:
+        """Current items, which folders have a marker, the records of the blobs that are verified."""
         ...
+
+    async def forget_blob(self, ns: str, blob: BlobRecord) -> None: ...
+
+    async def put_blob(self, ns: str, blob: BlobRecord) -> None: ...
 
     async def live_child(self, ns: str, folder_key: str, ignore: frozenset[str]) -> FileVersion | None: ...
 
@@ -163,7 +170,7 @@ class FileStore(Protocol):
 
 
 class BlobVerifier(Protocol):
-    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> VerifyOutcome: ...
+    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Verification: ...
 
 
 @dataclass(slots=True)
@@ -178,6 +185,15 @@ class _Pending:
     @property
     def is_target(self) -> bool:
         return self.partner is not None and not self.entry.deleted
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """Verified content a commit names: its size, the object holding it, and whether it needs a record."""
+
+    size: int
+    body: BodyRef
+    new: bool = False
 
 
 @dataclass(slots=True)
@@ -247,11 +263,14 @@ class FileService:
         *,
         verified: frozenset[str] = frozenset(),
         record_verified: bool = True,
+        bodies: Mapping[str, BodyRef] | None = None,
     ) -> CommitOutcome:
         """Commit ``entries``; see the module docstring. ``verified`` names hashes the caller itself
         computed from the bytes it stored (the streaming upload, a batch of small files), which need no
-        second check; it gets a blob record unless ``record_verified`` is false. A batch of small files
-        asks for none: a record costs a transaction action per new file (halving the files one transaction
+        second check; such content gets a blob record unless ``record_verified`` is false. ``bodies`` names
+        the object holding each such content, or holding the content of an existing version that entries
+        name again (restore: checked against its blob record, if any). A batch of small files asks for no
+        records: a record costs a transaction action per new file (halving the files one transaction
         holds), while naming that content again without its body costs one HeadObject to verify it."""
         await self._namespaces.authorize(principal, ns, "editor")
         pending = self._validate(entries, commit_key)
@@ -260,12 +279,8 @@ class FileService:
             p.entry.content_hash for p in pending if not p.entry.deleted and p.entry.content_hash not in verified
         ]
         view, known = await self._read(ns, pending, unverified)
-        newly = await self._verify_blobs(ns, pending, view.files, known | verified)
-        for p in pending:  # content the caller stored and hashed itself gets its record too, if asked
-            fresh = p.entry.content_hash in verified and p.entry.content_hash not in known and not p.entry.deleted
-            if record_verified and fresh:
-                newly.setdefault(p.entry.content_hash, p.entry.size)
-        results, seq = await self._write_all(principal, ns, pending, key, view, newly)
+        contents = await self._verify_blobs(ns, pending, view.files, known, verified, bodies or {}, record_verified)
+        results, seq = await self._write_all(principal, ns, pending, key, view, contents)
         return CommitOutcome([results[i] for i in range(len(pending))], seq)
 
     async def move_many(
@@ -356,49 +371,77 @@ class FileService:
         return claim_problem(entry.content_hash, entry.size, self.block_size)
 
     async def _verify_blobs(
-        self, ns: str, pending: list[_Pending], current: dict[str, FileVersion], known: set[str]
-    ) -> dict[str, int]:
-        """Verify what is not yet known to be verified; return the newly verified hashes and sizes."""
-        sizes: dict[str, int] = {}
+        self,
+        ns: str,
+        pending: list[_Pending],
+        current: dict[str, FileVersion],
+        known: dict[str, BlobRecord],
+        verified: frozenset[str],
+        bodies: Mapping[str, BodyRef],
+        record_verified: bool,
+    ) -> dict[str, _Content]:
+        """The verified size and object of every content the entries name, verifying (in S3) what is not
+        known yet: from a blob record, from the caller (content it stored itself, or an existing version's),
+        or from the version already committed at the entry's path. Every entry must claim exactly the
+        verified size."""
+        contents: dict[str, _Content] = {}
+        claims: dict[str, int] = {}
         for p in pending:
             entry = p.entry
-            if entry.deleted or entry.content_hash in known or entry.content_hash == EMPTY_HASH:
+            h = entry.content_hash
+            if entry.deleted or h == EMPTY_HASH or h in contents:
                 continue
             cur = current.get(p.key)
-            if cur is not None and cur.commit_key is not None and cur.content_hash == entry.content_hash:
-                continue  # content of a version already committed: verified then
-            sizes.setdefault(entry.content_hash, entry.size)
+            given = bodies.get(h, BodyRef())
+            if h in known:
+                record = known[h]
+                contents[h] = _Content(record.size, given if given.pinned else record.body)
+            elif h in verified:
+                contents[h] = _Content(entry.size, given, new=record_verified)
+            elif h in bodies:
+                contents[h] = _Content(entry.size, given)  # an existing version's: verified when it was committed
+            elif cur is not None and cur.commit_key is not None and cur.content_hash == h:
+                contents[h] = _Content(cur.size, cur.body)  # content of a version already committed: verified then
+            else:
+                claims.setdefault(h, entry.size)
 
-        async def check(content_hash: str, size: int) -> tuple[str, VerifyOutcome]:
+        async def check(content_hash: str, size: int) -> tuple[str, Verification]:
             async with self._verify_slots:
                 return content_hash, await self._blobs.verify(ns, content_hash, size, self.block_size)
 
-        outcomes = dict(await asyncio.gather(*(check(h, s) for h, s in sizes.items())))
+        outcomes = dict(await asyncio.gather(*(check(h, s) for h, s in claims.items())))
+        for h, verification in outcomes.items():
+            if verification.outcome == "ok":
+                contents[h] = _Content(claims[h], verification.body, new=True)
+            elif verification.outcome == "wrong_size" and verification.size is not None:
+                contents[h] = _Content(verification.size, BodyRef())
         errors = []
         for p in pending:
-            outcome = outcomes.get(p.entry.content_hash)
+            h = p.entry.content_hash
+            where = f"$.entries[{p.index}]"
+            outcome = outcomes[h].outcome if h in outcomes else None
             if outcome == "missing":
-                errors.append(
-                    FieldError(
-                        f"$.entries[{p.index}].content_hash",
-                        "no uploaded content has this hash; upload it first",
-                    )
-                )
+                errors.append(FieldError(f"{where}.content_hash", "no uploaded content has this hash; upload it first"))
             elif outcome == "mismatch":
                 errors.append(
                     FieldError(
-                        f"$.entries[{p.index}].content_hash",
+                        f"{where}.content_hash",
                         "the uploaded content does not match this hash (it was discarded); upload it again",
                     )
                 )
+            elif not p.entry.deleted and h in contents and contents[h].size != p.entry.size:
+                message = f"the content with this hash is {contents[h].size} bytes, not {p.entry.size}"
+                errors.append(FieldError(f"{where}.size", message))
         if errors:
             raise ValidationFailed(
                 f"{len(errors)} entries name content that is not (correctly) uploaded: {errors[0].message}.",
                 tuple(errors),
             )
-        return {h: sizes[h] for h, outcome in outcomes.items() if outcome == "ok"}
+        return contents
 
-    async def _read(self, ns: str, pending: list[_Pending], blob_hashes: list[str]) -> tuple[_View, set[str]]:
+    async def _read(
+        self, ns: str, pending: list[_Pending], blob_hashes: list[str]
+    ) -> tuple[_View, dict[str, BlobRecord]]:
         """The head first, then the items: whatever they show is at least as new as that head."""
         head = await self._store.head_seq(ns)
         file_keys, folder_keys = _keys_to_read(pending)
@@ -414,7 +457,7 @@ class FileService:
         pending: list[_Pending],
         commit_key: str,
         view: _View,
-        newly: dict[str, int],
+        contents: dict[str, _Content],
     ) -> tuple[dict[int, CommitResult], int]:
         """Commit ``pending`` in transactions, plain deletions first (so they free their paths for the
         rest), a move's halves always together; the results by index, and the namespace's seq after them."""
@@ -430,8 +473,8 @@ class FileService:
         results: dict[int, CommitResult] = {}
         seq = 0
         while queue:
-            chunk, ahead = _take_chunk(queue, newly, view.folders, by_index)
-            seq = max(seq, await self._commit_chunk(principal, ns, chunk, commit_key, view, newly, results, ahead))
+            chunk, ahead = _take_chunk(queue, contents, view.folders, by_index)
+            seq = max(seq, await self._commit_chunk(principal, ns, chunk, commit_key, view, contents, results, ahead))
         # A retry writes nothing; it answers the position its versions were committed at.
         seq = max([seq] + [r.version.seq for r in results.values() if r.version is not None])
         return results, seq
@@ -443,7 +486,7 @@ class FileService:
         chunk: list[_Pending],
         commit_key: str,
         view: _View,
-        newly: dict[str, int],
+        contents: dict[str, _Content],
         results: dict[int, CommitResult],
         ahead: bool,
     ) -> int:
@@ -462,9 +505,13 @@ class FileService:
                     if not writes:
                         return 0
                     seq, now = head + 1, self._clock()
-                    versions = self._versions(principal, writes, view.files, commit_key, seq, now)
+                    versions = self._versions(principal, writes, view.files, commit_key, seq, now, contents)
                     hashes = {v.content_hash for _, _, v in versions}
-                    new_blobs = [BlobRecord(h, size, self.block_size) for h, size in newly.items() if h in hashes]
+                    new_blobs = [
+                        BlobRecord(h, c.size, self.block_size, c.body.version_id, c.body.etag)
+                        for h, c in contents.items()
+                        if c.new and h in hashes
+                    ]
                     folders = sorted(
                         {a for _, _, v in versions if not v.deleted for a in folders_above(path_key(v.path))}
                     )
@@ -483,7 +530,7 @@ class FileService:
             view.own.append(seq)
             view.folders.update(folders)
             for blob in new_blobs:
-                newly.pop(blob.content_hash, None)
+                contents[blob.content_hash] = replace(contents[blob.content_hash], new=False)
             for (key, _, version), p in zip(versions, writes, strict=True):
                 view.files[key] = version
                 results[p.index] = CommitResult(p.entry.path, "committed", version=version)
@@ -539,11 +586,14 @@ class FileService:
         commit_key: str,
         seq: int,
         now: float,
+        contents: dict[str, _Content],
     ) -> list[tuple[str, FileVersion | None, FileVersion]]:
         by_index = {p.index: p for p in writes}
         out = []
         for p in writes:
             entry, cur = p.entry, files.get(p.key)
+            held = None if entry.deleted else contents.get(entry.content_hash)
+            body = held.body if held is not None else BodyRef()
             version = FileVersion(
                 path=entry.path,
                 file_id=cur.file_id if cur is not None else uuid.uuid4().hex,
@@ -558,6 +608,8 @@ class FileService:
                 prev_seq=cur.seq if cur is not None else None,
                 block_size=self.block_size,
                 commit_key=commit_key,
+                body_version=body.version_id,
+                body_etag=body.etag,
             )
             if p.partner is not None and entry.deleted:
                 version = replace(version, moved_to=by_index[p.partner].entry.path)
@@ -574,6 +626,8 @@ class FileService:
                     block_size=source.block_size,
                     prev_seq=source.seq,
                     moved_from=source.path,
+                    body_version=source.body_version,
+                    body_etag=source.body_etag,
                 )
             out.append((p.key, cur, version))
         return out
@@ -632,7 +686,7 @@ class FileService:
             raise Conflict(f"rev {rev} of {path!r} is a deletion; restore a version with content.")
         head = await self.current(principal, ns, path, include_deleted=True)
         entry = CommitEntry(head.path, old.content_hash, old.size, old.mtime, head.rev)
-        outcome = await self.commit(principal, ns, [entry], commit_key, verified=frozenset({old.content_hash}))
+        outcome = await self.commit(principal, ns, [entry], commit_key, bodies={old.content_hash: old.body})
         return outcome.results[0]
 
     async def move(
@@ -652,7 +706,38 @@ class FileService:
         self, principal: Principal, ns: str, pending: list[_Pending], commit_key: str | None
     ) -> tuple[dict[int, CommitResult], int]:
         view, _ = await self._read(ns, pending, [])
+        await self._check_moved_sizes(ns, pending, view.files)
         return await self._write_all(principal, ns, pending, commit_key or uuid.uuid4().hex, view, {})
+
+    async def _check_moved_sizes(self, ns: str, pending: list[_Pending], files: dict[str, FileVersion]) -> None:
+        """A move carries its source's content and size: refuse (422) a source whose size is not its
+        content's verified size. A version that names the object it was verified in was committed since
+        sizes are checked exactly; only older ones (naming none) are checked, with one read of the records."""
+        sources = [
+            (p, files[p.key])
+            for p in pending
+            if p.partner is not None
+            and p.entry.deleted
+            and p.key in files
+            and not files[p.key].deleted
+            and not files[p.key].body.pinned
+        ]
+        hashes = [f.content_hash for _, f in sources if f.content_hash != EMPTY_HASH]
+        if not hashes:
+            return
+        _, known = await self._store.read(ns, [], hashes)
+        errors = [
+            FieldError(
+                f"$.moves[{p.index // 2}].from",
+                f"its content is {known[f.content_hash].size} bytes, but the version says {f.size}",
+            )
+            for p, f in sources
+            if f.content_hash in known and known[f.content_hash].size != f.size
+        ]
+        if errors:
+            raise ValidationFailed(
+                f"{len(errors)} moves name a file whose size is wrong: {errors[0].message}.", tuple(errors)
+            )
 
     async def list_folder(
         self, principal: Principal, ns: str, folder: str, recursive: bool, cursor: str | None, limit: int
@@ -688,6 +773,24 @@ class FileService:
             return [h for h in dict.fromkeys(hashes) if h not in known and h != EMPTY_HASH]
 
         return await self._namespaces.read_as_member(principal, ns, "viewer", read)
+
+    # --- the verified-content records (for the transfers, which authorized the caller) ----------------
+
+    async def blob_record(self, ns: str, content_hash: str) -> BlobRecord | None:
+        _, known = await self._store.read(ns, [], [content_hash])
+        return known.get(content_hash)
+
+    async def record_blob(self, ns: str, content_hash: str, size: int, body: BodyRef) -> None:
+        """The content was verified (again) in the object ``body``: the record names that object now."""
+        await self._store.put_blob(ns, BlobRecord(content_hash, size, self.block_size, body.version_id, body.etag))
+
+    async def forget_blob(self, ns: str, content_hash: str, broken: BodyRef | None) -> None:
+        """The content's key no longer holds it: forget the record (so ``blobs:check`` lists the content as
+        missing and the next upload repairs it), unless it names another object than ``broken`` (None:
+        whatever it names), which a repair may have recorded meanwhile."""
+        record = await self.blob_record(ns, content_hash)
+        if record is not None and (broken is None or not record.body.pinned or record.body == broken):
+            await self._store.forget_blob(ns, record)
 
 
 def _check_key(commit_key: str | None) -> None:
@@ -726,7 +829,7 @@ def _check_folders(pending: list[_Pending], field: str) -> None:
 
 
 def _take_chunk(
-    queue: deque[list[_Pending]], newly: dict[str, int], folders: set[str], by_index: dict[int, _Pending]
+    queue: deque[list[_Pending]], contents: dict[str, _Content], folders: set[str], by_index: dict[int, _Pending]
 ) -> tuple[list[_Pending], bool]:
     """The next units of ``queue`` that fit one transaction (``MAX_ACTIONS``, the journal budget), counting
     the blob records and folder markers they will write; and whether the markers must be written ahead
@@ -738,7 +841,7 @@ def _take_chunk(
     while queue:
         unit = queue[0]
         live = [p for p in unit if not p.entry.deleted]
-        unit_blobs = {p.entry.content_hash for p in live if p.entry.content_hash in newly} - blobs
+        unit_blobs = {h for p in live if (c := contents.get(h := p.entry.content_hash)) is not None and c.new} - blobs
         unit_markers = {a for p in live for a in folders_above(p.key)} - folders - markers
         cost = len(unit) + len(unit_blobs) + len(unit_markers)
         weight = sum(

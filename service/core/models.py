@@ -109,6 +109,14 @@ class FileVersion:
     commit_key: str | None = None
     moved_from: str | None = None
     moved_to: str | None = None
+    #: Which stored object holds the verified body (S3's version id, and its ETag): downloads ask for
+    #: exactly it, so an object replaced behind the service's back is never served under this hash.
+    body_version: str | None = None
+    body_etag: str | None = None
+
+    @property
+    def body(self) -> BodyRef:
+        return BodyRef(self.body_version, self.body_etag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +130,43 @@ class JournalEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyRef:
+    """One stored object: its version id (a versioned bucket; None otherwise) and its ETag. Either pins
+    what was verified: a version id for good, an ETag as long as the object is not replaced."""
+
+    version_id: str | None = None
+    etag: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self.version_id is not None or self.etag is not None
+
+
+@dataclass(frozen=True, slots=True)
 class BlobRecord:
-    """Content the service has verified against its hash, in one namespace."""
+    """Content the service has verified against its hash, in one namespace, and the object it verified
+    (``body_version``/``body_etag``; None for records older than pinning)."""
 
     content_hash: str
     size: int
     block_size: int
+    body_version: str | None = None
+    body_etag: str | None = None
+
+    @property
+    def body(self) -> BodyRef:
+        return BodyRef(self.body_version, self.body_etag)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What the object at a blob key is, against a claimed (content hash, size): ``ok`` (and ``body``
+    names the object verified), ``missing``, ``mismatch`` (other bytes: deleted), or ``wrong_size`` (the
+    content is right but is ``size`` bytes, not the claimed number: the claim is wrong, the object stays)."""
+
+    outcome: Literal["ok", "missing", "mismatch", "wrong_size"]
+    body: BodyRef = BodyRef()
+    size: int | None = None
 
 
 class StoreConflict(Exception):
@@ -137,6 +176,10 @@ class StoreConflict(Exception):
         super().__init__(f"conflict on {len(keys)} items (head moved: {head_moved})")
         self.keys = keys
         self.head_moved = head_moved
+
+
+class BodyChanged(Exception):
+    """A pinned read found the object is not the one pinned any more (another ETag, or no such version)."""
 
 
 @dataclass(frozen=True, slots=True)

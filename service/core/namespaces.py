@@ -10,6 +10,10 @@ with namespace content uses ``read_as_member``: it reads first and checks the me
 it returns was committed before a moment the caller was still a member (invariant 10), however long the read
 or a long-poll took. Parts of the service that hold something per member (follows, waiting long-polls)
 register a ``RemovalListener``; ``remove_member`` calls each once the membership is gone.
+
+A member who loses access (removed, or demoted from editor to viewer) is reported to ``on_access_lost``
+before the change is stored, so credentials minted from the old membership are cut off (a failure there
+refuses the change).
 """
 
 from __future__ import annotations
@@ -83,10 +87,17 @@ class NamespaceView:
 
 
 class NamespaceService:
-    def __init__(self, store: NamespaceStore, users: UserLookup, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: NamespaceStore,
+        users: UserLookup,
+        clock: Callable[[], float] = time.time,
+        on_access_lost: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._users = users
         self._clock = clock
+        self._on_access_lost = on_access_lost
         self._removal_listeners: list[RemovalListener] = []
 
     def on_member_removed(self, listener: RemovalListener) -> None:
@@ -158,6 +169,8 @@ class NamespaceService:
         if current is not None and current.role == "owner" and role != "owner":
             self._keep_an_owner(members, user.username)
         membership = Membership(namespace_id, user.username, role, mine.namespace_name, mine.namespace_kind)
+        if current is not None and not role_allows(role, current.role):
+            await self._access_lost(user.username)
         await self._store.put_membership(membership)
         return membership
 
@@ -172,6 +185,7 @@ class NamespaceService:
             raise Conflict("Nobody can leave or be removed from a home namespace.")
         if target.role == "owner":
             self._keep_an_owner(members, username)
+        await self._access_lost(username)
         await self._store.delete_membership(namespace_id, username)
         for listener in self._removal_listeners:
             # The membership is gone, which is what every check reads; a listener only tidies up what the
@@ -182,6 +196,10 @@ class NamespaceService:
                 log.warning(
                     "after removing %s from %s, a removal listener failed", username, namespace_id, exc_info=True
                 )
+
+    async def _access_lost(self, username: str) -> None:
+        if self._on_access_lost is not None:
+            await self._on_access_lost(username)
 
     @staticmethod
     def _keep_an_owner(members: list[Membership], losing: str) -> None:

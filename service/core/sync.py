@@ -32,7 +32,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -101,7 +101,7 @@ class JournalReader(Protocol):
 class FileReader(Protocol):
     async def read(
         self, ns: str, path_keys: Sequence[str], blob_hashes: Sequence[str]
-    ) -> tuple[dict[str, FileVersion], set[str]]: ...
+    ) -> tuple[dict[str, FileVersion], Mapping[str, object]]: ...
 
 
 def encode_cursor(seq: int) -> str:

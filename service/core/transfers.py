@@ -8,6 +8,13 @@ the hash up front (``expected_hash``) the parts go straight to the blob's key an
 upload before it completes; otherwise the body is assembled under a staging key and copied to its blob key
 server-side. Presigned uploads hand out URLs for the blob's key (one PUT, or one per part) and complete
 the multipart upload for the client; the client then commits, and the commit verifies.
+
+Verified content never changes: every object is created under its blob key only if nothing is there
+(``If-None-Match: *``); when something is, it is verified instead of replaced. Downloads read exactly the
+object that was verified (its version id, else its ETag), so an object replaced behind the service's back
+is never served under the old hash: the service verifies what is there now, serves it if it is the same
+content, and otherwise refuses the download (``ContentReplaced``) and forgets the content, so that the
+next upload of it repairs the namespace.
 """
 
 from __future__ import annotations
@@ -15,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
-from urllib.parse import quote
+from typing import Literal, Protocol
 
 from service.content import (
     EMPTY_HASH,
@@ -36,6 +43,7 @@ from service.content import (
 )
 from service.core.errors import (
     Conflict,
+    ContentReplaced,
     DependencyUnavailable,
     FieldError,
     NotFound,
@@ -44,11 +52,13 @@ from service.core.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from service.core.files import CLASH, CommitEntry, CommitOutcome, CommitResult, FileService, VerifyOutcome
-from service.core.models import Download, FileVersion, Principal, UploadRecord
+from service.core.files import CLASH, CommitEntry, CommitOutcome, CommitResult, FileService
+from service.core.models import BodyChanged, BodyRef, Download, FileVersion, Principal, UploadRecord, Verification
 from service.core.namespaces import NamespaceService
 from service.paths import normalize_path
 from service.resources import blob_key, staging_key
+
+log = logging.getLogger(__name__)
 
 #: Most part URLs one presigned multipart upload hands out (larger files: credentials or streaming).
 MAX_PRESIGNED_PARTS = 1000
@@ -57,9 +67,9 @@ INLINE_CONCURRENCY = 16
 
 
 class BlobTransfer(Protocol):
-    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> bool: ...
+    async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> BodyRef | None: ...
 
-    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> VerifyOutcome: ...
+    async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Verification: ...
 
     async def multipart(
         self,
@@ -69,22 +79,29 @@ class BlobTransfer(Protocol):
         concurrency: int,
         on_started: Callable[[str], Awaitable[None]] | None = None,
         expected_hash: str | None = None,
-    ) -> ContentDigest: ...
+    ) -> tuple[ContentDigest, BodyRef | None]: ...
 
-    async def copy(self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int) -> None: ...
+    async def copy(
+        self, source_key: str, target_key: str, size: int, block_size: int, concurrency: int
+    ) -> BodyRef | None: ...
 
     async def delete(self, key: str) -> None: ...
 
-    async def presign(self, operation: str, params: dict[str, Any], expires_in: int) -> str: ...
+    async def current(self, key: str) -> BodyRef | None: ...
+
+    async def presign_put(self, key: str, checksum: str, expires_in: int) -> tuple[str, dict[str, str]]: ...
+
+    async def presign_part(self, key: str, upload_id: str, number: int, expires_in: int) -> str: ...
+
+    async def presign_get(self, key: str, body: BodyRef, filename: str, expires_in: int) -> str: ...
 
     async def start_upload(self, key: str) -> str: ...
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None: ...
+    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str, str | None]]) -> None: ...
 
-    def open(self, key: str, byte_range: str | None = None) -> AbstractAsyncContextManager[Download]: ...
-
-    @property
-    def bucket(self) -> str: ...
+    def open(
+        self, key: str, byte_range: str | None = None, body: BodyRef | None = None
+    ) -> AbstractAsyncContextManager[Download]: ...
 
 
 class UploadRegistry(Protocol):
@@ -165,7 +182,7 @@ class TransferService:
                 raise ValidationFailed(
                     "X-Content-Hash is not a content hash.", (FieldError("X-Content-Hash", "malformed"),)
                 )
-            digest = await self._store_stream(ns, blocks, expected_hash)
+            digest, body = await self._store_stream(ns, blocks, expected_hash)
             parent = precondition.parent_rev
             if parent is None and not precondition.must_be_new:
                 try:
@@ -174,7 +191,12 @@ class TransferService:
                     parent = None
             entry = CommitEntry(clean, digest.content_hash, digest.size, mtime, parent)
             outcome = await self._files.commit(
-                principal, ns, [entry], commit_key, verified=frozenset({digest.content_hash})
+                principal,
+                ns,
+                [entry],
+                commit_key,
+                verified=frozenset({digest.content_hash}),
+                bodies={digest.content_hash: body},
             )
             result = outcome.results[0]
             if result.status == "conflict":
@@ -205,9 +227,9 @@ class TransferService:
 
     async def _store_stream(
         self, ns: str, blocks: AsyncIterator[io.BytesIO], expected_hash: str | None
-    ) -> ContentDigest:
+    ) -> tuple[ContentDigest, BodyRef]:
         """Each block arrives as its own buffer (``block_size`` bytes but the last); none is kept longer
-        than its upload needs."""
+        than its upload needs. Returns the digest and the object that holds the content."""
         head = [await anext(blocks, io.BytesIO())]
         second = await anext(blocks, None)
         if second is None:
@@ -216,9 +238,9 @@ class TransferService:
                 digest = digest_bytes(view, self.block_size)
             if expected_hash is not None and digest.content_hash != expected_hash:
                 raise _mismatch(expected_hash, digest.content_hash)
-            if digest.content_hash != EMPTY_HASH:
-                await self._store_small(ns, single, digest)
-            return digest
+            if digest.content_hash == EMPTY_HASH:
+                return digest, BodyRef()
+            return digest, await self._store_small(ns, single, digest)
         head.append(second)
         del second
 
@@ -241,7 +263,7 @@ class TransferService:
             records.append(await self._registry.started(upload_id, key, ns, expected_hash or ""))
 
         try:
-            digest = await self._blobs.multipart(
+            digest, stored = await self._blobs.multipart(
                 key, all_blocks(), self.block_size, self._concurrency, started, expected_hash
             )
         except ContentMismatch as exc:
@@ -249,24 +271,44 @@ class TransferService:
         finally:
             for record in records:
                 await self._registry.finished(record)
-        if expected_hash is None:
-            target = blob_key(ns, digest.content_hash)
-            if target != key:
-                await self._blobs.copy(key, target, digest.size, self.block_size, self._concurrency)
+        if expected_hash is not None:
+            # The key was taken when this upload completed: the same content is as good as ours; other
+            # bytes are deleted, and the body (consumed by now) must be sent again.
+            found = stored or await self._verify_taken(ns, digest)
+            if found is None:
+                raise _keeps_changing()
+            return digest, found
+        try:
+            for _ in range(2):
+                target = blob_key(ns, digest.content_hash)
+                found = await self._blobs.copy(key, target, digest.size, self.block_size, self._concurrency)
+                if found is not None or (found := await self._verify_taken(ns, digest)) is not None:
+                    return digest, found
+        finally:
             await self._blobs.delete(key)
-        return digest
+        raise _keeps_changing()
 
-    async def _store_small(self, ns: str, data: io.BytesIO, digest: ContentDigest) -> None:
-        """Store a body of one block the service hashed itself, in one PutObject. Blobs are written only if
-        absent; an object already at the key is trusted only once verified (an editor with scoped
-        credentials could have put anything there), and replaced if it does not match."""
+    async def _verify_taken(self, ns: str, digest: ContentDigest) -> BodyRef | None:
+        """Something was at the content's key when the service went to create it: the object, if it is
+        this content. If not, it was deleted (other bytes) or is gone, and so is any record of the content:
+        None, and the caller stores the content itself."""
+        verified = await self._blobs.verify(ns, digest.content_hash, digest.size, self.block_size)
+        if verified.outcome == "ok":
+            return verified.body
+        await self._files.forget_blob(ns, digest.content_hash, None)
+        return None
+
+    async def _store_small(self, ns: str, data: io.BytesIO, digest: ContentDigest) -> BodyRef:
+        """Store a body of one block the service hashed itself, in one PutObject, and return the object
+        holding it. Blobs are written only if absent; an object already at the key is trusted only once
+        verified (an editor with scoped credentials could have put anything there), and replaced if it
+        does not match."""
         key = blob_key(ns, digest.content_hash)
         for _ in range(2):
-            if await self._blobs.put_small(key, data, digest):
-                return
-            if await self._blobs.verify(ns, digest.content_hash, digest.size, self.block_size) == "ok":
-                return
-        raise DependencyUnavailable("The content's key keeps being overwritten with other bytes; retry shortly.")
+            stored = await self._blobs.put_small(key, data, digest)
+            if stored is not None or (stored := await self._verify_taken(ns, digest)) is not None:
+                return stored
+        raise _keeps_changing()
 
     # --- many small files in one request --------------------------------------------------------------
 
@@ -299,13 +341,13 @@ class TransferService:
                 tuple(oversized),
             )
         with self._stream_slot(principal.username):
-            stored: set[str] = set()
+            stored: dict[str, BodyRef] = {}
             slots = asyncio.Semaphore(INLINE_CONCURRENCY)
             tasks: set[asyncio.Task[None]] = set()
 
             async def store(data: io.BytesIO, digest: ContentDigest) -> None:
                 try:
-                    await self._store_small(ns, data, digest)
+                    stored[digest.content_hash] = await self._store_small(ns, data, digest)
                 finally:
                     slots.release()
 
@@ -322,7 +364,7 @@ class TransferService:
                     if body is None or digest.content_hash == EMPTY_HASH or digest.content_hash in stored:
                         slots.release()
                         continue
-                    stored.add(digest.content_hash)
+                    stored[digest.content_hash] = BodyRef()
                     tasks.add(asyncio.create_task(store(io.BytesIO(body), digest)))
                 if await anext(bodies, None) is not None:
                     message = "send one body part per entry that is not a delete, in the entries' order"
@@ -334,7 +376,7 @@ class TransferService:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         return await self._files.commit(
-            principal, ns, entries, commit_key, verified=frozenset(stored), record_verified=False
+            principal, ns, entries, commit_key, verified=frozenset(stored), record_verified=False, bodies=stored
         )
 
     # --- presigned URLs -------------------------------------------------------------------------------
@@ -342,17 +384,12 @@ class TransferService:
     async def presign_upload(self, principal: Principal, ns: str, content_hash: str, size: int) -> PresignedUpload:
         await self._namespaces.authorize(principal, ns, "editor")
         blocks = self._check_claim(content_hash, size)
-        if content_hash == EMPTY_HASH or not await self._files.missing_blobs(principal, ns, [content_hash]):
+        if content_hash == EMPTY_HASH or await self._still_present(ns, content_hash):
             return PresignedUpload("present")
         key = blob_key(ns, content_hash)
         if blocks <= 1:
-            checksum = s3_checksum(content_hash)
-            url = await self._blobs.presign(
-                "put_object",
-                {"Bucket": self._blobs.bucket, "Key": key, "ChecksumSHA256": checksum},
-                self._presign_seconds,
-            )
-            return PresignedUpload("put", url=url, headers={"x-amz-checksum-sha256": checksum})
+            url, headers = await self._blobs.presign_put(key, s3_checksum(content_hash), self._presign_seconds)
+            return PresignedUpload("put", url=url, headers=headers)
         if blocks > MAX_PRESIGNED_PARTS:
             raise PayloadTooLarge(
                 f"Presigned uploads cover at most {MAX_PRESIGNED_PARTS} parts; upload larger files with "
@@ -361,17 +398,35 @@ class TransferService:
         upload_id = await self._blobs.start_upload(key)
         await self._registry.started(upload_id, key, ns, content_hash)
         parts = [
-            PresignedPart(
-                number,
-                await self._blobs.presign(
-                    "upload_part",
-                    {"Bucket": self._blobs.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
-                    self._presign_seconds,
-                ),
-            )
+            PresignedPart(number, await self._blobs.presign_part(key, upload_id, number, self._presign_seconds))
             for number in range(1, blocks + 1)
         ]
         return PresignedUpload("multipart", upload_id=upload_id, part_size=self.block_size, parts=parts)
+
+    async def _still_present(self, ns: str, content_hash: str) -> bool:
+        """Whether the namespace has this content verified, and the object verified is still what its key
+        holds (one HeadObject). An object replaced since is verified again: the same content keeps the
+        record (now naming it), other bytes are deleted and the record forgotten, so it is uploaded again."""
+        record = await self._files.blob_record(ns, content_hash)
+        if record is None:
+            return False
+        key = blob_key(ns, content_hash)
+        now = await self._blobs.current(key)
+        if now is not None and _same_object(record.body, now):
+            return True
+        return await self._reverify(ns, content_hash, record.size, record.body) is not None
+
+    async def _reverify(self, ns: str, content_hash: str, size: int, broken: BodyRef) -> BodyRef | None:
+        """The object ``broken`` named is no longer at the content's key (replaced or gone): verify what is
+        there now. The same content: its record now names that object, which is returned. Anything else
+        (deleted if it was other bytes): the content is forgotten, None."""
+        verified = await self._blobs.verify(ns, content_hash, size, self.block_size)
+        if verified.outcome == "ok":
+            await self._files.record_blob(ns, content_hash, size, verified.body)
+            return verified.body
+        log.warning("the stored body of %s in %s was replaced behind the service's back", content_hash, ns)
+        await self._files.forget_blob(ns, content_hash, broken)
+        return None
 
     async def complete_upload(
         self, principal: Principal, ns: str, upload_id: str, parts: list[tuple[int, str, str | None]]
@@ -386,14 +441,8 @@ class TransferService:
         if numbers != list(range(1, expected + 1)):
             message = f"list parts 1 to {expected} in order, each with the ETag S3 returned"
             raise ValidationFailed(f"The parts are incomplete: {message}.", (FieldError("$.parts", message),))
-        s3_parts: list[dict[str, Any]] = []
-        for number, etag, checksum in parts:
-            part: dict[str, Any] = {"PartNumber": number, "ETag": etag}
-            if checksum:
-                part["ChecksumSHA256"] = checksum
-            s3_parts.append(part)
         try:
-            await self._blobs.complete_upload(record.key, upload_id, s3_parts)
+            await self._blobs.complete_upload(record.key, upload_id, parts)
         except DependencyUnavailable:
             raise  # transient: 503, the client retries
         except Exception as exc:
@@ -403,23 +452,42 @@ class TransferService:
 
     # --- downloads ------------------------------------------------------------------------------------
 
-    async def download_url(self, ns: str, version: FileVersion, expires_in: int) -> str:
-        """A short-lived URL for the body, which saves it under the file's name."""
+    async def download_url(self, ns: str, version: FileVersion, expires_in: int) -> str | None:
+        """A short-lived URL for exactly the verified object (its version), which saves it under the file's
+        name; None when the version names no object version (an unversioned store, or a version older
+        than pinning with its ETag only): a redirect cannot pin an ETag, so the body goes through
+        ``open_download`` instead."""
+        if version.body_version is None and version.body_etag is not None:
+            return None
         name = version.path.rpartition("/")[2]
-        return await self._blobs.presign(
-            "get_object",
-            {
-                "Bucket": self._blobs.bucket,
-                "Key": blob_key(ns, version.content_hash),
-                "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
-            },
-            expires_in,
-        )
+        return await self._blobs.presign_get(blob_key(ns, version.content_hash), version.body, name, expires_in)
 
-    def open_download(
-        self, ns: str, version: FileVersion, byte_range: str | None
-    ) -> AbstractAsyncContextManager[Download]:
-        return self._blobs.open(blob_key(ns, version.content_hash), byte_range)
+    @contextlib.asynccontextmanager
+    async def open_download(self, ns: str, version: FileVersion, byte_range: str | None) -> AsyncIterator[Download]:
+        """The body of ``version``: exactly the object verified for it. If that object is gone or was
+        replaced, what the key holds now is verified and served if it is the same content; otherwise the
+        download is refused (``ContentReplaced``) and the content forgotten: never other bytes under this
+        hash."""
+        key = blob_key(ns, version.content_hash)
+        body = version.body
+        try:
+            async with self._blobs.open(key, byte_range, body if body.pinned else None) as download:
+                yield download
+                return
+        except BodyChanged:
+            pass
+        now = await self._reverify(ns, version.content_hash, version.size, body)
+        replaced = ContentReplaced(
+            f"The stored body of {version.path!r} (rev {version.rev}) was replaced behind the service's back "
+            "and is not served; upload the content again to repair it."
+        )
+        if now is None:
+            raise replaced
+        try:
+            async with self._blobs.open(key, byte_range, now) as download:
+                yield download
+        except BodyChanged:  # replaced again in the meantime
+            raise replaced from None
 
     def _check_claim(self, content_hash: str, size: int) -> int:
         """The number of blocks of a claimed body; 413 past the size limit, 422 if the claim cannot be."""
@@ -446,6 +514,20 @@ def _inline_digest(index: int, entry: CommitEntry, body: bytes | None, block_siz
         message = f"its body part hashes to {digest.content_hash}, not {entry.content_hash}"
         raise ValidationFailed(f"entries[{index}]: {message}.", (FieldError(f"{where}.content_hash", message),))
     return digest
+
+
+def _same_object(recorded: BodyRef, now: BodyRef) -> bool:
+    """Is the object at the key now the one recorded? By version id where the store has them, else by
+    ETag; a record older than pinning names nothing and is taken as it is."""
+    if not recorded.pinned:
+        return True
+    if recorded.version_id is not None:
+        return recorded.version_id == now.version_id
+    return recorded.etag == now.etag
+
+
+def _keeps_changing() -> DependencyUnavailable:
+    return DependencyUnavailable("The content's key keeps being overwritten with other bytes; retry shortly.")
 
 
 def _mismatch(expected: str, actual: str) -> ValidationFailed:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import aioboto3
 import pytest
 
-from service.core.credentials import SESSION_POLICY_MAX_CHARS
+from service.aws.policies import SESSION_POLICY_MAX_CHARS
 from tests.api.helpers import problem, user
 
 

@@ -28,6 +28,10 @@ async def test_provision_creates_every_resource_and_is_idempotent(settings: Sett
         lifecycle = await clients.s3.get_bucket_lifecycle_configuration(Bucket=settings.bucket)
         rule = lifecycle["Rules"][0]
         assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+        noncurrent = lifecycle["Rules"][1]["NoncurrentVersionExpiration"]
+        assert noncurrent["NoncurrentDays"] == resources.NONCURRENT_VERSION_DAYS
+        versioning = await clients.s3.get_bucket_versioning(Bucket=settings.bucket)
+        assert versioning["Status"] == "Enabled"
         cors = await clients.s3.get_bucket_cors(Bucket=settings.bucket)
         assert "PUT" in cors["CORSRules"][0]["AllowedMethods"]
         block = await clients.s3.get_public_access_block(Bucket=settings.bucket)

@@ -15,6 +15,8 @@ import pytest
 from botocore import xform_name
 
 from cloudformation import ids
+from service.aws.policies import session_policy
+from tests.policy_evaluator import is_allowed, resolve, s3_request
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Used only against the embedded emulator (provisioning), never with the instance role.
@@ -22,6 +24,7 @@ EMULATOR_ONLY = {"service/aws/provision.py", "service/embedded.py"}
 SERVICES = {"s3": "s3", "dynamodb": "dynamodb", "sts": "sts", "ses": "ses", "sesv2": "ses"}
 #: Operations AWS authorizes as other actions than their own name.
 AUTHORIZED_AS = {
+    ("s3", "GetObject"): {"s3:GetObject", "s3:GetObjectVersion"},  # GetObjectVersion: with a VersionId
     ("s3", "HeadObject"): {"s3:GetObject"},
     ("s3", "HeadBucket"): {"s3:ListBucket"},
     ("s3", "CreateMultipartUpload"): {"s3:PutObject"},
@@ -45,7 +48,7 @@ def _policies(template) -> list[tuple[str, dict]]:
             found.append((f"{logical_id} trust", properties["AssumeRolePolicyDocument"]))
         for policy in properties.get("Policies", []):
             found.append((f"{logical_id} {policy['PolicyName']}", policy["PolicyDocument"]))
-        if resource["Type"] in ("AWS::IAM::Policy", "AWS::S3::BucketPolicy"):
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::S3::BucketPolicy"):
             found.append((logical_id, properties["PolicyDocument"]))
     return found
 
@@ -61,6 +64,7 @@ def test_the_walk_finds_every_policy(template):
         f"{ids.UPLOAD_ROLE} trust",
         f"{ids.UPLOAD_ROLE} namespace-blobs",
         ids.INSTANCE_ROLE_POLICY,
+        ids.UPLOAD_ROLE_BOUNDARY,
         ids.BUCKET_POLICY,
     }
 
@@ -106,7 +110,13 @@ def test_instance_role_reaches_only_this_stacks_resources(template):
     assert statements["MintUploadCredentials"] == {
         "Sid": "MintUploadCredentials",
         "Effect": "Allow",
-        "Action": ["sts:AssumeRole"],
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Resource": [{"Fn::GetAtt": [ids.UPLOAD_ROLE, "Arn"]}],
+    }
+    assert statements["RevokeUploadSessions"] == {
+        "Sid": "RevokeUploadSessions",
+        "Effect": "Allow",
+        "Action": ["iam:GetRolePolicy", "iam:PutRolePolicy"],
         "Resource": [{"Fn::GetAtt": [ids.UPLOAD_ROLE, "Arn"]}],
     }
     mail = statements["SendMailAsSender"]
@@ -125,8 +135,21 @@ def test_upload_role_reaches_only_blobs(template):
     }
 
 
+def test_upload_role_is_capped_by_a_boundary_the_service_cannot_change(template):
+    """The service may write the upload role's inline policies (its revocations); the boundary, which it
+    may not touch, is the role's own policy, so nothing it writes can grant more."""
+    resources = template["Resources"]
+    role = resources[ids.UPLOAD_ROLE]["Properties"]
+    assert role["PermissionsBoundary"] == {"Ref": ids.UPLOAD_ROLE_BOUNDARY}
+    boundary = resources[ids.UPLOAD_ROLE_BOUNDARY]["Properties"]["PolicyDocument"]
+    assert boundary == role["Policies"][0]["PolicyDocument"]
+    granted = {action for statement in _statements(template).values() for action in statement["Action"]}
+    assert not {a for a in granted if a.startswith("iam:") and "Boundary" in a}
+
+
 def test_the_bucket_refuses_plain_http(template):
-    (statement,) = template["Resources"][ids.BUCKET_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    statements = template["Resources"][ids.BUCKET_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    (statement,) = [s for s in statements if s["Sid"] == "TlsOnly"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
@@ -169,3 +192,74 @@ def test_the_instance_role_allows_nothing_the_service_does_not_call(template, si
     for service, operation in called:
         needed |= AUTHORIZED_AS.get((service, operation), {f"{SERVICES[service]}:{operation}"})
     assert set(_statements(template)[sid]["Action"]) <= needed
+
+
+# --- the bucket policy, evaluated ---------------------------------------------------------------------
+
+BUCKET_NAME = "filesync-stack-blobbucket-abc"
+NS = "aaaaaaaaaaaaaaaa"
+
+
+def _bucket_policy(template) -> dict:
+    document = template["Resources"][ids.BUCKET_POLICY]["Properties"]["PolicyDocument"]
+    return resolve(document, {f"{ids.BUCKET}.Arn": f"arn:aws:s3:::{BUCKET_NAME}"})
+
+
+@pytest.mark.parametrize(
+    ("operation", "header", "allowed"),
+    [
+        ("PutObject", False, False),
+        ("PutObject", True, True),
+        ("CompleteMultipartUpload", False, False),
+        ("CompleteMultipartUpload", True, True),
+        ("CreateMultipartUpload", False, True),
+        ("UploadPart", False, True),
+        ("UploadPartCopy", False, True),
+        ("CopyObject", False, False),
+        ("PostObject", False, False),
+    ],
+)
+@pytest.mark.parametrize("who", ["client session", "instance role"])
+def test_the_bucket_creates_blobs_only_if_absent_whoever_signs(template, operation, header, allowed, who):
+    """Whatever identity policy allowed it: the bucket policy alone refuses to replace a blob."""
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    principal = {"client session": None, "instance role": "arn:aws:iam::123456789012:role/filesync-instance"}[who]
+    request = s3_request(operation, BUCKET_NAME, f"ns/{NS}/blobs/abc", if_none_match=header, principal=principal)
+    assert is_allowed(request, identity=[everything], resource=_bucket_policy(template)) is allowed
+    # Elsewhere (the service's staging keys) the bucket policy leaves writes alone.
+    staging = s3_request(operation, BUCKET_NAME, f"ns/{NS}/staging/x", if_none_match=header, principal=principal)
+    assert is_allowed(staging, identity=[everything], resource=_bucket_policy(template))
+
+
+def test_the_bucket_refuses_plain_http_when_evaluated(template):
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    request = s3_request("GetObject", BUCKET_NAME, f"ns/{NS}/blobs/abc", context={"aws:SecureTransport": "false"})
+    assert not is_allowed(request, identity=[everything], resource=_bucket_policy(template))
+    plain = s3_request("GetObject", BUCKET_NAME, "x")
+    assert is_allowed(plain, identity=[everything], resource=_bucket_policy(template))
+
+
+def test_a_client_session_under_the_stacks_policies(template):
+    """The role's policy from the template, a minted session policy and the bucket policy together."""
+    role_policy = resolve(
+        template["Resources"][ids.UPLOAD_ROLE]["Properties"]["Policies"][0]["PolicyDocument"],
+        {f"{ids.BUCKET}.Arn": f"arn:aws:s3:::{BUCKET_NAME}"},
+    )
+    session = session_policy([NS], [])
+    bucket = _bucket_policy(template)
+
+    def can(operation: str, key: str, header: bool) -> bool:
+        request = s3_request(operation, BUCKET_NAME, key, if_none_match=header)
+        return is_allowed(request, identity=[role_policy], session=session, resource=bucket)
+
+    blob = f"ns/{NS}/blobs/abc"
+    assert can("PutObject", blob, True)
+    assert not can("PutObject", blob, False)
+    assert can("UploadPart", blob, False)
+    assert can("UploadPartCopy", blob, False)
+    assert can("CompleteMultipartUpload", blob, True)
+    assert not can("CompleteMultipartUpload", blob, False)
+    assert can("GetObjectVersion", blob, False)
+    assert not can("PutObject", f"ns/{'b' * 16}/blobs/abc", True)
+    assert not can("PutObject", f"ns/{NS}/staging/abc", True)
+    assert not can("DeleteObject", blob, False)

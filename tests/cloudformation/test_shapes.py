@@ -38,16 +38,23 @@ def test_the_bucket_is_the_one_provisioning_creates(template):
         for rule in bucket["CorsConfiguration"]["CorsRules"]
     ]
     assert cors == resources.bucket_cors_rules()
+    # CloudFormation spells the delete-marker clean-up as a flag of the rule, not an Expiration.
     lifecycle = [
         {
             "ID": rule["Id"],
             "Status": rule["Status"],
             "Filter": {"Prefix": rule.get("Prefix", "")},
-            "AbortIncompleteMultipartUpload": rule["AbortIncompleteMultipartUpload"],
+            **{k: rule[k] for k in ("AbortIncompleteMultipartUpload", "NoncurrentVersionExpiration") if k in rule},
+            **(
+                {"Expiration": {"ExpiredObjectDeleteMarker": rule["ExpiredObjectDeleteMarker"]}}
+                if "ExpiredObjectDeleteMarker" in rule
+                else {}
+            ),
         }
         for rule in bucket["LifecycleConfiguration"]["Rules"]
     ]
     assert lifecycle == resources.bucket_lifecycle_rules()
+    assert bucket["VersioningConfiguration"] == {"Status": resources.BUCKET_VERSIONING}
 
 
 def test_the_upload_role_is_the_one_provisioning_creates(template):
@@ -75,7 +82,7 @@ async def test_changing_a_shape_changes_both_users(monkeypatch, settings, aws_se
     table = template["Resources"][ids.TABLE]["Properties"]
     assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["gsi-changed"]
     assert table["TimeToLiveSpecification"]["AttributeName"] == "ttl_changed"
-    (rule,) = template["Resources"][ids.BUCKET]["Properties"]["LifecycleConfiguration"]["Rules"]
+    rule = template["Resources"][ids.BUCKET]["Properties"]["LifecycleConfiguration"]["Rules"][0]
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
 
     async with open_clients(settings.aws, Metrics(), aws_session) as clients:

@@ -44,8 +44,9 @@ _HOP_BY_HOP = frozenset({"host", "content-length", "transfer-encoding", "connect
 class Rule:
     """When to inject ``fault``: which service and operation (None: any), how often.
 
-    ``status`` is the HTTP status of an ``error`` (500 or 503); ``delay`` the seconds a ``delay`` holds the
-    request before forwarding it (or ``drop_reply``/``reset`` hold before cutting the connection).
+    ``status`` is the HTTP status of an ``error`` (500 or 503; 403 for S3 is ``AccessDenied``); ``delay``
+    the seconds a ``delay`` holds the request before forwarding it (or ``drop_reply``/``reset`` hold before
+    cutting the connection).
     """
 
     fault: Fault
@@ -236,7 +237,7 @@ def error_response(service: str, status: int, *, throttle: bool) -> web.Response
             f"<Message>injected {code}</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
         )
         return web.Response(status=status, text=body, content_type="text/xml")
-    code = "SlowDown" if throttle or status == 503 else "InternalError"
+    code = "SlowDown" if throttle or status == 503 else ("AccessDenied" if status == 403 else "InternalError")
     body = f"<Error><Code>{code}</Code><Message>injected {code}</Message><RequestId>fault</RequestId></Error>"
     return web.Response(status=status, text=body, content_type="application/xml")
 

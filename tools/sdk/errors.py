@@ -12,7 +12,9 @@ from its storage (``tools.sdk.transfer``) is one of these; no aiohttp or botocor
     │   │   └── ConnectionLost  the connection broke while the request or its answer was on the way
     │   └── RequestTimeout      no answer within the timeout
     ├── ProtocolError           an answer the SDK cannot use: not the JSON the API promises, or a body that
-    │                           does not match its content hash
+    │   │                       does not match its content hash
+    │   └── ContentReplaced     the stored body is not the one the service verified (replaced behind its
+    │                           back): nothing was taken from it
     └── StatusError             the server answered with an error status; ``problem`` is its RFC 9457 body
         ├── Unauthenticated     401: no valid session (log in again)
         ├── Forbidden           403: known, but not allowed
@@ -83,6 +85,11 @@ class RequestTimeout(TransportError):
 
 class ProtocolError(ApiError):
     """An answer the SDK cannot use: not the JSON the API promises, or content that does not match its hash."""
+
+
+class ContentReplaced(ProtocolError):
+    """The object at a blob key is not the one the service verified for the file (replaced behind its back,
+    or gone): nothing was downloaded. The service answers 409 ``content-replaced`` for it too."""
 
 
 class StatusError(ApiError):

@@ -3,8 +3,12 @@
 Uploads go to the namespace's blob key (the content hash): one ``PutObject`` for a body of one block,
 else a multipart upload whose parts are the blocks, ``concurrency`` in flight, each sent with its SHA-256
 (the digest computed while hashing the file: no byte is hashed twice). S3 verifies each part's checksum,
-so a corrupted part is refused on the way in. aioboto3 is imported here only, so commands that move no
-bytes never pay for it.
+so a corrupted part is refused on the way in. Objects are created only where none is yet (``PutObject``
+and ``CompleteMultipartUpload`` carry ``If-None-Match: *``, which the credentials' policy requires): an
+upload that finds the key taken stops there, and the commit verifies what is there. Downloads ask for
+exactly the object the service verified (its version id, else its ETag), so a replaced object is refused
+(``ContentReplaced``) rather than taken for the file. aioboto3 is imported here only, so commands that move
+no bytes never pay for it.
 
 A multipart upload given an ``UploadLedger`` is resumable: its id is remembered before the first part is
 sent and forgotten once S3 assembled the object, and a failure leaves it in place (instead of aborting it).
@@ -38,8 +42,11 @@ from tools.sdk.errors import (
     ApiError,
     ConnectError,
     ConnectionLost,
+    ContentReplaced,
+    Forbidden,
     ProtocolError,
     RequestTimeout,
+    StatusError,
     Unavailable,
     connect_reason,
     is_transient,
@@ -57,6 +64,14 @@ _TRANSIENT_CODES = frozenset(
 )
 #: S3 error codes of an upload or object that is not (or no longer) there.
 _GONE_CODES = frozenset({"NoSuchUpload", "NoSuchKey", "404"})
+#: S3's answers to a conditional create when the key is taken (412), or being written right now (409).
+_TAKEN_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+#: S3's answers to a pinned read when the object is not the one pinned any more.
+_NOT_PINNED_CODES = frozenset({"PreconditionFailed", "412", "NoSuchVersion", "NoSuchKey", "404"})
+#: S3's answers when the credentials themselves are refused: revoked (the role now denies them), expired.
+_REFUSED_CODES = frozenset(
+    {"AccessDenied", "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "InvalidAccessKeyId"}
+)
 
 
 class UploadLedger(Protocol):
@@ -70,46 +85,65 @@ class UploadLedger(Protocol):
 
 
 class S3Transfer:
+    """Transfers with one set of scoped credentials. Given ``renew``, a request S3 refuses for the
+    credentials themselves (revoked after their user lost some access, or expired) is sent once more with
+    fresh ones from ``renew``; refused again, it is a ``Forbidden`` that says so."""
+
     def __init__(
-        self, credentials: AwsCredentials, block_size: int, *, concurrency: int = 8, attempts: int = 5
+        self,
+        credentials: AwsCredentials,
+        block_size: int,
+        *,
+        concurrency: int = 8,
+        attempts: int = 5,
+        renew: Callable[[], Awaitable[AwsCredentials]] | None = None,
     ) -> None:
         self._creds = credentials
         self._block_size = block_size
         self._concurrency = concurrency
         self._attempts = attempts
+        self._renew = renew
         self._endpoint = credentials.endpoint_url or f"https://s3.{credentials.region}.amazonaws.com"
         self._client: Any = None
-        self._context: Any = None
+        self._stack = contextlib.AsyncExitStack()
+        self._renewing = asyncio.Lock()
         #: Whether the storage ever answered: a connection refused after that means it stopped answering.
         self._answered = False
 
     async def __aenter__(self) -> S3Transfer:
-        import aioboto3
-        from aiobotocore.config import AioConfig
-
-        session = aioboto3.Session(
-            aws_access_key_id=self._creds.access_key_id,
-            aws_secret_access_key=self._creds.secret_access_key,
-            aws_session_token=self._creds.session_token,
-            region_name=self._creds.region,
-        )
-        config = AioConfig(
-            max_pool_connections=self._concurrency * 2,
-            s3={"addressing_style": "path" if self._creds.endpoint_url else "virtual"},
-            signature_version="s3v4",
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"total_max_attempts": 1, "mode": "standard"},  # ``_call`` retries, with the SDK's backoff
-        )
-        self._context = session.client("s3", endpoint_url=self._creds.endpoint_url, config=config)
-        self._client = await self._context.__aenter__()
-        self._client.meta.events.register("before-sign.s3", reuse_declared_sha256)
+        self._client = await self._open(self._creds)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._context.__aexit__(exc_type, exc, tb)
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _open(self, credentials: AwsCredentials) -> Any:
+        """A client for these credentials, closed with the transfer (a client replaced by a renewal may
+        still be serving requests in flight, so it is not closed early)."""
+        import aioboto3
+        from aiobotocore.config import AioConfig
+
+        session = aioboto3.Session(
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            region_name=credentials.region,
+        )
+        config = AioConfig(
+            max_pool_connections=self._concurrency * 2,
+            s3={"addressing_style": "path" if credentials.endpoint_url else "virtual"},
+            signature_version="s3v4",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"total_max_attempts": 1, "mode": "standard"},  # ``_call`` retries, with the SDK's backoff
+        )
+        client = await self._stack.enter_async_context(
+            session.client("s3", endpoint_url=credentials.endpoint_url, config=config)
+        )
+        client.meta.events.register("before-sign.s3", reuse_declared_sha256)
+        return client
 
     async def upload(
         self,
@@ -127,7 +161,6 @@ class S3Transfer:
         (``UploadPartCopy``) instead of sent: a small change to a big file moves one block."""
         key = blob_key(ns, digest.content_hash)
         bucket = self._creds.bucket
-        client = self._client
         shown = path if isinstance(path, Path) else name
 
         def call(work: Callable[[], Awaitable[T]]) -> Awaitable[T]:
@@ -135,11 +168,10 @@ class S3Transfer:
 
         if len(digest.block_digests) <= 1:
             data = await asyncio.to_thread(_read_block, path, 0, digest.size)
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
             if digest.block_digests:
                 kwargs["ChecksumSHA256"] = base64.b64encode(digest.block_digests[0]).decode()
-            await call(lambda: client.put_object(**kwargs))
-            if progress:
+            if await _created(call(lambda: self._client.put_object(**kwargs))) and progress:
                 progress(len(data))
             return
         part_count = len(digest.block_digests)
@@ -153,7 +185,7 @@ class S3Transfer:
                 held = kept
         if upload_id is None:
             upload = await call(
-                lambda: client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+                lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
             )
             upload_id = upload["UploadId"]
             if ledger is not None:
@@ -176,7 +208,7 @@ class S3Transfer:
                 end = min(previous.size, start + self._block_size) - 1
                 source = {"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)}
                 copied = await call(
-                    lambda: client.upload_part_copy(
+                    lambda: self._client.upload_part_copy(
                         Bucket=bucket,
                         Key=key,
                         UploadId=upload_id,
@@ -188,7 +220,7 @@ class S3Transfer:
                 return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum}
             data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
             response = await call(
-                lambda: client.upload_part(
+                lambda: self._client.upload_part(
                     Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, ChecksumSHA256=checksum
                 )
             )
@@ -198,11 +230,13 @@ class S3Transfer:
 
         try:
             parts = await _bounded(range(1, part_count + 1), part, self._concurrency)
-            await call(
-                lambda: client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            completed = call(
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
                 )
             )
+            if not await _created(completed):
+                await self.abort(key, upload_id)  # the content got there first: free the parts
         except BaseException:
             if ledger is None:  # nobody will resume it; the bucket's lifecycle rule aborts it if this fails too
                 with contextlib.suppress(ApiError):
@@ -213,12 +247,12 @@ class S3Transfer:
 
     async def abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload (its parts are freed); one that is already gone is fine."""
-        bucket, client = self._creds.bucket, self._client
+        bucket = self._creds.bucket
         try:
             await self._call(
                 "aborting an upload",
                 None,
-                lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                lambda: self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
             )
         except ApiError as exc:
             if exc.title != "NoSuchUpload":
@@ -262,12 +296,27 @@ class S3Transfer:
         return {int(p["PartNumber"]): p for p in kept if p is not None}
 
     async def download(
-        self, ns: str, content_hash: str, size: int, target: Path | int, progress: Progress | None = None
+        self,
+        ns: str,
+        content_hash: str,
+        size: int,
+        target: Path | int,
+        progress: Progress | None = None,
+        *,
+        version_id: str | None = None,
+        etag: str | None = None,
     ) -> None:
         """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes) with
-        ranged GETs of one block each, ``concurrency`` at a time."""
+        ranged GETs of one block each, ``concurrency`` at a time: of object version ``version_id``, else only
+        while the object's ETag is ``etag`` (the file info's ``body_version``/``body_etag``; neither, from an
+        older server: whatever the key holds). ``ContentReplaced`` if the object is not that one any more."""
         key = blob_key(ns, content_hash)
-        bucket, client = self._creds.bucket, self._client
+        bucket = self._creds.bucket
+        pin: dict[str, str] = {}
+        if version_id is not None:
+            pin["VersionId"] = version_id
+        elif etag is not None:
+            pin["IfMatch"] = etag
         if isinstance(target, int):
             fd = target
         else:
@@ -277,7 +326,7 @@ class S3Transfer:
             end = min(size, start + self._block_size) - 1
 
             async def fetch() -> bytes:  # the request and its body: a body cut short is fetched again
-                response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+                response = await self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **pin)
                 body = response["Body"]
                 async with body:
                     data: bytes = await body.read()
@@ -285,7 +334,18 @@ class S3Transfer:
                     raise ConnectionLost(0, "Short body", f"{len(data)} of {end - start + 1} bytes arrived")
                 return data
 
-            data = await self._call("downloading", None, fetch)
+            try:
+                data = await self._call("downloading", None, fetch)
+            except StatusError as exc:
+                if pin and exc.title in _NOT_PINNED_CODES:
+                    raise ContentReplaced(
+                        0,
+                        "Content replaced",
+                        f"the stored body of {content_hash} is not the one the service verified; it was not downloaded",
+                        server=exc.server,
+                        action="downloading",
+                    ) from None
+                raise
             await asyncio.to_thread(os.pwrite, fd, data, start)
             if progress:
                 progress(len(data))
@@ -297,8 +357,33 @@ class S3Transfer:
                 await asyncio.to_thread(os.close, fd)
 
     async def _call(self, action: str, path: Path | None, work: Callable[[], Awaitable[T]]) -> T:
-        """One storage request: retried while it fails transiently, its failure raised as the SDK's error."""
+        """One storage request: retried while it fails transiently, its failure raised as the SDK's error;
+        sent once more with renewed credentials if S3 refused these."""
+        client = self._client
+        try:
+            return await self._attempts_of(action, path, work)
+        except StatusError as exc:
+            if self._renew is None or exc.title not in _REFUSED_CODES:
+                raise
+        async with self._renewing:
+            if self._client is client:  # the first to notice renews; the others use what it got
+                self._creds = await self._renew()
+                self._client = await self._open(self._creds)
+        try:
+            return await self._attempts_of(action, path, work)
+        except StatusError as exc:
+            if exc.title not in _REFUSED_CODES:
+                raise
+            raise Forbidden(
+                exc.status,
+                "Storage refused",
+                f"{exc.server} refused {action} with fresh credentials too ({exc.title})",
+                server=exc.server,
+                action=action,
+                path=path,
+            ) from None
 
+    async def _attempts_of(self, action: str, path: Path | None, work: Callable[[], Awaitable[T]]) -> T:
         async def once() -> T:
             try:
                 result = await work()
@@ -320,6 +405,17 @@ class S3Transfer:
             if not self._answered:
                 raise
             raise stopped_answering(exc) from None
+
+
+async def _created(request: Awaitable[Any]) -> bool:
+    """Run a conditional create: False if the key was taken (the commit verifies what is there)."""
+    try:
+        await request
+    except StatusError as exc:
+        if exc.title in _TAKEN_CODES:
+            return False
+        raise
+    return True
 
 
 def _translate(exc: Exception, endpoint: str) -> ApiError | None:

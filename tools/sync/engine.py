@@ -43,7 +43,7 @@ from service.wire import (
     ServiceConfig,
 )
 from tools.sdk.client import FileSyncClient
-from tools.sdk.errors import ApiError
+from tools.sdk.errors import ApiError, ContentReplaced
 from tools.sdk.hashing import hash_file, hash_file_sync
 from tools.sdk.transfer import S3Transfer
 from tools.sync.ignore import TEMP_PREFIX, IgnoreRules
@@ -459,7 +459,9 @@ class SyncEngine:
         async with contextlib.AsyncExitStack() as stack:
             if needs_s3:
                 creds = await self._credentials()
-                transfer = await stack.enter_async_context(S3Transfer(creds, self._block_size, concurrency=8))
+                transfer = await stack.enter_async_context(
+                    S3Transfer(creds, self._block_size, concurrency=8, renew=self._renewed_credentials)
+                )
             await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
             await self._send_small(small, report)
             await self._uploads(large, transfer, report)
@@ -479,6 +481,12 @@ class SyncEngine:
             expires = datetime.fromisoformat(self._creds.expiration.replace("Z", "+00:00")).timestamp()
             if expires - time.time() > CREDENTIALS_MARGIN_SECONDS:
                 return self._creds
+        self._creds = await self._api.credentials([self._ns])
+        return self._creds
+
+    async def _renewed_credentials(self) -> AwsCredentials:
+        """New credentials, when S3 refused the ones held (revoked after the user lost some access: the new
+        ones cover what the user may still reach)."""
         self._creds = await self._api.credentials([self._ns])
         return self._creds
 
@@ -725,6 +733,11 @@ class SyncEngine:
                 except Unplaceable as exc:
                     self._unplaced(download.file, f"not placed here: {exc}")
                     return
+                except ContentReplaced as exc:
+                    # Never taken for the file: it is listed with why, the rest of the round goes on, and a
+                    # later round fetches it once the content is uploaded again.
+                    self._unplaced(download.file, f"not downloaded: {exc.detail}")
+                    return
                 if local is not None:
                     self._state.record([_entry(local, download.file, self._digests.pop(download.key, None))])
                     report.downloaded += 1
@@ -745,10 +758,20 @@ class SyncEngine:
             try:
                 if file.content_hash != EMPTY_HASH and file.size > 0:
                     assert transfer is not None
-                    await transfer.download(self._ns, file.content_hash, file.size, fd, progress=advance)
+                    await transfer.download(
+                        self._ns,
+                        file.content_hash,
+                        file.size,
+                        fd,
+                        progress=advance,
+                        version_id=file.body_version,
+                        etag=file.body_etag,
+                    )
                     digest = await hash_file(fd, file.block_size)
                     if digest.content_hash != file.content_hash:
-                        raise ApiError(0, "Corrupt download", f"{file.path} did not match its hash")
+                        raise ContentReplaced(
+                            0, "Content replaced", "the bytes stored for it do not match its content hash"
+                        )
                     self._digests[download.key] = digest
                 os.utime(fd, ns=(time.time_ns(), int(file.mtime * 1e9)))
                 if not self._still(download, placed):
