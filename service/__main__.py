@@ -22,7 +22,7 @@ from aiohttp import web
 
 from service import admin
 from service.app import create_app, make_runner
-from service.embedded import provision_emulator, run_emulator
+from service.embedded import EmulatorError, provision_emulator, run_emulator
 from service.logs import configure_logging
 from service.settings import Settings, SettingsError
 
@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "folders":
         return admin.run_folders_command(settings, args.namespaces)
     # uvloop, as under gunicorn's uvloop worker in production: faster transports for the same code.
-    uvloop.run(serve(settings))
+    try:
+        uvloop.run(serve(settings))
+    except EmulatorError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
     return 0
 
 

@@ -1,14 +1,23 @@
-"""The embedded default: moto's server in this process, provisioned like production.
+"""The embedded default: moto's server in a process of its own, provisioned like production.
 
-Layer: composition. Used by ``python -m service`` when no AWS settings are present. The emulator listens
-on loopback only; its data lives as long as the process. moto is imported only here, and only when the
-embedded default actually starts.
+Layer: composition. Used by ``python -m service`` (and the tests) when no AWS settings are present.
+``run_emulator`` starts ``python -m service.embedded`` as a child process, so the emulator and the service
+each have a core (and a GIL) of their own; the child serves on loopback only and exits when its parent does
+(it watches its stdin, a pipe the parent holds). Its data lives as long as that process. moto is imported
+only in the child.
+
+Besides the AWS APIs, the emulator answers ``GET /_emulator/mail``: every message its SES accepted, as JSON
+(``[{"destinations": [...], "raw": "..."}]``), so a developer on the embedded default can read the emails
+the service "sent", and tests can assert on them from another process.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,10 +47,32 @@ class _OneRequestAtATime:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ.get("PATH_INFO") == MAIL_PATH:
+            return _sent_mail(start_response)
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
             return list(self._app(environ, start_response))
         with self._lock:
             return list(self._app(environ, start_response))
+
+
+#: Where the emulator lists the mail its SES accepted (see the module's docstring).
+MAIL_PATH = "/_emulator/mail"
+
+
+def _sent_mail(start_response: Any) -> list[bytes]:
+    """Every raw message moto's SES accepted, in every account and region, as JSON."""
+    import orjson
+    from moto.ses.models import RawMessage, ses_backends
+
+    found = [
+        {"destinations": list(sent.destinations), "raw": sent.raw_data}
+        for _, _, backend in ses_backends.iter_backends()
+        for sent in list(getattr(backend, "sent_messages", []))
+        if isinstance(sent, RawMessage)
+    ]
+    body = orjson.dumps(found)
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _transactions_with_an_undo_log() -> None:
@@ -215,9 +246,83 @@ def _queries_read_their_partition() -> None:
     Table._filesync_partition_query = True  # type: ignore[attr-defined]
 
 
+#: How long a child emulator may take to start (importing moto is most of it).
+STARTUP_SECONDS = 60.0
+
+
+class EmulatorError(RuntimeError):
+    """The emulator's process did not start (its last output is in the message)."""
+
+
 @contextmanager
 def run_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Start moto's server on a loopback port (0: any free one); yield its endpoint URL; stop it on exit."""
+    """Start the emulator in a child process on a loopback port (0: any free one); yield its endpoint URL;
+    stop the child on exit. The child also exits by itself if this process dies (its stdin closes)."""
+    command = [sys.executable, "-m", "service.embedded", "--host", host, "--port", str(port), "--parent-pipe"]
+    child = subprocess.Popen(  # noqa: S603 - our own module, by the running interpreter
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert child.stdout is not None
+    drain = threading.Thread(target=_drain, args=(child.stdout,), name="aws-emulator-output", daemon=True)
+    try:
+        endpoint = _await_endpoint(child)
+        # The child's later output (werkzeug's warnings) goes nowhere rather than filling a pipe.
+        drain.start()
+        yield endpoint
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()  # the child's signal to stop
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if drain.is_alive():
+            drain.join(5)  # the child is gone: its output ends
+        child.stdout.close()
+
+
+def _await_endpoint(child: subprocess.Popen[bytes]) -> str:
+    """The endpoint the child prints once it serves; an ``EmulatorError`` with its output if it died."""
+    assert child.stdout is not None
+    seen: list[str] = []
+    found: list[str] = []
+
+    def read() -> None:
+        assert child.stdout is not None
+        for raw in child.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line.startswith(_READY):
+                found.append(line[len(_READY) :])
+                return
+            seen.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(STARTUP_SECONDS)
+    if not found:
+        child.kill()
+        child.wait()
+        output = "\n".join(seen[-20:]) or "(no output)"
+        raise EmulatorError(f"the AWS emulator did not start (exit code {child.returncode}):\n{output}")
+    return found[0]
+
+
+def _drain(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
+_READY = "emulator at "
+
+
+@contextmanager
+def serve_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """moto's server in this process, on a thread: what the child process of ``run_emulator`` runs."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -247,21 +352,35 @@ async def provision_emulator(settings: Settings, session: aioboto3.Session | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m service.embedded [--host H] [--port P]``: just the (serialized) emulator, for tools
-    that want it in a process of its own."""
+    """``python -m service.embedded [--host H] [--port P]``: just the (serialized) emulator, in this
+    process; it prints ``emulator at URL`` once it serves."""
     import argparse
+    import logging
     import signal
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m service.embedded", description=main.__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--parent-pipe", action="store_true", help="exit when stdin closes (the parent died)")
     args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with run_emulator(args.host, args.port) as endpoint:
-        sys.stdout.write(f"emulator at {endpoint}\n")
+    if args.parent_pipe:
+        # Its parent decides when it stops (by closing the pipe): a Ctrl-C in the terminal reaches the whole
+        # process group, and the service still needs its store while it drains.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+        def watch_parent() -> None:
+            sys.stdin.buffer.read()  # returns at EOF: the parent closed the pipe or died
+            stop.set()
+
+        threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    else:
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with serve_emulator(args.host, args.port) as endpoint:
+        sys.stdout.write(f"{_READY}{endpoint}\n")
         sys.stdout.flush()
         stop.wait()
     return 0

@@ -7,7 +7,6 @@ names, so tests never see each other's data and need no reset.
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -49,11 +48,15 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 
+#: The session's emulator, for helpers that are not fixtures (``endpoint``, once started).
+EMULATOR: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto's server on a free loopback port, shared by the whole session."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    """moto's server on a free loopback port in a process of its own, shared by the whole session."""
     with run_emulator() as endpoint:
+        EMULATOR["endpoint"] = endpoint
         yield endpoint
 
 

@@ -84,35 +84,78 @@ async def test_python_m_service_serves_readyz_within_15s_and_stops_on_ctrl_c(tmp
         await _run_and_stop_embedded(out, started, tmp_path)
 
 
-async def _run_and_stop_embedded(out, started: float, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
+def _start_embedded(out, tmp_path: Path) -> subprocess.Popen:
+    # A session of its own, so a signal can reach its whole process group as a terminal's Ctrl-C does.
+    return subprocess.Popen(
         [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0"],
         cwd=ROOT,
         env=clean_env(HOME=str(tmp_path)),
         stdout=out,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+
+
+async def _served_url(out, proc: subprocess.Popen, started: float) -> str:
+    url = None
+    while url is None and time.monotonic() - started < 15:
+        out.seek(0)
+        match = re.search(r"serving on (http://\S+)", out.read())
+        url = match.group(1) if match else None
+        await asyncio.sleep(0.1)
+    assert url, "no URL printed"
+    await wait_for(f"{url}/readyz", started + 15, proc)
+    return url
+
+
+def _emulators_of(pid: int) -> list[int]:
+    return [child for child in children(pid) if b"service.embedded" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+async def _gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists() and b"service.embedded" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def _run_and_stop_embedded(out, started: float, tmp_path: Path) -> None:
+    proc = _start_embedded(out, tmp_path)
     try:
-        url = None
-        while url is None and time.monotonic() - started < 15:
-            out.seek(0)
-            match = re.search(r"serving on (http://\S+)", out.read())
-            url = match.group(1) if match else None
-            await asyncio.sleep(0.1)
-        assert url, "no URL printed"
-        await wait_for(f"{url}/readyz", started + 15, proc)
+        await _served_url(out, proc, started)
         elapsed = time.monotonic() - started
         out.seek(0)
         printed = out.read()
         assert re.search(r"embedded AWS emulator at http://127\.0\.0\.1:\d+", printed)
+        # The emulator is a process of its own (its own core and GIL), a child of the service.
+        [emulator] = _emulators_of(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the service and its emulator both get it
         code = proc.wait(timeout=20)
     assert elapsed < 15
     out.seek(0)
     log = out.read()
     assert code == 0, log
     assert "Traceback" not in log
+    # The emulator outlived the signal until the service had drained (the leases went back), then stopped.
+    assert "could not hand back" not in log
+    assert await _gone(emulator, 10), "the emulator outlived the service"
+
+
+@pytest.mark.timeout(60)
+async def test_the_embedded_emulator_exits_when_its_service_is_killed(tmp_path: Path):
+    started = time.monotonic()
+    with (tmp_path / "stdout").open("w+") as out:
+        proc = _start_embedded(out, tmp_path)
+        try:
+            await _served_url(out, proc, started)
+            [emulator] = _emulators_of(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait(timeout=20)
+        assert await _gone(emulator, 10), "the emulator outlived a killed service"
 
 
 def test_python_m_service_reports_bad_settings_clearly():

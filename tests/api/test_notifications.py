@@ -23,9 +23,11 @@ from service.aws.notify import SesMailer
 from service.core.addresses import confirmation_signer
 from service.core.follows import UnsubscribeSigner
 from service.core.notify import Notifier
+from service.embedded import MAIL_PATH
 from service.metrics import Metrics
 from service.settings import NotifySettings
 from service.wiring import build_notifier
+from tests import conftest
 from tests.api.files_helpers import commit
 from tests.api.helpers import PASSWORD, bearer, log_in, problem
 
@@ -51,18 +53,15 @@ CONFIRM_SUBJECT = "Confirm this address for file change notifications"
 
 async def mail_to(moto_endpoint: str, address: str, *, confirmations: bool = False) -> list[EmailMessage]:
     """Every digest (or with ``confirmations``, every confirmation mail) the emulator's SES accepted for
-    ``address``.
-
-    Read from the emulator's SES backend (it runs in the test process): moto's ``/moto-api/data.json``
-    serializes every service's state and fails once other tests have left objects it cannot encode.
-    """
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.ses.models import RawMessage, ses_backends
-
+    ``address``, read from the emulator's mail listing (``""``: the session's emulator)."""
+    endpoint = moto_endpoint or conftest.EMULATOR["endpoint"]
+    async with aiohttp.ClientSession() as http, http.get(endpoint + MAIL_PATH) as response:
+        assert response.status == 200, await response.text()
+        sent = await response.json()
     found = []
-    for sent in list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages):
-        if isinstance(sent, RawMessage) and address in sent.destinations:
-            message = email.message_from_string(sent.raw_data, policy=email.policy.default)
+    for entry in sent:
+        if address in entry["destinations"]:
+            message = email.message_from_string(entry["raw"], policy=email.policy.default)
             assert isinstance(message, EmailMessage)
             if (message["Subject"] == CONFIRM_SUBJECT) == confirmations:
                 found.append(message)
