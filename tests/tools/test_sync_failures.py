@@ -125,7 +125,9 @@ async def test_killed_mid_download_one_line_exit_1_and_the_next_run_completes(pr
 
     outcome = await finish(sync, expect=1)
     line = outcome.one_error_line()
-    assert "stopped answering while downloading" in line, line
+    # The held download sees the store stop answering, or another download sees it refuse connections
+    # first (which comes first depends on scheduling): either way one line naming the download.
+    assert re.search(r"(stopped answering|cannot reach .*) while downloading", line), line
     assert line.endswith("run sync again to resume"), line
     whole = laptop.tree()
     for path, data in desktop.tree().items():  # what a download finished is whole; the rest is not there yet
