@@ -178,6 +178,22 @@ S3_OPERATIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+#: How creating an object under a blob key must fare, by operation and whether it carries
+#: ``If-None-Match: *``: (operation, with the header, allowed). Parts and part copies are exempt (their upload
+#: is completed with the header); a copy or a form POST can never create a blob.
+BLOB_CREATION_CASES = [
+    ("PutObject", False, False),
+    ("PutObject", True, True),
+    ("CompleteMultipartUpload", False, False),
+    ("CompleteMultipartUpload", True, True),
+    ("CreateMultipartUpload", False, True),
+    ("UploadPart", False, True),
+    ("UploadPartCopy", False, True),
+    ("CopyObject", False, False),
+    ("PostObject", False, False),
+]
+
+
 def s3_request(
     operation: str,
     bucket: str,

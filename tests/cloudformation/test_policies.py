@@ -16,7 +16,7 @@ from botocore import xform_name
 
 from cloudformation import ids
 from service.aws.policies import session_policy
-from tests.policy_evaluator import is_allowed, resolve, s3_request
+from tests.policy_evaluator import BLOB_CREATION_CASES, is_allowed, resolve, s3_request
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Used only against the embedded emulator (provisioning), never with the instance role.
@@ -207,17 +207,7 @@ def _bucket_policy(template) -> dict:
 
 @pytest.mark.parametrize(
     ("operation", "header", "allowed"),
-    [
-        ("PutObject", False, False),
-        ("PutObject", True, True),
-        ("CompleteMultipartUpload", False, False),
-        ("CompleteMultipartUpload", True, True),
-        ("CreateMultipartUpload", False, True),
-        ("UploadPart", False, True),
-        ("UploadPartCopy", False, True),
-        ("CopyObject", False, False),
-        ("PostObject", False, False),
-    ],
+    BLOB_CREATION_CASES,
 )
 @pytest.mark.parametrize("who", ["client session", "instance role"])
 def test_the_bucket_creates_blobs_only_if_absent_whoever_signs(template, operation, header, allowed, who):

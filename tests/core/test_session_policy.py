@@ -24,7 +24,7 @@ from service.aws.policies import (
     with_revocation,
 )
 from service.core.namespaces import new_namespace_id
-from tests.policy_evaluator import Request, evaluate, is_allowed, s3_request
+from tests.policy_evaluator import BLOB_CREATION_CASES, Request, evaluate, is_allowed, s3_request
 
 BUCKET = "filesync-blobs"
 ROLE = resources.upload_role_policy(resources.bucket_arn(BUCKET))
@@ -112,17 +112,7 @@ def test_no_namespaces_means_no_statements():
 
 @pytest.mark.parametrize(
     ("operation", "header", "expected"),
-    [
-        ("PutObject", False, False),
-        ("PutObject", True, True),
-        ("CompleteMultipartUpload", False, False),
-        ("CompleteMultipartUpload", True, True),
-        ("CreateMultipartUpload", False, True),
-        ("UploadPart", False, True),
-        ("UploadPartCopy", False, True),
-        ("CopyObject", False, False),
-        ("PostObject", False, False),
-    ],
+    BLOB_CREATION_CASES,
 )
 def test_a_blob_is_created_only_if_absent(ids, operation, header, expected):
     """For the credentials a client holds: the role's policy and the session policy together."""
