@@ -41,10 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     for action, text in (("disable", "disable an account and end its sessions"), ("enable", "enable it")):
         actions.add_parser(action, help=text).add_argument("name")
-    folders = commands.add_parser("folders", help="maintain the folder markers (needs AWS settings)")
+    folders = commands.add_parser(
+        "folders", help="maintain the folder markers and the children index (needs AWS settings)"
+    )
     folder_actions = folders.add_subparsers(dest="action", required=True)
     backfill = folder_actions.add_parser(
-        "backfill", help="write the markers of files committed before the service kept them"
+        "backfill", help="write the markers and children-index entries of files committed before the service kept them"
     )
     backfill.add_argument("namespaces", nargs="+", metavar="NS", help="namespace id")
     return parser

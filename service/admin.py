@@ -57,7 +57,8 @@ async def _users(settings: Settings, action: str, name: str, password: str) -> s
 
 def run_folders_command(settings: Settings, namespaces: list[str]) -> int:
     """``folders backfill NS...``: the folder markers of files committed before the service wrote them, so
-    the file/folder check sees every folder (a commit writes the markers it finds missing; this does all)."""
+    the file/folder check sees every folder (a commit writes the markers it finds missing; this does all),
+    and those files' entries in the children index, so non-recursive listings read children only."""
     if settings.backend != "aws":
         sys.stderr.write(
             "error: `folders` commands need AWS settings (AWS_REGION or AWS_ENDPOINT_URL, FILESYNC_TABLE...); "
@@ -79,5 +80,9 @@ async def _backfill(settings: Settings, namespaces: list[str]) -> list[str]:
         store = DynamoFileStore(clients.dynamodb, settings.table)
         for ns in namespaces:
             files, markers = await store.backfill_folders(ns)
-            lines.append(f"{ns}: {files} live files seen, {markers} folder markers written")
+            indexed = await store.backfill_children(ns)
+            lines.append(
+                f"{ns}: {files} live files seen, {markers} folder markers written, "
+                f"{indexed} files put in the children index"
+            )
     return lines

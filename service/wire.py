@@ -345,7 +345,8 @@ class FileList(ResponseModel):
 
 
 class History(ResponseModel):
-    """Versions newest first; pass ``cursor`` back as ``before`` for older ones (null at the end)."""
+    """Versions newest first; pass ``cursor`` back as ``before`` for older ones (it is the rev of the next
+    older version; null at the end)."""
 
     versions: list[FileInfo]
     cursor: int | None

@@ -8,7 +8,7 @@ import time
 
 from service.content import EMPTY_HASH
 from service.settings import Settings
-from tests.api.files_helpers import home
+from tests.api.files_helpers import commit, home
 from tests.api.helpers import log_in, problem, user
 from tests.api.test_revocation import can_read, revocations
 from tests.test_entrypoints import ROOT, aws_env, clean_env
@@ -106,6 +106,38 @@ async def test_folders_backfill_writes_the_markers_files_committed_before_them_l
     )
     assert answer.status == 409
     assert (await answer.json())["results"][0]["reason"].startswith("file/folder clash: 'Docs/2024' is a folder")
+
+
+async def test_folders_backfill_puts_files_from_before_the_children_index_in_it(client, provisioned, aws_session):
+    headers = await user(client, "alice")
+    ns = await home(client, headers)
+    paths = ["a.txt", "docs/b.txt", "docs/deep/c.txt", "gone.txt"]
+    await commit(client, headers, ns, [{"path": p, "content_hash": EMPTY_HASH, "size": 0} for p in paths])
+    await commit(client, headers, ns, [{"path": "gone.txt", "deleted": True, "parent_rev": 1}])
+    table, head = provisioned.table, {"pk": {"S": f"NS#{ns}"}, "sk": {"S": "HEAD"}}
+    async with aws_session.client("dynamodb", endpoint_url=provisioned.aws.endpoint_url) as db:
+        for path in paths:  # as if committed before the service kept the index
+            key = {"pk": {"S": f"NS#{ns}"}, "sk": {"S": f"F#{path}"}}
+            await db.update_item(TableName=table, Key=key, UpdateExpression="REMOVE gsi1pk, gsi1sk")
+        await db.update_item(TableName=table, Key=head, UpdateExpression="REMOVE children_index")
+        await commit(client, headers, ns, [{"path": "new.txt", "content_hash": EMPTY_HASH, "size": 0}])
+
+        async def listed(folder: str) -> list[str]:
+            page = await (await client.get(f"/v1/ns/{ns}/files", params={"folder": folder}, headers=headers)).json()
+            return [f["path"] for f in page["files"]]
+
+        assert await listed("") == ["a.txt", "new.txt"]  # read from the subtree meanwhile
+        assert await listed("docs") == ["docs/b.txt"]
+        done = run_admin(provisioned, "backfill", ns, command="folders")
+        assert done.returncode == 0, done.stderr
+        assert f"{ns}: 4 live files seen, 2 folder markers written, 4 files put in the children index" in done.stdout
+        flag = (await db.get_item(TableName=table, Key=head, ConsistentRead=True))["Item"]["children_index"]
+        assert flag == {"BOOL": True}
+        gone = await db.get_item(TableName=table, Key={"pk": head["pk"], "sk": {"S": "F#gone.txt"}})
+        assert "gsi1pk" not in gone["Item"]
+    assert await listed("") == ["a.txt", "new.txt"]  # from the index now
+    assert await listed("docs") == ["docs/b.txt"]
+    assert await listed("docs/deep") == ["docs/deep/c.txt"]
 
 
 def test_folders_backfill_needs_aws_settings():

@@ -2,34 +2,62 @@
 
 Layer: aws. Items in the one table::
 
-    NS#<ns>   HEAD              seq: the namespace's last journal sequence number
+    NS#<ns>   HEAD              seq: the namespace's last journal sequence number; children_index: true once
+                                every live file of the namespace is in the children index (below)
     NS#<ns>   F#<path key>      the current version of one path (path key: NFC + case folded)
     NS#<ns>   J#<seq, 12 digits> one commit: who, when, and its changes (orjson bytes)
     NS#<ns>   BLOB#<hash>       content verified against its hash: size, block size, and the object
                                 verified (``body_version``, ``body_etag``), which file versions copy
     NS#<ns>   D#<folder key>    a folder marker: some file was committed under this folder (never removed)
+    NS#<ns>   H#<history key>#<chunk, 12 digits>
+                                a history chunk: the versions of one file whose revs fall in the chunk
+                                (``versions``, orjson bytes, oldest first) and ``prev``, the chunk sealed
+                                before it (absent for the first)
 
 A commit is one ``TransactWriteItems``: the head moves from ``seq`` to ``seq + 1`` on condition it is still
 ``seq``, each file item is written on condition it is still what the service read, new blob records are
 added, and the journal entry is put at ``seq + 1``. A reader therefore never sees ``seq + 1`` without
 ``seq``, and two commits racing on a namespace serialize (one retries). The same transaction puts the folder
 markers of the new files' folders that the commit's read found absent, so a marker is never later than the
-first file under its folder.
+first file under its folder, and the history chunks the commit seals.
+
+A file item's history attributes (``service.core.files`` explains the index): ``hist_base`` (the first rev
+the index locates; absent on items written before the index, whose history is read by walking ``prev_seq``
+through the journal), ``hist_key`` (the chunks' key when it is not the file id), ``hist_sealed`` (the last
+sealed chunk) and ``hist_recent`` (orjson ``[[rev, seq], ...]`` of the versions after the sealed chunks).
+
+The children index: a live file's item carries ``gsi1pk = DIR#<ns>#<parent folder key>`` ("" for the root)
+and ``gsi1sk = F#<path key>``, a tombstone neither, so gsi1 (sparse, all attributes projected) holds each
+folder's live files in path-key order and a non-recursive listing reads its children, not its subtree. Index
+reads are eventually consistent: a listing right after a commit may not show it yet (usually well under a
+second on AWS). Namespaces with files from before the index lack ``children_index`` on their head until
+``python -m service folders backfill`` indexes them; until then their listings read the subtree, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from botocore.exceptions import ClientError
 
+from service import resources
 from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
-from service.aws.items import BATCH_GET_MAX, PK, SK, Item
-from service.core.models import BlobRecord, FileVersion, JournalEntry, StoreConflict
+from service.aws.identity import membership_from_item, membership_key
+from service.aws.items import BATCH_GET_MAX, GPK, GSK, PK, SK, Item
+from service.core.models import (
+    BlobRecord,
+    FileVersion,
+    History,
+    HistoryChunk,
+    HistoryRead,
+    JournalEntry,
+    Membership,
+    StoreConflict,
+)
 from service.paths import folders_above
 
 if TYPE_CHECKING:
@@ -57,6 +85,15 @@ def folder_sk(folder_key: str) -> str:
 
 def journal_sk(seq: int) -> str:
     return f"J#{seq:0{SEQ_DIGITS}d}"
+
+
+def history_sk(key: str, chunk: int) -> str:
+    return f"H#{key}#{chunk:0{SEQ_DIGITS}d}"
+
+
+def children_partition(ns: str, folder_key: str) -> str:
+    """The children index's partition of one folder ("" for the root)."""
+    return f"DIR#{ns}#{folder_key}"
 
 
 def version_to_dict(v: FileVersion) -> dict[str, Any]:
@@ -124,7 +161,31 @@ def file_item(ns: str, path_key: str, v: FileVersion) -> Item:
         value = getattr(v, name)
         if value is not None:
             item[name] = _s(value)
+    if not v.deleted:
+        item[GPK] = _s(children_partition(ns, path_key.rpartition("/")[0]))
+        item[GSK] = _s(file_sk(path_key))
+    if v.history is not None:
+        h = v.history
+        item["hist_base"] = _n(h.base)
+        if h.key != v.file_id:
+            item["hist_key"] = _s(h.key)
+        if h.sealed is not None:
+            item["hist_sealed"] = _n(h.sealed)
+        if h.recent:
+            item["hist_recent"] = {"B": orjson.dumps(h.recent)}
     return item
+
+
+def _history(item: Item) -> History | None:
+    if "hist_base" not in item:
+        return None
+    recent = orjson.loads(item["hist_recent"]["B"]) if "hist_recent" in item else []
+    return History(
+        base=int(item["hist_base"]["N"]),
+        key=item["hist_key"]["S"] if "hist_key" in item else item["file_id"]["S"],
+        sealed=int(item["hist_sealed"]["N"]) if "hist_sealed" in item else None,
+        recent=tuple((int(rev), int(seq)) for rev, seq in recent),
+    )
 
 
 def _file(item: Item) -> FileVersion:
@@ -146,6 +207,7 @@ def _file(item: Item) -> FileVersion:
         moved_to=item.get("moved_to", {}).get("S"),
         body_version=item.get("body_version", {}).get("S"),
         body_etag=item.get("body_etag", {}).get("S"),
+        history=_history(item),
     )
 
 
@@ -172,13 +234,32 @@ def _blob_item(ns: str, blob: BlobRecord) -> Item:
     return item
 
 
-def _journal(item: Item) -> JournalEntry:
+def _journal(item: Item, files: Collection[str] | None = None) -> JournalEntry:
+    """A journal entry; with ``files``, only the changes of those file ids (the others are never built)."""
     changes = orjson.loads(item["changes"]["B"])
     return JournalEntry(
         seq=int(item["seq"]["N"]),
         committed_at=float(item["at"]["N"]),
         committed_by=item["by"]["S"],
-        changes=tuple(version_from_dict(c) for c in changes),
+        changes=tuple(version_from_dict(c) for c in changes if files is None or c["file_id"] in files),
+    )
+
+
+def _chunk_item(ns: str, key: str, chunk: HistoryChunk) -> Item:
+    item: Item = {
+        **_key(ns, history_sk(key, chunk.number)),
+        "versions": {"B": orjson.dumps([version_to_dict(v) for v in chunk.versions])},
+    }
+    if chunk.previous is not None:
+        item["prev"] = _n(chunk.previous)
+    return item
+
+
+def _chunk(item: Item) -> HistoryChunk:
+    return HistoryChunk(
+        number=int(item[SK]["S"].rsplit("#", 1)[1]),
+        versions=tuple(version_from_dict(v) for v in orjson.loads(item["versions"]["B"])),
+        previous=int(item["prev"]["N"]) if "prev" in item else None,
     )
 
 
@@ -308,22 +389,25 @@ class DynamoFileStore:
         new_blobs: Sequence[BlobRecord],
         journal: JournalEntry,
         folders: Sequence[str] = (),
+        chunks: Sequence[tuple[str, HistoryChunk]] = (),
     ) -> None:
         """One transaction: head ``expected_seq`` -> ``journal.seq``, each ``(path key, observed, new)``
         written on condition the item is still ``observed``, blob records, folder markers, the journal
-        entry."""
+        entry, the history chunks sealed (``(history key, chunk)``). A namespace's first commit marks its
+        head as fully in the children index (it has no older files)."""
+        head: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _key(ns, "HEAD"),
+            "UpdateExpression": "SET seq = :next",
+            "ConditionExpression": "seq = :seq",
+            "ExpressionAttributeValues": {":next": _n(journal.seq), ":seq": _n(expected_seq)},
+        }
+        if expected_seq == 0:
+            head["UpdateExpression"] = "SET seq = :next, children_index = :indexed"
+            head["ConditionExpression"] = "attribute_not_exists(seq) OR seq = :seq"
+            head["ExpressionAttributeValues"][":indexed"] = {"BOOL": True}
         actions: list[Any] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": _key(ns, "HEAD"),
-                    "UpdateExpression": "SET seq = :next",
-                    "ConditionExpression": "attribute_not_exists(seq) OR seq = :seq"
-                    if expected_seq == 0
-                    else "seq = :seq",
-                    "ExpressionAttributeValues": {":next": _n(journal.seq), ":seq": _n(expected_seq)},
-                }
-            },
+            {"Update": head},
             {
                 "Put": {
                     "TableName": self._table,
@@ -349,6 +433,7 @@ class DynamoFileStore:
         for blob in new_blobs:
             actions.append({"Put": {"TableName": self._table, "Item": _blob_item(ns, blob)}})
         actions += [{"Put": {"TableName": self._table, "Item": _key(ns, folder_sk(k))}} for k in folders]
+        actions += [{"Put": {"TableName": self._table, "Item": _chunk_item(ns, key, c)}} for key, c in chunks]
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.transact_write_items(TransactItems=actions)
@@ -394,6 +479,41 @@ class DynamoFileStore:
         with unavailable_on_transient("DynamoDB"):
             await self._db.put_item(TableName=self._table, Item=_blob_item(ns, blob))
 
+    async def read_history(
+        self,
+        ns: str,
+        key: str,
+        seqs: Sequence[int],
+        chunks: Sequence[int],
+        member: str | None = None,
+        files: Collection[str] | None = None,
+    ) -> HistoryRead:
+        """The journal entries ``seqs`` (holding only the changes of the file ids ``files``), the history
+        chunks ``chunks`` of ``key`` (those that exist) and, if ``member`` is given, that user's membership
+        of ``ns``: one BatchGetItem (strongly consistent) of up to 100 keys, more in parallel, unprocessed
+        keys retried."""
+        keys = [_key(ns, journal_sk(seq)) for seq in dict.fromkeys(seqs)]
+        keys += [_key(ns, history_sk(key, c)) for c in dict.fromkeys(chunks)]
+        if member is not None:
+            keys.append(membership_key(ns, member))
+        batches = [keys[i : i + BATCH_GET_MAX] for i in range(0, len(keys), BATCH_GET_MAX)]
+        pages = await asyncio.gather(*(self._batch_get(batch) for batch in batches))
+        entries: dict[int, JournalEntry] = {}
+        found: dict[int, HistoryChunk] = {}
+        membership: Membership | None = None
+        for page in pages:
+            for item in page:
+                sk = item[SK]["S"]
+                if sk.startswith("J#"):
+                    entry = _journal(item, files)
+                    entries[entry.seq] = entry
+                elif sk.startswith("H#"):
+                    chunk = _chunk(item)
+                    found[chunk.number] = chunk
+                else:
+                    membership = membership_from_item(item)
+        return HistoryRead(entries, found, membership)
+
     async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None:
         with unavailable_on_transient("DynamoDB"):
             response = await self._db.get_item(TableName=self._table, Key=_key(ns, journal_sk(seq)))
@@ -418,6 +538,102 @@ class DynamoFileStore:
         files = [_file(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return files, (last[SK]["S"][2:] if last else None)
+
+    async def children_indexed(self, ns: str) -> bool:
+        """Whether every live file of ``ns`` is in the children index (an eventually consistent read of its
+        head: the flag, once set, stays)."""
+        with unavailable_on_transient("DynamoDB"):
+            response = await self._db.get_item(
+                TableName=self._table, Key=_key(ns, "HEAD"), ProjectionExpression="children_index"
+            )
+        return bool(response.get("Item", {}).get("children_index", {}).get("BOOL", False))
+
+    async def list_children(
+        self, ns: str, folder_key: str, start_after: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]:
+        """Up to ``limit`` live files directly in ``folder_key`` ("" for the root), in key order, from the
+        children index (eventually consistent)."""
+        partition = children_partition(ns, folder_key)
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": resources.GSI1_NAME,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": GPK},
+            "ExpressionAttributeValues": {":pk": _s(partition)},
+            "Limit": limit,
+        }
+        if start_after is not None:
+            kwargs["ExclusiveStartKey"] = {
+                **_key(ns, file_sk(start_after)),
+                GPK: _s(partition),
+                GSK: _s(file_sk(start_after)),
+            }
+        with unavailable_on_transient("DynamoDB"):
+            page = await self._db.query(**kwargs)
+        files = [_file(item) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return files, (last[GSK]["S"][2:] if last else None)
+
+    async def backfill_children(self, ns: str, concurrency: int = 8) -> int:
+        """Put every live file of ``ns`` written before the children index into it, then mark the head so
+        listings use the index: a paged Query of the file items, one conditional UpdateItem per live file
+        (on condition it is still live: a file deleted meanwhile stays out). Returns the files indexed.
+        Run it once every worker writes the index (an older worker's commit would leave its file out)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
+            "FilterExpression": "#deleted = :false",
+            "ProjectionExpression": "#sk",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted"},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":false": {"BOOL": False}},
+            "ConsistentRead": True,
+        }
+        slots = asyncio.Semaphore(concurrency)
+
+        async def index(path_key: str) -> int:
+            async with slots:
+                try:
+                    with unavailable_on_transient("DynamoDB"):
+                        await self._db.update_item(
+                            TableName=self._table,
+                            Key=_key(ns, file_sk(path_key)),
+                            UpdateExpression="SET #gpk = :gpk, #gsk = :gsk",
+                            ConditionExpression="#deleted = :false",
+                            ExpressionAttributeNames={"#gpk": GPK, "#gsk": GSK, "#deleted": "deleted"},
+                            ExpressionAttributeValues={
+                                ":gpk": _s(children_partition(ns, path_key.rpartition("/")[0])),
+                                ":gsk": _s(file_sk(path_key)),
+                                ":false": {"BOOL": False},
+                            },
+                        )
+                except ClientError as exc:
+                    if error_code(exc) != "ConditionalCheckFailedException":
+                        raise
+                    return 0
+            return 1
+
+        indexed = 0
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**request)
+            done = await asyncio.gather(*(index(item[SK]["S"][2:]) for item in page.get("Items", [])))
+            indexed += sum(done)
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.update_item(
+                    TableName=self._table,
+                    Key=_key(ns, "HEAD"),
+                    UpdateExpression="SET children_index = :indexed",
+                    ConditionExpression="attribute_exists(seq)",
+                    ExpressionAttributeValues={":indexed": {"BOOL": True}},
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise  # no head: nothing was ever committed, and the first commit marks it
+        return indexed
 
 
 class DynamoJournal:

@@ -82,9 +82,14 @@ def _namespace(item: Item) -> Namespace:
     )
 
 
+def membership_key(namespace_id: str, username: str) -> Item:
+    """The key of a membership's item (other adapters read it along with their own items)."""
+    return _key(f"NS#{namespace_id}", f"MEMBER#{username}")
+
+
 def _membership_item(m: Membership) -> Item:
     return {
-        **_key(f"NS#{m.namespace_id}", f"MEMBER#{m.username}"),
+        **membership_key(m.namespace_id, m.username),
         GPK: _s(f"USER#{m.username}"),
         GSK: _s(f"NS#{m.namespace_id}"),
         "role": _s(m.role),
@@ -93,7 +98,7 @@ def _membership_item(m: Membership) -> Item:
     }
 
 
-def _membership(item: Item) -> Membership:
+def membership_from_item(item: Item) -> Membership:
     return Membership(
         namespace_id=item[PK]["S"].removeprefix("NS#"),
         username=item[SK]["S"].removeprefix("MEMBER#"),
@@ -266,14 +271,14 @@ class DynamoIdentityStore:
 
     async def get_membership(self, namespace_id: str, username: str) -> Membership | None:
         item = await self._get(f"NS#{namespace_id}", f"MEMBER#{username}")
-        return _membership(item) if item else None
+        return membership_from_item(item) if item else None
 
     async def memberships_of(self, username: str) -> list[Membership]:
-        return [_membership(item) for item in await self._query_gsi(f"USER#{username}", "NS#")]
+        return [membership_from_item(item) for item in await self._query_gsi(f"USER#{username}", "NS#")]
 
     async def members_of(self, namespace_id: str) -> list[Membership]:
         found = await items.query_prefix(self._db, self._table, f"NS#{namespace_id}", "MEMBER#", consistent=True)
-        return [_membership(item) for item in found]
+        return [membership_from_item(item) for item in found]
 
     async def put_membership(self, membership: Membership) -> None:
         with unavailable_on_transient("DynamoDB"):

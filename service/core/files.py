@@ -28,17 +28,40 @@ before those items, and each transaction is conditioned on the head: when anothe
 between, the items the check depends on are read again first, so the check is as good as if it had been
 made inside the transaction. Within one request, deletions (and the sources of moves) free their paths for
 the other entries, and of two new entries that clash the earlier one wins.
+
+History. A file's versions form a line: each new version follows the current one at its path (a deletion
+too), a move's target follows its source (keeping the file id), and a file created where a file was moved
+away from starts a line of its own (a new file id; the tombstone ``moved_to`` ends the old line there). The
+current item indexes its line, so reading any version costs a bounded number of requests whatever the
+history: versions are grouped by rev into chunks of ``HISTORY_CHUNK`` (chunk ``n`` holds revs
+``n * HISTORY_CHUNK + 1`` to ``(n + 1) * HISTORY_CHUNK``); the item names the journal entry of each older
+version of the chunks not yet sealed (``History.recent``: rev and seq, a few hundred bytes), and the commit
+that takes a line into a later chunk seals the chunks behind it: one more action in its transaction writes a
+history chunk item with those versions' full records (the current one in hand, the others from their journal
+entries, read before the transaction). So rev ``r`` is the item, then one read: its chunk item, or its
+journal entry. A history page is the item, then one BatchGetItem of the journal entries and chunks it
+spans. Both fetch the caller's membership in that second request (``read_with_membership``). The index
+starts at ``History.base``: for a file committed before the service kept it, at the version it held then;
+older versions are still found by walking ``prev_seq`` through the journal, one read each. A commit seals
+only what fits its transactions (``_take_chunk`` reserves room for the seals it expects; a race may defer
+some to the file's next commit, which the index allows: unsealed versions stay in ``recent``).
+
+Listing. A non-recursive listing reads the folder's live files from the children index (the store keeps
+one per folder; eventually consistent), never its subtree; a namespace with files from before the index
+reads the subtree until ``folders backfill`` indexes it. The listing cursor says which way it was read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -50,12 +73,15 @@ from service.core.models import (
     BlobRecord,
     BodyRef,
     FileVersion,
+    History,
+    HistoryChunk,
+    HistoryRead,
     JournalEntry,
     Principal,
     StoreConflict,
     Verification,
 )
-from service.core.namespaces import NamespaceService
+from service.core.namespaces import MemberLookup, NamespaceService
 from service.paths import folders_above, normalize_path, path_key
 
 #: DynamoDB's limit on one transaction; two are the head and the journal entry.
@@ -74,6 +100,13 @@ _OTHER_HALF = "the other half of the move conflicted"
 _MOVED_BEFORE = "this move was committed before, and this path has changed since"
 MAX_ATTEMPTS = 20
 IDEMPOTENCY_KEY_MAX = 128
+#: Journal entries one read of a commit's sealing takes (each up to ``MAX_JOURNAL_BYTES``).
+_SEAL_READ = 32
+#: Versions a history chunk spans, by rev. Part of the stored layout (chunk numbers derive from it): a
+#: deployment keeps it for good.
+HISTORY_CHUNK = 32
+
+log = logging.getLogger(__name__)
 
 Status = Literal["committed", "conflict"]
 
@@ -160,12 +193,32 @@ class FileStore(Protocol):
         new_blobs: Sequence[BlobRecord],
         journal: JournalEntry,
         folders: Sequence[str] = (),
+        chunks: Sequence[tuple[str, HistoryChunk]] = (),
     ) -> None: ...
 
     async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None: ...
 
+    async def read_history(
+        self,
+        ns: str,
+        key: str,
+        seqs: Sequence[int],
+        chunks: Sequence[int],
+        member: str | None = None,
+        files: Collection[str] | None = None,
+    ) -> HistoryRead:
+        """Journal entries (with the changes of ``files`` only), the history chunks of ``key`` that exist
+        and (``member``) a membership, in one request."""
+        ...
+
     async def list_files(
         self, ns: str, prefix_key: str, start_after: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]: ...
+
+    async def children_indexed(self, ns: str) -> bool: ...
+
+    async def list_children(
+        self, ns: str, folder_key: str, start_after: str | None, limit: int
     ) -> tuple[list[FileVersion], str | None]: ...
 
 
@@ -473,7 +526,7 @@ class FileService:
         results: dict[int, CommitResult] = {}
         seq = 0
         while queue:
-            chunk, ahead = _take_chunk(queue, contents, view.folders, by_index)
+            chunk, ahead = _take_chunk(queue, contents, view, by_index)
             seq = max(seq, await self._commit_chunk(principal, ns, chunk, commit_key, view, contents, results, ahead))
         # A retry writes nothing; it answers the position its versions were committed at.
         seq = max([seq] + [r.version.seq for r in results.values() if r.version is not None])
@@ -492,6 +545,7 @@ class FileService:
     ) -> int:
         """Decide and write one transaction's entries. Commits to one namespace from this worker take turns;
         only other workers' commits can still race us for the head, and those are retried here."""
+        records: dict[tuple[str, int, int], FileVersion | None] = {}  # read to seal history chunks (immutable)
         for attempt in range(MAX_ATTEMPTS):
             try:
                 async with self._namespace_lock(ns):
@@ -505,7 +559,7 @@ class FileService:
                     if not writes:
                         return 0
                     seq, now = head + 1, self._clock()
-                    versions = self._versions(principal, writes, view.files, commit_key, seq, now, contents)
+                    versions, lines = self._versions(principal, writes, view.files, commit_key, seq, now, contents)
                     hashes = {v.content_hash for _, _, v in versions}
                     new_blobs = [
                         BlobRecord(h, c.size, self.block_size, c.body.version_id, c.body.etag)
@@ -520,8 +574,11 @@ class FileService:
                         await self._store.put_folders(ns, folders)
                         view.folders.update(folders)
                         folders = []
+                    room = MAX_ACTIONS - 2 - len(versions) - len(new_blobs) - len(folders)
+                    versions, seals = _with_histories(versions, lines, room)
+                    chunks = await self._seal(ns, seals, records)
                     journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
-                    await self._store.write(ns, head, versions, new_blobs, journal, folders)
+                    await self._store.write(ns, head, versions, new_blobs, journal, folders, chunks)
             except StoreConflict as conflict:
                 for key in conflict.keys:
                     view.read_at[("F", key)] = None  # read again, after the head, on the next attempt
@@ -587,16 +644,19 @@ class FileService:
         seq: int,
         now: float,
         contents: dict[str, _Content],
-    ) -> list[tuple[str, FileVersion | None, FileVersion]]:
+    ) -> tuple[list[tuple[str, FileVersion | None, FileVersion]], list[_Line]]:
+        """Each entry's new version (without its history), and the line it continues."""
         by_index = {p.index: p for p in writes}
         out = []
+        lines = []
         for p in writes:
             entry, cur = p.entry, files.get(p.key)
             held = None if entry.deleted else contents.get(entry.content_hash)
             body = held.body if held is not None else BodyRef()
+            line = _Line(_follows(cur), dead_end=p.partner is not None and entry.deleted)
             version = FileVersion(
                 path=entry.path,
-                file_id=cur.file_id if cur is not None else uuid.uuid4().hex,
+                file_id=line.after.file_id if line.after is not None else uuid.uuid4().hex,
                 rev=(cur.rev if cur is not None else 0) + 1,
                 content_hash="" if entry.deleted else entry.content_hash,
                 size=0 if entry.deleted else entry.size,
@@ -605,7 +665,7 @@ class FileService:
                 committed_by=principal.username,
                 committed_at=now,
                 seq=seq,
-                prev_seq=cur.seq if cur is not None else None,
+                prev_seq=line.after.seq if line.after is not None else None,
                 block_size=self.block_size,
                 commit_key=commit_key,
                 body_version=body.version_id,
@@ -629,8 +689,45 @@ class FileService:
                     body_version=source.body_version,
                     body_etag=source.body_etag,
                 )
+                line = _Line(source)
             out.append((p.key, cur, version))
-        return out
+            lines.append(line)
+        return out, lines
+
+    async def _seal(
+        self, ns: str, seals: list[_Seal], records: dict[tuple[str, int, int], FileVersion | None]
+    ) -> list[tuple[str, HistoryChunk]]:
+        """The history chunks ``seals`` describe, with their versions' records: the version in hand, the
+        others from their journal entries (read a few at a time; what was found is kept in ``records`` by
+        file id, rev and seq, for another attempt of the same transaction)."""
+        wanted = [
+            (seal.held.file_id, rev, seq)
+            for seal in seals
+            for rev, seq in seal.pairs
+            if seq != seal.held.seq and (seal.held.file_id, rev, seq) not in records
+        ]
+        seqs = list(dict.fromkeys(seq for _, _, seq in wanted))
+        files = {file_id for file_id, _, _ in wanted}
+        for start in range(0, len(seqs), _SEAL_READ):  # each entry may be up to MAX_JOURNAL_BYTES
+            found = await self._store.read_history(ns, "", seqs[start : start + _SEAL_READ], (), None, files)
+            for file_id, rev, seq in wanted:
+                if seq in found.entries:
+                    records[(file_id, rev, seq)] = _in_line(found.entries[seq], file_id, rev)
+        chunks = []
+        for seal in seals:
+            versions = []
+            for rev, seq in seal.pairs:
+                record = (
+                    replace(seal.held, history=None)
+                    if seq == seal.held.seq
+                    else records.get((seal.held.file_id, rev, seq))
+                )
+                if record is None:
+                    log.error("history of %s: no record of rev %s in journal entry %s of %s", seal.key, rev, seq, ns)
+                else:
+                    versions.append(record)
+            chunks.append((seal.key, HistoryChunk(seal.number, tuple(versions), seal.previous)))
+        return chunks
 
     # --- reading --------------------------------------------------------------------------------------
 
@@ -639,52 +736,142 @@ class FileService:
         is older still, so whatever a download or a history page shows predates any removal."""
 
         async def read() -> FileVersion:
-            clean = normalize_path(path, "path")
-            found, _ = await self._store.read(ns, [path_key(clean)], [])
-            version = found.get(path_key(clean))
-            if version is None or (version.deleted and not include_deleted) or version.path != clean:
-                raise NotFound(f"No file {clean!r}.")
+            version = await self._head(ns, path)
+            if version.deleted and not include_deleted:
+                raise NotFound(f"No file {version.path!r}.")
             return version
 
         return await self._namespaces.read_as_member(principal, ns, "viewer", read)
 
+    async def _head(self, ns: str, path: str) -> FileVersion:
+        """The current version (a tombstone too) of exactly ``path``."""
+        clean = normalize_path(path, "path")
+        found, _ = await self._store.read(ns, [path_key(clean)], [])
+        version = found.get(path_key(clean))
+        if version is None or version.path != clean:
+            raise NotFound(f"No file {clean!r}.")
+        return version
+
     async def history(
-        self, principal: Principal, ns: str, path: str, limit: int, before_seq: int | None
+        self, principal: Principal, ns: str, path: str, limit: int, before: int | None
     ) -> tuple[list[FileVersion], int | None]:
-        """Versions newest first, ``limit`` at a time; pass the returned cursor as ``before_seq``."""
-        head = await self.current(principal, ns, path, include_deleted=True)
-        versions: list[FileVersion] = []
-        if before_seq is None:
-            versions.append(head)
-            seq = head.prev_seq
-        else:
-            seq = before_seq
-        while seq is not None and len(versions) < limit:
-            entry = await self._store.journal_entry(ns, seq)
-            change = _predecessor(entry, head.file_id, versions[-1] if versions else None) if entry else None
-            if change is None:
-                break
-            versions.append(change)
-            seq = change.prev_seq
-        return versions, seq
+        """Versions newest first, ``limit`` at a time, from rev ``before`` down (None: the current one);
+        the cursor returned is the rev of the next older version (None at the end)."""
+
+        async def read() -> tuple[tuple[list[FileVersion], int | None], MemberLookup | None]:
+            head = await self._head(ns, path)
+            versions = [head] if before is None or before >= head.rev else []
+            below = before + 1 if before is not None and not versions else head.rev
+            older, lookup = await self._older(ns, head, below, limit + 1 - len(versions), principal.username)
+            versions += older
+            cursor = versions[limit].rev if len(versions) > limit else None
+            return (versions[:limit], cursor), lookup
+
+        return await self._namespaces.read_with_membership(principal, ns, "viewer", read)
 
     async def version(self, principal: Principal, ns: str, path: str, rev: int) -> FileVersion:
-        """One version of a file by its rev, walking its history."""
-        cursor: int | None = None
-        while True:
-            page, cursor = await self.history(principal, ns, path, 50, cursor)
-            for v in page:
-                if v.rev == rev:
-                    return v
-            if cursor is None or not page:
+        """One version of a file by its rev: the file's item, then the one record that holds that rev."""
+        _, version = await self._version(principal, ns, path, rev)
+        return version
+
+    async def _version(self, principal: Principal, ns: str, path: str, rev: int) -> tuple[FileVersion, FileVersion]:
+        """The current version of ``path`` and its version ``rev``."""
+
+        async def read() -> tuple[tuple[FileVersion, FileVersion], MemberLookup | None]:
+            head = await self._head(ns, path)
+            if rev == head.rev:
+                return (head, head), None
+            version, lookup = await self._at(ns, head, rev, principal.username) if rev < head.rev else (None, None)
+            if version is None:
                 raise NotFound(f"{path!r} has no rev {rev}.")
+            return (head, version), lookup
+
+        return await self._namespaces.read_with_membership(principal, ns, "viewer", read)
+
+    async def _at(
+        self, ns: str, head: FileVersion, rev: int, member: str | None
+    ) -> tuple[FileVersion | None, MemberLookup | None]:
+        """The version at ``rev`` (below ``head``'s) of ``head``'s line, if any; and ``member``'s membership
+        if it was read along. Indexed: one read, of the journal entry or the history chunk holding it."""
+        index = head.history
+        if index is not None and rev >= index.base:
+            seqs = [seq for r, seq in index.recent if r == rev]
+            sealed = index.sealed is not None and history_chunk(rev) <= index.sealed
+            if not seqs and not sealed:
+                return None, None
+            chunks = [history_chunk(rev)] if sealed else []
+            found = await self._store.read_history(ns, index.key, seqs, chunks, member, {head.file_id})
+            records = [v for seq in seqs if (v := _in_line(found.entries.get(seq), head.file_id, rev)) is not None]
+            records += [v for chunk in found.chunks.values() for v in chunk.versions if v.rev == rev]
+            return (records[0] if records else None), MemberLookup(found.membership)
+        start: FileVersion | None = head
+        lookup = None
+        if index is not None and head.rev != index.base:
+            start, lookup = await self._at(ns, head, index.base, member)
+        walked = await self._walk(ns, start, rev + 1, 1) if start is not None else []
+        return (walked[0] if walked and walked[0].rev == rev else None), lookup
+
+    async def _older(
+        self, ns: str, head: FileVersion, below: int, count: int, member: str
+    ) -> tuple[list[FileVersion], MemberLookup | None]:
+        """Up to ``count`` versions of ``head``'s line with revs below ``below``, newest first; and the
+        caller's membership, read along with the first records (see the module docstring)."""
+        index = head.history
+        if index is None:
+            return await self._walk(ns, head, below, count), None
+        recent = [(rev, seq) for rev, seq in reversed(index.recent) if rev < below][:count]
+        number = None
+        if len(recent) < count and index.sealed is not None and below - 1 >= index.base:
+            number = min(index.sealed, history_chunk(below - 1))
+        out: list[FileVersion] = []
+        chunks: dict[int, HistoryChunk] = {}
+        lookup = None
+        if recent or number is not None:
+            span = _chunk_span(number, count - len(recent), index.base)
+            seqs = [seq for _, seq in recent]
+            found = await self._store.read_history(ns, index.key, seqs, span, member, {head.file_id})
+            lookup = MemberLookup(found.membership)
+            out = [v for rev, seq in recent if (v := _in_line(found.entries.get(seq), head.file_id, rev)) is not None]
+            chunks = found.chunks
+        while number is not None and len(out) < count:
+            if number not in chunks:  # the chunk before was further down than the span read (a rev jump)
+                span = _chunk_span(number, count - len(out), index.base)
+                chunks = {**chunks, **(await self._store.read_history(ns, index.key, [], span)).chunks}
+                if number not in chunks:
+                    log.error("history %s of %s: chunk %s is missing", index.key, ns, number)
+                    return out, lookup
+            chunk = chunks[number]
+            out += [v for v in reversed(chunk.versions) if v.rev < below][: count - len(out)]
+            number = chunk.previous
+        if len(out) < count:  # below the index: versions from before it, walking from its oldest
+            oldest = head if head.rev == index.base else next((v for v in out if v.rev == index.base), None)
+            if oldest is None:
+                oldest, more = await self._at(ns, head, index.base, member if lookup is None else None)
+                lookup = lookup or more
+            if oldest is not None:
+                out += await self._walk(ns, oldest, below, count - len(out))
+        return out, lookup
+
+    async def _walk(self, ns: str, start: FileVersion, below: int, count: int) -> list[FileVersion]:
+        """Up to ``count`` versions before ``start`` in its line with revs below ``below``, newest first,
+        walking ``prev_seq`` through the journal: one read a version (history from before the index)."""
+        out: list[FileVersion] = []
+        last, seq = start, start.prev_seq
+        while seq is not None and len(out) < count:
+            entry = await self._store.journal_entry(ns, seq)
+            change = _predecessor(entry, start.file_id, last) if entry else None
+            if change is None:
+                break
+            if change.rev < below:
+                out.append(change)
+            last, seq = change, change.prev_seq
+        return out
 
     async def restore(self, principal: Principal, ns: str, path: str, rev: int, commit_key: str | None) -> CommitResult:
         """Make an old version current again, as a new version (history keeps everything)."""
-        old = await self.version(principal, ns, path, rev)
+        head, old = await self._version(principal, ns, path, rev)
         if old.deleted:
             raise Conflict(f"rev {rev} of {path!r} is a deletion; restore a version with content.")
-        head = await self.current(principal, ns, path, include_deleted=True)
         entry = CommitEntry(head.path, old.content_hash, old.size, old.mtime, head.rev)
         outcome = await self.commit(principal, ns, [entry], commit_key, bodies={old.content_hash: old.body})
         return outcome.results[0]
@@ -751,9 +938,12 @@ class FileService:
     async def _list_folder(
         self, ns: str, folder: str, recursive: bool, cursor: str | None, limit: int
     ) -> tuple[list[FileVersion], str | None]:
-        prefix = "" if folder == "" else path_key(normalize_path(folder, "folder")) + "/"
+        folder_key = "" if folder == "" else path_key(normalize_path(folder, "folder"))
+        start, indexed = _decode_cursor(cursor)
+        if not recursive and (indexed if indexed is not None else await self._store.children_indexed(ns)):
+            return await self._list_children(ns, folder_key, start, limit)
+        prefix = folder_key + "/" if folder_key else ""
         out: list[FileVersion] = []
-        start = _decode_cursor(cursor)
         while True:
             page, following = await self._store.list_files(ns, prefix, start, limit)
             for version in page:
@@ -762,7 +952,21 @@ class FileService:
                     continue
                 out.append(version)
                 if len(out) == limit:
-                    return out, _encode_cursor(path_key(version.path))
+                    return out, _encode_cursor(path_key(version.path), indexed=False if not recursive else None)
+            if following is None:
+                return out, None
+            start = following
+
+    async def _list_children(
+        self, ns: str, folder_key: str, start: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]:
+        """A page of the folder's live files from the children index: its children, never its subtree."""
+        out: list[FileVersion] = []
+        while True:
+            page, following = await self._store.list_children(ns, folder_key, start, limit - len(out))
+            out += page
+            if len(out) >= limit:
+                return out[:limit], _encode_cursor(path_key(out[limit - 1].path), indexed=True)
             if following is None:
                 return out, None
             start = following
@@ -829,11 +1033,12 @@ def _check_folders(pending: list[_Pending], field: str) -> None:
 
 
 def _take_chunk(
-    queue: deque[list[_Pending]], contents: dict[str, _Content], folders: set[str], by_index: dict[int, _Pending]
+    queue: deque[list[_Pending]], contents: dict[str, _Content], view: _View, by_index: dict[int, _Pending]
 ) -> tuple[list[_Pending], bool]:
     """The next units of ``queue`` that fit one transaction (``MAX_ACTIONS``, the journal budget), counting
-    the blob records and folder markers they will write; and whether the markers must be written ahead
-    (one unit whose path is so deep that its markers alone do not fit)."""
+    the blob records, folder markers and history chunks they will write (as far as ``view`` tells); and
+    whether the markers must be written ahead (one unit whose path is so deep that its markers alone do not
+    fit)."""
     chunk: list[_Pending] = []
     actions, size = 2, 0
     blobs: set[str] = set()
@@ -842,8 +1047,9 @@ def _take_chunk(
         unit = queue[0]
         live = [p for p in unit if not p.entry.deleted]
         unit_blobs = {h for p in live if (c := contents.get(h := p.entry.content_hash)) is not None and c.new} - blobs
-        unit_markers = {a for p in live for a in folders_above(p.key)} - folders - markers
-        cost = len(unit) + len(unit_blobs) + len(unit_markers)
+        unit_markers = {a for p in live for a in folders_above(p.key)} - view.folders - markers
+        seals = sum(_seals_expected(p, view.files, by_index) for p in unit)
+        cost = len(unit) + len(unit_blobs) + len(unit_markers) + seals
         weight = sum(
             400
             + len(p.entry.path.encode())
@@ -858,6 +1064,110 @@ def _take_chunk(
         blobs |= unit_blobs
         markers |= unit_markers
     return chunk, actions > MAX_ACTIONS
+
+
+def history_chunk(rev: int) -> int:
+    """The history chunk holding rev ``rev``."""
+    return (rev - 1) // HISTORY_CHUNK
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """The version a new version follows in its line (None: it starts one), and whether the new version
+    ends its line (a move's source: the target carries the line on)."""
+
+    after: FileVersion | None
+    dead_end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Seal:
+    """A history chunk to write: its versions' ``(rev, seq)``, one of them ``held`` (the version a commit
+    replaces, whose record it has)."""
+
+    key: str
+    number: int
+    previous: int | None
+    pairs: tuple[tuple[int, int], ...]
+    held: FileVersion
+
+
+def _follows(cur: FileVersion | None) -> FileVersion | None:
+    """The version a new version at a path holding ``cur`` follows: ``cur``, unless there is none or it is
+    the tombstone a move left (the file lives on at the move's target: a new file here is another file)."""
+    if cur is None or (cur.deleted and cur.moved_to is not None):
+        return None
+    return cur
+
+
+def _closing(after: FileVersion, rev: int) -> list[int]:
+    """The chunks of ``after``'s line a version at ``rev`` following it closes (oldest first)."""
+    history = after.history
+    revs = [r for r, _ in history.recent] if history is not None else []
+    return sorted({history_chunk(r) for r in [*revs, after.rev] if history_chunk(r) < history_chunk(rev)})
+
+
+def _seals_expected(p: _Pending, files: dict[str, FileVersion], by_index: dict[int, _Pending]) -> int:
+    """How many history chunks writing ``p`` seals, as far as ``files`` tells (a race may change it)."""
+    if p.entry.deleted and p.partner is not None:
+        return 0
+    cur = files.get(p.key)
+    rev = (cur.rev if cur is not None else 0) + 1
+    after = _follows(cur)
+    if p.is_target:
+        assert p.partner is not None
+        after = files.get(by_index[p.partner].key)
+        rev = max(rev, after.rev + 1) if after is not None else rev
+    return len(_closing(after, rev)) if after is not None else 0
+
+
+def _next_history(line: _Line, version: FileVersion, room: int) -> tuple[History, list[_Seal]]:
+    """The history ``version`` carries, and the chunks to seal (at most ``room``, oldest first)."""
+    after = line.after
+    if after is None:
+        return History(version.rev, version.file_id), []
+    # A line indexed from a version committed before the index: its chunks get a key of their own (two
+    # lines there may share a file id, once a file was created where another had been moved away from).
+    old = after.history or History(after.rev, f"{after.file_id}-{after.seq}")
+    recent = (*old.recent, (after.rev, after.seq))
+    sealed = old.sealed
+    seals = []
+    for number in [] if line.dead_end else _closing(after, version.rev)[: max(0, room)]:
+        seals.append(_Seal(old.key, number, sealed, tuple(p for p in recent if history_chunk(p[0]) == number), after))
+        sealed = number
+    if sealed is not None:
+        recent = tuple(p for p in recent if history_chunk(p[0]) > sealed)
+    return History(old.base, old.key, sealed, recent), seals
+
+
+def _with_histories(
+    changes: list[tuple[str, FileVersion | None, FileVersion]], lines: list[_Line], room: int
+) -> tuple[list[tuple[str, FileVersion | None, FileVersion]], list[_Seal]]:
+    """Each new version with its history; the chunks the transaction seals (at most ``room`` actions)."""
+    out = []
+    seals: list[_Seal] = []
+    for (key, cur, version), line in zip(changes, lines, strict=True):
+        history, sealing = _next_history(line, version, room - len(seals))
+        seals += sealing
+        out.append((key, cur, replace(version, history=history)))
+    return out, seals
+
+
+def _chunk_span(number: int | None, count: int, base: int) -> list[int]:
+    """The chunks from ``number`` down that ``count`` versions may span, none below ``base``'s chunk."""
+    if number is None:
+        return []
+    lowest = max(history_chunk(base), number - math.ceil(count / HISTORY_CHUNK))
+    return list(range(number, lowest - 1, -1))
+
+
+def _in_line(entry: JournalEntry | None, file_id: str, rev: int) -> FileVersion | None:
+    """The version at ``rev`` of the line of ``file_id`` in ``entry``: a move's entry holds the file twice,
+    the source's tombstone (which ends a line) and the target's version (which carries it on)."""
+    if entry is None:
+        return None
+    found = [c for c in entry.changes if c.file_id == file_id and c.rev == rev]
+    return next((c for c in found if c.moved_to is None), found[0] if found else None)
 
 
 def _decide_entry(
@@ -1013,17 +1323,25 @@ def _same_change(cur: FileVersion, entry: CommitEntry) -> bool:
     return not cur.deleted and cur.content_hash == entry.content_hash and cur.size == entry.size
 
 
-def _encode_cursor(key: str) -> str:
-    return orjson.dumps(key).decode()
+def _encode_cursor(key: str, indexed: bool | None = None) -> str:
+    """A listing cursor: the last key listed, and (non-recursive listings) whether from the children index."""
+    return orjson.dumps(key if indexed is None else {"after": key, "children_index": indexed}).decode()
 
 
-def _decode_cursor(cursor: str | None) -> str | None:
+def _decode_cursor(cursor: str | None) -> tuple[str | None, bool | None]:
     if cursor is None:
-        return None
+        return None, None
     try:
         value = orjson.loads(cursor)
     except orjson.JSONDecodeError:
         value = None
-    if not isinstance(value, str):
-        raise ValidationFailed("The cursor is malformed.", (FieldError("cursor", "not a cursor from this API"),))
-    return value
+    if isinstance(value, str):
+        return value, None
+    if (
+        isinstance(value, dict)
+        and value.keys() == {"after", "children_index"}
+        and isinstance(value["after"], str)
+        and isinstance(value["children_index"], bool)
+    ):
+        return value["after"], value["children_index"]
+    raise ValidationFailed("The cursor is malformed.", (FieldError("cursor", "not a cursor from this API"),))

@@ -113,10 +113,45 @@ class FileVersion:
     #: exactly it, so an object replaced behind the service's back is never served under this hash.
     body_version: str | None = None
     body_etag: str | None = None
+    #: Where the file's older versions are (on the current-state item only; None on journal records, and
+    #: on items written before the service kept it).
+    history: History | None = None
 
     @property
     def body(self) -> BodyRef:
         return BodyRef(self.body_version, self.body_etag)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Where a file's older versions are, as its current item records it (``service.core.files`` explains
+    the layout): those from rev ``base`` on are in the history chunks numbered up to ``sealed`` (under
+    ``key``), or, if newer, in the journal entries ``recent`` names as ``(rev, seq)``, oldest first."""
+
+    base: int
+    key: str
+    sealed: int | None = None
+    recent: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChunk:
+    """The versions of one file whose revs fall in one chunk's range (oldest first), and the number of the
+    chunk sealed before it (None: the first)."""
+
+    number: int
+    versions: tuple[FileVersion, ...]
+    previous: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """What one read of history records found: journal entries by seq, history chunks by number, and the
+    caller's membership if it was asked for (read after the file item the records were located by)."""
+
+    entries: dict[int, JournalEntry]
+    chunks: dict[int, HistoryChunk]
+    membership: Membership | None = None
 
 
 @dataclass(frozen=True, slots=True)

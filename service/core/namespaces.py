@@ -8,8 +8,11 @@ a namespace the caller is not a member of answers exactly like one that does not
 cached by a worker), so a removed member's next request answers 404 on every worker. A read that answers
 with namespace content uses ``read_as_member``: it reads first and checks the membership *after*, so whatever
 it returns was committed before a moment the caller was still a member (invariant 10), however long the read
-or a long-poll took. Parts of the service that hold something per member (follows, waiting long-polls)
-register a ``RemovalListener``; ``remove_member`` calls each once the membership is gone.
+or a long-poll took. A read whose last request fetches immutable records located by an item it read before
+(a file's old versions) may fetch the membership in that same request (``read_with_membership``): that
+request begins after the item was read, so the order holds and the check costs no request of its own.
+Parts of the service that hold something per member (follows, waiting long-polls) register a
+``RemovalListener``; ``remove_member`` calls each once the membership is gone.
 
 A member who loses access (removed, or demoted from editor to viewer) is reported to ``on_access_lost``
 before the change is stored, so credentials minted from the old membership are cut off (a failure there
@@ -86,6 +89,22 @@ class NamespaceView:
     members: list[Membership]
 
 
+@dataclass(frozen=True, slots=True)
+class MemberLookup:
+    """The caller's membership as a read found it (None: not a member)."""
+
+    membership: Membership | None
+
+
+def admit(namespace_id: str, need: Role, membership: Membership | None) -> Membership:
+    """``membership`` if it allows ``need``: else 404 (not a member) or 403 (role too low)."""
+    if membership is None:
+        raise NotFound(f"No namespace {namespace_id!r}.")
+    if not role_allows(membership.role, need):
+        raise PermissionDenied(f"Your role in this namespace is {membership.role}; this needs {need}.")
+    return membership
+
+
 class NamespaceService:
     def __init__(
         self,
@@ -107,11 +126,7 @@ class NamespaceService:
     async def authorize(self, principal: Principal, namespace_id: str, need: Role) -> Membership:
         """The caller's membership if it allows ``need``: else 404 (not a member) or 403 (role too low)."""
         membership = await self._store.get_membership(check_namespace_id(namespace_id), principal.username)
-        if membership is None:
-            raise NotFound(f"No namespace {namespace_id!r}.")
-        if not role_allows(membership.role, need):
-            raise PermissionDenied(f"Your role in this namespace is {membership.role}; this needs {need}.")
-        return membership
+        return admit(namespace_id, need, membership)
 
     async def read_as_member(
         self, principal: Principal, namespace_id: str, need: Role, read: Callable[[], Awaitable[T]]
@@ -119,15 +134,34 @@ class NamespaceService:
         """``read()``'s answer, checked *after* the read: the caller was a member once everything it holds
         had been committed. A non-member gets the 404 of ``authorize`` whatever the read found or raised
         (a missing file or a bad cursor must not tell a stranger that the namespace exists)."""
+
+        async def unaccompanied() -> tuple[T, MemberLookup | None]:
+            return await read(), None
+
+        return await self.read_with_membership(principal, namespace_id, need, unaccompanied)
+
+    async def read_with_membership(
+        self,
+        principal: Principal,
+        namespace_id: str,
+        need: Role,
+        read: Callable[[], Awaitable[tuple[T, MemberLookup | None]]],
+    ) -> T:
+        """As ``read_as_member``, for a read that may fetch the caller's membership itself, in the same
+        request as its last items, provided everything it returns was committed before that request began
+        (immutable records located by an item read earlier): a ``MemberLookup`` saves the check's own read."""
         check_namespace_id(namespace_id)
         try:
-            result = await read()
+            result, lookup = await read()
         except DependencyUnavailable:
             raise  # says nothing about the namespace, and another call would wait out the same outage
         except FileSyncError:
             await self.authorize(principal, namespace_id, need)
             raise
-        await self.authorize(principal, namespace_id, need)
+        if lookup is None:
+            await self.authorize(principal, namespace_id, need)
+        else:
+            admit(namespace_id, need, lookup.membership)
         return result
 
     async def create_shared(self, principal: Principal, name: str) -> Namespace:
