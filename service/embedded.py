@@ -246,6 +246,67 @@ def _queries_read_their_partition() -> None:
     Table._filesync_partition_query = True  # type: ignore[attr-defined]
 
 
+def _children_queries_read_the_folder() -> None:
+    """Make moto's Query of the children index (gsi1 partitions ``DIR#<ns>#<folder key>``) cost what the
+    folder holds, not the whole table.
+
+    moto answers an index Query by testing every item of the table. A folder's children are file items of
+    its namespace's partition, under the folder's prefix: walking that partition's sorted keys from the
+    page's start and jumping over each subfolder (one bisection), the first page's worth of the folder's
+    files (and the one after, which tells moto there is more) are all moto is handed; it tests, sorts and
+    pages them as before (a tombstone, having no index keys, drops out there). Other index queries are
+    untouched.
+    """
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
+
+    if getattr(Table, "_filesync_children_query", False):
+        return
+    original = Table.query
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        hash_key, limit, exclusive_start_key, scan_index_forward = args[0], args[3], args[4], args[5]
+        index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
+        wanted = getattr(hash_key, "value", None)
+        if index_name != "gsi1" or not isinstance(wanted, str) or not wanted.startswith("DIR#"):
+            return original(self, *args, **kwargs)
+        if args[1] or scan_index_forward is False or self.range_key_type != "S":
+            return original(self, *args, **kwargs)
+        ns, _, folder = wanted.removeprefix("DIR#").partition("#")
+        partition = self.items.get(DynamoType({"S": f"NS#{ns}"}))
+        if not isinstance(partition, _SortedPartition):
+            return original(self, *args, **kwargs)
+        order, keys = partition.order()
+        prefix = f"F#{folder}/" if folder else "F#"
+        above = _after_prefix(prefix)
+        i = bisect.bisect_left(keys, prefix)
+        end = bisect.bisect_left(keys, above, i) if above is not None else len(keys)
+        start = (exclusive_start_key or {}).get(self.range_key_attr, {}).get("S")
+        if isinstance(start, str):
+            i = max(i, bisect.bisect_right(keys, start))
+        chosen: list[Any] = []
+        size = 0
+        while i < end and (limit is None or len(chosen) <= limit) and size <= RESULT_SIZE_LIMIT:
+            rest = keys[i][len(prefix) :]
+            if "/" in rest:  # a subfolder: jump over all of it
+                subtree = _after_prefix(prefix + rest[: rest.index("/") + 1])
+                i = bisect.bisect_left(keys, subtree, i) if subtree is not None else end
+                continue
+            item = partition[order[i]]
+            if getattr(item.attrs.get("gsi1pk"), "value", None) == wanted:
+                chosen.append(item)
+                size += item.size()
+            i += 1
+        self.all_items = lambda: chosen  # moto takes its candidates from here; only during this call
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]
+    Table._filesync_children_query = True  # type: ignore[attr-defined]
+
+
 #: How long a child emulator may take to start (importing moto is most of it).
 STARTUP_SECONDS = 60.0
 
@@ -332,6 +393,7 @@ def serve_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 
     _transactions_with_an_undo_log()
     _queries_read_their_partition()
+    _children_queries_read_the_folder()
     app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True)
