@@ -100,6 +100,8 @@ _OTHER_HALF = "the other half of the move conflicted"
 _MOVED_BEFORE = "this move was committed before, and this path has changed since"
 MAX_ATTEMPTS = 20
 IDEMPOTENCY_KEY_MAX = 128
+#: The most keys one Query of a listing that reads the subtree asks for (DynamoDB stops at 1 MB anyway).
+_SCAN_PAGE_MAX = 1000
 #: Journal entries one read of a commit's sealing takes (each up to ``MAX_JOURNAL_BYTES``).
 _SEAL_READ = 32
 #: Versions a history chunk spans, by rev. Part of the stored layout (chunk numbers derive from it): a
@@ -944,8 +946,12 @@ class FileService:
             return await self._list_children(ns, folder_key, start, limit)
         prefix = folder_key + "/" if folder_key else ""
         out: list[FileVersion] = []
+        size = limit
         while True:
-            page, following = await self._store.list_files(ns, prefix, start, limit)
+            page, following = await self._store.list_files(ns, prefix, start, size)
+            # Tombstones (and, read this way, nested files) are skipped: each page reads twice as many keys
+            # as the last, so requests grow with the log of what is skipped, not with its number.
+            size = min(2 * size, _SCAN_PAGE_MAX)
             for version in page:
                 rest = path_key(version.path)[len(prefix) :]
                 if version.deleted or (not recursive and "/" in rest):

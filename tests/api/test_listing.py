@@ -69,3 +69,18 @@ async def test_the_children_index_follows_deletes_moves_and_new_files(quiet):
     assert await everything(client, headers, ns, "docs/sub") == ["docs/sub/d.txt"]
     await commit(client, headers, ns, [{**new("m.txt"), "parent_rev": 2}])  # back from its tombstone
     assert await everything(client, headers, ns) == ["a.txt", "b.txt", "m.txt", "z.txt"]
+
+
+async def test_tombstones_cost_a_listing_of_children_nothing_and_a_recursive_one_a_few_growing_pages(quiet):
+    client, headers, ns = quiet
+    gone = [f"gone/f{i:03d}.txt" for i in range(300)]
+    live = ["gone/a.txt", "gone/sub/b.txt", "gone/z.txt"]
+    await commit(client, headers, ns, [new(p) for p in [*gone, *live]])
+    await commit(client, headers, ns, [{**new(p), "deleted": True, "parent_rev": 1} for p in gone])
+    response, used = await cost(client, lambda: listing(client, headers, ns, "gone", limit=10))
+    assert [f["path"] for f in (await response.json())["files"]] == ["gone/a.txt", "gone/z.txt"]
+    assert used.get("Query", 0) == 1, used  # tombstones are not in the children index
+    params = {"folder": "gone", "recursive": "true", "limit": "10"}
+    response, used = await cost(client, lambda: client.get(f"/v1/ns/{ns}/files", params=params, headers=headers))
+    assert [f["path"] for f in (await response.json())["files"]] == ["gone/a.txt", "gone/sub/b.txt", "gone/z.txt"]
+    assert used.get("Query", 0) <= 6, used  # pages of 10, 20, 40...: 31 pages of 10 before
