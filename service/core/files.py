@@ -43,8 +43,9 @@ journal entry. A history page is the item, then one BatchGetItem of the journal 
 spans. Both fetch the caller's membership in that second request (``read_with_membership``). The index
 starts at ``History.base``: for a file committed before the service kept it, at the version it held then;
 older versions are still found by walking ``prev_seq`` through the journal, one read each. A commit seals
-only what fits its transactions (``_take_chunk`` reserves room for the seals it expects; a race may defer
-some to the file's next commit, which the index allows: unsealed versions stay in ``recent``).
+only what fits its transactions: ``_take_chunk`` reserves an action for each seal it expects, and chunks past
+``MAX_SEAL_BYTES`` (or a seal a race brought) wait for their file's next commit, which the index allows:
+unsealed versions stay in ``recent``.
 
 Listing. A non-recursive listing reads the folder's live files from the children index (the store keeps
 one per folder; eventually consistent), never its subtree; a namespace with files from before the index
@@ -104,6 +105,9 @@ IDEMPOTENCY_KEY_MAX = 128
 _SCAN_PAGE_MAX = 1000
 #: Journal entries one read of a commit's sealing takes (each up to ``MAX_JOURNAL_BYTES``).
 _SEAL_READ = 32
+#: Bytes of history chunks one transaction may write: DynamoDB takes at most 4 MB a transaction, and its
+#: other items (file items, the journal entry within ``MAX_JOURNAL_BYTES``, records, markers) stay under 1 MB.
+MAX_SEAL_BYTES = 2_000_000
 #: Versions a history chunk spans, by rev. Part of the stored layout (chunk numbers derive from it): a
 #: deployment keeps it for good.
 HISTORY_CHUNK = 32
@@ -577,8 +581,13 @@ class FileService:
                         view.folders.update(folders)
                         folders = []
                     room = MAX_ACTIONS - 2 - len(versions) - len(new_blobs) - len(folders)
-                    versions, seals = _with_histories(versions, lines, room)
+                    unsealed = versions
+                    versions, seals = _with_histories(unsealed, lines, room)
                     chunks = await self._seal(ns, seals, records)
+                    fit = _chunks_that_fit(chunks)
+                    if fit < len(chunks):  # the rest wait for their files' next commits
+                        versions, seals = _with_histories(unsealed, lines, fit)
+                        chunks = chunks[:fit]
                     journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
                     await self._store.write(ns, head, versions, new_blobs, journal, folders, chunks)
             except StoreConflict as conflict:
@@ -1157,6 +1166,22 @@ def _with_histories(
         seals += sealing
         out.append((key, cur, replace(version, history=history)))
     return out, seals
+
+
+def _chunks_that_fit(chunks: list[tuple[str, HistoryChunk]]) -> int:
+    """How many of ``chunks``, from the first, fit the bytes a transaction keeps for history chunks."""
+    total = 0
+    for count, (_, chunk) in enumerate(chunks):
+        total += sum(_record_bytes(v) for v in chunk.versions)
+        if total > MAX_SEAL_BYTES:
+            return count
+    return len(chunks)
+
+
+def _record_bytes(v: FileVersion) -> int:
+    """About what a version's record weighs in a history chunk (numbers and names, then its strings)."""
+    texts = (v.path, v.file_id, v.content_hash, v.committed_by, v.commit_key, v.moved_from, v.moved_to)
+    return 250 + sum(len(t.encode()) for t in (*texts, v.body_version, v.body_etag) if t)
 
 
 def _chunk_span(number: int | None, count: int, base: int) -> list[int]:

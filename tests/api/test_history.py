@@ -146,14 +146,7 @@ async def test_a_batch_whose_files_all_seal_a_chunk_commits_and_keeps_every_vers
     )
     assert {r["file"]["rev"] for r in (await response.json())["results"]} == {CHUNK + 1}
     assert used["TransactWriteItems"] == 3, used
-    async with aws_session.client("dynamodb", endpoint_url=provisioned.aws.endpoint_url) as db:
-        found = await db.query(
-            TableName=provisioned.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
-            ExpressionAttributeValues={":pk": {"S": f"NS#{ns}"}, ":h": {"S": "H#"}},
-            Select="COUNT",
-        )
-    assert found["Count"] == len(paths)
+    assert await history_chunks(provisioned, aws_session, ns) == len(paths)
     for path in (paths[0], paths[-1]):
         history = await all_history(client, headers, ns, path, 2)
         assert [v["rev"] for v in history] == list(range(CHUNK + 1, 0, -1))
@@ -199,3 +192,43 @@ async def test_history_from_before_the_index_is_read_and_indexed_from_the_next_c
     response, used = await cost(client, lambda: read_rev(client, headers, ns, "old.txt", 7))
     assert response.headers["X-Rev"] == "7"
     assert used.get("GetItem") == 3, used  # below the index: one journal entry a version, from rev 10 down
+
+
+async def history_chunks(provisioned, aws_session, ns: str) -> int:
+    async with aws_session.client("dynamodb", endpoint_url=provisioned.aws.endpoint_url) as db:
+        found = await db.query(
+            TableName=provisioned.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
+            ExpressionAttributeValues={":pk": {"S": f"NS#{ns}"}, ":h": {"S": "H#"}},
+            Select="COUNT",
+        )
+    return found["Count"]
+
+
+async def test_chunks_past_a_transactions_bytes_wait_for_their_files_next_commit(
+    quiet, provisioned, aws_session, monkeypatch
+):
+    client, headers, ns = quiet
+    paths = [f"f{i}.txt" for i in range(10)]
+    revs: dict[str, int | None] = dict.fromkeys(paths)
+
+    async def round_of_commits() -> None:
+        nonlocal revs
+        answer = await commit(client, headers, ns, [version(p, revs[p]) for p in paths])
+        revs = {r["path"]: r["file"]["rev"] for r in answer["results"]}
+
+    for _ in range(CHUNK):
+        await round_of_commits()
+    monkeypatch.setattr(core_files, "MAX_SEAL_BYTES", 3_500)  # two chunks of 4 small records a transaction
+    await round_of_commits()  # every file enters chunk 1: 2 seal chunk 0, 8 keep it in their items
+    assert await history_chunks(provisioned, aws_session, ns) == 2
+    for path in paths:
+        assert [v["rev"] for v in await all_history(client, headers, ns, path, 3)] == list(range(CHUNK + 1, 0, -1))
+        response, used = await cost(client, partial(read_rev, client, headers, ns, path, 1))
+        assert response.headers["X-Rev"] == "1"
+        assert sum(used.values()) <= 2, used
+    monkeypatch.setattr(core_files, "MAX_SEAL_BYTES", 2_000_000)
+    await round_of_commits()  # the next commit of each file seals what waited
+    assert await history_chunks(provisioned, aws_session, ns) == len(paths)
+    for path in paths:
+        assert [v["rev"] for v in await all_history(client, headers, ns, path, 4)] == list(range(CHUNK + 2, 0, -1))
