@@ -836,6 +836,7 @@ class FileService:
             number = min(index.sealed, history_chunk(below - 1))
         out: list[FileVersion] = []
         chunks: dict[int, HistoryChunk] = {}
+        asked: set[int] = set()
         lookup = None
         if recent or number is not None:
             span = _chunk_span(number, count - len(recent), index.base)
@@ -843,14 +844,21 @@ class FileService:
             found = await self._store.read_history(ns, index.key, seqs, span, member, {head.file_id})
             lookup = MemberLookup(found.membership)
             out = [v for rev, seq in recent if (v := _in_line(found.entries.get(seq), head.file_id, rev)) is not None]
-            chunks = found.chunks
+            chunks, asked = dict(found.chunks), set(span)
+        restarted = False
         while number is not None and len(out) < count:
-            if number not in chunks:  # the chunk before was further down than the span read (a rev jump)
+            if number not in asked:  # the chunk before is further down than the span read (revs jumped)
                 span = _chunk_span(number, count - len(out), index.base)
-                chunks = {**chunks, **(await self._store.read_history(ns, index.key, [], span)).chunks}
-                if number not in chunks:
-                    log.error("history %s of %s: chunk %s is missing", index.key, ns, number)
-                    return out, lookup
+                chunks.update((await self._store.read_history(ns, index.key, [], span)).chunks)
+                asked.update(span)
+            if number not in chunks:
+                if not restarted and number != index.sealed:
+                    # ``below`` fell where the line has no chunk (a move onto a tombstone jumps revs): go
+                    # down the chain from its newest chunk instead.
+                    number, restarted = index.sealed, True
+                    continue
+                log.error("history %s of %s: chunk %s is missing", index.key, ns, number)
+                return out, lookup
             chunk = chunks[number]
             out += [v for v in reversed(chunk.versions) if v.rev < below][: count - len(out)]
             number = chunk.previous

@@ -232,3 +232,23 @@ async def test_chunks_past_a_transactions_bytes_wait_for_their_files_next_commit
     assert await history_chunks(provisioned, aws_session, ns) == len(paths)
     for path in paths:
         assert [v["rev"] for v in await all_history(client, headers, ns, path, 4)] == list(range(CHUNK + 2, 0, -1))
+
+
+async def test_a_move_onto_a_tombstone_jumps_revs_and_the_history_still_reads(quiet):
+    client, headers, ns = quiet
+    old = await versions_of(client, headers, ns, "t.txt", 20)
+    await commit(client, headers, ns, [{**version("t.txt", old), "deleted": True}])  # rev 21 at t.txt
+    rev = await versions_of(client, headers, ns, "s.txt", 3)
+    moved = await client.post(
+        f"/v1/ns/{ns}/move", json={"from": "s.txt", "to": "t.txt", "parent_rev": rev}, headers=headers
+    )
+    target = (await moved.json())["results"][1]["file"]
+    assert target["rev"] == 22  # above the tombstone's: the file's chunk 0 sealed, chunks 1 to 4 never used
+    await versions_of(client, headers, ns, "t.txt", 3, 22)  # rev 25: chunk 5 (revs 22 to 24) sealed too
+    assert [v["rev"] for v in await all_history(client, headers, ns, "t.txt", 2)] == [25, 24, 23, 22, 3, 2, 1]
+    for before in (21, 10, 4, 3):  # revs the line skipped, and ones it has
+        params = {"versions": "", "before": str(before)}
+        page = await (await client.get(f"/v1/ns/{ns}/files/t.txt", params=params, headers=headers)).json()
+        assert [v["rev"] for v in page["versions"]] == [r for r in (3, 2, 1) if r <= before]
+    assert (await read_rev(client, headers, ns, "t.txt", 10)).status == 404
+    assert (await read_rev(client, headers, ns, "t.txt", 2)).headers["X-Rev"] == "2"
