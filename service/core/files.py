@@ -214,7 +214,7 @@ class FileStore(Protocol):
         files: Collection[str] | None = None,
     ) -> HistoryRead:
         """Journal entries (with the changes of ``files`` only), the history chunks of ``key`` that exist
-        and (``member``) a membership, in one request."""
+        and (``member``) a membership: one BatchGetItem for up to 100 keys."""
         ...
 
     async def list_files(
