@@ -53,6 +53,30 @@ MAIL_ACTIONS = (ses.SendEmail, ses.SendRawEmail)
 LOG_ACTIONS = (logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams)
 
 
+#: What the stack policy keeps CloudFormation from doing to the data, whatever a template update says.
+PROTECTED_UPDATES = ("Update:Replace", "Update:Delete")
+
+
+def stack_policy(protected: tuple[str, ...]) -> dict[str, Any]:
+    """The stack policy (``aws cloudformation set-stack-policy``): every update allowed but replacing or
+    removing the ``protected`` logical ids. A replacement would point the service at a new, empty bucket or
+    table (the old one retained, but no longer used); neither a release, a parameter change nor adopting an
+    existing table or bucket replaces or removes them, so the policy never needs lifting for routine work.
+    Stack policies are not IAM policies (``Update:*`` actions, ``LogicalResourceId/...`` resources): a
+    plain document, not awacs."""
+    return {
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "Update:*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": list(PROTECTED_UPDATES),
+                "Resource": [f"LogicalResourceId/{logical_id}" for logical_id in protected],
+            },
+        ]
+    }
+
+
 def instance_trust_policy() -> Policy:
     """Only EC2 instances (of this stack's instance profile) may be the instance role."""
     return Policy(Version=POLICY_VERSION, Statement=[make_simple_assume_statement("ec2.amazonaws.com")])
