@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import awacs.autoscaling as autoscaling
+import awacs.cloudformation as cloudformation
 import awacs.dynamodb as dynamodb
 import awacs.iam as iam
 import awacs.logs as logs
@@ -92,6 +94,7 @@ def instance_role_policy(
     release_bucket: Any,
     release_key: Any,
     log_group_arn: Any,
+    group_logical_id: str,
 ) -> Policy:
     """What the web and notifier processes (and the instance's boot script) may do, and on what."""
     return Policy(
@@ -148,6 +151,29 @@ def instance_role_policy(
                 Resource=[Sub("arn:${AWS::Partition}:s3:::${Bucket}/${Key}", Bucket=release_bucket, Key=release_key)],
             ),
             Statement(Sid="Logs", Effect=Allow, Action=list(LOG_ACTIONS), Resource=[log_group_arn]),
+            # The drain watcher finds its Auto Scaling group (named by CloudFormation after the stack and the
+            # logical id) and completes the termination hook once the service has stopped.
+            Statement(
+                Sid="FindOwnGroup",
+                Effect=Allow,
+                Action=[cloudformation.DescribeStackResource],
+                Resource=[
+                    Sub(
+                        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*"
+                    )
+                ],
+            ),
+            Statement(
+                Sid="CompleteTerminationHook",
+                Effect=Allow,
+                Action=[autoscaling.CompleteLifecycleAction],
+                Resource=[
+                    Sub(
+                        "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:autoScalingGroup:*:"
+                        "autoScalingGroupName/${AWS::StackName}-" + group_logical_id + "-*"
+                    )
+                ],
+            ),
         ],
     )
 

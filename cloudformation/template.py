@@ -63,8 +63,13 @@ from troposphere.policies import (
 from cloudformation import ids, policies, userdata
 from service import resources
 
-#: The probe both the load balancer and the boot script use: S3 and DynamoDB reachable.
-HEALTH_CHECK_PATH = "/readyz"
+#: Liveness, what the load balancer and the Auto Scaling group check: the process answers (no I/O). A
+#: dependency's blip must not mark every instance unhealthy and have the group replace the whole fleet.
+HEALTH_CHECK_PATH = "/healthz"
+#: Readiness, what the boot script waits for before it signals CloudFormation: S3 and DynamoDB reachable.
+READINESS_PATH = "/readyz"
+#: The termination lifecycle hook the instances' drain watcher completes.
+TERMINATION_HOOK_NAME = "filesync-drain"
 #: Long-polls of the change feed (``GET /v1/ns/<ns>/changes?wait=...``) go to their own target group.
 FEED_PATH_PATTERN = "/v1/ns/*/changes"
 FEED_WAIT_PARAMETER = "wait"
@@ -94,6 +99,8 @@ INTERFACE_ENDPOINTS = {
     "SecretsManager": "secretsmanager",
     "Logs": "logs",
     "CloudFormation": "cloudformation",
+    # The drain watcher completes the termination lifecycle action.
+    "AutoScaling": "autoscaling",
 }
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -111,9 +118,23 @@ class TemplateParams:
     description: str = "filesync: file synchronization service (ALB, Auto Scaling EC2, S3, DynamoDB, STS, SES)"
     #: Where the web process listens (the Procfile's ``$PORT``).
     service_port: int = 8080
-    #: The Procfile's gunicorn ``--graceful-timeout``: how long a stopping instance drains requests. The
-    #: load balancer's deregistration delay matches it.
-    graceful_shutdown_seconds: int = 30
+    #: The upload policy: how long a leaving instance gives requests in flight through the API's target
+    #: group (a streamed upload or download through the service) to finish. The API target group's
+    #: deregistration delay and the service's ``FILESYNC_DRAIN_SECONDS``. Longer transfers go straight to
+    #: S3 (multipart, resumable), never through an instance.
+    api_drain_seconds: int = 300
+    #: The feed target group's deregistration delay: above the longest long-poll (60 s), so a long-poll
+    #: still waiting when the instance leaves is answered, not cut, even if the drain signal is missed.
+    feed_drain_seconds: int = 70
+    #: The drain keeps the port open at least this long after it began: the load balancer may still route
+    #: a request in the seconds after deregistration started.
+    drain_linger_seconds: int = 5
+    #: The Procfile's gunicorn ``--graceful-timeout``: the drain plus the service's shutdown timeout (25 s),
+    #: and a margin. systemd's stop timeout leaves it this long.
+    graceful_shutdown_seconds: int = 330
+    #: How long the termination lifecycle hook holds a leaving instance for its drain watcher (then
+    #: CONTINUE): the stop timeout, and time to ship the last logs.
+    termination_hook_seconds: int = 600
     #: The load balancer's idle timeout: above the feed's longest long-poll (60 s) so a waiting request is
     #: not cut, below gunicorn's ``--keep-alive`` (75 s) so the server never closes a connection the load
     #: balancer is about to reuse (which would be a 502).
@@ -692,6 +713,7 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
                 release_bucket=Ref(p[ids.RELEASE_BUCKET]),
                 release_key=Ref(p[ids.RELEASE_KEY]),
                 log_group_arn=GetAtt(log_group, "Arn"),
+                group_logical_id=ids.AUTO_SCALING_GROUP,
             ),
         )
     )
@@ -711,7 +733,7 @@ class _Front:
     feed: elb.TargetGroup
 
 
-def _target_group(logical_id: str, vpc: ec2.VPC, params: TemplateParams) -> elb.TargetGroup:
+def _target_group(logical_id: str, vpc: ec2.VPC, params: TemplateParams, drain_seconds: int) -> elb.TargetGroup:
     return elb.TargetGroup(
         logical_id,
         VpcId=Ref(vpc),
@@ -726,11 +748,10 @@ def _target_group(logical_id: str, vpc: ec2.VPC, params: TemplateParams) -> elb.
         UnhealthyThresholdCount=3,
         Matcher=elb.Matcher(HttpCode="200"),
         TargetGroupAttributes=[
-            # A leaving instance gets no new requests and this long to finish the ones it has: the same
-            # time gunicorn gives them after SIGTERM.
-            elb.TargetGroupAttribute(
-                Key="deregistration_delay.timeout_seconds", Value=str(params.graceful_shutdown_seconds)
-            ),
+            # A leaving instance gets no new requests and this long to finish the ones it has (the service
+            # drains meanwhile: long-polls answered at once, connections closed after their response; the
+            # deregistration ends early once none is open).
+            elb.TargetGroupAttribute(Key="deregistration_delay.timeout_seconds", Value=str(drain_seconds)),
         ],
     )
 
@@ -765,8 +786,8 @@ def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _N
             Tags=_name("alb"),
         )
     )
-    api = t.add_resource(_target_group(ids.TARGET_GROUP, net.vpc, params))
-    feed = t.add_resource(_target_group(ids.FEED_TARGET_GROUP, net.vpc, params))
+    api = t.add_resource(_target_group(ids.TARGET_GROUP, net.vpc, params, params.api_drain_seconds))
+    feed = t.add_resource(_target_group(ids.FEED_TARGET_GROUP, net.vpc, params, params.feed_drain_seconds))
     https = t.add_resource(
         elb.Listener(
             ids.HTTPS_LISTENER,
@@ -862,10 +883,14 @@ def _compute(
     script = userdata.bootstrap_script(
         signal_resource=ids.AUTO_SCALING_GROUP,
         port=params.service_port,
+        readiness_path=READINESS_PATH,
         processes=params.processes,
         # systemd's stop timeout leaves gunicorn its graceful timeout, then kills.
         stop_timeout_seconds=params.graceful_shutdown_seconds + 10,
-        environment=userdata.service_environment(params.service_port),
+        termination_hook=TERMINATION_HOOK_NAME,
+        environment=userdata.service_environment(
+            params.service_port, drain_seconds=params.api_drain_seconds, linger_seconds=params.drain_linger_seconds
+        ),
     )
     variables = {
         "Bucket": Ref(data.bucket),
@@ -916,7 +941,7 @@ def _compute(
             MinSize=Ref(p[ids.MIN_SIZE]),
             MaxSize=Ref(p[ids.MAX_SIZE]),
             TargetGroupARNs=[Ref(front.api), Ref(front.feed)],
-            # The load balancer's view (``/readyz``) decides an instance's health, not just EC2's.
+            # The load balancer's liveness check (``/healthz``) decides an instance's health, not just EC2's.
             HealthCheckType="ELB",
             HealthCheckGracePeriod=300,
             DefaultInstanceWarmup=120,
@@ -925,6 +950,16 @@ def _compute(
             InstanceMaintenancePolicy=asg.InstanceMaintenancePolicy(MinHealthyPercentage=100, MaxHealthyPercentage=200),
             MetricsCollection=[asg.MetricsCollection(Granularity="1Minute")],
             Tags=[asg.Tag("Name", Sub("${AWS::StackName}-app"), True)],
+            # A leaving instance waits (Terminating:Wait) until its drain watcher has stopped the service
+            # gracefully and completes this hook, or the timeout passes (then the termination goes on).
+            LifecycleHookSpecificationList=[
+                asg.LifecycleHookSpecification(
+                    LifecycleHookName=TERMINATION_HOOK_NAME,
+                    LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING",
+                    HeartbeatTimeout=params.termination_hook_seconds,
+                    DefaultResult="CONTINUE",
+                )
+            ],
             # The first instances must report ready, or the stack fails.
             CreationPolicy=CreationPolicy(ResourceSignal=ResourceSignal(Count=Ref(p[ids.MIN_SIZE]), Timeout="PT15M")),
             # A new release or AMI changes the launch template: instances are replaced one at a time, each
@@ -1057,7 +1092,7 @@ def _operations(t: Template, p: dict[str, Parameter], front: _Front, data: _Data
     t.add_resource(
         cw.Alarm(
             ids.ALARM_UNHEALTHY,
-            AlarmDescription="An instance fails its /readyz health check",
+            AlarmDescription="An instance fails its /healthz health check",
             Namespace=elb_namespace,
             MetricName="UnHealthyHostCount",
             Dimensions=[cw.MetricDimension(Name=key, Value=value) for key, value in api.items()],

@@ -14,7 +14,11 @@ What an instance runs:
   secret fetched from Secrets Manager at boot into ``/run/filesync/secrets.env`` (tmpfs, root only; systemd
   reads it), never into the template, the user data or the instance's disk;
 - the CloudWatch agent shipping each process's log file to the stack's log group;
-- ``cfn-signal`` once ``/readyz`` answers, so a release that cannot become ready rolls the stack back.
+- ``cfn-signal`` once ``/readyz`` answers, so a release that cannot become ready rolls the stack back;
+- a drain watcher (``filesync-drain``): when Auto Scaling starts terminating the instance (the target
+  lifecycle state in the instance metadata turns ``Terminated``, as deregistration from the load balancer
+  begins), it stops the services gracefully (SIGTERM: the web process drains, the notifier hands its leases
+  back) and then completes the termination lifecycle hook.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ MISSING_PROCESS_STATUS = 78
 BAD_SETTINGS_STATUS = 2
 
 
-def service_environment(port: int) -> dict[str, str]:
+def service_environment(port: int, *, drain_seconds: int, linger_seconds: int) -> dict[str, str]:
     """The variables ``service.settings.Settings.from_env`` reads on an instance (values are ``Fn::Sub``)."""
     return {
         "FILESYNC_BACKEND": "aws",
@@ -60,6 +64,10 @@ def service_environment(port: int) -> dict[str, str]:
         "FILESYNC_PUBLIC_URL": "https://${DomainName}",
         # Behind the load balancer: the client's address is the last X-Forwarded-For hop it appends.
         "FILESYNC_TRUST_FORWARDED_FOR": "true",
+        # The drain after SIGTERM: as long as the API target group's deregistration delay, and lingering
+        # for requests the load balancer routes in the seconds after deregistration began.
+        "FILESYNC_DRAIN_SECONDS": str(drain_seconds),
+        "FILESYNC_DRAIN_LINGER_SECONDS": str(linger_seconds),
         "PORT": str(port),
     }
 
@@ -68,11 +76,14 @@ def bootstrap_script(
     *,
     signal_resource: str,
     port: int,
+    readiness_path: str,
     processes: Sequence[str],
     stop_timeout_seconds: int,
+    termination_hook: str,
     environment: Mapping[str, str],
 ) -> str:
-    """The user data script. ``signal_resource`` is the logical id of the Auto Scaling group to signal."""
+    """The user data script. ``signal_resource`` is the logical id of the Auto Scaling group to signal (and
+    whose termination hook ``termination_hook`` the drain watcher completes)."""
     env_lines = "\n".join(f"{name}={value}" for name, value in environment.items())
     units = " ".join(f"filesync@{name}.service" for name in processes)
     log_files = ",\n".join(
@@ -131,7 +142,39 @@ if [ -z "$command" ]; then
 fi
 exec /bin/bash -c "$command"
 SCRIPT
-chmod 0755 /opt/filesync/bin/fetch-secrets /opt/filesync/bin/procfile-run
+chmod 0755 /opt/filesync/bin/fetch-secrets /opt/filesync/bin/procfile-run /opt/filesync/bin/drain-on-termination
+
+cat > /opt/filesync/bin/drain-on-termination <<'SCRIPT'
+#!/bin/bash
+# When Auto Scaling starts terminating this instance (scale-in, a rolling update, an instance refresh, a
+# failed health check), stop the services gracefully, then let the termination go on.
+set -uo pipefail
+imds() {{
+  local token
+  token=$(curl -fsS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60') &&
+    curl -fsS -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+}}
+until [ "$(imds autoscaling/target-lifecycle-state)" = Terminated ]; do sleep 5; done
+echo "termination began: draining {units}"
+# SIGTERM: the web process answers its long-polls, finishes its requests and exits; the notifier hands its
+# leases back. systemd waits for both (at most TimeoutStopSec).
+systemctl stop {units}
+echo "stopped; shipping the last logs"
+/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a stop || true
+instance=$(imds instance-id)
+group=$(aws cloudformation describe-stack-resource --region '${{AWS::Region}}' --stack-name '${{AWS::StackName}}' \
+  --logical-resource-id '{signal_resource}' --query StackResourceDetail.PhysicalResourceId --output text)
+# The hook's wait begins once the load balancer has let the instance go: until then completing it fails.
+for attempt in $(seq 1 120); do
+  if aws autoscaling complete-lifecycle-action --region '${{AWS::Region}}' --auto-scaling-group-name "$group" \
+      --lifecycle-hook-name '{termination_hook}' --instance-id "$instance" --lifecycle-action-result CONTINUE; then
+    exit 0
+  fi
+  sleep 5
+done
+echo "could not complete the lifecycle action; its timeout lets the termination go on" >&2
+exit 1
+SCRIPT
 
 cat > /etc/systemd/system/filesync-secrets.service <<'UNIT'
 [Unit]
@@ -183,6 +226,22 @@ ProtectHome=yes
 WantedBy=multi-user.target
 UNIT
 
+cat > /etc/systemd/system/filesync-drain.service <<'UNIT'
+[Unit]
+Description=filesync: drain when Auto Scaling terminates this instance
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=exec
+ExecStart=/opt/filesync/bin/drain-on-termination
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
 cat > /etc/logrotate.d/filesync <<'ROTATE'
 {LOG_DIR}/*.log {{
     daily
@@ -212,11 +271,11 @@ AGENT
   -c file:/opt/aws/amazon-cloudwatch-agent/etc/filesync.json
 
 systemctl daemon-reload
-systemctl enable --now filesync-secrets.service {units}
+systemctl enable --now filesync-secrets.service {units} filesync-drain.service
 
-# Ready when the service says so: the same check the load balancer makes.
+# Ready when the service says so (its dependencies answer): then the instance may take traffic.
 for attempt in $(seq 1 60); do
-  if curl -fsS -o /dev/null http://127.0.0.1:{port}/readyz; then
+  if curl -fsS -o /dev/null http://127.0.0.1:{port}{readiness_path}; then
     report 0
     exit 0
   fi

@@ -16,10 +16,10 @@ from contextlib import asynccontextmanager
 import aioboto3
 from aiohttp import web
 
-from service.api.middlewares import MIDDLEWARES, stamp_request_id
+from service.api.middlewares import MIDDLEWARES, close_when_draining, stamp_request_id
 from service.api.openapi import build_openapi
 from service.api.routes import OPERATIONS, add_routes
-from service.api.server import ServiceRunner
+from service.api.server import Drain, ServiceRunner
 from service.aws.clients import AwsClients, make_session, open_clients
 from service.aws.health import readiness_probes
 from service.core import revocations
@@ -29,6 +29,7 @@ from service.keys import (
     ACCOUNTS,
     BODY_BUDGET,
     CREDENTIALS,
+    DRAIN,
     FILES,
     FOLLOWS,
     METRICS,
@@ -68,6 +69,10 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
         handler_args={"auto_decompress": False, "keepalive_timeout": settings.limits.keepalive_seconds},
     )
     app.on_response_prepare.append(stamp_request_id)
+    app.on_response_prepare.append(close_when_draining)
+    app[DRAIN] = Drain()
+    # Runners without a drain phase (the tests' servers) still end long-polls when shutdown begins.
+    app.on_shutdown.append(_begin_drain)
     app[SETTINGS] = settings
     app[BODY_BUDGET] = ByteBudget(settings.limits.body_budget, on_drained=HeapTrimmer())
     app[_SESSION] = session or make_session(settings.aws)
@@ -80,6 +85,10 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
         app.cleanup_ctx.append(_notifier)
     add_routes(app)
     return app
+
+
+async def _begin_drain(app: web.Application) -> None:
+    app[DRAIN].begin()
 
 
 @asynccontextmanager
@@ -113,10 +122,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[SYNC] = services.sync
     app[FOLLOWS] = services.follows
 
-    async def release_long_polls(_: web.Application) -> None:
-        services.watcher.release_all()
-
-    app.on_shutdown.append(release_long_polls)
+    app[DRAIN].on_begin(services.watcher.release_all)
     sweeper = asyncio.create_task(
         _sweep_uploads(services, settings.files.upload_sweep_seconds, settings.files.abandoned_upload_seconds),
         name="upload-sweeper",
@@ -163,12 +169,15 @@ async def _sweep_uploads(services: Services, interval: float, max_age: float) ->
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The runner both entry points use: structured access log, graceful shutdown timeout, a deadline on
-    request heads."""
+    """The runner both entry points use: structured access log, a drain then a graceful shutdown timeout,
+    a deadline on request heads."""
     settings = app[SETTINGS]
     return ServiceRunner(
         app,
         head_seconds=settings.limits.header_seconds,
+        drain=app[DRAIN],
+        drain_seconds=settings.drain_seconds,
+        drain_linger_seconds=settings.drain_linger_seconds,
         access_log_class=AccessLogger,
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )

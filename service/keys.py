@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.api.server import Drain
 from service.core.accounts import AccountService
 from service.core.budget import ByteBudget
 from service.core.credentials import CredentialService
@@ -25,6 +26,8 @@ METRICS = web.AppKey("metrics", Metrics)
 #: Bytes of request bodies this worker holds at once (``Limits.body_budget``).
 BODY_BUDGET = web.AppKey("body_budget", ByteBudget)
 READINESS = web.AppKey("readiness", ReadinessService)
+#: Begun when the worker starts shutting down (``service.api.server.ServiceRunner``).
+DRAIN = web.AppKey("drain", Drain)
 #: The OpenAPI document, built once from the route table at start-up.
 OPENAPI = web.AppKey("openapi", dict)
 ACCOUNTS = web.AppKey("accounts", AccountService)

@@ -206,8 +206,16 @@ class Settings:
     #: How long a readiness result is reused, so load balancer checks cost few AWS calls.
     readiness_cache_seconds: float = 2.0
     readiness_timeout_seconds: float = 2.0
-    #: How long shutdown waits for in-flight requests (keep below gunicorn's --graceful-timeout).
+    #: How long shutdown waits for in-flight requests once the worker stopped listening.
     shutdown_timeout_seconds: float = 25.0
+    #: Before that, the drain: from SIGTERM the worker answers its long-polls at once, closes every
+    #: connection after its response, and keeps listening while requests are in flight (a load balancer
+    #: deregistering it sends no new ones), at most this long. Drain plus shutdown stay below gunicorn's
+    #: ``--graceful-timeout``; the API target group's deregistration delay is the same 300 s.
+    drain_seconds: float = 300.0
+    #: The drain lasts at least this long, for requests a load balancer still routes here in the seconds
+    #: after deregistration began (0: it ends as soon as no connection is open).
+    drain_linger_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -344,6 +352,8 @@ class Settings:
             readiness_cache_seconds=_float(env, "FILESYNC_READINESS_CACHE_SECONDS", 2.0),
             readiness_timeout_seconds=_float(env, "FILESYNC_READINESS_TIMEOUT_SECONDS", 2.0),
             shutdown_timeout_seconds=_float(env, "FILESYNC_SHUTDOWN_TIMEOUT_SECONDS", 25.0),
+            drain_seconds=_float(env, "FILESYNC_DRAIN_SECONDS", defaults.drain_seconds),
+            drain_linger_seconds=_float(env, "FILESYNC_DRAIN_LINGER_SECONDS", defaults.drain_linger_seconds),
         )
 
     def for_emulator(self, endpoint_url: str) -> Settings:

@@ -9,11 +9,12 @@ from aiohttp import web
 
 from service.api import problems
 from service.api.responses import json_response
-from service.core.errors import DependencyUnavailable
-from service.keys import METRICS, READINESS
+from service.core.errors import DependencyUnavailable, Overloaded
+from service.keys import DRAIN, METRICS, READINESS
 from service.wire import Health, Readiness
 
 _UNAVAILABLE = problems.from_domain_type(DependencyUnavailable)
+_DRAINING = problems.from_domain_type(Overloaded)
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -22,7 +23,13 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    """Readiness: S3 and DynamoDB answered within the timeout (result cached briefly)."""
+    """Readiness: S3 and DynamoDB answered within the timeout (result cached briefly), and the worker is
+    not draining. The boot script waits for it; the load balancer checks liveness (``/healthz``) instead,
+    so a dependency's blip never takes the whole fleet out of service."""
+    if request.app[DRAIN].begun:
+        return problems.problem_response(
+            request, _DRAINING, "This worker is shutting down (draining): it takes no new work.", retry_after=1
+        )
     report = await request.app[READINESS].check()
     if report.ready:
         return json_response(Readiness(status="ready", checks=dict(report.checks)))

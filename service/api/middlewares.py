@@ -15,13 +15,13 @@ import re
 import time
 import uuid
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from service.api import problems
 from service.api.bodies import body_budget_middleware
 from service.core.errors import FileSyncError
-from service.keys import METRICS
+from service.keys import DRAIN, METRICS
 from service.logs import REQUEST_ID, REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,15 @@ async def stamp_request_id(request: web.Request, response: web.StreamResponse) -
     request_id = request.get(REQUEST_ID_KEY)
     if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
+
+
+async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: while the worker drains, a response ends its connection, so the client's
+    next request opens a new one (which the load balancer sends to another instance)."""
+    if request.app[DRAIN].begun:
+        # aiohttp has chosen the connection header by the time this hook runs: set both.
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"
 
 
 @web.middleware

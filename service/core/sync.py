@@ -150,9 +150,13 @@ class HeadWatcher:
         #: Per namespace: (head seen, who waits, the future that wakes them).
         self._waiters: dict[str, list[tuple[int, str, asyncio.Future[int]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._released = False
 
     async def wait(self, ns: str, seen: int, seconds: float, username: str = "") -> int | None:
-        """The new head once it exceeds ``seen``; None when ``seconds`` pass first, or 0 when released."""
+        """The new head once it exceeds ``seen``; None when ``seconds`` pass first, or 0 when released
+        (and at once, after ``release_all``)."""
+        if self._released:
+            return 0
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(ns, []).append((seen, username, future))
         if self._task is None or self._task.done():
@@ -182,8 +186,10 @@ class HeadWatcher:
                         future.set_result(head)
 
     def release_all(self) -> None:
-        """Answer every waiting long-poll now (with nothing new): used when the worker shuts down, so
-        clients reconnect elsewhere instead of holding the shutdown for their whole wait."""
+        """Answer every waiting long-poll now, and every later one at once (with nothing new, their cursor
+        unchanged): the worker is draining, so clients poll again elsewhere instead of holding the drain
+        for their whole wait."""
+        self._released = True
         for waiting in self._waiters.values():
             for _, _, future in waiting:
                 if not future.done():

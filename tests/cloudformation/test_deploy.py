@@ -27,6 +27,7 @@ import pytest
 
 from cloudformation import ids
 from cloudformation.__main__ import render
+from cloudformation.template import HEALTH_CHECK_PATH, INTERFACE_ENDPOINTS
 from service import resources
 from service.settings import EMULATOR_ACCESS_KEY, EMULATOR_REGION
 
@@ -172,7 +173,7 @@ def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
     assert listeners[443]["Certificates"][0]["CertificateArn"] == certificate
     assert listeners[80]["DefaultActions"][0]["Type"] == "redirect"
     groups = elbv2.describe_target_groups(LoadBalancerArn=balancer["LoadBalancerArn"])["TargetGroups"]
-    assert {group["HealthCheckPath"] for group in groups} == {"/readyz"}
+    assert {group["HealthCheckPath"] for group in groups} == {HEALTH_CHECK_PATH}
     assert len(groups) == 2
     records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
     aliases = {r["Type"]: r["AliasTarget"]["DNSName"] for r in records if r["Name"].rstrip(".") == domain}
@@ -193,7 +194,7 @@ def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
     endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [physical[ids.VPC]]}])["VpcEndpoints"]
     kinds = sorted((e["VpcEndpointType"], e["ServiceName"].rsplit(".", 1)[-1]) for e in endpoints)
     gateways = [("Gateway", "dynamodb"), ("Gateway", "s3")]
-    interfaces = [("Interface", name) for name in ("cloudformation", "logs", "secretsmanager", "sts")]
+    interfaces = [("Interface", name) for name in INTERFACE_ENDPOINTS.values()]
     assert kinds == sorted(gateways + (interfaces if enable_nat == "false" else []))
     nats = ec2.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [physical[ids.VPC]]}])["NatGateways"]
     assert len(nats) == (2 if enable_nat == "true" else 0)

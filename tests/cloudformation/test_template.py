@@ -17,7 +17,13 @@ import pytest
 
 from cloudformation import ids, userdata
 from cloudformation.__main__ import STACK_POLICY_NAME, TEMPLATE_NAME, main, render, render_stack_policy
-from cloudformation.template import FEED_PATH_PATTERN, HEALTH_CHECK_PATH, TemplateParams, build_template
+from cloudformation.template import (
+    FEED_PATH_PATTERN,
+    HEALTH_CHECK_PATH,
+    READINESS_PATH,
+    TemplateParams,
+    build_template,
+)
 from service.core.sync import MAX_WAIT_SECONDS
 from service.settings import Limits, Settings
 
@@ -109,16 +115,57 @@ def _option(command: list[str], name: str) -> int:
     return int(command[command.index(name) + 1])
 
 
-def test_deregistration_delay_is_gunicorns_graceful_timeout(template):
+def _deregistration_delay(template, logical_id: str) -> int:
+    attributes = template["Resources"][logical_id]["Properties"]["TargetGroupAttributes"]
+    return int(next(a["Value"] for a in attributes if a["Key"] == "deregistration_delay.timeout_seconds"))
+
+
+def test_drains_outlast_a_long_poll_and_the_upload_policy(template):
+    """The feed's target group drains longer than a long-poll waits; the API's for the upload policy, which
+    is the service's own drain; gunicorn and systemd leave the drain and the shutdown their time; the
+    termination hook holds the instance until all of it is done."""
+    params = TemplateParams()
+    assert _deregistration_delay(template, ids.FEED_TARGET_GROUP) >= MAX_WAIT_SECONDS + 5
+    assert _deregistration_delay(template, ids.TARGET_GROUP) == params.api_drain_seconds
+    environ = _instance_environment(template)
+    settings = Settings.from_env(environ)
+    assert settings.drain_seconds == params.api_drain_seconds
+    assert settings.drain_linger_seconds > 0
     graceful = _option(_procfile()["web"], "--graceful-timeout")
-    assert graceful == TemplateParams().graceful_shutdown_seconds
-    for logical_id in (ids.TARGET_GROUP, ids.FEED_TARGET_GROUP):
-        attributes = template["Resources"][logical_id]["Properties"]["TargetGroupAttributes"]
-        assert {"Key": "deregistration_delay.timeout_seconds", "Value": str(graceful)} in attributes
-    units = _user_data(template)
-    stop = re.search(r"TimeoutStopSec=(\d+)", units)
+    assert graceful == params.graceful_shutdown_seconds
+    assert settings.drain_seconds + settings.shutdown_timeout_seconds < graceful
+    stop = re.search(r"TimeoutStopSec=(\d+)", _user_data(template))
     assert stop is not None
     assert int(stop.group(1)) > graceful
+    (hook,) = template["Resources"][ids.AUTO_SCALING_GROUP]["Properties"]["LifecycleHookSpecificationList"]
+    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert hook["DefaultResult"] == "CONTINUE"
+    assert hook["HeartbeatTimeout"] > int(stop.group(1)) + 60
+
+
+def test_the_drain_watcher_stops_the_services_then_completes_the_termination_hook(template):
+    (hook,) = template["Resources"][ids.AUTO_SCALING_GROUP]["Properties"]["LifecycleHookSpecificationList"]
+    script = _substituted(template)
+    watcher = re.search(r"cat > /opt/filesync/bin/drain-on-termination <<'SCRIPT'\n(.*?)\nSCRIPT\n", script, re.S)
+    assert watcher is not None
+    body = watcher.group(1)
+    lifecycle = body.index("autoscaling/target-lifecycle-state")
+    stop = body.index("systemctl stop filesync@web.service filesync@notifier.service")
+    complete = body.index("complete-lifecycle-action")
+    assert lifecycle < stop < complete
+    assert f"--lifecycle-hook-name '{hook['LifecycleHookName']}'" in body
+    assert f"--logical-resource-id '{ids.AUTO_SCALING_GROUP}'" in body
+    assert "systemctl enable --now filesync-secrets.service" in script
+    assert "filesync-drain.service" in script.split("systemctl enable --now", 1)[1].splitlines()[0]
+    # Its two calls are allowed, on this stack and its own group only.
+    statements = {
+        s["Sid"]: s
+        for s in template["Resources"][ids.INSTANCE_ROLE_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    }
+    assert statements["CompleteTerminationHook"]["Action"] == ["autoscaling:CompleteLifecycleAction"]
+    (group_arn,) = statements["CompleteTerminationHook"]["Resource"]
+    assert group_arn["Fn::Sub"].endswith(f"autoScalingGroupName/${{AWS::StackName}}-{ids.AUTO_SCALING_GROUP}-*")
+    assert statements["FindOwnGroup"]["Action"] == ["cloudformation:DescribeStackResource"]
 
 
 def test_idle_timeout_outlasts_a_long_poll_and_not_gunicorns_keep_alive(template):
@@ -133,11 +180,27 @@ def test_idle_timeout_outlasts_a_long_poll_and_not_gunicorns_keep_alive(template
 def test_health_checks_and_the_feed_rule_match_the_service_routes(template):
     routes = (ROOT / "service" / "api" / "routes.py").read_text(encoding="utf-8")
     assert f'"{HEALTH_CHECK_PATH}"' in routes
+    assert f'"{READINESS_PATH}"' in routes
     feed_route = "/v1/ns/{ns}/changes"
     assert f'"{feed_route}"' in routes
     assert fnmatch(feed_route.replace("{ns}", "q3kabc"), FEED_PATH_PATTERN)
     for logical_id in (ids.TARGET_GROUP, ids.FEED_TARGET_GROUP):
         assert template["Resources"][logical_id]["Properties"]["HealthCheckPath"] == HEALTH_CHECK_PATH
+
+
+def test_the_fleet_is_judged_by_liveness_and_the_boot_signal_by_readiness(template):
+    """A regional blip of S3 or DynamoDB fails readiness on every instance at once; were the load balancer
+    and the group to check it, the group would replace the whole fleet with instances that cannot pass
+    either. They check liveness; readiness gates the boot signal."""
+    assert (HEALTH_CHECK_PATH, READINESS_PATH) == ("/healthz", "/readyz")
+    group = template["Resources"][ids.AUTO_SCALING_GROUP]["Properties"]
+    assert group["HealthCheckType"] == "ELB"
+    assert {ids.TARGET_GROUP, ids.FEED_TARGET_GROUP} == {ref["Ref"] for ref in group["TargetGroupARNs"]}
+    script = _user_data(template)
+    signal = script.index("report 0")
+    probe = script.rindex("curl -fsS", 0, signal)
+    assert f"{READINESS_PATH}; then" in script[probe:signal]
+    assert HEALTH_CHECK_PATH not in script
 
 
 def test_every_procfile_process_runs_on_the_instances(template):
@@ -182,7 +245,7 @@ def test_user_data_variables_are_the_stacks_resources(template):
     assert used == {*userdata.SUB_VARIABLES, "AWS::Region", "AWS::StackName"}
 
 
-def test_the_instance_environment_configures_the_service_for_aws(template):
+def _instance_environment(template) -> dict[str, str]:
     script = _substituted(template)
     block = re.search(r"cat > /etc/filesync/env <<'ENV'\n(.*?)\nENV\n", script, re.S)
     assert block is not None
@@ -190,7 +253,12 @@ def test_the_instance_environment_configures_the_service_for_aws(template):
     # Added at boot: the worker count from the CPU count, the secret from Secrets Manager.
     environ["WEB_CONCURRENCY"] = "2"
     environ[userdata.TOKEN_SECRET_VARIABLE] = "s" * 64
-    settings = Settings.from_env(environ)
+    return environ
+
+
+def test_the_instance_environment_configures_the_service_for_aws(template):
+    script = _substituted(template)
+    settings = Settings.from_env(_instance_environment(template))
     assert settings.backend == "aws"
     assert settings.aws.region == "<AWS::Region>"
     assert settings.bucket == "<Bucket>"
