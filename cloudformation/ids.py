@@ -27,10 +27,14 @@ VPC_CIDR = "VpcCidr"
 LOG_RETENTION_DAYS = "LogRetentionDays"
 ALARM_5XX_PERCENT = "Alarm5xxPercent"
 ALARM_P99_SECONDS = "AlarmP99Seconds"
+EXISTING_TABLE_NAME = "ExistingTableName"
+EXISTING_BUCKET_NAME = "ExistingBucketName"
 
 # --- Conditions -------------------------------------------------------------------------------------
 NAT_ENABLED = "NatEnabled"
 NAT_DISABLED = "NatDisabled"
+ADOPT_TABLE = "AdoptTable"
+ADOPT_BUCKET = "AdoptBucket"
 
 # --- Network ----------------------------------------------------------------------------------------
 VPC = "Vpc"

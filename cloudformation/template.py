@@ -7,7 +7,10 @@ Layer: deployment; imports troposphere, ``cloudformation.{ids,policies,userdata}
   balancer), public subnets for the load balancer, private subnets for instances, S3 and DynamoDB gateway
   endpoints (that traffic never crosses a NAT), one NAT gateway per zone or, with ``EnableNat=false``,
   interface endpoints for the other AWS APIs the instances call;
-- data: the blob bucket and the table (retained when the stack goes), the token signing secret;
+- data: the blob bucket and the table (retained when the stack goes, never replaced: the stack policy), the
+  token signing secret; ``ExistingTableName``/``ExistingBucketName`` point everything that uses them at a
+  table or bucket made elsewhere (a point-in-time restore, a deleted stack's retained data) instead, leaving
+  the stack's own in place, so a restore is a parameter change and never replaces or removes a resource;
 - identity: the instance role, the upload role clients' credentials come from, the SES sender;
 - front: the Application Load Balancer (HTTPS, HTTP redirected), two target groups (the API, and the
   change feed's long-polls kept apart so they do not skew the API's response-time alarm), Route 53 names;
@@ -152,7 +155,7 @@ def build_template(params: TemplateParams) -> Template:
     t.set_version("2010-09-09")
     p = _parameters(t)
     net = _network(t, p, params)
-    data = _data(t)
+    data = _data(t, p)
     # Logs are evidence: a deleted stack's last hours stay readable (their retention still applies).
     log_group = t.add_resource(
         logs.LogGroup(
@@ -306,6 +309,28 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         Description="Alarm when more than this percent of requests get a 5xx (load balancer's or ours)",
     )
     add(
+        ids.EXISTING_TABLE_NAME,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^([a-zA-Z0-9_.-]{3,255})?$",
+        ConstraintDescription="a DynamoDB table name, or empty",
+        Description=(
+            "Use this table instead of the stack's own (a point-in-time restore of it, or the table a deleted "
+            "stack retained). Empty: the stack's own"
+        ),
+    )
+    add(
+        ids.EXISTING_BUCKET_NAME,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?$",
+        ConstraintDescription="an S3 bucket name, or empty",
+        Description=(
+            "Use this bucket instead of the stack's own (one this template made, e.g. retained by a deleted "
+            "stack: versioned, with its lifecycle rules). Empty: the stack's own"
+        ),
+    )
+    add(
         ids.ALARM_P99_SECONDS,
         Type="Number",
         Default="1",
@@ -334,6 +359,10 @@ def _parameters(t: Template) -> dict[str, Parameter]:
                     },
                     {"Label": {"default": "Network"}, "Parameters": [ids.VPC_CIDR, ids.ENABLE_NAT]},
                     {
+                        "Label": {"default": "Data (restore)"},
+                        "Parameters": [ids.EXISTING_TABLE_NAME, ids.EXISTING_BUCKET_NAME],
+                    },
+                    {
                         "Label": {"default": "Mail and operations"},
                         "Parameters": [
                             ids.SENDER_EMAIL,
@@ -349,6 +378,8 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     )
     t.add_condition(ids.NAT_ENABLED, Equals(Ref(p[ids.ENABLE_NAT]), "true"))
     t.add_condition(ids.NAT_DISABLED, Not(Equals(Ref(p[ids.ENABLE_NAT]), "true")))
+    t.add_condition(ids.ADOPT_TABLE, Not(Equals(Ref(p[ids.EXISTING_TABLE_NAME]), "")))
+    t.add_condition(ids.ADOPT_BUCKET, Not(Equals(Ref(p[ids.EXISTING_BUCKET_NAME]), "")))
     return p
 
 
@@ -541,6 +572,11 @@ class _Data:
     bucket: s3.Bucket
     table: ddb.Table
     secret: secretsmanager.Secret
+    #: The bucket and the table the service uses: the stack's own, or the adopted ones.
+    bucket_name: Any
+    bucket_arn: Any
+    table_name: Any
+    table_arn: Any
 
 
 def _cors_rule(rule: dict[str, Any]) -> s3.CorsRules:
@@ -579,7 +615,7 @@ def _encryption_rule(rule: dict[str, Any]) -> s3.ServerSideEncryptionRule:
     )
 
 
-def _data(t: Template) -> _Data:
+def _data(t: Template, p: dict[str, Parameter]) -> _Data:
     # Data outlives the stack: deleting or replacing it leaves the bucket and the table behind.
     bucket = t.add_resource(
         s3.Bucket(
@@ -600,11 +636,18 @@ def _data(t: Template) -> _Data:
             ),
         )
     )
+    bucket_name = If(ids.ADOPT_BUCKET, Ref(p[ids.EXISTING_BUCKET_NAME]), Ref(bucket))
+    bucket_arn = If(
+        ids.ADOPT_BUCKET,
+        Sub("arn:${AWS::Partition}:s3:::${Name}", Name=Ref(p[ids.EXISTING_BUCKET_NAME])),
+        GetAtt(bucket, "Arn"),
+    )
+    # On the bucket in use: adopting a bucket moves the policy there.
     t.add_resource(
         s3.BucketPolicy(
             ids.BUCKET_POLICY,
-            Bucket=Ref(bucket),
-            PolicyDocument=policies.bucket_policy(GetAtt(bucket, "Arn")),
+            Bucket=bucket_name,
+            PolicyDocument=policies.bucket_policy(bucket_arn),
         )
     )
     table = t.add_resource(
@@ -643,7 +686,16 @@ def _data(t: Template) -> _Data:
             GenerateSecretString=secretsmanager.GenerateSecretString(PasswordLength=64, ExcludePunctuation=True),
         )
     )
-    return _Data(bucket, table, secret)
+    table_name = If(ids.ADOPT_TABLE, Ref(p[ids.EXISTING_TABLE_NAME]), Ref(table))
+    table_arn = If(
+        ids.ADOPT_TABLE,
+        Sub(
+            "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Name}",
+            Name=Ref(p[ids.EXISTING_TABLE_NAME]),
+        ),
+        GetAtt(table, "Arn"),
+    )
+    return _Data(bucket, table, secret, bucket_name, bucket_arn, table_name, table_arn)
 
 
 # --- Identity ---------------------------------------------------------------------------------------
@@ -681,7 +733,7 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
     # instance role's permissions are a separate resource so the two do not refer to each other.
     # The service writes the role's list of revoked sessions (an inline policy of its own, not managed
     # here); the permissions boundary, the role's own policy again, caps whatever it could write there.
-    role_policy = _substitute(resources.upload_role_policy("${BucketArn}"), BucketArn=GetAtt(data.bucket, "Arn"))
+    role_policy = _substitute(resources.upload_role_policy("${BucketArn}"), BucketArn=data.bucket_arn)
     boundary = t.add_resource(
         iam.ManagedPolicy(
             ids.UPLOAD_ROLE_BOUNDARY,
@@ -705,8 +757,8 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
             PolicyName="filesync-instance",
             Roles=[Ref(instance)],
             PolicyDocument=policies.instance_role_policy(
-                table_arn=GetAtt(data.table, "Arn"),
-                bucket_arn=GetAtt(data.bucket, "Arn"),
+                table_arn=data.table_arn,
+                bucket_arn=data.bucket_arn,
                 upload_role_arn=GetAtt(upload, "Arn"),
                 sender_email=Ref(p[ids.SENDER_EMAIL]),
                 token_secret_arn=Ref(data.secret),
@@ -893,8 +945,8 @@ def _compute(
         ),
     )
     variables = {
-        "Bucket": Ref(data.bucket),
-        "Table": Ref(data.table),
+        "Bucket": data.bucket_name,
+        "Table": data.table_name,
         "UploadRoleArn": GetAtt(roles.upload, "Arn"),
         "SenderEmail": Ref(p[ids.SENDER_EMAIL]),
         "DomainName": Ref(p[ids.DOMAIN_NAME]),
@@ -1104,7 +1156,7 @@ def _operations(t: Template, p: dict[str, Parameter], front: _Front, data: _Data
             **notify,
         )
     )
-    table = {"TableName": Ref(data.table)}
+    table = {"TableName": data.table_name}
     index = {**table, "GlobalSecondaryIndexName": resources.GSI1_NAME}
     t.add_resource(
         cw.Alarm(
@@ -1146,8 +1198,8 @@ def _outputs(
     for logical_id, description, value in (
         (ids.OUT_SERVICE_URL, "The service's URL", Sub("https://${" + ids.DOMAIN_NAME + "}")),
         (ids.OUT_LOAD_BALANCER_DNS, "The load balancer's DNS name", GetAtt(front.load_balancer, "DNSName")),
-        (ids.OUT_BUCKET, "Blob bucket (FILESYNC_BUCKET)", Ref(data.bucket)),
-        (ids.OUT_TABLE, "Metadata table (FILESYNC_TABLE)", Ref(data.table)),
+        (ids.OUT_BUCKET, "Blob bucket in use (FILESYNC_BUCKET)", data.bucket_name),
+        (ids.OUT_TABLE, "Metadata table in use (FILESYNC_TABLE)", data.table_name),
         (ids.OUT_INSTANCE_ROLE, "Role of the application instances", GetAtt(roles.instance, "Arn")),
         (ids.OUT_UPLOAD_ROLE, "Role of clients' credentials (FILESYNC_UPLOAD_ROLE_ARN)", GetAtt(roles.upload, "Arn")),
         (ids.OUT_TOKEN_SECRET, "Secrets Manager secret holding FILESYNC_TOKEN_SECRET", Ref(data.secret)),

@@ -217,20 +217,25 @@ def s3_request(
     return Request(action, f"arn:aws:s3:::{bucket}/{key}", keys, **extra)
 
 
-def resolve(document: Any, values: Mapping[str, str]) -> Any:
+def resolve(document: Any, values: Mapping[str, str], conditions: Mapping[str, bool] | None = None) -> Any:
     """A CloudFormation policy document with ``Ref``/``Fn::GetAtt``/``Fn::Sub`` replaced by ``values``
-    (logical id, or ``<id>.<attribute>``, to a string)."""
+    (logical id, or ``<id>.<attribute>``, to a string) and ``Fn::If`` decided by ``conditions`` (a condition
+    not named is false)."""
+    decided = conditions or {}
     if isinstance(document, list):
-        return [resolve(v, values) for v in document]
+        return [resolve(v, values, decided) for v in document]
     if not isinstance(document, dict):
         return document
     if set(document) == {"Ref"}:
         return values[document["Ref"]]
     if set(document) == {"Fn::GetAtt"}:
         return values[".".join(document["Fn::GetAtt"])]
+    if set(document) == {"Fn::If"}:
+        condition, if_true, if_false = document["Fn::If"]
+        return resolve(if_true if decided.get(condition, False) else if_false, values, decided)
     if set(document) == {"Fn::Sub"}:
         text, variables = document["Fn::Sub"]
         for name, value in variables.items():
-            text = text.replace("${" + name + "}", resolve(value, values))
+            text = text.replace("${" + name + "}", resolve(value, values, decided))
         return text
-    return {k: resolve(v, values) for k, v in document.items()}
+    return {k: resolve(v, values, decided) for k, v in document.items()}

@@ -5,9 +5,8 @@ stack. So every check here asks S3, DynamoDB, IAM, ELBv2, Auto Scaling, EC2 and 
 the test names the types moto skipped (``MOTO_SKIPS``): those are checked only by the template tests and
 cfn-lint, never by a deployment here.
 
-moto lacks one intrinsic function, ``Fn::Cidr``; ``_resolve_cidrs`` computes it as AWS would before the
-upload (for the IPv6 side from a documentation prefix, since moto does not allocate the VPC's IPv6 block
-either).
+moto lacks one intrinsic function, ``Fn::Cidr``: ``tests/cloudformation/stacks.py`` computes it before the
+upload.
 
 moto also ignores some properties of the types it creates: the bucket's public access block, CORS,
 lifecycle and ownership controls, and the table's TTL. Those are checked in the template (``test_shapes``)
@@ -16,20 +15,12 @@ and, for the embedded default, by ``tests/aws/test_provision.py``.
 
 from __future__ import annotations
 
-import ast
-import ipaddress
-import uuid
-from typing import Any
-
-import boto3
-import orjson
 import pytest
 
 from cloudformation import ids
-from cloudformation.__main__ import render
 from cloudformation.template import HEALTH_CHECK_PATH, INTERFACE_ENDPOINTS
 from service import resources
-from service.settings import EMULATOR_ACCESS_KEY, EMULATOR_REGION
+from tests.cloudformation.stacks import create_stack, document, physical_ids, stack_parameters
 
 #: Resource types moto 5.2.5's CloudFormation accepts and silently does not create.
 MOTO_SKIPS = {
@@ -42,48 +33,10 @@ MOTO_SKIPS = {
     "AWS::SNS::Subscription",
     "AWS::SecretsManager::Secret",
 }
-VPC_CIDR = "10.0.0.0/16"
-IPV6_BLOCK = "2001:db8:0:ff00::/56"
-
 pytestmark = pytest.mark.filterwarnings(
     # moto warns (from its server thread) for each unsupported type it skips; the test lists them instead.
     "ignore:Tried to parse:UserWarning"
 )
-
-
-def _resolve_cidrs(node: Any) -> Any:
-    if isinstance(node, dict):
-        if "Fn::Cidr" in node:
-            block, count, bits = node["Fn::Cidr"]
-            network = ipaddress.ip_network(IPV6_BLOCK if "Fn::Select" in block else VPC_CIDR)
-            subnets = network.subnets(new_prefix=network.max_prefixlen - int(bits))
-            return [str(subnet) for _, subnet in zip(range(int(count)), subnets, strict=False)]
-        return {key: _resolve_cidrs(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolve_cidrs(value) for value in node]
-    return node
-
-
-def _document(value: Any) -> Any:
-    """A policy document as IAM returns it: moto keeps inline policies made by its CloudFormation as the
-    Python ``repr`` of the template's JSON, where AWS returns JSON."""
-    if isinstance(value, str):
-        return ast.literal_eval(value) if value.startswith("{'") else orjson.loads(value)
-    return value
-
-
-@pytest.fixture
-def aws(moto_endpoint):
-    def client(name: str):
-        return boto3.client(
-            name,
-            endpoint_url=moto_endpoint,
-            region_name=EMULATOR_REGION,
-            aws_access_key_id=EMULATOR_ACCESS_KEY,
-            aws_secret_access_key=EMULATOR_ACCESS_KEY,
-        )
-
-    return client
 
 
 def _active(template: dict, enable_nat: str) -> dict[str, str]:
@@ -98,34 +51,15 @@ def _active(template: dict, enable_nat: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("enable_nat", ["true", "false"])
 def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
-    cloudformation, route53 = aws("cloudformation"), aws("route53")
-    suffix = uuid.uuid4().hex[:8]
-    zone = route53.create_hosted_zone(Name=f"{suffix}.example.com", CallerReference=suffix)["HostedZone"]["Id"]
-    domain = f"files.{suffix}.example.com"
-    certificate = aws("acm").request_certificate(DomainName=domain)["CertificateArn"]
-    parameters = {
-        ids.DOMAIN_NAME: domain,
-        ids.HOSTED_ZONE_ID: zone.rsplit("/", 1)[-1],
-        ids.CERTIFICATE_ARN: certificate,
-        ids.SENDER_EMAIL: f"filesync@{suffix}.example.com",
-        ids.ALARM_EMAIL: f"ops@{suffix}.example.com",
-        ids.RELEASE_BUCKET: "filesync-releases",
-        ids.RELEASE_KEY: "releases/filesync-test.tar.gz",
-        ids.ENABLE_NAT: enable_nat,
-        ids.VPC_CIDR: VPC_CIDR,
-    }
-    stack = f"filesync-cfn-{suffix}"
-    cloudformation.create_stack(
-        StackName=stack,
-        TemplateBody=orjson.dumps(_resolve_cidrs(orjson.loads(render("json")))).decode(),
-        Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
-        Capabilities=["CAPABILITY_IAM"],
+    route53 = aws("route53")
+    parameters = stack_parameters(aws, **{ids.ENABLE_NAT: enable_nat})
+    domain, zone, certificate = (
+        parameters[ids.DOMAIN_NAME],
+        parameters[ids.HOSTED_ZONE_ID],
+        parameters[ids.CERTIFICATE_ARN],
     )
-    described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
-    assert described["StackStatus"] == "CREATE_COMPLETE"
-    summaries = cloudformation.list_stack_resources(StackName=stack)["StackResourceSummaries"]
-    # moto also lists a nameless entry of its own.
-    physical = {s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"]}
+    stack = create_stack(aws, parameters)
+    physical = physical_ids(aws, stack)
 
     active = _active(template, enable_nat)
     skipped = sorted({kind for logical_id, kind in active.items() if logical_id not in physical})
@@ -154,9 +88,9 @@ def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
     trust = upload_role["AssumeRolePolicyDocument"]
     assert trust == resources.upload_role_trust_policy(instance_role["Arn"])
     policy = iam.get_role_policy(RoleName=upload_role["RoleName"], PolicyName=resources.UPLOAD_ROLE_POLICY_NAME)
-    assert _document(policy["PolicyDocument"]) == resources.upload_role_policy(resources.bucket_arn(bucket))
+    assert document(policy["PolicyDocument"]) == resources.upload_role_policy(resources.bucket_arn(bucket))
     instance_policy = iam.get_role_policy(RoleName=instance_role["RoleName"], PolicyName="filesync-instance")
-    sids = {statement["Sid"] for statement in _document(instance_policy["PolicyDocument"])["Statement"]}
+    sids = {statement["Sid"] for statement in document(instance_policy["PolicyDocument"])["Statement"]}
     assert {"Table", "NamespaceObjects", "MintUploadCredentials", "SendMailAsSender"} <= sids
     profile = iam.get_instance_profile(InstanceProfileName=physical[ids.INSTANCE_PROFILE])["InstanceProfile"]
     assert [role["RoleName"] for role in profile["Roles"]] == [instance_role["RoleName"]]

@@ -97,16 +97,33 @@ def _statements(template) -> dict[str, dict]:
     return {statement["Sid"]: statement for statement in document["Statement"]}
 
 
-def test_instance_role_reaches_only_this_stacks_resources(template):
+#: The stack's own table and bucket, and those ``ExistingTableName``/``ExistingBucketName`` adopt.
+DATA_VALUES = {
+    f"{ids.TABLE}.Arn": "arn:aws:dynamodb:us-east-1:111122223333:table/stack-table",
+    f"{ids.BUCKET}.Arn": "arn:aws:s3:::stack-bucket",
+    ids.EXISTING_TABLE_NAME: "restored-table",
+    ids.EXISTING_BUCKET_NAME: "kept-bucket",
+}
+DATA_CASES = [
+    ({}, DATA_VALUES[f"{ids.TABLE}.Arn"], DATA_VALUES[f"{ids.BUCKET}.Arn"]),
+    (
+        {ids.ADOPT_TABLE: True, ids.ADOPT_BUCKET: True},
+        "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/restored-table",
+        "arn:${AWS::Partition}:s3:::kept-bucket",
+    ),
+]
+
+
+@pytest.mark.parametrize(("conditions", "table_arn", "bucket_arn"), DATA_CASES, ids=["own", "adopted"])
+def test_instance_role_reaches_only_this_stacks_resources(template, conditions, table_arn, bucket_arn):
     statements = _statements(template)
-    assert statements["Table"]["Resource"] == [
-        {"Fn::GetAtt": [ids.TABLE, "Arn"]},
-        {"Fn::Sub": ["${Arn}/index/*", {"Arn": {"Fn::GetAtt": [ids.TABLE, "Arn"]}}]},
-    ]
-    assert statements["NamespaceObjects"]["Resource"] == [
-        {"Fn::Sub": ["${Arn}/ns/*", {"Arn": {"Fn::GetAtt": [ids.BUCKET, "Arn"]}}]}
-    ]
-    assert statements["Bucket"]["Resource"] == [{"Fn::GetAtt": [ids.BUCKET, "Arn"]}]
+
+    def resource(sid: str) -> list[str]:
+        return resolve(statements[sid]["Resource"], DATA_VALUES, conditions)
+
+    assert resource("Table") == [table_arn, f"{table_arn}/index/*"]
+    assert resource("NamespaceObjects") == [f"{bucket_arn}/ns/*"]
+    assert resource("Bucket") == [bucket_arn]
     assert statements["MintUploadCredentials"] == {
         "Sid": "MintUploadCredentials",
         "Effect": "Allow",
@@ -127,12 +144,11 @@ def test_instance_role_reaches_only_this_stacks_resources(template):
     assert statements["Logs"]["Resource"] == [{"Fn::GetAtt": [ids.LOG_GROUP, "Arn"]}]
 
 
-def test_upload_role_reaches_only_blobs(template):
+@pytest.mark.parametrize(("conditions", "table_arn", "bucket_arn"), DATA_CASES, ids=["own", "adopted"])
+def test_upload_role_reaches_only_blobs(template, conditions, table_arn, bucket_arn):
     role = template["Resources"][ids.UPLOAD_ROLE]["Properties"]
     (statement,) = role["Policies"][0]["PolicyDocument"]["Statement"]
-    assert statement["Resource"] == {
-        "Fn::Sub": ["${BucketArn}/ns/*/blobs/*", {"BucketArn": {"Fn::GetAtt": [ids.BUCKET, "Arn"]}}]
-    }
+    assert resolve(statement["Resource"], DATA_VALUES, conditions) == f"{bucket_arn}/ns/*/blobs/*"
 
 
 def test_upload_role_is_capped_by_a_boundary_the_service_cannot_change(template):

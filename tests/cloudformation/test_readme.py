@@ -25,6 +25,7 @@ import pytest
 from cloudformation import ids
 from cloudformation.__main__ import main
 from cloudformation.policies import PROTECTED_UPDATES
+from service import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 #: ``aws cloudformation deploy`` sends a larger template only through S3 (awscli's ``DeployBucketRequiredError``).
@@ -75,6 +76,8 @@ AWS_CLI_OPTIONS: dict[tuple[str, str], set[str]] = {
     ("dynamodb", "update-continuous-backups"): {"table-name", "point-in-time-recovery-specification"},
     ("dynamodb", "update-time-to-live"): {"table-name", "time-to-live-specification"},
     ("dynamodb", "update-table"): {"table-name", "deletion-protection-enabled", "no-deletion-protection-enabled"},
+    ("s3api", "list-object-versions"): {"bucket", "prefix", "key-marker", "version-id-marker", "max-items"},
+    ("s3api", "delete-object"): {"bucket", "key", "version-id"},
     ("ssm", "start-session"): {"target", "document-name", "parameters"},
     ("logs", "tail"): {"follow", "since", "log-stream-name-prefix", "filter-pattern", "format"},
     ("secretsmanager", "put-secret-value"): {"secret-id", "secret-string"},
@@ -265,3 +268,22 @@ def test_the_documented_stack_has_termination_protection_and_a_stack_policy_for_
         # Nothing else is denied: releases, scaling and alarms update freely.
         named = {r.removeprefix("LogicalResourceId/") for s in denied for r in s["Resource"]}
         assert named == {ids.BUCKET, ids.TABLE}
+
+
+def test_the_restore_runbook_gives_the_restored_table_what_a_restore_does_not_copy(template):
+    """A point-in-time restore copies keys, indexes and items, not point-in-time recovery, TTL or deletion
+    protection; the runbook turns them back on (with the TTL attribute the service writes) before the stack
+    adopts the table by parameter."""
+    restores = _aws("dynamodb", "restore-table-to-point-in-time")
+    assert restores
+    (target,) = restores[0]["target-table-name"]
+    ttl = next(o for o in _aws("dynamodb", "update-time-to-live") if o["table-name"] == [target])
+    assert ttl["time-to-live-specification"] == [f"Enabled=true,AttributeName={resources.TABLE_TTL_ATTRIBUTE}"]
+    backups = next(o for o in _aws("dynamodb", "update-continuous-backups") if o["table-name"] == [target])
+    assert backups["point-in-time-recovery-specification"] == ["PointInTimeRecoveryEnabled=true"]
+    protected = next(o for o in _aws("dynamodb", "update-table") if o["table-name"] == [target])
+    assert "deletion-protection-enabled" in protected
+    adopting = [
+        o for o in _aws("cloudformation", "deploy") if f"{ids.EXISTING_TABLE_NAME}={target}" in o["parameter-overrides"]
+    ]
+    assert adopting, "no deploy adopts the restored table"

@@ -64,7 +64,14 @@ def test_the_upload_role_is_the_one_provisioning_creates(template):
     assert role["AssumeRolePolicyDocument"] == resources.upload_role_trust_policy(instance_role_arn)
     (policy,) = role["Policies"]
     assert policy["PolicyName"] == resources.UPLOAD_ROLE_POLICY_NAME
-    bucket_arn = {"Fn::GetAtt": [ids.BUCKET, "Arn"]}
+    # The bucket in use: the stack's own, or the one ExistingBucketName adopts.
+    bucket_arn = {
+        "Fn::If": [
+            ids.ADOPT_BUCKET,
+            {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Name}", {"Name": {"Ref": ids.EXISTING_BUCKET_NAME}}]},
+            {"Fn::GetAtt": [ids.BUCKET, "Arn"]},
+        ]
+    }
     expected = resources.upload_role_policy("${BucketArn}")
     expected["Statement"][0]["Resource"] = {
         "Fn::Sub": [expected["Statement"][0]["Resource"], {"BucketArn": bucket_arn}]

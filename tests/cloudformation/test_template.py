@@ -25,6 +25,7 @@ from cloudformation.template import (
     build_template,
 )
 from service.core.sync import MAX_WAIT_SECONDS
+from service.resources import NONCURRENT_VERSION_DAYS
 from service.settings import Limits, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +96,21 @@ def test_data_is_retained_and_protected(template):
     table = resources[ids.TABLE]["Properties"]
     assert table["DeletionProtectionEnabled"] is True
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_the_bucket_keeps_replaced_and_deleted_versions_for_a_while(template):
+    """Versioning with expiry of noncurrent versions: a body deleted or replaced by a bug, an operator or
+    a client's credentials stays readable (by the version the service pinned) for 30 days, then goes."""
+    bucket = template["Resources"][ids.BUCKET]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    expiring = [r for r in rules if "NoncurrentVersionExpiration" in r]
+    assert len(expiring) == 1
+    (rule,) = expiring
+    assert rule["Status"] == "Enabled"
+    assert "Prefix" not in rule  # the whole bucket
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == NONCURRENT_VERSION_DAYS >= 7
+    assert rule["ExpiredObjectDeleteMarker"] is True
 
 
 def test_instances_require_imdsv2_and_encrypt_their_disk(template):
@@ -233,8 +249,9 @@ def _substituted(template) -> str:
 def test_user_data_variables_are_the_stacks_resources(template):
     variables = _user_data_sub(template)[1]
     assert set(variables) == set(userdata.SUB_VARIABLES)
-    assert variables["Bucket"] == {"Ref": ids.BUCKET}
-    assert variables["Table"] == {"Ref": ids.TABLE}
+    # The stack's own bucket and table unless existing ones are adopted (a restore).
+    assert variables["Bucket"] == {"Fn::If": [ids.ADOPT_BUCKET, {"Ref": ids.EXISTING_BUCKET_NAME}, {"Ref": ids.BUCKET}]}
+    assert variables["Table"] == {"Fn::If": [ids.ADOPT_TABLE, {"Ref": ids.EXISTING_TABLE_NAME}, {"Ref": ids.TABLE}]}
     assert variables["UploadRoleArn"] == {"Fn::GetAtt": [ids.UPLOAD_ROLE, "Arn"]}
     assert variables["SenderEmail"] == {"Ref": ids.SENDER_EMAIL}
     assert variables["DomainName"] == {"Ref": ids.DOMAIN_NAME}
