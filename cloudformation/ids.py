@@ -69,6 +69,7 @@ FEED_TARGET_GROUP = "FeedTargetGroup"
 HTTPS_LISTENER = "HttpsListener"
 HTTP_LISTENER = "HttpListener"
 FEED_LISTENER_RULE = "FeedLongPollRule"
+INTERNAL_PATHS_RULE = "InternalPathsRule"
 DNS_RECORD_A = "DnsRecordA"
 DNS_RECORD_AAAA = "DnsRecordAaaa"
 

@@ -73,6 +73,9 @@ HEALTH_CHECK_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 #: The termination lifecycle hook the instances' drain watcher completes.
 TERMINATION_HOOK_NAME = "filesync-drain"
+#: Paths the public listener never forwards: the instance's metrics are for the operators (through Session
+#: Manager), not for anyone on the internet.
+INTERNAL_PATHS = ("/metrics", "/metrics/*")
 #: Long-polls of the change feed (``GET /v1/ns/<ns>/changes?wait=...``) go to their own target group.
 FEED_PATH_PATTERN = "/v1/ns/*/changes"
 FEED_WAIT_PARAMETER = "wait"
@@ -861,6 +864,28 @@ def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _N
                 elb.Action(
                     Type="redirect",
                     RedirectConfig=elb.RedirectConfig(Protocol="HTTPS", Port="443", StatusCode="HTTP_301"),
+                )
+            ],
+        )
+    )
+    t.add_resource(
+        elb.ListenerRule(
+            ids.INTERNAL_PATHS_RULE,
+            ListenerArn=Ref(https),
+            Priority=1,
+            Conditions=[
+                elb.Condition(
+                    Field="path-pattern", PathPatternConfig=elb.PathPatternConfig(Values=list(INTERNAL_PATHS))
+                )
+            ],
+            Actions=[
+                elb.ListenerRuleAction(
+                    Type="fixed-response",
+                    FixedResponseConfig=elb.FixedResponseConfig(
+                        StatusCode="404",
+                        ContentType="application/json",
+                        MessageBody='{"title": "Not Found", "status": 404}',
+                    ),
                 )
             ],
         )

@@ -208,6 +208,9 @@ WorkingDirectory={APP_DIR}
 Environment=PATH={VENV_DIR}/bin:/usr/bin:/bin
 EnvironmentFile=/etc/filesync/env
 EnvironmentFile=/run/filesync/secrets.env
+# One /metrics for all of gunicorn's workers (prometheus-client's multiprocess mode), wiped at each start.
+RuntimeDirectory=filesync-metrics-%i
+Environment=PROMETHEUS_MULTIPROC_DIR=/run/filesync-metrics-%i
 ExecStart=/opt/filesync/bin/procfile-run %i
 StandardOutput=append:{LOG_DIR}/%i.log
 StandardError=inherit

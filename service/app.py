@@ -76,7 +76,7 @@ def create_app(settings: Settings, *, session: aioboto3.Session | None = None) -
     app[SETTINGS] = settings
     app[BODY_BUDGET] = ByteBudget(settings.limits.body_budget, on_drained=HeapTrimmer())
     app[_SESSION] = session or make_session(settings.aws)
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(settings.metrics_dir)
     app[OPENAPI] = build_openapi(OPERATIONS, title=TITLE, version=VERSION)
     app.cleanup_ctx.append(_aws_clients)
     app.cleanup_ctx.append(_readiness)

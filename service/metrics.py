@@ -2,14 +2,17 @@
 
 Layer: leaf (used by ``api`` middlewares and the ``aws`` instrumentation). Each app owns its own
 ``CollectorRegistry`` (no module-level state), so several apps in one process, as in the tests, never
-share counters. Under gunicorn each worker exposes its own figures; scrape each worker or aggregate
-with the Prometheus server (the ALB spreads scrapes across workers).
+share counters. Under gunicorn, with ``PROMETHEUS_MULTIPROC_DIR`` set (the instances set it), every worker
+writes its values to files there (prometheus-client's multiprocess mode, chosen when the library is
+imported) and ``render`` sums all of them: any worker's ``/metrics`` answers for the whole instance. The
+gunicorn master removes a dead worker's live gauges (``service.gunicorn_config``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (
     0.001,
@@ -34,7 +37,8 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "filesync_http_requests",
@@ -53,6 +57,8 @@ class Metrics:
             "filesync_http_requests_in_flight",
             "Requests being handled right now.",
             registry=self.registry,
+            # Summed over the processes alive (multiprocess mode only).
+            multiprocess_mode="livesum",
         )
         self.aws_requests = Counter(
             "filesync_aws_requests",
@@ -75,5 +81,10 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text exposition format: this process's figures, or with a
+        multiprocess directory those of every process writing there."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -216,6 +216,8 @@ class Settings:
     #: The drain lasts at least this long, for requests a load balancer still routes here in the seconds
     #: after deregistration began (0: it ends as soon as no connection is open).
     drain_linger_seconds: float = 0.0
+    #: prometheus-client's multiprocess directory: ``/metrics`` then sums every worker's figures.
+    metrics_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -354,6 +356,7 @@ class Settings:
             shutdown_timeout_seconds=_float(env, "FILESYNC_SHUTDOWN_TIMEOUT_SECONDS", 25.0),
             drain_seconds=_float(env, "FILESYNC_DRAIN_SECONDS", defaults.drain_seconds),
             drain_linger_seconds=_float(env, "FILESYNC_DRAIN_LINGER_SECONDS", defaults.drain_linger_seconds),
+            metrics_dir=metrics_multiprocess_dir(env),
         )
 
     def for_emulator(self, endpoint_url: str) -> Settings:
@@ -376,6 +379,18 @@ class Settings:
             # The emulator stores whatever checksum a client claims: only reading proves content there.
             files=dataclasses.replace(self.files, verify="read"),
         )
+
+
+#: Where prometheus-client keeps each process's metric values when several processes (gunicorn's workers)
+#: serve one ``/metrics`` (its multiprocess mode; the library reads the same variable when it is imported).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_multiprocess_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """The multiprocess metrics directory, or None (each process counts alone). Read apart from ``Settings``
+    because gunicorn's master, which never builds the app, needs it when a worker exits."""
+    env = os.environ if environ is None else environ
+    return env.get(METRICS_DIR_VARIABLE) or None
 
 
 def password_from_env(environ: Mapping[str, str] | None = None) -> str | None:

@@ -185,12 +185,20 @@ async def test_procfile_web_runs_gunicorn_with_two_workers(provisioned: Settings
         if line.startswith("web:")
     )
     port = free_port()
-    env = aws_env(provisioned, PORT=str(port), WEB_CONCURRENCY="2")
+    # As on the instances: one /metrics for all workers (prometheus-client's multiprocess mode).
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = aws_env(provisioned, PORT=str(port), WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     with (tmp_path / "gunicorn.log").open("w+") as log:
-        await _run_and_stop_gunicorn(web_line, env, port, log)
+        await _run_and_stop_gunicorn(web_line, env, port, log, metrics_dir)
 
 
-async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, log) -> None:
+def _healthz_count(exposition: str) -> float:
+    pattern = r'^filesync_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, exposition, re.M))
+
+
+async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, log, metrics_dir: Path) -> None:
     proc = subprocess.Popen(["bash", "-c", web_line], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 45
@@ -198,7 +206,21 @@ async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, 
         await wait_for(f"http://127.0.0.1:{port}/readyz", deadline, proc)
         while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert len(children(proc.pid)) == 2
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        # Each worker keeps its values in the shared directory; any worker's /metrics sums them all.
+        assert {f"gauge_livesum_{pid}.db" for pid in workers} <= {p.name for p in metrics_dir.iterdir()}
+        async with aiohttp.ClientSession() as session:
+            for _ in range(20):  # fresh connections: the kernel spreads them over both workers
+                async with session.get(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"}) as r:
+                    assert r.status == 200
+            counts = set()
+            for _ in range(6):
+                async with session.get(f"http://127.0.0.1:{port}/metrics", headers={"Connection": "close"}) as r:
+                    counts.add(_healthz_count(await r.text()))
+        served = counts.pop()
+        assert not counts, "two workers answered /metrics with different figures"
+        assert served >= 21  # the 20 above and wait_for's
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=40)
@@ -206,6 +228,8 @@ async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, 
     output = log.read()
     assert code == 0, output
     assert "GunicornUVLoopWebWorker" in output or "Booting worker" in output
+    # The master dropped the exited workers' live gauges.
+    assert not list(metrics_dir.glob("gauge_livesum_*.db"))
 
 
 async def test_gunicorn_refuses_the_embedded_default():

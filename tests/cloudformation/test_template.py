@@ -20,13 +20,14 @@ from cloudformation.__main__ import STACK_POLICY_NAME, TEMPLATE_NAME, main, rend
 from cloudformation.template import (
     FEED_PATH_PATTERN,
     HEALTH_CHECK_PATH,
+    INTERNAL_PATHS,
     READINESS_PATH,
     TemplateParams,
     build_template,
 )
 from service.core.sync import MAX_WAIT_SECONDS
 from service.resources import NONCURRENT_VERSION_DAYS
-from service.settings import Limits, Settings
+from service.settings import METRICS_DIR_VARIABLE, Limits, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / f"{TEMPLATE_NAME}.json"
@@ -286,6 +287,9 @@ def test_the_instance_environment_configures_the_service_for_aws(template):
     assert settings.auth.trust_forwarded_for is True
     assert settings.port == TemplateParams().service_port
     assert f"printf '{userdata.TOKEN_SECRET_VARIABLE}=%s\\n'" in script
+    # gunicorn's workers share one metrics directory of their own, emptied at each start.
+    assert "RuntimeDirectory=filesync-metrics-%i" in script
+    assert f"Environment={METRICS_DIR_VARIABLE}=/run/filesync-metrics-%i" in script
     assert "--secret-id '<TokenSecretArn>'" in script
 
 
@@ -293,3 +297,27 @@ def test_the_boot_script_is_valid_bash(template, tmp_path):
     path = tmp_path / "user-data.sh"
     path.write_text(_substituted(template), encoding="utf-8")
     subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_metrics_are_not_routed_from_the_public_listener(template):
+    """Whatever the listener forwards by default, the first rule answers ``/metrics`` itself (404), and no
+    forwarding rule comes before it; plain HTTP only redirects to HTTPS."""
+    resources = template["Resources"]
+    routes = (ROOT / "service" / "api" / "routes.py").read_text(encoding="utf-8")
+    assert '"/metrics"' in routes
+    rules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"]
+    https_rules = sorted(
+        (r for r in rules if r["ListenerArn"] == {"Ref": ids.HTTPS_LISTENER}), key=lambda r: r["Priority"]
+    )
+    first = https_rules[0]
+    (condition,) = first["Conditions"]
+    assert condition["Field"] == "path-pattern"
+    assert any(fnmatch("/metrics", pattern) for pattern in condition["PathPatternConfig"]["Values"])
+    assert set(INTERNAL_PATHS) == set(condition["PathPatternConfig"]["Values"])
+    assert [a["Type"] for a in first["Actions"]] == ["fixed-response"]
+    assert first["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
+    listeners = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"]
+    for listener in listeners:
+        if listener["Protocol"] == "HTTP":
+            assert [a["Type"] for a in listener["DefaultActions"]] == ["redirect"]
+    assert {r["ListenerArn"]["Ref"] for r in rules} == {ids.HTTPS_LISTENER}
