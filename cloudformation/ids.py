@@ -35,6 +35,11 @@ NAT_ENABLED = "NatEnabled"
 NAT_DISABLED = "NatDisabled"
 ADOPT_TABLE = "AdoptTable"
 ADOPT_BUCKET = "AdoptBucket"
+#: Regions opened before August 2022: the load balancer writes its access logs from a regional account.
+ELB_LOG_ACCOUNT_REGION = "ElbLogAccountRegion"
+
+# --- Mappings ---------------------------------------------------------------------------------------
+ELB_LOG_ACCOUNTS = "ElbLogAccounts"
 
 # --- Network ----------------------------------------------------------------------------------------
 VPC = "Vpc"
@@ -96,12 +101,27 @@ SENDER_IDENTITY = "SenderIdentity"
 
 # --- Operations -------------------------------------------------------------------------------------
 LOG_GROUP = "LogGroup"
+ACCESS_LOG_BUCKET = "AccessLogBucket"
+ACCESS_LOG_BUCKET_POLICY = "AccessLogBucketPolicy"
 ALARM_TOPIC = "AlarmTopic"
+ALARM_TOPIC_POLICY = "AlarmTopicPolicy"
 ALARM_SUBSCRIPTION = "AlarmEmailSubscription"
+LAUNCH_UNSUCCESSFUL_RULE = "LaunchUnsuccessfulRule"
+NOTIFIER_FAILURES_FILTER = "NotifierFailuresFilter"
+DASHBOARD = "Dashboard"
+#: Alarms; each has a runbook entry in docs/operations.md headed by its logical id.
 ALARM_5XX = "Http5xxRateAlarm"
 ALARM_P99 = "ResponseTimeP99Alarm"
 ALARM_UNHEALTHY = "UnhealthyHostsAlarm"
+ALARM_HEALTHY = "HealthyHostsAlarm"
+ALARM_LAUNCHES = "LaunchFailuresAlarm"
 ALARM_THROTTLES = "DynamoDbThrottlesAlarm"
+ALARM_NOTIFIER_DOWN = "NotifierDownAlarm"
+ALARM_NOTIFIER_FAILING = "NotifierFailingAlarm"
+ALARM_SES_BOUNCES = "SesBounceRateAlarm"
+ALARM_SES_COMPLAINTS = "SesComplaintRateAlarm"
+ALARM_MEMORY = "MemoryAlarm"
+ALARM_DISK = "DiskAlarm"
 
 # --- Outputs ----------------------------------------------------------------------------------------
 OUT_SERVICE_URL = "ServiceUrl"
@@ -115,3 +135,5 @@ OUT_LOG_GROUP = "LogGroupName"
 OUT_ALARM_TOPIC = "AlarmTopicArn"
 OUT_AUTO_SCALING_GROUP = "AutoScalingGroupName"
 OUT_VPC = "VpcId"
+OUT_ACCESS_LOG_BUCKET = "AccessLogBucketName"
+OUT_DASHBOARD = "DashboardName"

@@ -12,14 +12,31 @@ from typing import Any
 
 import awacs.autoscaling as autoscaling
 import awacs.cloudformation as cloudformation
+import awacs.cloudwatch as cloudwatch
 import awacs.dynamodb as dynamodb
+import awacs.ec2 as ec2
 import awacs.iam as iam
 import awacs.logs as logs
 import awacs.s3 as s3
 import awacs.secretsmanager as secretsmanager
 import awacs.ses as ses
+import awacs.sns as sns
+import awacs.ssm as ssm
+import awacs.ssmmessages as ssmmessages
 import awacs.sts as sts
-from awacs.aws import Allow, Bool, Condition, Deny, Null, Policy, Principal, Statement, StringEquals
+from awacs.aws import (
+    Allow,
+    ArnEquals,
+    ArnLike,
+    Bool,
+    Condition,
+    Deny,
+    Null,
+    Policy,
+    Principal,
+    Statement,
+    StringEquals,
+)
 from awacs.helpers.trust import make_simple_assume_statement
 from troposphere import Sub
 
@@ -53,6 +70,19 @@ BUCKET_ACTIONS = (s3.ListBucket,)
 MAIL_ACTIONS = (ses.SendEmail, ses.SendRawEmail)
 #: The CloudWatch agent shipping the processes' log files.
 LOG_ACTIONS = (logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams)
+#: Session Manager: the SSM agent registers the instance, then opens the session's channels. AWS authorizes
+#: the channel actions on no resource (``*`` is the only resource they take).
+SESSION_CHANNEL_ACTIONS = (
+    ssmmessages.CreateControlChannel,
+    ssmmessages.CreateDataChannel,
+    ssmmessages.OpenControlChannel,
+    ssmmessages.OpenDataChannel,
+)
+#: The CloudWatch agent's memory, disk and process metrics: ``PutMetricData`` takes no resource either; the
+#: namespace condition narrows it to the agent's namespace. ``DescribeTags`` (no resource either) is how the
+#: agent learns its Auto Scaling group, the metrics' dimension.
+METRIC_ACTIONS = (cloudwatch.PutMetricData,)
+AGENT_TAG_ACTIONS = (ec2.DescribeTags,)
 
 
 #: What the stack policy keeps CloudFormation from doing to the data, whatever a template update says.
@@ -95,6 +125,7 @@ def instance_role_policy(
     release_key: Any,
     log_group_arn: Any,
     group_logical_id: str,
+    metrics_namespace: str,
 ) -> Policy:
     """What the web and notifier processes (and the instance's boot script) may do, and on what."""
     return Policy(
@@ -151,6 +182,21 @@ def instance_role_policy(
                 Resource=[Sub("arn:${AWS::Partition}:s3:::${Bucket}/${Key}", Bucket=release_bucket, Key=release_key)],
             ),
             Statement(Sid="Logs", Effect=Allow, Action=list(LOG_ACTIONS), Resource=[log_group_arn]),
+            Statement(
+                Sid="AgentMetrics",
+                Effect=Allow,
+                Action=list(METRIC_ACTIONS),
+                Resource=["*"],
+                Condition=Condition(StringEquals("cloudwatch:namespace", metrics_namespace)),
+            ),
+            Statement(Sid="AgentInstanceTags", Effect=Allow, Action=list(AGENT_TAG_ACTIONS), Resource=["*"]),
+            Statement(
+                Sid="SessionManagerRegistration",
+                Effect=Allow,
+                Action=[ssm.UpdateInstanceInformation],
+                Resource=[Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*")],
+            ),
+            Statement(Sid="SessionManagerChannels", Effect=Allow, Action=list(SESSION_CHANNEL_ACTIONS), Resource=["*"]),
             # The drain watcher finds its Auto Scaling group (named by CloudFormation after the stack and the
             # logical id) and completes the termination hook once the service has stopped.
             Statement(
@@ -214,3 +260,104 @@ def bucket_policy(bucket_arn: Any) -> Policy:
             ),
         ],
     )
+
+
+def alarm_topic_policy(topic_arn: Any, launch_rule_arn: Any) -> Policy:
+    """Who may publish to the alarm topic: this account's CloudWatch alarms, and the rule that forwards
+    failed launches. (A topic policy replaces SNS's default one, so CloudWatch is named too.)"""
+    return Policy(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(
+                Sid="Alarms",
+                Effect=Allow,
+                Principal=Principal("Service", "cloudwatch.amazonaws.com"),
+                Action=[sns.Publish],
+                Resource=[topic_arn],
+                Condition=Condition(
+                    [
+                        ArnLike(
+                            "aws:SourceArn",
+                            Sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"),
+                        ),
+                        StringEquals("aws:SourceAccount", Sub("${AWS::AccountId}")),
+                    ]
+                ),
+            ),
+            Statement(
+                Sid="LaunchFailures",
+                Effect=Allow,
+                Principal=Principal("Service", "events.amazonaws.com"),
+                Action=[sns.Publish],
+                Resource=[topic_arn],
+                Condition=Condition(ArnEquals("aws:SourceArn", launch_rule_arn)),
+            ),
+        ],
+    )
+
+
+#: The regional accounts Elastic Load Balancing writes access logs from, in regions opened before August
+#: 2022 (AWS's "Enable access logs for your Application Load Balancer"); later regions use the
+#: ``logdelivery.elasticloadbalancing.amazonaws.com`` service principal, which the policy also allows.
+ELB_LOG_ACCOUNTS = {
+    "us-east-1": "127311923021",
+    "us-east-2": "033677994240",
+    "us-west-1": "027434742980",
+    "us-west-2": "797873946194",
+    "af-south-1": "098369216593",
+    "ap-east-1": "754344448648",
+    "ap-southeast-3": "589379963580",
+    "ap-south-1": "718504428378",
+    "ap-northeast-3": "383597477331",
+    "ap-northeast-2": "600734575887",
+    "ap-southeast-1": "114774131450",
+    "ap-southeast-2": "783225319266",
+    "ap-northeast-1": "582318560864",
+    "ca-central-1": "985666609251",
+    "eu-central-1": "054676820928",
+    "eu-west-1": "156460612806",
+    "eu-west-2": "652711504416",
+    "eu-south-1": "635631232127",
+    "eu-west-3": "009996457667",
+    "eu-north-1": "897822967062",
+    "me-south-1": "076674570225",
+    "sa-east-1": "507241528517",
+}
+
+
+def access_log_bucket_policy(bucket_arn: Any, prefix: str, regional_account_statement: Any) -> dict[str, Any]:
+    """The load balancer writes its access logs under ``prefix``; nothing else gets in, nothing without TLS.
+    ``regional_account_statement`` is the statement for the regional account (an ``Fn::If`` that drops it
+    in regions that have none)."""
+    logs_arn = Sub("${Arn}/" + prefix + "/AWSLogs/${AWS::AccountId}/*", Arn=bucket_arn)
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, Sub("${Arn}/*", Arn=bucket_arn)],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "LogDelivery",
+                "Effect": "Allow",
+                "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": logs_arn,
+            },
+            regional_account_statement,
+        ],
+    }
+
+
+def regional_log_account_statement(bucket_arn: Any, prefix: str, account: Any) -> dict[str, Any]:
+    return {
+        "Sid": "RegionalLogDelivery",
+        "Effect": "Allow",
+        "Principal": {"AWS": Sub("arn:${AWS::Partition}:iam::${Account}:root", Account=account)},
+        "Action": "s3:PutObject",
+        "Resource": Sub("${Arn}/" + prefix + "/AWSLogs/${AWS::AccountId}/*", Arn=bucket_arn),
+    }

@@ -29,11 +29,13 @@ from troposphere import (
     Cidr,
     Equals,
     Export,
+    FindInMap,
     GetAtt,
     GetAZs,
     If,
     Join,
     Not,
+    Or,
     Output,
     Parameter,
     Ref,
@@ -42,6 +44,7 @@ from troposphere import (
     Tags,
     Template,
     ec2,
+    events,
     iam,
     logs,
     route53,
@@ -63,7 +66,7 @@ from troposphere.policies import (
     UpdatePolicy,
 )
 
-from cloudformation import ids, policies, userdata
+from cloudformation import dashboard, ids, policies, userdata
 from service import resources
 
 #: Liveness, what the load balancer and the Auto Scaling group check: the process answers (no I/O). A
@@ -107,12 +110,33 @@ INTERFACE_ENDPOINTS = {
     "CloudFormation": "cloudformation",
     # The drain watcher completes the termination lifecycle action.
     "AutoScaling": "autoscaling",
+    # Session Manager, and the CloudWatch agent's metrics.
+    "Ssm": "ssm",
+    "SsmMessages": "ssmmessages",
+    "Monitoring": "monitoring",
 }
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 ALARM_PERIOD_SECONDS = 60
 #: Below this many requests a minute, a 5xx rate is noise (one error in three requests is 33%).
 MIN_REQUESTS_FOR_5XX_RATE = 20
+#: Where the load balancer's access logs go in their bucket.
+ACCESS_LOG_PREFIX = "alb"
+#: Where each alarm's runbook entry is: a heading per alarm, its logical id (the anchor is its lower case).
+RUNBOOK = "docs/operations.md"
+#: Minutes the group may have fewer instances in service than it wants before the launch alarm: longer
+#: than an instance may take to become ready (the 15-minute signal timeout).
+LAUNCH_ALARM_MINUTES = 20
+#: SES reviews an account at a 5% bounce rate and a 0.1% complaint rate (and may pause its sending at 10%
+#: and 0.5%): alarm at half the review levels, while there is time to act. SES updates them about hourly.
+SES_BOUNCE_RATE = 0.025
+SES_COMPLAINT_RATE = 0.0005
+SES_ALARM_PERIOD_SECONDS = 900
+MEMORY_ALARM_PERCENT = 90
+DISK_ALARM_PERCENT = 85
+#: What the notifier logs when a tick fails (``service/core/notify.py``), counted by a log metric filter.
+NOTIFIER_FAILURE_MESSAGE = "notifier tick failed"
+NOTIFIER_FAILURE_METRIC = "NotifierTickFailures"
 #: The data: retained when the stack goes, and never replaced or removed by an update (the stack policy).
 PROTECTED_RESOURCES = (ids.BUCKET, ids.TABLE)
 
@@ -171,7 +195,7 @@ def build_template(params: TemplateParams) -> Template:
     roles = _identity(t, p, data, log_group)
     front = _front(t, p, params, net)
     group = _compute(t, p, params, net, data, roles, front, log_group)
-    _operations(t, p, front, data)
+    _operations(t, p, front, data, group, log_group)
     _outputs(t, net, data, roles, front, group, log_group)
     return t
 
@@ -284,8 +308,9 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         AllowedValues=["true", "false"],
         Description=(
             "One NAT gateway per zone for the instances' outbound traffic. false: interface endpoints for "
-            "STS, Secrets Manager, CloudWatch Logs and CloudFormation instead, and no mail (SES has no VPC "
-            "endpoint for its API)"
+            "the AWS APIs the instances call (STS, Secrets Manager, CloudWatch Logs and metrics, "
+            "CloudFormation, Auto Scaling, Systems Manager) instead, and no mail (SES has no VPC endpoint "
+            "for its API)"
         ),
     )
     add(
@@ -383,6 +408,10 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     t.add_condition(ids.NAT_DISABLED, Not(Equals(Ref(p[ids.ENABLE_NAT]), "true")))
     t.add_condition(ids.ADOPT_TABLE, Not(Equals(Ref(p[ids.EXISTING_TABLE_NAME]), "")))
     t.add_condition(ids.ADOPT_BUCKET, Not(Equals(Ref(p[ids.EXISTING_BUCKET_NAME]), "")))
+    t.add_mapping(ids.ELB_LOG_ACCOUNTS, {r: {"Account": a} for r, a in policies.ELB_LOG_ACCOUNTS.items()})
+    regions = [Equals(Ref("AWS::Region"), region) for region in policies.ELB_LOG_ACCOUNTS]
+    # Fn::Or takes at most ten conditions.
+    t.add_condition(ids.ELB_LOG_ACCOUNT_REGION, Or(*(Or(*regions[i : i + 10]) for i in range(0, len(regions), 10))))
     return p
 
 
@@ -769,6 +798,7 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
                 release_key=Ref(p[ids.RELEASE_KEY]),
                 log_group_arn=GetAtt(log_group, "Arn"),
                 group_logical_id=ids.AUTO_SCALING_GROUP,
+                metrics_namespace=userdata.AGENT_NAMESPACE,
             ),
         )
     )
@@ -811,6 +841,49 @@ def _target_group(logical_id: str, vpc: ec2.VPC, params: TemplateParams, drain_s
     )
 
 
+def _access_logs(t: Template, p: dict[str, Parameter]) -> tuple[s3.Bucket, s3.BucketPolicy]:
+    """The load balancer's access logs: a bucket of their own, kept ``LogRetentionDays``."""
+    bucket = t.add_resource(
+        s3.Bucket(
+            ids.ACCESS_LOG_BUCKET,
+            # Evidence, like the log group: it outlives the stack (its objects still expire).
+            DeletionPolicy="Retain",
+            UpdateReplacePolicy="Retain",
+            PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(**resources.bucket_public_access_block()),
+            # Access logs may only go to a bucket encrypted with S3-managed keys.
+            BucketEncryption=s3.BucketEncryption(
+                ServerSideEncryptionConfiguration=[_encryption_rule(r) for r in resources.bucket_encryption_rules()]
+            ),
+            OwnershipControls=s3.OwnershipControls(
+                Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
+            ),
+            LifecycleConfiguration=s3.LifecycleConfiguration(
+                Rules=[
+                    s3.LifecycleRule(
+                        Id="expire-access-logs", Status="Enabled", ExpirationInDays=Ref(p[ids.LOG_RETENTION_DAYS])
+                    )
+                ]
+            ),
+        )
+    )
+    arn = GetAtt(bucket, "Arn")
+    regional = If(
+        ids.ELB_LOG_ACCOUNT_REGION,
+        policies.regional_log_account_statement(
+            arn, ACCESS_LOG_PREFIX, FindInMap(ids.ELB_LOG_ACCOUNTS, Ref("AWS::Region"), "Account")
+        ),
+        Ref(AWS_NO_VALUE),
+    )
+    policy = t.add_resource(
+        s3.BucketPolicy(
+            ids.ACCESS_LOG_BUCKET_POLICY,
+            Bucket=Ref(bucket),
+            PolicyDocument=policies.access_log_bucket_policy(arn, ACCESS_LOG_PREFIX, regional),
+        )
+    )
+    return bucket, policy
+
+
 def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _Network) -> _Front:
     group = t.add_resource(
         ec2.SecurityGroup(
@@ -825,10 +898,12 @@ def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _N
             Tags=_name("load-balancer"),
         )
     )
+    access_logs, access_log_policy = _access_logs(t, p)
     load_balancer = t.add_resource(
         elb.LoadBalancer(
             ids.LOAD_BALANCER,
-            DependsOn=[net.load_balancer_ready],
+            # The load balancer checks that it may write its logs when they are turned on.
+            DependsOn=[net.load_balancer_ready, access_log_policy],
             Type="application",
             Scheme="internet-facing",
             IpAddressType="dualstack",
@@ -837,6 +912,9 @@ def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _N
             LoadBalancerAttributes=[
                 elb.LoadBalancerAttributes(Key="idle_timeout.timeout_seconds", Value=str(params.idle_timeout_seconds)),
                 elb.LoadBalancerAttributes(Key="routing.http.drop_invalid_header_fields.enabled", Value="true"),
+                elb.LoadBalancerAttributes(Key="access_logs.s3.enabled", Value="true"),
+                elb.LoadBalancerAttributes(Key="access_logs.s3.bucket", Value=Ref(access_logs)),
+                elb.LoadBalancerAttributes(Key="access_logs.s3.prefix", Value=ACCESS_LOG_PREFIX),
             ],
             Tags=_name("alb"),
         )
@@ -1113,98 +1191,253 @@ def _metric(
     )
 
 
-def _operations(t: Template, p: dict[str, Parameter], front: _Front, data: _Data) -> None:
+def _runbook(logical_id: str, what: str) -> str:
+    """An alarm's description: what it means, and where its runbook entry is (a heading per alarm)."""
+    return f"{what}. Runbook: {RUNBOOK}#{logical_id.lower()}"
+
+
+def _dimensions(dimensions: dict[str, Any]) -> list[cw.MetricDimension]:
+    return [cw.MetricDimension(Name=key, Value=value) for key, value in dimensions.items()]
+
+
+def _operations(
+    t: Template,
+    p: dict[str, Parameter],
+    front: _Front,
+    data: _Data,
+    group: asg.AutoScalingGroup,
+    log_group: logs.LogGroup,
+) -> None:
     topic = t.add_resource(sns.Topic(ids.ALARM_TOPIC, DisplayName=Sub("${AWS::StackName} alarms")))
     t.add_resource(
         sns.SubscriptionResource(
             ids.ALARM_SUBSCRIPTION, TopicArn=Ref(topic), Protocol="email", Endpoint=Ref(p[ids.ALARM_EMAIL])
         )
     )
+    # Failed launches, with their cause, as Auto Scaling reports them (the launch-failure alarm says only
+    # that instances are missing).
+    launches = t.add_resource(
+        events.Rule(
+            ids.LAUNCH_UNSUCCESSFUL_RULE,
+            Description="Auto Scaling could not launch an instance of the group",
+            EventPattern={
+                "source": ["aws.autoscaling"],
+                "detail-type": ["EC2 Instance Launch Unsuccessful"],
+                "detail": {"AutoScalingGroupName": [Ref(group)]},
+            },
+            Targets=[events.Target(Id="alarm-topic", Arn=Ref(topic))],
+        )
+    )
+    t.add_resource(
+        sns.TopicPolicy(
+            ids.ALARM_TOPIC_POLICY,
+            Topics=[Ref(topic)],
+            PolicyDocument=policies.alarm_topic_policy(Ref(topic), GetAtt(launches, "Arn")),
+        )
+    )
     notify = {"AlarmActions": [Ref(topic)], "OKActions": [Ref(topic)], "TreatMissingData": "notBreaching"}
     balancer = {"LoadBalancer": GetAtt(front.load_balancer, "LoadBalancerFullName")}
     api = {**balancer, "TargetGroup": GetAtt(front.api, "TargetGroupFullName")}
     elb_namespace = "AWS/ApplicationELB"
+    group_dimensions = {"AutoScalingGroupName": Ref(group)}
+    alarms: list[cw.Alarm] = []
 
-    t.add_resource(
-        cw.Alarm(
-            ids.ALARM_5XX,
-            AlarmDescription="More than Alarm5xxPercent of requests answered 5xx (by the load balancer or us)",
-            ComparisonOperator="GreaterThanThreshold",
-            Threshold=Ref(p[ids.ALARM_5XX_PERCENT]),
-            EvaluationPeriods=5,
-            DatapointsToAlarm=3,
-            Metrics=[
-                _metric("requests", elb_namespace, "RequestCount", balancer),
-                _metric("target", elb_namespace, "HTTPCode_Target_5XX_Count", balancer),
-                _metric("balancer", elb_namespace, "HTTPCode_ELB_5XX_Count", balancer),
-                cw.MetricDataQuery(
-                    Id="rate",
-                    Label="5xx percent",
-                    ReturnData=True,
-                    Expression=(
-                        f"IF(FILL(requests, 0) >= {MIN_REQUESTS_FOR_5XX_RATE}, "
-                        "100 * (FILL(target, 0) + FILL(balancer, 0)) / FILL(requests, 0), 0)"
-                    ),
+    def alarm(logical_id: str, what: str, **kwargs: Any) -> None:
+        # Named after the stack and the logical id, as the runbook's headings are: the name in a
+        # notification leads straight to its entry (and the dashboard builds the ARNs from the names).
+        settings = {**notify, **kwargs}
+        alarms.append(
+            t.add_resource(
+                cw.Alarm(
+                    logical_id,
+                    AlarmName=Sub("${AWS::StackName}-" + logical_id),
+                    AlarmDescription=_runbook(logical_id, what),
+                    **settings,
+                )
+            )
+        )
+
+    alarm(
+        ids.ALARM_5XX,
+        "More than Alarm5xxPercent of requests answered 5xx (by the load balancer or us)",
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=Ref(p[ids.ALARM_5XX_PERCENT]),
+        EvaluationPeriods=5,
+        DatapointsToAlarm=3,
+        Metrics=[
+            _metric("requests", elb_namespace, "RequestCount", balancer),
+            _metric("target", elb_namespace, "HTTPCode_Target_5XX_Count", balancer),
+            _metric("balancer", elb_namespace, "HTTPCode_ELB_5XX_Count", balancer),
+            cw.MetricDataQuery(
+                Id="rate",
+                Label="5xx percent",
+                ReturnData=True,
+                Expression=(
+                    f"IF(FILL(requests, 0) >= {MIN_REQUESTS_FOR_5XX_RATE}, "
+                    "100 * (FILL(target, 0) + FILL(balancer, 0)) / FILL(requests, 0), 0)"
                 ),
-            ],
-            **notify,
-        )
+            ),
+        ],
     )
-    t.add_resource(
-        cw.Alarm(
-            ids.ALARM_P99,
-            AlarmDescription="The API's 99th percentile response time is above AlarmP99Seconds",
-            Namespace=elb_namespace,
-            MetricName="TargetResponseTime",
-            Dimensions=[cw.MetricDimension(Name=key, Value=value) for key, value in api.items()],
-            ExtendedStatistic="p99",
-            Period=ALARM_PERIOD_SECONDS,
-            EvaluationPeriods=5,
-            DatapointsToAlarm=3,
-            ComparisonOperator="GreaterThanThreshold",
-            Threshold=Ref(p[ids.ALARM_P99_SECONDS]),
-            **notify,
-        )
+    alarm(
+        ids.ALARM_P99,
+        "The API's 99th percentile response time is above AlarmP99Seconds",
+        Namespace=elb_namespace,
+        MetricName="TargetResponseTime",
+        Dimensions=_dimensions(api),
+        ExtendedStatistic="p99",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=5,
+        DatapointsToAlarm=3,
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=Ref(p[ids.ALARM_P99_SECONDS]),
     )
-    t.add_resource(
-        cw.Alarm(
-            ids.ALARM_UNHEALTHY,
-            AlarmDescription="An instance fails its /healthz health check",
-            Namespace=elb_namespace,
-            MetricName="UnHealthyHostCount",
-            Dimensions=[cw.MetricDimension(Name=key, Value=value) for key, value in api.items()],
-            Statistic="Maximum",
-            Period=ALARM_PERIOD_SECONDS,
-            EvaluationPeriods=3,
-            ComparisonOperator="GreaterThanThreshold",
-            Threshold=0,
-            **notify,
-        )
+    alarm(
+        ids.ALARM_UNHEALTHY,
+        "An instance fails its /healthz health check",
+        Namespace=elb_namespace,
+        MetricName="UnHealthyHostCount",
+        Dimensions=_dimensions(api),
+        Statistic="Maximum",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=3,
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=0,
+    )
+    alarm(
+        ids.ALARM_HEALTHY,
+        "Fewer healthy instances behind the API than MinSize for 3 minutes (no data: none)",
+        Namespace=elb_namespace,
+        MetricName="HealthyHostCount",
+        Dimensions=_dimensions(api),
+        Statistic="Minimum",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=3,
+        ComparisonOperator="LessThanThreshold",
+        Threshold=Ref(p[ids.MIN_SIZE]),
+        TreatMissingData="breaching",
+    )
+    alarm(
+        ids.ALARM_LAUNCHES,
+        f"The group has had fewer instances in service than it wants for {LAUNCH_ALARM_MINUTES} minutes: "
+        "launches fail or new instances never become ready",
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=0,
+        EvaluationPeriods=LAUNCH_ALARM_MINUTES,
+        DatapointsToAlarm=LAUNCH_ALARM_MINUTES,
+        Metrics=[
+            _metric("desired", "AWS/AutoScaling", "GroupDesiredCapacity", group_dimensions, "Maximum"),
+            _metric("inservice", "AWS/AutoScaling", "GroupInServiceInstances", group_dimensions, "Minimum"),
+            cw.MetricDataQuery(
+                Id="missing", Label="instances missing", ReturnData=True, Expression="desired - inservice"
+            ),
+        ],
     )
     table = {"TableName": data.table_name}
     index = {**table, "GlobalSecondaryIndexName": resources.GSI1_NAME}
+    alarm(
+        ids.ALARM_THROTTLES,
+        "DynamoDB throttled the table or its index for minutes on end",
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=0,
+        EvaluationPeriods=5,
+        DatapointsToAlarm=3,
+        Metrics=[
+            _metric("reads", "AWS/DynamoDB", "ReadThrottleEvents", table),
+            _metric("writes", "AWS/DynamoDB", "WriteThrottleEvents", table),
+            _metric("indexreads", "AWS/DynamoDB", "ReadThrottleEvents", index),
+            _metric("indexwrites", "AWS/DynamoDB", "WriteThrottleEvents", index),
+            cw.MetricDataQuery(
+                Id="throttles",
+                Label="throttle events",
+                ReturnData=True,
+                Expression="FILL(reads, 0) + FILL(writes, 0) + FILL(indexreads, 0) + FILL(indexwrites, 0)",
+            ),
+        ],
+    )
+    alarm(
+        ids.ALARM_NOTIFIER_DOWN,
+        "An instance has had no notifier process for 5 minutes (no data: the agent reports nothing)",
+        Namespace=userdata.AGENT_NAMESPACE,
+        MetricName="procstat_lookup_pid_count",
+        Dimensions=_dimensions(group_dimensions),
+        Statistic="Minimum",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=5,
+        ComparisonOperator="LessThanThreshold",
+        Threshold=1,
+        TreatMissingData="breaching",
+    )
+    notifier_namespace = Sub("filesync/${AWS::StackName}")
     t.add_resource(
-        cw.Alarm(
-            ids.ALARM_THROTTLES,
-            AlarmDescription="DynamoDB throttled the table or its index for minutes on end",
-            ComparisonOperator="GreaterThanThreshold",
-            Threshold=0,
-            EvaluationPeriods=5,
-            DatapointsToAlarm=3,
-            Metrics=[
-                _metric("reads", "AWS/DynamoDB", "ReadThrottleEvents", table),
-                _metric("writes", "AWS/DynamoDB", "WriteThrottleEvents", table),
-                _metric("indexreads", "AWS/DynamoDB", "ReadThrottleEvents", index),
-                _metric("indexwrites", "AWS/DynamoDB", "WriteThrottleEvents", index),
-                cw.MetricDataQuery(
-                    Id="throttles",
-                    Label="throttle events",
-                    ReturnData=True,
-                    Expression="FILL(reads, 0) + FILL(writes, 0) + FILL(indexreads, 0) + FILL(indexwrites, 0)",
-                ),
+        logs.MetricFilter(
+            ids.NOTIFIER_FAILURES_FILTER,
+            LogGroupName=Ref(log_group),
+            FilterPattern=f'{{ $.message = "{NOTIFIER_FAILURE_MESSAGE}*" }}',
+            MetricTransformations=[
+                logs.MetricTransformation(
+                    MetricNamespace=notifier_namespace,
+                    MetricName=NOTIFIER_FAILURE_METRIC,
+                    MetricValue="1",
+                    DefaultValue=0,
+                )
             ],
-            **notify,
         )
+    )
+    alarm(
+        ids.ALARM_NOTIFIER_FAILING,
+        "Notifier ticks keep failing (mail is not going out)",
+        Namespace=notifier_namespace,
+        MetricName=NOTIFIER_FAILURE_METRIC,
+        Statistic="Sum",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=5,
+        DatapointsToAlarm=3,
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=0,
+    )
+    for logical_id, metric, threshold, what in (
+        (ids.ALARM_SES_BOUNCES, "Reputation.BounceRate", SES_BOUNCE_RATE, "bounce"),
+        (ids.ALARM_SES_COMPLAINTS, "Reputation.ComplaintRate", SES_COMPLAINT_RATE, "complaint"),
+    ):
+        alarm(
+            logical_id,
+            f"The account's SES {what} rate is above {threshold:.2%} (SES reviews the account at twice that)",
+            Namespace="AWS/SES",
+            MetricName=metric,
+            Statistic="Maximum",
+            Period=SES_ALARM_PERIOD_SECONDS,
+            EvaluationPeriods=1,
+            ComparisonOperator="GreaterThanThreshold",
+            Threshold=threshold,
+        )
+    for logical_id, metric, threshold, what in (
+        (ids.ALARM_MEMORY, "mem_used_percent", MEMORY_ALARM_PERCENT, "memory"),
+        (ids.ALARM_DISK, "disk_used_percent", DISK_ALARM_PERCENT, "root disk"),
+    ):
+        alarm(
+            logical_id,
+            f"An instance's {what} is more than {threshold}% used for 5 minutes",
+            Namespace=userdata.AGENT_NAMESPACE,
+            MetricName=metric,
+            Dimensions=_dimensions(group_dimensions),
+            Statistic="Maximum",
+            Period=ALARM_PERIOD_SECONDS,
+            EvaluationPeriods=5,
+            ComparisonOperator="GreaterThanThreshold",
+            Threshold=threshold,
+        )
+    variables = {
+        "LoadBalancer": GetAtt(front.load_balancer, "LoadBalancerFullName"),
+        "ApiTargetGroup": GetAtt(front.api, "TargetGroupFullName"),
+        "FeedTargetGroup": GetAtt(front.feed, "TargetGroupFullName"),
+        "Group": Ref(group),
+        "Table": data.table_name,
+        "NotifierNamespace": notifier_namespace,
+    }
+    body = dashboard.dashboard_body([a.title for a in alarms], notifier_metric=NOTIFIER_FAILURE_METRIC)
+    t.add_resource(
+        cw.Dashboard(ids.DASHBOARD, DashboardName=Sub("${AWS::StackName}"), DashboardBody=Sub(body, **variables))
     )
 
 
@@ -1232,6 +1465,8 @@ def _outputs(
         (ids.OUT_ALARM_TOPIC, "SNS topic alarms go to", Ref(t.resources[ids.ALARM_TOPIC])),
         (ids.OUT_AUTO_SCALING_GROUP, "Auto Scaling group of the instances", Ref(group)),
         (ids.OUT_VPC, "The VPC", Ref(net.vpc)),
+        (ids.OUT_ACCESS_LOG_BUCKET, "The load balancer's access logs", Ref(t.resources[ids.ACCESS_LOG_BUCKET])),
+        (ids.OUT_DASHBOARD, "The CloudWatch dashboard", Ref(t.resources[ids.DASHBOARD])),
     ):
         t.add_output(
             Output(

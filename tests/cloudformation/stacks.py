@@ -2,8 +2,9 @@
 
 moto lacks one intrinsic function, ``Fn::Cidr``; ``resolve_cidrs`` computes it as AWS would before the
 upload (for the IPv6 side from a documentation prefix, since moto does not allocate the VPC's IPv6 block
-either). Every stack gets names of its own (a hosted zone, a certificate, a domain), so tests sharing one
-emulator never see each other's stacks.
+either). Its target groups have no ``TargetGroupFullName`` attribute (only alarms and the dashboard use it:
+a name in the same form stands in). Every stack gets names of its own (a hosted zone, a certificate, a
+domain), so tests sharing one emulator never see each other's stacks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ AwsClient = Callable[[str], Any]
 
 
 def resolve_cidrs(node: Any) -> Any:
+    """The template with what moto cannot evaluate replaced by what AWS would make of it."""
     if isinstance(node, dict):
+        if node.keys() == {"Fn::GetAtt"} and node["Fn::GetAtt"][1] == "TargetGroupFullName":
+            return f"targetgroup/{node['Fn::GetAtt'][0]}/0123456789abcdef"
         if "Fn::Cidr" in node:
             block, count, bits = node["Fn::Cidr"]
             network = ipaddress.ip_network(IPV6_BLOCK if "Fn::Select" in block else VPC_CIDR)

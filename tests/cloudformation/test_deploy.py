@@ -9,7 +9,8 @@ moto lacks one intrinsic function, ``Fn::Cidr``: ``tests/cloudformation/stacks.p
 upload.
 
 moto also ignores some properties of the types it creates: the bucket's public access block, CORS,
-lifecycle and ownership controls, and the table's TTL. Those are checked in the template (``test_shapes``)
+lifecycle and ownership controls, the table's TTL, the load balancer's attributes (idle timeout, access
+logs) and the group's lifecycle hooks. Those are checked in the template (``test_shapes``)
 and, for the embedded default, by ``tests/aws/test_provision.py``.
 """
 
@@ -28,7 +29,9 @@ MOTO_SKIPS = {
     "AWS::CloudFormation::WaitConditionHandle",
     "AWS::CloudWatch::Alarm",
     "AWS::EC2::VPCCidrBlock",
+    "AWS::Logs::MetricFilter",
     "AWS::S3::BucketPolicy",
+    "AWS::SNS::TopicPolicy",
     "AWS::SES::EmailIdentity",
     "AWS::SNS::Subscription",
     "AWS::SecretsManager::Secret",
@@ -113,6 +116,15 @@ def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
     aliases = {r["Type"]: r["AliasTarget"]["DNSName"] for r in records if r["Name"].rstrip(".") == domain}
     assert set(aliases) == {"A", "AAAA"}
     assert all(name.rstrip(".") == balancer["DNSName"] for name in aliases.values())
+
+    # Operations: the access logs' bucket, the dashboard, failed launches forwarded to the topic.
+    aws("s3").head_bucket(Bucket=physical[ids.ACCESS_LOG_BUCKET])
+    dashboard = aws("cloudwatch").get_dashboard(DashboardName=physical[ids.DASHBOARD])
+    assert "HealthyHostCount" in dashboard["DashboardBody"]
+    rule = aws("events").describe_rule(Name=physical[ids.LAUNCH_UNSUCCESSFUL_RULE])
+    assert "EC2 Instance Launch Unsuccessful" in rule["EventPattern"]
+    (target,) = aws("events").list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"] == physical[ids.ALARM_TOPIC]
 
     # Compute, through Auto Scaling and EC2.
     (group,) = aws("autoscaling").describe_auto_scaling_groups(

@@ -48,7 +48,12 @@ def _policies(template) -> list[tuple[str, dict]]:
             found.append((f"{logical_id} trust", properties["AssumeRolePolicyDocument"]))
         for policy in properties.get("Policies", []):
             found.append((f"{logical_id} {policy['PolicyName']}", policy["PolicyDocument"]))
-        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::S3::BucketPolicy"):
+        if resource["Type"] in (
+            "AWS::IAM::Policy",
+            "AWS::IAM::ManagedPolicy",
+            "AWS::S3::BucketPolicy",
+            "AWS::SNS::TopicPolicy",
+        ):
             found.append((logical_id, properties["PolicyDocument"]))
     return found
 
@@ -66,12 +71,38 @@ def test_the_walk_finds_every_policy(template):
         ids.INSTANCE_ROLE_POLICY,
         ids.UPLOAD_ROLE_BOUNDARY,
         ids.BUCKET_POLICY,
+        ids.ACCESS_LOG_BUCKET_POLICY,
+        ids.ALARM_TOPIC_POLICY,
     }
+
+
+#: Actions AWS authorizes on no resource at all ("*" is the only resource they take), each with the
+#: condition that narrows it where one exists: Session Manager's channels, the CloudWatch agent's metrics
+#: (its namespace only) and the instance tags it reads to learn its Auto Scaling group.
+UNSCOPED_ACTIONS = {
+    "ssmmessages:CreateControlChannel": None,
+    "ssmmessages:CreateDataChannel": None,
+    "ssmmessages:OpenControlChannel": None,
+    "ssmmessages:OpenDataChannel": None,
+    "cloudwatch:PutMetricData": {"StringEquals": {"cloudwatch:namespace": "CWAgent"}},
+    "ec2:DescribeTags": None,
+}
+
+
+def _statements_of(document) -> list[dict]:
+    """A document's statements, those under an ``Fn::If`` (by region, say) with either branch."""
+    found = []
+    for statement in document["Statement"]:
+        if set(statement) == {"Fn::If"}:
+            found += [branch for branch in statement["Fn::If"][1:] if branch != {"Ref": "AWS::NoValue"}]
+        else:
+            found.append(statement)
+    return found
 
 
 def test_no_policy_allows_every_action_or_every_resource(template):
     for where, document in _policies(template):
-        for statement in document["Statement"]:
+        for statement in _statements_of(document):
             actions = _listed(statement.get("Action", []))
             assert "*" not in actions, where
             assert "NotAction" not in statement, where
@@ -79,7 +110,11 @@ def test_no_policy_allows_every_action_or_every_resource(template):
             if statement["Effect"] == "Allow":
                 # A service-wide wildcard is as broad as "*" within that service.
                 assert not [a for a in actions if a.endswith(":*")], where
-                assert "*" not in _listed(statement.get("Resource", [])), where
+                if "*" in _listed(statement.get("Resource", [])):
+                    assert set(actions) <= set(UNSCOPED_ACTIONS), (where, actions)
+                    for action in actions:
+                        if UNSCOPED_ACTIONS[action] is not None:
+                            assert statement["Condition"] == UNSCOPED_ACTIONS[action], (where, action)
                 assert statement.get("Principal") != "*", where
                 assert statement.get("Principal") != {"AWS": "*"}, where
 

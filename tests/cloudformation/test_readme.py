@@ -80,11 +80,13 @@ AWS_CLI_OPTIONS: dict[tuple[str, str], set[str]] = {
     ("s3api", "delete-object"): {"bucket", "key", "version-id"},
     ("ssm", "start-session"): {"target", "document-name", "parameters"},
     ("logs", "tail"): {"follow", "since", "log-stream-name-prefix", "filter-pattern", "format"},
+    ("ec2", "get-console-output"): {"instance-id", "latest", "no-latest"},
+    ("autoscaling", "describe-scaling-activities"): {"auto-scaling-group-name", "max-items"},
     ("secretsmanager", "put-secret-value"): {"secret-id", "secret-string"},
     ("secretsmanager", "get-secret-value"): {"secret-id"},
 }
 #: Positional arguments a command takes (source and destination).
-POSITIONAL = {("s3", "cp"): 2}
+POSITIONAL = {("s3", "cp"): 2, ("logs", "tail"): 1}
 #: Subcommands of ``aws <service> wait``.
 AWS_CLI_WAITERS = {("dynamodb", "table-exists"): {"table-name"}}
 GLOBAL_OPTIONS = {"region", "query", "output", "profile"}
@@ -106,6 +108,8 @@ FLAG_OPTIONS = {
     "recursive",
     "only-show-errors",
     "follow",
+    "latest",
+    "no-latest",
 }
 
 

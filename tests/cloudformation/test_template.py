@@ -13,6 +13,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import cfnlint.api
+import orjson
 import pytest
 
 from cloudformation import ids, userdata
@@ -20,7 +21,9 @@ from cloudformation.__main__ import STACK_POLICY_NAME, TEMPLATE_NAME, main, rend
 from cloudformation.template import (
     FEED_PATH_PATTERN,
     HEALTH_CHECK_PATH,
+    INTERFACE_ENDPOINTS,
     INTERNAL_PATHS,
+    NOTIFIER_FAILURE_MESSAGE,
     READINESS_PATH,
     TemplateParams,
     build_template,
@@ -258,8 +261,9 @@ def test_user_data_variables_are_the_stacks_resources(template):
     assert variables["DomainName"] == {"Ref": ids.DOMAIN_NAME}
     assert variables["TokenSecretArn"] == {"Ref": ids.TOKEN_SECRET}
     assert variables["LogGroup"] == {"Ref": ids.LOG_GROUP}
-    # Every ${...} in the script is one of them or a pseudo parameter: nothing is left for bash to mangle.
-    used = set(re.findall(r"\$\{([^}]+)\}", _user_data(template)))
+    # Every ${...} in the script is one of them or a pseudo parameter: nothing is left for bash to mangle
+    # (``${!...}``, the CloudWatch agent's own variables, is Fn::Sub's escape for a literal ``${``).
+    used = set(re.findall(r"\$\{([^!}][^}]*)\}", _user_data(template)))
     assert used == {*userdata.SUB_VARIABLES, "AWS::Region", "AWS::StackName"}
 
 
@@ -321,3 +325,157 @@ def test_metrics_are_not_routed_from_the_public_listener(template):
         if listener["Protocol"] == "HTTP":
             assert [a["Type"] for a in listener["DefaultActions"]] == ["redirect"]
     assert {r["ListenerArn"]["Ref"] for r in rules} == {ids.HTTPS_LISTENER}
+
+
+# --- Operations: alarms, their runbooks, what feeds them ---------------------------------------------
+
+REQUIRED_ALARMS = {
+    ids.ALARM_5XX,
+    ids.ALARM_P99,
+    ids.ALARM_UNHEALTHY,
+    ids.ALARM_HEALTHY,
+    ids.ALARM_LAUNCHES,
+    ids.ALARM_THROTTLES,
+    ids.ALARM_NOTIFIER_DOWN,
+    ids.ALARM_NOTIFIER_FAILING,
+    ids.ALARM_SES_BOUNCES,
+    ids.ALARM_SES_COMPLAINTS,
+    ids.ALARM_MEMORY,
+    ids.ALARM_DISK,
+}
+
+
+def _alarms(template) -> dict[str, dict]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def _agent_config(template) -> dict:
+    block = re.search(r"<<'AGENT'\n(.*?)\nAGENT\n", _user_data(template), re.S)
+    assert block is not None
+    return orjson.loads(block.group(1))
+
+
+def test_every_alarm_is_there_and_has_its_runbook_entry(template):
+    alarms = _alarms(template)
+    assert set(alarms) == REQUIRED_ALARMS
+    runbook = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^### (\w+)\n\n(.+?)(?=^#)", runbook + "\n#", re.M | re.S))
+    for logical_id, alarm in alarms.items():
+        assert alarm["AlarmDescription"].endswith(f"Runbook: docs/operations.md#{logical_id.lower()}"), logical_id
+        assert logical_id in sections, f"docs/operations.md has no runbook entry `### {logical_id}`"
+        assert len(sections[logical_id].split()) >= 30, f"the runbook entry of {logical_id} says too little"
+        assert alarm["AlarmName"] == {"Fn::Sub": f"${{AWS::StackName}}-{logical_id}"}
+        assert alarm["AlarmActions"] == [{"Ref": ids.ALARM_TOPIC}]
+
+
+def test_the_dashboard_shows_every_alarm_and_what_they_watch(template):
+    body, variables = template["Resources"][ids.DASHBOARD]["Properties"]["DashboardBody"]["Fn::Sub"]
+    dashboard = orjson.loads(body)
+    (states,) = [w for w in dashboard["widgets"] if w["type"] == "alarm"]
+    assert {arn.rsplit("}-", 1)[1] for arn in states["properties"]["alarms"]} == REQUIRED_ALARMS
+    for alarm in _alarms(template).values():
+        names = (
+            [alarm["MetricName"]]
+            if "MetricName" in alarm
+            else [m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m]
+        )
+        for name in names:
+            assert f'"{name}"' in body, name
+    assert set(re.findall(r"\$\{([^}]+)\}", body)) - {
+        "AWS::Region",
+        "AWS::Partition",
+        "AWS::AccountId",
+        "AWS::StackName",
+    } == set(variables)
+
+
+def test_the_agent_reports_what_the_alarms_watch(template):
+    """Memory, root disk and the notifier's processes come from the CloudWatch agent, per Auto Scaling group;
+    the notifier's failed ticks from its own log line."""
+    agent = _agent_config(template)
+    metrics = agent["metrics"]
+    assert metrics["namespace"] == userdata.AGENT_NAMESPACE
+    assert metrics["aggregation_dimensions"] == [["AutoScalingGroupName"]]
+    collected = metrics["metrics_collected"]
+    assert collected["mem"]["measurement"] == ["mem_used_percent"]
+    assert collected["disk"]["measurement"] == ["used_percent"]
+    assert collected["disk"]["resources"] == ["/"]
+    (process,) = collected["procstat"]
+    assert process["pattern"] == userdata.NOTIFIER_PATTERN
+    assert userdata.NOTIFIER_PATTERN in " ".join(_procfile()["notifier"])
+    alarms = _alarms(template)
+    for logical_id, metric in (
+        (ids.ALARM_MEMORY, "mem_used_percent"),
+        (ids.ALARM_DISK, "disk_used_percent"),
+        (ids.ALARM_NOTIFIER_DOWN, "procstat_lookup_pid_count"),
+    ):
+        alarm = alarms[logical_id]
+        assert (alarm["Namespace"], alarm["MetricName"]) == (userdata.AGENT_NAMESPACE, metric)
+        assert alarm["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": {"Ref": ids.AUTO_SCALING_GROUP}}]
+    assert alarms[ids.ALARM_NOTIFIER_DOWN]["TreatMissingData"] == "breaching"
+    statements = {
+        s["Sid"]: s
+        for s in template["Resources"][ids.INSTANCE_ROLE_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    }
+    assert statements["AgentMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": userdata.AGENT_NAMESPACE}
+    }
+    notify = (ROOT / "service" / "core" / "notify.py").read_text(encoding="utf-8")
+    assert f'"{NOTIFIER_FAILURE_MESSAGE}' in notify
+    metric_filter = template["Resources"][ids.NOTIFIER_FAILURES_FILTER]["Properties"]
+    assert metric_filter["FilterPattern"] == f'{{ $.message = "{NOTIFIER_FAILURE_MESSAGE}*" }}'
+    assert metric_filter["LogGroupName"] == {"Ref": ids.LOG_GROUP}
+
+
+def test_a_failed_boot_leaves_its_logs_behind(template):
+    """The agent starts before anything that can fail in the boot (the release, the install), ships
+    cloud-init's output and the drain watcher's log, and a failure waits for its last lines to go out
+    before it signals (after which the rollback terminates the instance)."""
+    script = _user_data(template)
+    files = {f["file_path"]: f for f in _agent_config(template)["logs"]["logs_collected"]["files"]["collect_list"]}
+    assert "/var/log/cloud-init-output.log" in files
+    assert f"{userdata.LOG_DIR}/drain.log" in files
+    assert all(f["log_group_name"] == "${LogGroup}" for f in files.values())
+    assert script.index("amazon-cloudwatch-agent-ctl -a fetch-config") < script.index("aws s3 cp")
+    fail = re.search(r"fail\(\) \{\n(.*?)\n\}", script, re.S)
+    assert fail is not None
+    assert re.search(rf"sleep {2 * userdata.AGENT_FLUSH_SECONDS}\b", fail.group(1))
+    assert fail.group(1).rstrip().endswith("report 1")
+    assert "trap 'fail' ERR" in script
+
+
+def test_operators_reach_instances_through_session_manager_with_or_without_nat(template):
+    statements = {
+        s["Sid"]: s
+        for s in template["Resources"][ids.INSTANCE_ROLE_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    }
+    assert statements["SessionManagerRegistration"]["Action"] == ["ssm:UpdateInstanceInformation"]
+    assert {a.split(":")[0] for a in statements["SessionManagerChannels"]["Action"]} == {"ssmmessages"}
+    assert {"ssm", "ssmmessages", "monitoring", "logs", "autoscaling"} <= set(INTERFACE_ENDPOINTS.values())
+    # No inbound port: the instances take the service port from the load balancer only.
+    (rule,) = template["Resources"][ids.INSTANCE_SECURITY_GROUP]["Properties"]["SecurityGroupIngress"]
+    assert rule["SourceSecurityGroupId"] == {"Ref": ids.LOAD_BALANCER_SECURITY_GROUP}
+
+
+def test_the_load_balancer_writes_access_logs_to_a_bucket_of_their_own(template):
+    resources = template["Resources"]
+    attributes = {a["Key"]: a["Value"] for a in resources[ids.LOAD_BALANCER]["Properties"]["LoadBalancerAttributes"]}
+    assert attributes["access_logs.s3.enabled"] == "true"
+    assert attributes["access_logs.s3.bucket"] == {"Ref": ids.ACCESS_LOG_BUCKET}
+    assert ids.ACCESS_LOG_BUCKET_POLICY in resources[ids.LOAD_BALANCER]["DependsOn"]
+    bucket = resources[ids.ACCESS_LOG_BUCKET]["Properties"]
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"
+    }
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == {"Ref": ids.LOG_RETENTION_DAYS}
+    statements = resources[ids.ACCESS_LOG_BUCKET_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    prefix = f"/{attributes['access_logs.s3.prefix']}/AWSLogs/${{AWS::AccountId}}/*"
+    writers = [s for s in statements if "Fn::If" not in s and s["Effect"] == "Allow"]
+    writers += [s["Fn::If"][1] for s in statements if "Fn::If" in s]
+    assert {str(s["Principal"]) for s in writers} >= {"{'Service': 'logdelivery.elasticloadbalancing.amazonaws.com'}"}
+    assert all(s["Resource"]["Fn::Sub"][0].endswith(prefix) for s in writers)
