@@ -94,7 +94,8 @@ async def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        # The administration commands act on the table (and the upload role) only: no signing secret.
+        settings = Settings.from_env(signs_tokens=args.command not in ("users", "folders"))
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -220,8 +220,10 @@ class Settings:
     metrics_dir: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from the environment (``os.environ`` unless given)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, signs_tokens: bool = True) -> Settings:
+        """Build settings from the environment (``os.environ`` unless given). ``signs_tokens=False`` is for
+        the administration commands, which never sign or check a token: they run without the signing
+        secret (a throwaway one stands in), so creating an account needs no copy of it on a workstation."""
         env = os.environ if environ is None else environ
         defaults = cls()
         backend = _backend(env)
@@ -244,6 +246,8 @@ class Settings:
             s3_addressing_style=_choice(env, "FILESYNC_S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), "auto"),
         )
         token_secret = env.get("FILESYNC_TOKEN_SECRET", "")
+        if not signs_tokens and not token_secret:
+            token_secret = secrets.token_urlsafe(48)
         if backend == "aws" and len(token_secret) < 32:
             raise SettingsError(
                 "FILESYNC_TOKEN_SECRET must be set to at least 32 characters when using AWS "

@@ -23,6 +23,8 @@ def run_admin(
         FILESYNC_ARGON2_MEMORY_KIB="8192",
         FILESYNC_LOG_LEVEL="WARNING",
     )
+    # Administration needs AWS permissions on the table and the upload role, never the signing secret.
+    del env["FILESYNC_TOKEN_SECRET"]
     if password is not None:
         env["FILESYNC_PASSWORD"] = password
     return subprocess.run(

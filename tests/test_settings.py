@@ -179,3 +179,21 @@ def test_body_deadlines_budget_head_deadline_and_keep_alive_are_read_and_checked
     ):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: bad})
+
+
+def test_the_administration_commands_need_no_signing_secret():
+    """``python -m service users|folders`` sign no token: AWS settings without the secret are enough there,
+    and still refused for serving."""
+    env = {
+        "AWS_REGION": "eu-west-1",
+        "FILESYNC_TABLE": "t",
+        "FILESYNC_UPLOAD_ROLE_ARN": "arn:aws:iam::111122223333:role/u",
+    }
+    with pytest.raises(SettingsError, match="FILESYNC_TOKEN_SECRET"):
+        Settings.from_env(env)
+    admin = Settings.from_env(env, signs_tokens=False)
+    assert admin.backend == "aws"
+    assert len(admin.token_secret) >= 32
+    assert admin.token_secret != Settings.from_env(env, signs_tokens=False).token_secret
+    given = Settings.from_env({**env, "FILESYNC_TOKEN_SECRET": "s" * 40}, signs_tokens=False)
+    assert given.token_secret == "s" * 40
