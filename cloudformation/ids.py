@@ -29,6 +29,8 @@ ALARM_5XX_PERCENT = "Alarm5xxPercent"
 ALARM_P99_SECONDS = "AlarmP99Seconds"
 EXISTING_TABLE_NAME = "ExistingTableName"
 EXISTING_BUCKET_NAME = "ExistingBucketName"
+CORS_ORIGINS = "CorsOrigins"
+LOGIN_RATE_LIMIT = "LoginRateLimit"
 
 # --- Conditions -------------------------------------------------------------------------------------
 NAT_ENABLED = "NatEnabled"
@@ -37,6 +39,7 @@ ADOPT_TABLE = "AdoptTable"
 ADOPT_BUCKET = "AdoptBucket"
 #: Regions opened before August 2022: the load balancer writes its access logs from a regional account.
 ELB_LOG_ACCOUNT_REGION = "ElbLogAccountRegion"
+WAF_ENABLED = "WafEnabled"
 
 # --- Mappings ---------------------------------------------------------------------------------------
 ELB_LOG_ACCOUNTS = "ElbLogAccounts"
@@ -74,6 +77,8 @@ FEED_TARGET_GROUP = "FeedTargetGroup"
 HTTPS_LISTENER = "HttpsListener"
 HTTP_LISTENER = "HttpListener"
 FEED_LISTENER_RULE = "FeedLongPollRule"
+WEB_ACL = "WebAcl"
+WEB_ACL_ASSOCIATION = "WebAclAssociation"
 INTERNAL_PATHS_RULE = "InternalPathsRule"
 DNS_RECORD_A = "DnsRecordA"
 DNS_RECORD_AAAA = "DnsRecordAaaa"

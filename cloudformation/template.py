@@ -52,6 +52,7 @@ from troposphere import (
     secretsmanager,
     ses,
     sns,
+    wafv2,
 )
 from troposphere import autoscaling as asg
 from troposphere import cloudformation as cfn
@@ -120,6 +121,8 @@ EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 ALARM_PERIOD_SECONDS = 60
 #: Below this many requests a minute, a 5xx rate is noise (one error in three requests is 33%).
 MIN_REQUESTS_FOR_5XX_RATE = 20
+#: The paths the optional WAF rate rule counts: login, sign-up, token refresh.
+AUTH_PATH_PREFIX = "/v1/auth/"
 #: Where the load balancer's access logs go in their bucket.
 ACCESS_LOG_PREFIX = "alb"
 #: Where each alarm's runbook entry is: a heading per alarm, its logical id (the anchor is its lower case).
@@ -359,6 +362,26 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         ),
     )
     add(
+        ids.CORS_ORIGINS,
+        Type="CommaDelimitedList",
+        Default="*",
+        Description=(
+            "Origins whose web pages may upload to and download from the bucket with presigned URLs (its "
+            "CORS rule), e.g. https://app.example.com; * for any"
+        ),
+    )
+    add(
+        ids.LOGIN_RATE_LIMIT,
+        Type="Number",
+        Default="0",
+        MinValue=0,
+        MaxValue=2_000_000_000,
+        Description=(
+            "Requests to /v1/auth/ (login, sign-up, refresh) one client address may make in 5 minutes before "
+            "a WAF web ACL blocks it for a while (at least 10); 0: no WAF"
+        ),
+    )
+    add(
         ids.ALARM_P99_SECONDS,
         Type="Number",
         Default="1",
@@ -385,7 +408,10 @@ def _parameters(t: Template) -> dict[str, Parameter]:
                             ids.TARGET_CPU_PERCENT,
                         ],
                     },
-                    {"Label": {"default": "Network"}, "Parameters": [ids.VPC_CIDR, ids.ENABLE_NAT]},
+                    {
+                        "Label": {"default": "Network and security"},
+                        "Parameters": [ids.VPC_CIDR, ids.ENABLE_NAT, ids.CORS_ORIGINS, ids.LOGIN_RATE_LIMIT],
+                    },
                     {
                         "Label": {"default": "Data (restore)"},
                         "Parameters": [ids.EXISTING_TABLE_NAME, ids.EXISTING_BUCKET_NAME],
@@ -408,6 +434,7 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     t.add_condition(ids.NAT_DISABLED, Not(Equals(Ref(p[ids.ENABLE_NAT]), "true")))
     t.add_condition(ids.ADOPT_TABLE, Not(Equals(Ref(p[ids.EXISTING_TABLE_NAME]), "")))
     t.add_condition(ids.ADOPT_BUCKET, Not(Equals(Ref(p[ids.EXISTING_BUCKET_NAME]), "")))
+    t.add_condition(ids.WAF_ENABLED, Not(Equals(Ref(p[ids.LOGIN_RATE_LIMIT]), "0")))
     t.add_mapping(ids.ELB_LOG_ACCOUNTS, {r: {"Account": a} for r, a in policies.ELB_LOG_ACCOUNTS.items()})
     regions = [Equals(Ref("AWS::Region"), region) for region in policies.ELB_LOG_ACCOUNTS]
     # Fn::Or takes at most ten conditions.
@@ -611,11 +638,11 @@ class _Data:
     table_arn: Any
 
 
-def _cors_rule(rule: dict[str, Any]) -> s3.CorsRules:
-    """An S3 API CORS rule as CloudFormation spells it."""
+def _cors_rule(rule: dict[str, Any], origins: Any) -> s3.CorsRules:
+    """An S3 API CORS rule as CloudFormation spells it, for the deployment's ``origins``."""
     return s3.CorsRules(
         AllowedMethods=rule["AllowedMethods"],
-        AllowedOrigins=rule["AllowedOrigins"],
+        AllowedOrigins=origins,
         AllowedHeaders=rule["AllowedHeaders"],
         ExposedHeaders=rule["ExposeHeaders"],
         MaxAge=rule["MaxAgeSeconds"],
@@ -661,7 +688,9 @@ def _data(t: Template, p: dict[str, Parameter]) -> _Data:
             OwnershipControls=s3.OwnershipControls(
                 Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
             ),
-            CorsConfiguration=s3.CorsConfiguration(CorsRules=[_cors_rule(r) for r in resources.bucket_cors_rules()]),
+            CorsConfiguration=s3.CorsConfiguration(
+                CorsRules=[_cors_rule(r, Ref(p[ids.CORS_ORIGINS])) for r in resources.bucket_cors_rules()]
+            ),
             VersioningConfiguration=s3.VersioningConfiguration(Status=resources.BUCKET_VERSIONING),
             LifecycleConfiguration=s3.LifecycleConfiguration(
                 Rules=[_lifecycle_rule(r) for r in resources.bucket_lifecycle_rules()]
@@ -884,6 +913,55 @@ def _access_logs(t: Template, p: dict[str, Parameter]) -> tuple[s3.Bucket, s3.Bu
     return bucket, policy
 
 
+def _login_rate_rule(t: Template, p: dict[str, Parameter], load_balancer: elb.LoadBalancer) -> None:
+    """With ``LoginRateLimit``: a WAF web ACL in front of the load balancer that blocks a client address
+    making more than that many requests to ``/v1/auth/`` in 5 minutes, before they cost an argon2 hash each
+    (the service's own throttle counts wrong passwords per account and per address, after the request)."""
+    visibility = {"CloudWatchMetricsEnabled": True, "SampledRequestsEnabled": True}
+    acl = t.add_resource(
+        wafv2.WebACL(
+            ids.WEB_ACL,
+            Condition=ids.WAF_ENABLED,
+            Scope="REGIONAL",
+            Description="filesync: rate limit on the authentication paths",
+            DefaultAction=wafv2.DefaultAction(Allow=wafv2.AllowAction()),
+            VisibilityConfig=wafv2.VisibilityConfig(MetricName=Sub("${AWS::StackName}-waf"), **visibility),
+            Rules=[
+                wafv2.WebACLRule(
+                    Name="auth-rate",
+                    Priority=0,
+                    Action=wafv2.RuleAction(Block=wafv2.BlockAction()),
+                    Statement=wafv2.Statement(
+                        RateBasedStatement=wafv2.RateBasedStatement(
+                            Limit=Ref(p[ids.LOGIN_RATE_LIMIT]),
+                            AggregateKeyType="IP",
+                            ScopeDownStatement=wafv2.Statement(
+                                ByteMatchStatement=wafv2.ByteMatchStatement(
+                                    FieldToMatch=wafv2.FieldToMatch(UriPath={}),
+                                    PositionalConstraint="STARTS_WITH",
+                                    SearchString=AUTH_PATH_PREFIX,
+                                    TextTransformations=[wafv2.TextTransformation(Priority=0, Type="NONE")],
+                                )
+                            ),
+                        )
+                    ),
+                    VisibilityConfig=wafv2.VisibilityConfig(
+                        MetricName=Sub("${AWS::StackName}-auth-rate"), **visibility
+                    ),
+                )
+            ],
+        )
+    )
+    t.add_resource(
+        wafv2.WebACLAssociation(
+            ids.WEB_ACL_ASSOCIATION,
+            Condition=ids.WAF_ENABLED,
+            ResourceArn=Ref(load_balancer),
+            WebACLArn=GetAtt(acl, "Arn"),
+        )
+    )
+
+
 def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _Network) -> _Front:
     group = t.add_resource(
         ec2.SecurityGroup(
@@ -919,6 +997,7 @@ def _front(t: Template, p: dict[str, Parameter], params: TemplateParams, net: _N
             Tags=_name("alb"),
         )
     )
+    _login_rate_rule(t, p, load_balancer)
     api = t.add_resource(_target_group(ids.TARGET_GROUP, net.vpc, params, params.api_drain_seconds))
     feed = t.add_resource(_target_group(ids.FEED_TARGET_GROUP, net.vpc, params, params.feed_drain_seconds))
     https = t.add_resource(

@@ -44,7 +44,8 @@ pytestmark = pytest.mark.filterwarnings(
 
 def _active(template: dict, enable_nat: str) -> dict[str, str]:
     """Logical id -> type of the resources CloudFormation creates with this EnableNat."""
-    truth = {ids.NAT_ENABLED: enable_nat == "true", ids.NAT_DISABLED: enable_nat != "true"}
+    # The deployments here leave LoginRateLimit at 0: no WAF.
+    truth = {ids.NAT_ENABLED: enable_nat == "true", ids.NAT_DISABLED: enable_nat != "true", ids.WAF_ENABLED: False}
     return {
         logical_id: resource["Type"]
         for logical_id, resource in template["Resources"].items()

@@ -37,7 +37,11 @@ def test_the_bucket_is_the_one_provisioning_creates(template):
         }
         for rule in bucket["CorsConfiguration"]["CorsRules"]
     ]
-    assert cors == resources.bucket_cors_rules()
+    # Origins are the deployment's (CorsOrigins, "*" by default); the rest is the shared rule.
+    assert cors == [{**rule, "AllowedOrigins": {"Ref": ids.CORS_ORIGINS}} for rule in resources.bucket_cors_rules()]
+    parameter = template["Parameters"][ids.CORS_ORIGINS]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", "*")
+    assert [rule["AllowedOrigins"] for rule in resources.bucket_cors_rules()] == [["*"]]
     # CloudFormation spells the delete-marker clean-up as a flag of the rule, not an Expiration.
     lifecycle = [
         {

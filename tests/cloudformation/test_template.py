@@ -19,6 +19,7 @@ import pytest
 from cloudformation import ids, userdata
 from cloudformation.__main__ import STACK_POLICY_NAME, TEMPLATE_NAME, main, render, render_stack_policy
 from cloudformation.template import (
+    AUTH_PATH_PREFIX,
     FEED_PATH_PATTERN,
     HEALTH_CHECK_PATH,
     INTERFACE_ENDPOINTS,
@@ -479,3 +480,26 @@ def test_the_load_balancer_writes_access_logs_to_a_bucket_of_their_own(template)
     writers += [s["Fn::If"][1] for s in statements if "Fn::If" in s]
     assert {str(s["Principal"]) for s in writers} >= {"{'Service': 'logdelivery.elasticloadbalancing.amazonaws.com'}"}
     assert all(s["Resource"]["Fn::Sub"][0].endswith(prefix) for s in writers)
+
+
+def test_an_optional_waf_rate_limits_the_authentication_paths(template):
+    """``LoginRateLimit`` (0: none) puts a WAF web ACL before the load balancer whose one rule blocks an
+    address making too many requests to the authentication routes, each an argon2 hash for the service."""
+    resources = template["Resources"]
+    assert template["Parameters"][ids.LOGIN_RATE_LIMIT]["Default"] == "0"
+    assert template["Conditions"][ids.WAF_ENABLED] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": ids.LOGIN_RATE_LIMIT}, "0"]}]
+    }
+    acl = resources[ids.WEB_ACL]
+    association = resources[ids.WEB_ACL_ASSOCIATION]
+    assert acl["Condition"] == association["Condition"] == ids.WAF_ENABLED
+    assert association["Properties"]["ResourceArn"] == {"Ref": ids.LOAD_BALANCER}
+    (rule,) = acl["Properties"]["Rules"]
+    assert rule["Action"] == {"Block": {}}
+    rate = rule["Statement"]["RateBasedStatement"]
+    assert rate["Limit"] == {"Ref": ids.LOGIN_RATE_LIMIT}
+    assert rate["AggregateKeyType"] == "IP"
+    match = rate["ScopeDownStatement"]["ByteMatchStatement"]
+    assert (match["PositionalConstraint"], match["SearchString"]) == ("STARTS_WITH", AUTH_PATH_PREFIX)
+    routes = (ROOT / "service" / "api" / "routes.py").read_text(encoding="utf-8")
+    assert f'"{AUTH_PATH_PREFIX}token"' in routes
