@@ -179,3 +179,15 @@ def test_body_deadlines_budget_head_deadline_and_keep_alive_are_read_and_checked
     ):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: bad})
+
+
+def test_commits_verify_by_checksum_everywhere_unless_told_to_read():
+    """The embedded emulator checks checksums as S3 does, so ``checksum`` is everyone's default; ``read`` is for
+    S3-compatible stores that do not."""
+    aws = {"AWS_REGION": "eu-west-1", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE}
+    assert Settings.from_env({}).files.verify == "checksum"
+    assert Settings.from_env(aws).files.verify == "checksum"
+    assert Settings().for_emulator("http://127.0.0.1:5555").files.verify == "checksum"
+    assert Settings.from_env({**aws, "FILESYNC_VERIFY": "read"}).files.verify == "read"
+    with pytest.raises(SettingsError, match="FILESYNC_VERIFY"):
+        Settings.from_env({"FILESYNC_VERIFY": "trust"})

@@ -108,7 +108,6 @@ async def stack(
             FILESYNC_ACCESS_TOKEN_SECONDS="7200",  # noqa: S106 - a lifetime, not a secret
             # Its once-a-second Query would be counted with the operation measured.
             FILESYNC_REVOCATION_POLL_SECONDS="3600",
-            FILESYNC_VERIFY="read",
             FILESYNC_BLOCK_SIZE=str(block_size),
             FILESYNC_UPLOAD_CONCURRENCY=str(upload_concurrency),
             FILESYNC_LOG_LEVEL="WARNING",
