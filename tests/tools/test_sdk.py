@@ -61,7 +61,8 @@ async def test_direct_upload_commit_download(sdk: FileSyncClient, tmp_path: Path
         )
         assert result.results[0].status == "committed"
         target = tmp_path / "copy.bin"
-        await s3.download(ns, digest.content_hash, size, target)
+        # Verified as it arrives: the digest of what was written, block by block, without reading it back.
+        assert await s3.download(ns, digest.content_hash, size, target) == digest
     assert sum(sent) == size
     assert target.read_bytes() == source.read_bytes()
     assert [f.path for f in await sdk.list_files(ns)] == ["docs/source.bin"]

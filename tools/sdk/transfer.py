@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from service.content import ContentDigest, reuse_declared_sha256
+from service.content import ContentDigest, block_count, content_hash_from_blocks, reuse_declared_sha256
 from service.resources import blob_key
 from service.wire import AwsCredentials
 from tools.sdk.errors import (
@@ -58,6 +58,8 @@ from tools.sdk.retry import retrying
 Progress = Callable[[int], None]
 T = TypeVar("T")
 
+#: Most blocks one ranged GET of a download asks for (64 MiB of 8 MiB blocks).
+MAX_RANGE_BLOCKS = 8
 #: S3 error codes that mean "busy or briefly down: try again" (whatever their HTTP status).
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException"}
@@ -118,6 +120,13 @@ class S3Transfer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.__aexit__(exc_type, exc, tb)
+
+    @staticmethod
+    def load_sdk() -> None:
+        """Import the AWS SDK (a few tenths of a second of pure Python), e.g. in a worker thread while the
+        event loop does other work, so that opening a transfer later costs only its client."""
+        import aioboto3  # noqa: F401
+        import aiobotocore.config  # noqa: F401
 
     async def _open(self, credentials: AwsCredentials) -> Any:
         """A client for these credentials, closed with the transfer (a client replaced by a renewal may
@@ -305,11 +314,22 @@ class S3Transfer:
         *,
         version_id: str | None = None,
         etag: str | None = None,
-    ) -> None:
-        """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes) with
-        ranged GETs of one block each, ``concurrency`` at a time: of object version ``version_id``, else only
-        while the object's ETag is ``etag`` (the file info's ``body_version``/``body_etag``; neither, from an
-        older server: whatever the key holds). ``ContentReplaced`` if the object is not that one any more."""
+        block_size: int | None = None,
+    ) -> ContentDigest:
+        """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes): of object
+        version ``version_id``, else only while the object's ETag is ``etag`` (the file info's ``body_version``/
+        ``body_etag``; neither, from an older server: whatever the key holds). ``ContentReplaced`` if the object
+        is not that one any more.
+
+        The file is cut into ranges of whole blocks (``block_size``, the content's: by default the transfer's),
+        as many as there are slots up to ``MAX_RANGE_BLOCKS`` blocks each, fetched ``concurrency`` at a time with
+        one ranged GET each, so every slot works and no more requests are made than that takes (rclone's
+        multi-thread downloads take 64 MiB chunks too). Each block is written into place as it arrives and
+        hashed there and then (in a worker thread, while the other ranges arrive): the bytes are verified as
+        they come instead of read back afterwards. The digest of what was written is returned, for the caller
+        to compare its content hash with the one it asked for. A range whose body breaks off is asked for again
+        from its first block not yet written. Memory: a block or two per slot."""
+        block_size = block_size or self._block_size
         key = blob_key(ns, content_hash)
         bucket = self._creds.bucket
         pin: dict[str, str] = {}
@@ -317,25 +337,31 @@ class S3Transfer:
             pin["VersionId"] = version_id
         elif etag is not None:
             pin["IfMatch"] = etag
+        blocks = block_count(size, block_size)
+        per_range = max(1, min(MAX_RANGE_BLOCKS, -(-blocks // self._concurrency)))
         if isinstance(target, int):
             fd = target
         else:
             fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
-        async def block(start: int) -> None:
-            end = min(size, start + self._block_size) - 1
+        async def fetch_range(first: int) -> list[bytes]:
+            last = min(blocks, first + per_range)
+            digests: list[bytes] = []  # of the blocks written: kept across attempts, which resume after them
 
-            async def fetch() -> bytes:  # the request and its body: a body cut short is fetched again
+            async def attempt() -> None:
+                start, end = (first + len(digests)) * block_size, min(size, last * block_size) - 1
                 response = await self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **pin)
                 body = response["Body"]
                 async with body:
-                    data: bytes = await body.read()
-                if len(data) != end - start + 1:
-                    raise ConnectionLost(0, "Short body", f"{len(data)} of {end - start + 1} bytes arrived")
-                return data
+                    while first + len(digests) < last:
+                        offset = (first + len(digests)) * block_size
+                        data = await _read_exactly(body, min(block_size, size - offset))
+                        digests.append(await asyncio.to_thread(_write_and_hash, fd, data, offset))
+                        if progress:
+                            progress(len(data))
 
             try:
-                data = await self._call("downloading", None, fetch)
+                await self._call("downloading", None, attempt)
             except StatusError as exc:
                 if pin and exc.title in _NOT_PINNED_CODES:
                     raise ContentReplaced(
@@ -346,15 +372,15 @@ class S3Transfer:
                         action="downloading",
                     ) from None
                 raise
-            await asyncio.to_thread(os.pwrite, fd, data, start)
-            if progress:
-                progress(len(data))
+            return digests
 
         try:
-            await _bounded(range(0, size, self._block_size), block, self._concurrency)
+            ranges = await _bounded(range(0, blocks, per_range), fetch_range, self._concurrency)
         finally:
             if not isinstance(target, int):
                 await asyncio.to_thread(os.close, fd)
+        digests = tuple(digest for found in ranges for digest in found)
+        return ContentDigest(content_hash_from_blocks(digests), size, digests)
 
     async def _call(self, action: str, path: Path | None, work: Callable[[], Awaitable[T]]) -> T:
         """One storage request: retried while it fails transiently, its failure raised as the SDK's error;
@@ -474,6 +500,27 @@ async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], li
         await asyncio.gather(*workers, return_exceptions=True)
         raise
     return [results[i] for i in range(len(results))]
+
+
+async def _read_exactly(body: Any, length: int) -> bytes:
+    """The next ``length`` bytes of a response body (a body that ends sooner is a lost connection: retried)."""
+    chunks: list[bytes] = []
+    have = 0
+    while have < length:
+        chunk: bytes = await body.read(length - have)
+        if not chunk:
+            raise ConnectionLost(0, "Short body", f"the body ended {length - have} bytes short")
+        chunks.append(chunk)
+        have += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _write_and_hash(fd: int, data: bytes, offset: int) -> bytes:
+    """Write one downloaded block into place and give its SHA-256 (one thread hop for both)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.pwrite(fd, view, offset + len(data) - len(view)) :]
+    return hashlib.sha256(data).digest()
 
 
 def _read_block(path: Path | int, offset: int, length: int) -> bytes:
