@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.content import EMPTY_HASH, ContentDigest, digest_bytes
 from service.paths import PathRuleError, normalize_path, path_key
@@ -51,6 +51,9 @@ from tools.sync.localfs import Folder, Placed, Unplaceable, display, kind_of
 from tools.sync.plan import Blocker, ConflictCopy, Download, LocalFile, SyncPlan, Upload, plan
 from tools.sync.scan import Issue, scan, scan_stats
 from tools.sync.state import NOT_SYNCED, IssueRow, SeenFile, StateDB, StateEntry
+
+if TYPE_CHECKING:
+    from tools.sync.headstart import HeadStart
 
 COMPARE_PAGE = 5000
 #: A compare request's manifest stays under this (the service takes 8 MiB); long paths make smaller pages.
@@ -105,6 +108,7 @@ class SyncEngine:
         device: str,
         concurrency: int = 16,
         progress: Progress | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
         self._api = api
         self._ns = ns
@@ -115,6 +119,8 @@ class SyncEngine:
         self._device = device
         self._concurrency = concurrency
         self._progress = progress or (lambda label, done, total: None)
+        #: Large files hashed while the client started (``tools.sync.headstart``), taken where they fit.
+        self._head_start = head_start
         self._block_size = 0
         #: Digests (with their block digests) of the files hashed in this run, reused for uploads.
         self._digests: dict[str, ContentDigest] = {}
@@ -331,12 +337,15 @@ class SyncEngine:
             if any(seen.size > inline_max for seen in to_hash):
                 # A large file changed: it most likely goes to S3, so S3 is made ready while it is hashed.
                 self._transfer_soon()
-            slots = asyncio.Semaphore(os.cpu_count() or 2)
+            cores = os.cpu_count() or 2
+            slots = asyncio.Semaphore(cores)
+            # Fewer files than cores: each takes a share of the cores (a large file's blocks hash in parallel).
+            workers = max(1, cores // len(to_hash))
 
             async def digest(seen: SeenFile) -> None:
                 async with slots:
                     try:
-                        found = await asyncio.to_thread(self._hash, seen.local)
+                        found = await asyncio.to_thread(self._hash, seen.local, workers)
                     except FileNotFoundError:  # gone since the scan: the next round sees what happened
                         blocked[seen.key] = Blocker("ignored", "gone")
                         return
@@ -358,10 +367,14 @@ class SyncEngine:
             self._progress("hashing", hashing.done, hashing.total)
         return local, state, blocked
 
-    def _hash(self, local: str) -> ContentDigest:
+    def _hash(self, local: str, workers: int = 1) -> ContentDigest:
         fd = self._folder.open_file(local)
         try:
-            return hash_file_sync(fd, self._block_size)
+            if self._head_start is not None:
+                ready = self._head_start.digest(local, os.fstat(fd), self._block_size)
+                if ready is not None:
+                    return ready
+            return hash_file_sync(fd, self._block_size, workers)
         finally:
             os.close(fd)
 
@@ -482,17 +495,17 @@ class SyncEngine:
         return self._service_config
 
     def _transfer_soon(self) -> None:
-        """Start opening this sync's S3 transfer (scoped credentials, the AWS SDK's import in a worker thread,
-        its client) while other work goes on: hashing a large file, sending small ones. Opened once per
-        ``sync``, closed at its end."""
+        """Start opening this sync's S3 transfer (scoped credentials, a connection pool) while other work goes
+        on: hashing a large file, sending small ones. Opened once per ``sync``, closed at its end."""
         if self._opening is None:
             self._opening = asyncio.create_task(self._open_transfer())
 
     async def _open_transfer(self) -> S3Transfer:
-        # The credentials' request and the SDK's import overlap.
-        creds, _ = await asyncio.gather(self._credentials(), asyncio.to_thread(S3Transfer.load_sdk))
         transfer = S3Transfer(
-            creds, self._block_size, concurrency=TRANSFER_CONCURRENCY, renew=self._renewed_credentials
+            await self._credentials(),
+            self._block_size,
+            concurrency=TRANSFER_CONCURRENCY,
+            renew=self._renewed_credentials,
         )
         await transfer.__aenter__()
         return transfer
