@@ -291,13 +291,14 @@ class S3Transfer:
         async def fetch_range(first: int) -> list[bytes]:
             last = min(blocks, first + per_range)
             digests: list[bytes] = []  # of the blocks written: kept across attempts, which resume after them
+            buffer = bytearray(min(block_size, size))  # each block in turn (a block-sized allocation per range)
 
             async def attempt() -> None:
                 start, end = (first + len(digests)) * block_size, min(size, last * block_size) - 1
                 async with self._s3.get_object(key, start, end, version_id=version_id, if_match=if_match) as body:
                     while first + len(digests) < last:
                         offset = (first + len(digests)) * block_size
-                        data = await _read_exactly(body, min(block_size, size - offset))
+                        data = await _read_exactly(body, buffer, min(block_size, size - offset))
                         digests.append(await asyncio.to_thread(_write_and_hash, fd, data, offset))
                         if progress:
                             progress(len(data))
@@ -425,24 +426,25 @@ async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], li
     return [results[i] for i in range(len(results))]
 
 
-async def _read_exactly(body: aiohttp.StreamReader, length: int) -> bytes:
-    """The next ``length`` bytes of a response body (a body that ends sooner is a lost connection: retried)."""
-    chunks: list[bytes] = []
+async def _read_exactly(body: aiohttp.StreamReader, buffer: bytearray, length: int) -> memoryview:
+    """The next ``length`` bytes of a response body, in ``buffer`` (a body that ends sooner is a lost
+    connection: retried)."""
+    view = memoryview(buffer)
     have = 0
     while have < length:
-        chunk: bytes = await body.read(length - have)
+        chunk = await body.read(length - have)
         if not chunk:
             raise ConnectionLost(0, "Short body", f"the body ended {length - have} bytes short")
-        chunks.append(chunk)
+        view[have : have + len(chunk)] = chunk
         have += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return view[:length]
 
 
-def _write_and_hash(fd: int, data: bytes, offset: int) -> bytes:
+def _write_and_hash(fd: int, data: memoryview, offset: int) -> bytes:
     """Write one downloaded block into place and give its SHA-256 (one thread hop for both)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.pwrite(fd, view, offset + len(data) - len(view)) :]
+    rest = data
+    while rest:
+        rest = rest[os.pwrite(fd, rest, offset + len(data) - len(rest)) :]
     return hashlib.sha256(data).digest()
 
 
