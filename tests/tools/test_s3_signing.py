@@ -88,3 +88,29 @@ def test_the_signature_is_botocores(method, path, query, headers, payload):
     assert ours["x-amz-date"] == "20261129T160507Z"
     assert ours["x-amz-security-token"] == CREDS.session_token
     assert ours["x-amz-content-sha256"] == payload
+
+
+def test_s3_answers_are_read_as_s3_writes_them():
+    """Whitespace S3 sends ahead of a long completion's document; an error document in a 200's body; a HEAD's
+    or a proxy's error without one (the status is the code)."""
+    from tools.sdk.s3 import _error, _local, _parse, _required
+
+    done = _parse(
+        200,
+        b'  \n \n<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult '
+        b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><ETag>"abc-2"</ETag></CompleteMultipartUploadResult>',
+    )
+    assert _local(done.tag) == "CompleteMultipartUploadResult"
+    assert _required(done, "ETag") == '"abc-2"'
+    refused = _error(
+        200, b"\n<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+    )
+    assert (refused.status, refused.code, refused.message) == (
+        200,
+        "InternalError",
+        "We encountered an internal error.",
+    )
+    bare = _error(404, b"")
+    assert (bare.code, bare.message) == ("404", "HTTP 404")
+    page = _error(502, b"<html><body>Bad gateway</body></html>")
+    assert (page.status, page.code) == (502, "502")

@@ -208,8 +208,10 @@ class S3Client:
         payload_sha256: str = EMPTY_SHA256,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         creds = self.credentials
-        if creds.endpoint_url:  # path-style: the bucket in the path
-            base = creds.endpoint_url.rstrip("/")
+        if creds.endpoint_url or "." in creds.bucket:
+            # Path-style: the bucket in the path (a custom endpoint; or a bucket whose dots would break TLS
+            # as a host name).
+            base = (creds.endpoint_url or f"https://s3.{creds.region}.amazonaws.com").rstrip("/")
             path = f"{urlsplit(base).path}/{_uri(creds.bucket)}/{_uri(key)}"
             host = urlsplit(base).netloc
             origin = f"{urlsplit(base).scheme}://{host}"
@@ -277,7 +279,8 @@ def _b64(digest: bytes) -> str:
 
 def _parse(status: int, content: bytes) -> ElementTree.Element:
     try:
-        return ElementTree.fromstring(content)  # noqa: S314 - S3's answer to a request signed for it
+        # S3 may send whitespace ahead of the document while it works (a long CompleteMultipartUpload).
+        return ElementTree.fromstring(content.lstrip())  # noqa: S314 - S3's answer to a request signed for it
     except ElementTree.ParseError:
         raise S3Error(status, "MalformedAnswer", f"not the XML S3 sends: {content[:200]!r}") from None
 
@@ -287,7 +290,7 @@ def _error(status: int, content: bytes) -> S3Error:
     code, message = str(status), ""
     if content.strip().startswith(b"<"):
         try:
-            root = ElementTree.fromstring(content)  # noqa: S314 - S3's error document
+            root = ElementTree.fromstring(content.lstrip())  # noqa: S314 - S3's error document
         except ElementTree.ParseError:
             root = None
         if root is not None:
