@@ -236,7 +236,8 @@ async def _metrics(api: FileSyncClient) -> str:
 def _report(size: int, rounds: int, figures: Figures, sync_startup: float, aws_startup: float) -> None:
     def rate(name: str) -> str:
         seconds = figures.best(name)
-        return f"{seconds:6.2f} s  {size / seconds / MiB:7.1f} MiB/s"
+        every = ", ".join(f"{t:.2f}" for t in figures.times[name])
+        return f"{seconds:6.2f} s  {size / seconds / MiB:7.1f} MiB/s  (each round: {every})"
 
     print(f"one file of {size / MiB:.0f} MiB (random bytes), best of {rounds}; wall times, process start-up included")
     print(f"push, python -m tools.sync sync (a folder holding it): {rate('ours push')}")
