@@ -307,6 +307,189 @@ def _children_queries_read_the_folder() -> None:
     Table._filesync_children_query = True  # type: ignore[attr-defined]
 
 
+#: The moto releases the S3 checksum patches below were written against and tested with (tests/test_embedded.py
+#: pins what they do); another release must be checked against them before the emulator runs on it.
+_MOTO_CHECKED = ("5.2.",)
+#: S3's answers to a declared SHA-256 that is not one (not 32 bytes of base64), and to one the body does not have.
+_INVALID_SHA256 = ("InvalidRequest", "Value for x-amz-checksum-sha256 header is invalid.")
+_BAD_DIGEST = ("BadDigest", "The SHA256 you specified did not match the calculated checksum.")
+
+
+def _require_checked_moto(what: str) -> None:
+    import moto
+
+    if not moto.__version__.startswith(_MOTO_CHECKED):
+        raise RuntimeError(
+            f"moto {moto.__version__} is not a release {what} in service/embedded.py were checked against"
+            f" ({', '.join(v + 'x' for v in _MOTO_CHECKED)}): check them against it before the emulator uses it"
+        )
+
+
+#: What one emulator request thread verified: the SHA-256 of the part it is storing, the verified digests
+#: of the parts of the upload it is completing. (werkzeug serves each request in a thread of its own.)
+_verified = threading.local()
+
+
+def _checksums_checked() -> None:
+    """Make moto check ``x-amz-checksum-sha256`` as S3 does, so the emulator's stored checksums prove content.
+
+    moto stores whatever SHA-256 a ``PutObject`` declares, accepts any on ``UploadPart``, and keeps a
+    ``PutObject``'s declared checksum only when the request also names the algorithm (S3 needs the value
+    alone). Here a declared SHA-256 (header, or an aws-chunked trailer) that is not 32 bytes of base64 is
+    refused with ``InvalidRequest``, and one the body does not have with ``BadDigest``, both 400 and before
+    anything is stored, as S3 answers; a ``PutObject`` that declares one keeps it. A part's verified digest
+    is kept with the part, and ``CompleteMultipartUpload`` builds its composite checksum from those (as S3
+    does) instead of hashing every part again; parts that declared none are hashed as moto always did.
+    """
+    import base64
+    import binascii
+    import hashlib
+    import re
+
+    from moto.s3 import models
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_filesync_checksums", False):
+        return
+    _require_checked_moto("the S3 checksum checks")
+    trailer = re.compile(rb"x-amz-checksum-sha256:([^\r\n]*)")
+
+    def declared_sha256(response: Any) -> bytes | None:
+        value = response.headers.get("x-amz-checksum-sha256")
+        if value is None and "x-amz-checksum-sha256" in response.headers.get("x-amz-trailer", "").lower():
+            found = trailer.search(response.raw_body or b"")
+            value = found.group(1).decode("latin-1").strip() if found else ""
+        if value is None:
+            return None
+        try:
+            digest = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            digest = b""
+        if len(digest) != hashlib.sha256().digest_size:
+            raise S3ClientError(*_INVALID_SHA256)
+        return digest
+
+    def checked_body(response: Any) -> bytes | None:
+        """The declared SHA-256 of the request's body, once the body is seen to have it (None: none declared)."""
+        digest = declared_sha256(response)
+        if digest is not None and hashlib.sha256(response.body or b"").digest() != digest:
+            raise S3ClientError(*_BAD_DIGEST)
+        return digest
+
+    original_put = S3Response.put_object
+    original_part = S3Response.upload_part
+    original_get_checksum = S3Response._get_checksum
+    original_set_part = models.FakeMultipart.set_part
+    original_complete = models.FakeMultipart.complete
+
+    def put_object(self: Any) -> Any:
+        checked_body(self)
+        return original_put(self)
+
+    def upload_part(self: Any) -> Any:
+        _verified.sha256 = checked_body(self)
+        try:
+            return original_part(self)
+        finally:
+            _verified.sha256 = None
+
+    def get_checksum(self: Any, response_headers: dict[str, Any]) -> tuple[str, str | None]:
+        algorithm, value = original_get_checksum(self, response_headers)
+        declared = self.headers.get("x-amz-checksum-sha256")
+        if not algorithm and declared:  # the value alone, as S3 takes it (it was verified above)
+            response_headers["x-amz-checksum-sha256"] = declared
+            return "SHA256", declared
+        return algorithm, value
+
+    def set_part(self: Any, part_id: int, value: bytes) -> Any:
+        part = original_set_part(self, part_id, value)
+        setattr(part, "_filesync_sha256", getattr(_verified, "sha256", None))  # noqa: B010 - not moto's attribute
+        return part
+
+    def complete(self: Any, body: Any) -> Any:
+        listed = list(body)
+        _verified.parts = [getattr(self.parts.get(number), "_filesync_sha256", None) for number, _ in listed]
+        try:
+            return original_complete(self, iter(listed))
+        finally:
+            _verified.parts = None
+
+    class VerifiedPartsChecksum(models.MultipartChecksumBuilder):
+        """moto's composite checksum builder, taking each part's verified digest where there is one (the
+        parts come in the order ``complete`` listed them)."""
+
+        def addPart(self, part: bytes) -> None:
+            known = getattr(_verified, "parts", None)
+            digest = known.pop(0) if known else None
+            if digest is not None and self.checksum_algorithm == "SHA256" and self.checksum_type == "COMPOSITE":
+                self.checksum.extend(digest)
+                self.part_count += 1
+            else:
+                super().addPart(part)
+
+    S3Response.put_object = put_object  # type: ignore[method-assign]
+    S3Response.upload_part = upload_part  # type: ignore[method-assign]
+    S3Response._get_checksum = get_checksum  # type: ignore[method-assign]
+    models.FakeMultipart.set_part = set_part  # type: ignore[method-assign]
+    models.FakeMultipart.complete = complete  # type: ignore[method-assign]
+    models.MultipartChecksumBuilder = VerifiedPartsChecksum  # type: ignore[misc]
+    S3Response._filesync_checksums = True  # type: ignore[attr-defined]
+
+
+def _composite_checksums_with_their_part_count() -> None:
+    """Report a multipart object's composite checksum as S3 does: ``HeadObject`` with ``ChecksumMode=ENABLED``
+    gives ``<base64>-<parts>`` and ``x-amz-checksum-type: COMPOSITE`` (moto leaves the part count off, though
+    its ``GetObject`` has it), and ``GetObjectAttributes`` gives the part count as ``ObjectParts.TotalPartsCount``
+    beside the bare checksum (moto gives no ``ObjectParts``). moto already computes the checksum itself."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_filesync_part_counts", False):
+        return
+    _require_checked_moto("the S3 checksum reports")
+    original_head = S3Response.head_object
+    original_attributes = S3Response.get_object_attributes
+
+    def head_object(self: Any, bucket_name: str, query: dict[str, Any], key_name: str, headers: Any) -> Any:
+        status, response_headers, body = original_head(self, bucket_name, query, key_name, headers)
+        if status != 200 or headers.get("x-amz-checksum-mode") != "ENABLED" or query.get("partNumber"):
+            return status, response_headers, body
+        try:
+            key = self.backend.head_object(bucket_name, key_name, version_id=query.get("versionId", [None])[0])
+        except Exception:  # gone or a delete marker since: the answer stays moto's
+            return status, response_headers, body
+        if key is not None and key.checksum_type == "COMPOSITE" and key.checksum_algorithm and key.checksum_parts:
+            name = f"x-amz-checksum-{key.checksum_algorithm.lower()}"
+            if response_headers.get(name) == key.checksum_value:
+                response_headers[name] = f"{key.checksum_value}-{key.checksum_parts}"
+                response_headers["x-amz-checksum-type"] = "COMPOSITE"
+        return status, response_headers, body
+
+    def get_object_attributes(self: Any) -> Any:
+        if "ObjectParts" not in self.headers.get("x-amz-object-attributes", "").split(","):
+            return original_attributes(self)
+        serialized = self.serialized
+
+        def with_parts(action_result: Any) -> Any:
+            result = action_result.result
+            if isinstance(result, dict):
+                key, _ = self._get_key(validate_storage_class=False)
+                _, dash, parts = key.etag.strip('"').rpartition("-")
+                if key.multipart is not None and dash and parts.isdigit():
+                    result["ObjectParts"] = {"TotalPartsCount": int(parts)}
+            return serialized(action_result)
+
+        self.serialized = with_parts  # this request's own response object (moto makes one per request)
+        try:
+            return original_attributes(self)
+        finally:
+            del self.serialized
+
+    S3Response.head_object = head_object  # type: ignore[method-assign]
+    S3Response.get_object_attributes = get_object_attributes  # type: ignore[method-assign]
+    S3Response._filesync_part_counts = True  # type: ignore[attr-defined]
+
+
 #: How long a child emulator may take to start (importing moto is most of it).
 STARTUP_SECONDS = 60.0
 
@@ -394,6 +577,8 @@ def serve_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     _transactions_with_an_undo_log()
     _queries_read_their_partition()
     _children_queries_read_the_folder()
+    _checksums_checked()
+    _composite_checksums_with_their_part_count()
     app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True)

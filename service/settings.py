@@ -135,7 +135,9 @@ class FileSettings:
 
     #: Content-hash block size and multipart part size (at least S3's 5 MiB part minimum).
     block_size: int = 8 * MiB
-    #: How commits prove content matches its hash: S3's stored SHA-256 checksum, or reading it once.
+    #: How commits prove content matches its hash: the SHA-256 checksum S3 verified and stored (a HeadObject;
+    #: the embedded emulator checks checksums as S3 does), or reading it once (for S3-compatible stores that
+    #: do not check the checksums they are sent).
     verify: Literal["checksum", "read"] = "checksum"
     #: Parts in flight per streaming upload through the service (memory: this x block_size).
     upload_concurrency: int = 4
@@ -308,12 +310,7 @@ class Settings:
             ),
             files=FileSettings(
                 block_size=_int(env, "FILESYNC_BLOCK_SIZE", 8 * MiB, minimum=5 * MiB),
-                verify=_choice(
-                    env,
-                    "FILESYNC_VERIFY",
-                    ("checksum", "read"),
-                    "read" if backend == "embedded" else "checksum",
-                ),
+                verify=_choice(env, "FILESYNC_VERIFY", ("checksum", "read"), defaults.files.verify),
                 upload_concurrency=_int(env, "FILESYNC_UPLOAD_CONCURRENCY", 4, minimum=1),
                 inline_max_file=_int(env, "FILESYNC_INLINE_MAX_FILE", 256 * 1024, minimum=1, maximum=5 * MiB),
                 inline_max_request=_int(env, "FILESYNC_INLINE_MAX_REQUEST", 16 * MiB, minimum=64 * 1024),
@@ -380,8 +377,6 @@ class Settings:
             ),
             token_secret=self.token_secret or secrets.token_urlsafe(48),
             s3_public_endpoint=endpoint_url,
-            # The emulator stores whatever checksum a client claims: only reading proves content there.
-            files=dataclasses.replace(self.files, verify="read"),
         )
 
 

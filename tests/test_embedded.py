@@ -1,11 +1,18 @@
 """The embedded emulator's changes to moto: transactions are undone from an undo log, not table copies, and a
-Query reads one page of its partition's kept order, not the whole table; both give moto's own answers."""
+Query reads one page of its partition's kept order, not the whole table; both give moto's own answers. S3
+checks a declared SHA-256 against the body (objects and parts) and reports a multipart object's composite
+checksum with its part count, as S3 does."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import random
 
+import aiohttp
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from service import resources
@@ -120,3 +127,101 @@ async def test_paged_queries_return_each_item_once_in_order_after_adds_updates_a
         Limit=40,
     )
     assert above == [k for k in live if k > "b0000"]
+
+
+# --- S3 checksums: checked as S3 checks them, reported as S3 reports them --------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _sha256(data: bytes) -> str:
+    return _b64(hashlib.sha256(data).digest())
+
+
+@pytest.fixture
+async def bucket(provisioned, aws_session):
+    config = Config(retries={"max_attempts": 1})
+    async with aws_session.client("s3", endpoint_url=provisioned.aws.endpoint_url, config=config) as s3:
+        yield s3, provisioned.bucket
+
+
+async def _refused(call, code: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        await call
+    assert refused.value.response["Error"]["Code"] == code
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+async def test_an_object_whose_declared_sha256_is_not_its_bodys_is_refused_and_not_stored(bucket):
+    s3, name = bucket
+    data = os.urandom(1000)
+    wrong = s3.put_object(Bucket=name, Key="wrong", Body=data, ChecksumSHA256=_sha256(data + b"x"))
+    await _refused(wrong, "BadDigest")
+    malformed = s3.put_object(Bucket=name, Key="wrong", Body=data, ChecksumSHA256=_b64(b"short"))
+    await _refused(malformed, "InvalidRequest")
+    with pytest.raises(ClientError, match="404"):
+        await s3.head_object(Bucket=name, Key="wrong")
+
+    # The right one is stored and reported, also when the request names no algorithm (S3 needs the value
+    # alone): a plain HTTP PUT with the header, as a presigned upload sends it.
+    await s3.put_object(Bucket=name, Key="right", Body=data, ChecksumSHA256=_sha256(data))
+    url = await s3.generate_presigned_url("put_object", Params={"Bucket": name, "Key": "plain"})
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, data=data, headers={"x-amz-checksum-sha256": _sha256(data)}) as put:
+            assert put.status == 200, await put.text()
+        async with http.put(url, data=data, headers={"x-amz-checksum-sha256": _sha256(b"other")}) as put:
+            assert put.status == 400
+            assert "<Code>BadDigest</Code>" in await put.text()
+    for key in ("right", "plain"):
+        head = await s3.head_object(Bucket=name, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == _sha256(data)
+        assert (await (await s3.get_object(Bucket=name, Key=key))["Body"].read()) == data
+
+
+async def test_a_part_whose_declared_sha256_is_not_its_bodys_is_refused_and_not_stored(bucket):
+    s3, name = bucket
+    upload = await s3.create_multipart_upload(Bucket=name, Key="parts", ChecksumAlgorithm="SHA256")
+    ids = {"Bucket": name, "Key": "parts", "UploadId": upload["UploadId"]}
+    data = os.urandom(1000)
+    await _refused(s3.upload_part(**ids, PartNumber=1, Body=data, ChecksumSHA256=_sha256(b"other")), "BadDigest")
+    await _refused(s3.upload_part(**ids, PartNumber=1, Body=data, ChecksumSHA256="not base64!"), "InvalidRequest")
+    assert (await s3.list_parts(**ids)).get("Parts", []) == []
+    await s3.upload_part(**ids, PartNumber=1, Body=data, ChecksumSHA256=_sha256(data))
+    assert [p["Size"] for p in (await s3.list_parts(**ids))["Parts"]] == [1000]
+    await s3.abort_multipart_upload(**ids)
+
+
+async def test_a_multipart_objects_checksum_is_the_composite_with_its_part_count(bucket):
+    """As S3 reports it: HeadObject ``<b64>-<parts>`` (type COMPOSITE), GetObjectAttributes the bare digest and
+    the part count. One part declares its SHA-256, the other none (the emulator computes that one)."""
+    s3, name = bucket
+    first, second = os.urandom(5 * 1024 * 1024), os.urandom(1000)
+    upload = await s3.create_multipart_upload(Bucket=name, Key="whole", ChecksumAlgorithm="SHA256")
+    ids = {"Bucket": name, "Key": "whole", "UploadId": upload["UploadId"]}
+    one = await s3.upload_part(**ids, PartNumber=1, Body=first, ChecksumSHA256=_sha256(first))
+    two = await s3.upload_part(**ids, PartNumber=2, Body=second)
+    parts = [
+        {"PartNumber": 1, "ETag": one["ETag"], "ChecksumSHA256": _sha256(first)},
+        {"PartNumber": 2, "ETag": two["ETag"]},
+    ]
+    await s3.complete_multipart_upload(**ids, MultipartUpload={"Parts": parts})
+    composite = _b64(hashlib.sha256(hashlib.sha256(first).digest() + hashlib.sha256(second).digest()).digest())
+
+    head = await s3.head_object(Bucket=name, Key="whole", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == f"{composite}-2"
+    assert head["ChecksumType"] == "COMPOSITE"
+    attributes = await s3.get_object_attributes(
+        Bucket=name, Key="whole", ObjectAttributes=["Checksum", "ObjectParts", "ObjectSize"]
+    )
+    assert attributes["Checksum"] == {"ChecksumSHA256": composite, "ChecksumType": "COMPOSITE"}
+    assert attributes["ObjectParts"]["TotalPartsCount"] == 2
+    assert attributes["ObjectSize"] == len(first) + len(second)
+    # A single PutObject has no part count anywhere.
+    await s3.put_object(Bucket=name, Key="single", Body=second, ChecksumSHA256=_sha256(second))
+    attributes = await s3.get_object_attributes(Bucket=name, Key="single", ObjectAttributes=["Checksum", "ObjectParts"])
+    assert attributes["Checksum"]["ChecksumSHA256"] == _sha256(second)
+    assert "ObjectParts" not in attributes
+    head = await s3.head_object(Bucket=name, Key="single", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == _sha256(second)

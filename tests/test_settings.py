@@ -197,3 +197,15 @@ def test_the_administration_commands_need_no_signing_secret():
     assert admin.token_secret != Settings.from_env(env, signs_tokens=False).token_secret
     given = Settings.from_env({**env, "FILESYNC_TOKEN_SECRET": "s" * 40}, signs_tokens=False)
     assert given.token_secret == "s" * 40
+
+
+def test_commits_verify_by_checksum_everywhere_unless_told_to_read():
+    """The embedded emulator checks checksums as S3 does, so ``checksum`` is everyone's default; ``read`` is for
+    S3-compatible stores that do not."""
+    aws = {"AWS_REGION": "eu-west-1", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE}
+    assert Settings.from_env({}).files.verify == "checksum"
+    assert Settings.from_env(aws).files.verify == "checksum"
+    assert Settings().for_emulator("http://127.0.0.1:5555").files.verify == "checksum"
+    assert Settings.from_env({**aws, "FILESYNC_VERIFY": "read"}).files.verify == "read"
+    with pytest.raises(SettingsError, match="FILESYNC_VERIFY"):
+        Settings.from_env({"FILESYNC_VERIFY": "trust"})

@@ -3,8 +3,9 @@
 Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is created only with
 ``If-None-Match: *`` (blobs are immutable). ``verify`` proves an object matches its key, either from the
 SHA-256 checksum S3 stored and verified on upload, and the object's part count (``checksum``: a HeadObject,
-no bytes read; real S3 rejects a part whose checksum is wrong) or by reading the object once (``read``: the
-emulator verifies nothing), and names the object it verified (version id, ETag). A blob that fails is
+no bytes read; S3, and the embedded emulator, refuse a part or object whose checksum is wrong) or by reading
+the object once (``read``: for stores that do not check checksums), and names the object it verified
+(version id, ETag). A blob that fails is
 deleted, so it cannot poison deduplication. Reads given such a name read exactly that object.
 """
 
@@ -68,7 +69,7 @@ class S3BlobStore:
                 with unavailable_on_transient("S3"):
                     head = await self._s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
                 stored = head.get("ChecksumSHA256")
-                if not stored:
+                if not stored or "ContentLength" not in head:  # nothing to compare (or no size): read it
                     result = await self._read_and_compare(key, content_hash, size, block_size)
                 elif checksum_matches(content_hash, stored, head.get("ETag")):
                     result = _sized(head["ContentLength"], size, _body(head))
@@ -399,9 +400,10 @@ def checksum_matches(content_hash: str, stored: str, etag: str | None) -> bool:
     """Does the SHA-256 checksum S3 stored for an object (and its ETag) prove it holds ``content_hash``?
 
     The digest must be the hash's, and the object's layout the hash's: one PutObject for a body of one
-    block (no part count anywhere), a multipart upload of exactly N parts for a hash of N blocks. S3 writes
-    a multipart object's checksum as ``<b64>-<parts>``; the emulator leaves the suffix off but keeps the
-    ETag's ``-<parts>``, so the part count is the checksum's, else the ETag's, else none (one PutObject)."""
+    block (no part count anywhere), a multipart upload of exactly N parts for a hash of N blocks. S3 (and the
+    embedded emulator) writes a multipart object's checksum as ``<b64>-<parts>``; some stores leave the suffix
+    off but keep the ETag's ``-<parts>``, so the part count is the checksum's, else the ETag's, else none (one
+    PutObject)."""
     parsed = parse_content_hash(content_hash)
     if parsed is None:
         return False

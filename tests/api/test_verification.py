@@ -2,8 +2,8 @@
 N blocks), and a file's size must be its content's verified size, in every way a body gets in.
 
 Tests layer: the service in process over real HTTP against the session's emulator; the checksum rule also
-as a pure function, fed the fields of a HeadObject answer (real S3's spellings, which the emulator does not
-reproduce: it leaves the part count off multipart checksums).
+as a pure function, fed the fields of a HeadObject answer (real S3's spellings, which the embedded emulator
+reproduces, and those of stores that leave the part count off multipart checksums).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from service.aws.blobs import checksum_matches
 from tests.api.files_helpers import body, commit, entry, home, independent_hash, upload_direct, upload_presigned
 from tests.api.helpers import problem, user
+from tests.api.test_health import metric
 from tests.conftest import TEST_BLOCK_SIZE
 
 
@@ -38,7 +39,7 @@ Y = hashlib.sha256(b"the digest of some blocks").hexdigest()
         (f"{Y}-2", f"{b64(Y)}-2", '"0123abcd-2"', True),
         (f"{Y}-3", f"{b64(Y)}-2", '"0123abcd-2"', False),
         (Y, f"{b64(Y)}-1", '"0123abcd-1"', False),  # a one-part multipart object is not a one-block body
-        # The emulator's multipart: no suffix on the checksum, the ETag's says how many parts.
+        # A store that leaves the suffix off the checksum (moto unpatched): the ETag's says how many parts.
         (f"{Y}-2", b64(Y), '"0123abcd-2"', True),
         (f"{Y}-2", b64(Y), '"0123abcd-3"', False),
         (Y, b64(Y), '"0123abcd-2"', False),
@@ -53,16 +54,19 @@ def test_the_checksum_must_match_the_digest_and_the_part_count(claim, stored, et
 async def test_a_single_put_stored_with_a_multi_block_checksum_does_not_verify_a_multi_block_claim(
     provisioned, make_client, app_factory
 ):
-    """The issue's case, for real on the emulator in checksum mode: one PutObject of two blocks of junk,
-    stored with the checksum S3 reports for the claimed two-block content minus its part count (the
-    emulator checks no checksum). The digest matches; the object's layout does not: refused."""
+    """The issue's case, for real on the emulator in checksum mode: one PutObject whose body is the claimed
+    two-block content's block digests, so that its SHA-256, which the emulator (as S3) checks and stores,
+    is the claimed content's checksum minus its part count. The digest matches; the object's layout does
+    not: refused."""
     settings = dataclasses.replace(provisioned, files=dataclasses.replace(provisioned.files, verify="checksum"))
     client = await make_client(app_factory(settings))
     headers = await user(client, "mallory")
     ns = await home(client, headers)
-    claimed, junk = body(TEST_BLOCK_SIZE + 1000), body(TEST_BLOCK_SIZE + 1000)
+    claimed = body(TEST_BLOCK_SIZE + 1000)
+    junk = hashlib.sha256(claimed[:TEST_BLOCK_SIZE]).digest() + hashlib.sha256(claimed[TEST_BLOCK_SIZE:]).digest()
     claim = independent_hash(claimed)
     assert claim.endswith("-2")
+    assert hashlib.sha256(junk).hexdigest() == claim.partition("-")[0]
     creds = await (await client.post("/v1/credentials", json={"namespaces": [ns]}, headers=headers)).json()
     session = aioboto3.Session(
         aws_access_key_id=creds["access_key_id"],
@@ -90,6 +94,31 @@ async def test_a_single_put_stored_with_a_multi_block_checksum_does_not_verify_a
     # An honest multipart upload of the content (parts = blocks) verifies from its checksum alone.
     await upload_direct(client, headers, ns, claimed)
     await commit(client, headers, ns, [entry("two.bin", claimed)])
+
+
+def _s3_calls(text: str) -> dict[str, float]:
+    return {
+        op: metric(text, "filesync_aws_requests_total", service="s3", operation=op)
+        for op in ("GetObject", "HeadObject")
+    }
+
+
+@pytest.mark.parametrize("verify", ["checksum", "read"])
+async def test_a_commit_in_checksum_mode_reads_no_object_bytes(provisioned, make_client, app_factory, verify):
+    """Checksum mode (the default, the emulator's too) proves content from the SHA-256 S3 checked and stored:
+    one HeadObject per new blob, no GetObject. Read mode reads each one once."""
+    settings = dataclasses.replace(provisioned, files=dataclasses.replace(provisioned.files, verify=verify))
+    client = await make_client(app_factory(settings))
+    headers = await user(client, "alice")
+    ns = await home(client, headers)
+    one_block, two_blocks = body(3000), body(TEST_BLOCK_SIZE + 1000)
+    await upload_direct(client, headers, ns, one_block)
+    await upload_direct(client, headers, ns, two_blocks)
+    before = _s3_calls(await (await client.get("/metrics")).text())
+    await commit(client, headers, ns, [entry("one.bin", one_block), entry("two.bin", two_blocks)])
+    after = _s3_calls(await (await client.get("/metrics")).text())
+    reads, heads = after["GetObject"] - before["GetObject"], after["HeadObject"] - before["HeadObject"]
+    assert (reads, heads) == ((0, 2) if verify == "checksum" else (2, 0))
 
 
 # --- sizes: one per way in ----------------------------------------------------------------------------

@@ -177,6 +177,13 @@ class FaultProxy:
         ) as upstream:
             payload = await upstream.read()
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if request.method == "HEAD" and "Content-Length" in upstream.headers:
+            # A HEAD answer's length is the object's, not its (empty) body's: S3 always sends it.
+            head = web.StreamResponse(status=upstream.status, headers=out_headers)
+            head.content_length = int(upstream.headers["Content-Length"])
+            await head.prepare(request)
+            await head.write_eof()
+            return head
         if not truncate or len(payload) < 2:
             return web.Response(status=upstream.status, body=payload, headers=out_headers)
         # The whole length announced, half the bytes sent, then the connection cut.

@@ -52,7 +52,6 @@ class Service:
             FILESYNC_ARGON2_MEMORY_KIB="8192",
             FILESYNC_ARGON2_PARALLELISM="1",
             FILESYNC_BLOCK_SIZE=str(TEST_BLOCK_SIZE),
-            FILESYNC_VERIFY="read",
             FILESYNC_LOG_FORMAT="text",
         )
         env["AWS_ENDPOINT_URL"] = proxy.url

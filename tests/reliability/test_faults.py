@@ -9,6 +9,7 @@ exactly once). The acceptance run drives a mixed workload through the SDK at 5% 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import time
 import uuid
@@ -34,6 +35,7 @@ OPERATIONS = (
     "TransactWriteItems",
     "AssumeRole",
     "PutObject",
+    "HeadObject",
     "GetObject",
     "CreateMultipartUpload",
     "UploadPart",
@@ -66,6 +68,8 @@ async def workload(client, headers, ns: str, tag: str) -> dict[str, bytes]:
     assert compared.status == 200, await compared.text()
     changes = await client.get(f"/v1/ns/{ns}/changes", params={"cursor": "s0"}, headers=headers)
     assert changes.status == 200, await changes.text()
+    # The commit verified by checksum (a HeadObject): the way out reads the object.
+    assert await download(client, headers, ns, f"{tag}/direct.bin", via_service=True) == direct
     return {f"{tag}/small.bin": small, f"{tag}/large.bin": large, f"{tag}/direct.bin": direct}
 
 
@@ -159,14 +163,22 @@ async def test_a_commit_whose_reply_is_lost_commits_exactly_once(client, proxy):
     assert [(c["path"], c["seq"]) for c in (await changes.json())["changes"]] == [("once.txt", 1), ("always.txt", 2)]
 
 
-async def test_a_verification_read_that_breaks_off_keeps_the_good_blob(client, proxy):
-    """A truncated or reset read of an uploaded body must not count as a mismatch: the blob stays, the
-    commit is a 503, and once S3 answers again the same commit succeeds without a new upload."""
+@pytest.mark.parametrize(
+    ("verify", "fault", "operation"), [("read", "truncate", "GetObject"), ("checksum", "reset", "HeadObject")]
+)
+async def test_a_verification_read_that_breaks_off_keeps_the_good_blob(
+    faulty, make_client, app_factory, proxy, verify, fault, operation
+):
+    """A truncated or reset read of an uploaded body (read mode), or a checksum look-up that breaks off
+    (checksum mode), must not count as a mismatch: the blob stays, the commit is a 503, and once S3 answers
+    again the same commit succeeds without a new upload."""
+    settings = dataclasses.replace(faulty, files=dataclasses.replace(faulty.files, verify=verify))
+    client = await make_client(app_factory(settings))
     alice = await user(client, "alice")
     ns = await home(client, alice)
     data = body(4000)
     await upload_direct(client, alice, ns, data)
-    proxy.add(Rule("truncate", operation="GetObject"))
+    proxy.add(Rule(fault, operation=operation))
     failed = await client.post(f"/v1/ns/{ns}/commit", json={"entries": [entry("v.bin", data)]}, headers=alice)
     await expect_unavailable(failed)
     proxy.clear()

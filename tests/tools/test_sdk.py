@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,14 +25,19 @@ async def sdk(client):
         yield api
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("size", [0, 1, TEST_BLOCK_SIZE, 3 * TEST_BLOCK_SIZE + 5])
-async def test_hash_matches_the_definition(tmp_path: Path, size: int):
+async def test_hash_matches_the_definition(tmp_path: Path, size: int, workers: int):
+    """Also when one file's blocks are hashed by several threads, each a stretch of them."""
     data = os.urandom(size)
     path = tmp_path / "f"
     path.write_bytes(data)
-    digest = await hash_file(path, TEST_BLOCK_SIZE)
+    digest = await hash_file(path, TEST_BLOCK_SIZE, workers)
     assert digest.content_hash == independent_hash(data)
     assert digest.size == size
+    assert digest.block_digests == tuple(
+        hashlib.sha256(data[i : i + TEST_BLOCK_SIZE]).digest() for i in range(0, size, TEST_BLOCK_SIZE)
+    )
 
 
 async def test_hash_files_in_parallel(tmp_path: Path):
@@ -61,7 +67,8 @@ async def test_direct_upload_commit_download(sdk: FileSyncClient, tmp_path: Path
         )
         assert result.results[0].status == "committed"
         target = tmp_path / "copy.bin"
-        await s3.download(ns, digest.content_hash, size, target)
+        # Verified as it arrives: the digest of what was written, block by block, without reading it back.
+        assert await s3.download(ns, digest.content_hash, size, target) == digest
     assert sum(sent) == size
     assert target.read_bytes() == source.read_bytes()
     assert [f.path for f in await sdk.list_files(ns)] == ["docs/source.bin"]

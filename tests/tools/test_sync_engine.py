@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -59,13 +60,43 @@ async def test_a_one_byte_change_in_a_64_mib_file_uploads_one_block(api, tmp_pat
     state.close()
 
 
+async def test_a_large_file_is_committed_without_a_byte_read_back_and_pulled_verified(api, client, tmp_path: Path):
+    """The push's commit proves the content from S3's checksum (one HeadObject, no GetObject); the pull hashes
+    each block as it lands and records the digests it computed (the delta's base), reading nothing twice."""
+    root, other = tmp_path / "files", tmp_path / "other"
+    root.mkdir()
+    other.mkdir()
+    ns = (await api.account()).home_namespace
+    data = os.urandom(2 * TEST_BLOCK_SIZE + 1000)
+    (root / "big.bin").write_bytes(data)
+
+    def s3(text: str, operation: str) -> float:
+        return metric(text, "filesync_aws_requests_total", service="s3", operation=operation)
+
+    before = await (await client.get("/metrics")).text()
+    assert (await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()).uploaded == 1
+    after = await (await client.get("/metrics")).text()
+    assert s3(after, "GetObject") - s3(before, "GetObject") == 0
+    assert s3(after, "HeadObject") - s3(before, "HeadObject") == 1
+
+    state = StateDB(tmp_path / "other.db")
+    assert (await SyncEngine(api, ns, other, state, device="other").sync()).downloaded == 1
+    assert (other / "big.bin").read_bytes() == data
+    entry = state.entry("big.bin")
+    assert entry is not None
+    assert entry.content_hash == independent_hash(data)
+    blocks = [data[i : i + TEST_BLOCK_SIZE] for i in range(0, len(data), TEST_BLOCK_SIZE)]
+    assert entry.blocks == b"".join(hashlib.sha256(b).digest() for b in blocks)
+    state.close()
+
+
 async def test_an_interrupted_multipart_upload_resumes_from_the_parts_s3_holds(
     api, tmp_path: Path, settings, aws_session
 ):
     root = tmp_path / "files"
     root.mkdir()
     ns = (await api.account()).home_namespace
-    blocks = 16  # twice the transfer's concurrency: some blocks were never started when the run dies
+    blocks = 16  # more than the transfer's concurrency: some blocks were never started when the run dies
     data = os.urandom(blocks * TEST_BLOCK_SIZE - 123)
     (root / "big.bin").write_bytes(data)
     sent: list[int] = []

@@ -80,6 +80,7 @@ class Stack:
     service: str
     service_pid: int
     settings: Settings
+    emulator_pid: int = 0
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +91,7 @@ async def stack(
     a variable)."""
     emulator_port, service_port = free_port(), free_port()
     emulator = f"http://127.0.0.1:{emulator_port}"
-    with process([sys.executable, "-m", "service.embedded", "--port", str(emulator_port)], clean_env()):
+    with process([sys.executable, "-m", "service.embedded", "--port", str(emulator_port)], clean_env()) as moto:
         await wait_http(emulator + "/moto-api/")
         suffix = secrets.token_hex(4)
         settings = Settings(bucket=f"bench-{suffix}", table=f"bench-{suffix}").for_emulator(emulator)
@@ -108,7 +109,6 @@ async def stack(
             FILESYNC_ACCESS_TOKEN_SECONDS="7200",  # noqa: S106 - a lifetime, not a secret
             # Its once-a-second Query would be counted with the operation measured.
             FILESYNC_REVOCATION_POLL_SECONDS="3600",
-            FILESYNC_VERIFY="read",
             FILESYNC_BLOCK_SIZE=str(block_size),
             FILESYNC_UPLOAD_CONCURRENCY=str(upload_concurrency),
             FILESYNC_LOG_LEVEL="WARNING",
@@ -124,7 +124,16 @@ async def stack(
         ) as service:
             url = f"http://127.0.0.1:{service_port}"
             await wait_http(url + "/healthz")
-            yield Stack(emulator, url, service.pid, settings)
+            yield Stack(emulator, url, service.pid, settings, moto.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far (0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:

@@ -7,8 +7,8 @@ so a corrupted part is refused on the way in. Objects are created only where non
 and ``CompleteMultipartUpload`` carry ``If-None-Match: *``, which the credentials' policy requires): an
 upload that finds the key taken stops there, and the commit verifies what is there. Downloads ask for
 exactly the object the service verified (its version id, else its ETag), so a replaced object is refused
-(``ContentReplaced``) rather than taken for the file. aioboto3 is imported here only, so commands that move
-no bytes never pay for it.
+(``ContentReplaced``) rather than taken for the file. The requests are ``tools.sdk.s3``'s: signed over the
+aiohttp the client already holds, with no AWS SDK to import and open before the first byte moves.
 
 A multipart upload given an ``UploadLedger`` is resumable: its id is remembered before the first part is
 sent and forgotten once S3 assembled the object, and a failure leaves it in place (instead of aborting it).
@@ -17,10 +17,9 @@ The next attempt lists the parts S3 already holds (``ListParts``), keeps each on
 rest. Uploads nobody resumes are aborted by the bucket's lifecycle rule after a day.
 
 Every storage request goes through ``_call``: a transient failure (no connection, a connection lost, a
-timeout, ``SlowDown``/500/503) is retried with the SDK's one backoff (``tools.sdk.retry``; botocore's own
-retries are off, so attempts do not multiply), and what still fails is raised as the SDK's error
-(``tools.sdk.errors``) naming the storage endpoint, what was being done and the local file: no botocore
-or aiohttp exception leaves this module.
+timeout, ``SlowDown``/500/503) is retried with the SDK's one backoff (``tools.sdk.retry``), and what still
+fails is raised as the SDK's error (``tools.sdk.errors``) naming the storage endpoint, what was being done
+and the local file: no aiohttp exception or S3 error document leaves this module.
 """
 
 from __future__ import annotations
@@ -35,7 +34,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from service.content import ContentDigest, reuse_declared_sha256
+import aiohttp
+
+from service.content import ContentDigest, block_count, content_hash_from_blocks
 from service.resources import blob_key
 from service.wire import AwsCredentials
 from tools.sdk.errors import (
@@ -54,10 +55,16 @@ from tools.sdk.errors import (
     stopped_answering,
 )
 from tools.sdk.retry import retrying
+from tools.sdk.s3 import Part, S3Client, S3Error
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
 
+#: Seconds to connect to the storage, and to wait for its next bytes, before a request counts as timed out.
+_CONNECT_SECONDS = 10.0
+_READ_SECONDS = 60.0
+#: Most blocks one ranged GET of a download asks for (64 MiB of 8 MiB blocks).
+MAX_RANGE_BLOCKS = 8
 #: S3 error codes that mean "busy or briefly down: try again" (whatever their HTTP status).
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException"}
@@ -104,46 +111,32 @@ class S3Transfer:
         self._attempts = attempts
         self._renew = renew
         self._endpoint = credentials.endpoint_url or f"https://s3.{credentials.region}.amazonaws.com"
-        self._client: Any = None
-        self._stack = contextlib.AsyncExitStack()
+        self._http: aiohttp.ClientSession | None = None
+        self._client: S3Client | None = None
         self._renewing = asyncio.Lock()
         #: Whether the storage ever answered: a connection refused after that means it stopped answering.
         self._answered = False
 
     async def __aenter__(self) -> S3Transfer:
-        self._client = await self._open(self._creds)
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency * 2),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_SECONDS, sock_read=_READ_SECONDS),
+            auto_decompress=False,  # a blob's bytes are its bytes
+            headers={"Accept-Encoding": "identity"},
+        )
+        self._client = S3Client(self._http, self._creds)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stack.__aexit__(exc_type, exc, tb)
+        if self._http is not None:
+            await self._http.close()
 
-    async def _open(self, credentials: AwsCredentials) -> Any:
-        """A client for these credentials, closed with the transfer (a client replaced by a renewal may
-        still be serving requests in flight, so it is not closed early)."""
-        import aioboto3
-        from aiobotocore.config import AioConfig
-
-        session = aioboto3.Session(
-            aws_access_key_id=credentials.access_key_id,
-            aws_secret_access_key=credentials.secret_access_key,
-            aws_session_token=credentials.session_token,
-            region_name=credentials.region,
-        )
-        config = AioConfig(
-            max_pool_connections=self._concurrency * 2,
-            s3={"addressing_style": "path" if credentials.endpoint_url else "virtual"},
-            signature_version="s3v4",
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"total_max_attempts": 1, "mode": "standard"},  # ``_call`` retries, with the SDK's backoff
-        )
-        client = await self._stack.enter_async_context(
-            session.client("s3", endpoint_url=credentials.endpoint_url, config=config)
-        )
-        client.meta.events.register("before-sign.s3", reuse_declared_sha256)
-        return client
+    @property
+    def _s3(self) -> S3Client:
+        assert self._client is not None, "use the transfer in an async with block"
+        return self._client
 
     async def upload(
         self,
@@ -160,7 +153,6 @@ class S3Transfer:
         digest of a version the namespace has), each block whose SHA-256 is unchanged is copied inside S3
         (``UploadPartCopy``) instead of sent: a small change to a big file moves one block."""
         key = blob_key(ns, digest.content_hash)
-        bucket = self._creds.bucket
         shown = path if isinstance(path, Path) else name
 
         def call(work: Callable[[], Awaitable[T]]) -> Awaitable[T]:
@@ -168,14 +160,12 @@ class S3Transfer:
 
         if len(digest.block_digests) <= 1:
             data = await asyncio.to_thread(_read_block, path, 0, digest.size)
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
-            if digest.block_digests:
-                kwargs["ChecksumSHA256"] = base64.b64encode(digest.block_digests[0]).decode()
-            if await _created(call(lambda: self._client.put_object(**kwargs))) and progress:
+            sha256 = digest.block_digests[0] if digest.block_digests else None
+            if await _created(call(lambda: self._s3.put_object(key, data, sha256, if_none_match=True))) and progress:
                 progress(len(data))
             return
         part_count = len(digest.block_digests)
-        held: dict[int, dict[str, Any]] = {}
+        held: dict[int, tuple[int, str, str]] = {}
         upload_id = ledger.upload_id(key) if ledger is not None else None
         if upload_id is not None:
             kept = await self._parts_held(key, upload_id, path, digest, shown)
@@ -184,10 +174,7 @@ class S3Transfer:
             else:
                 held = kept
         if upload_id is None:
-            upload = await call(
-                lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
-            )
-            upload_id = upload["UploadId"]
+            upload_id = await call(lambda: self._s3.create_multipart_upload(key))
             if ledger is not None:
                 ledger.remember_upload(key, upload_id)
 
@@ -199,42 +186,26 @@ class S3Transfer:
                 if old == new and (n < len(previous.block_digests) or previous.size == digest.size)
             }
 
-        async def part(number: int) -> dict[str, Any]:
+        async def part(number: int) -> tuple[int, str, str]:
             if number in held:
                 return held[number]
-            checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
+            sha256 = digest.block_digests[number - 1]
+            checksum = base64.b64encode(sha256).decode()
             if number in reusable and previous is not None:
                 start = (number - 1) * self._block_size
                 end = min(previous.size, start + self._block_size) - 1
-                source = {"Bucket": bucket, "Key": blob_key(ns, previous.content_hash)}
-                copied = await call(
-                    lambda: self._client.upload_part_copy(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource=source,
-                        CopySourceRange=f"bytes={start}-{end}",
-                    )
-                )
-                return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum}
+                source = blob_key(ns, previous.content_hash)
+                copied = await call(lambda: self._s3.upload_part_copy(key, upload_id, number, source, start, end))
+                return number, copied, checksum
             data = await asyncio.to_thread(_read_block, path, (number - 1) * self._block_size, self._block_size)
-            response = await call(
-                lambda: self._client.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, ChecksumSHA256=checksum
-                )
-            )
+            etag = await call(lambda: self._s3.upload_part(key, upload_id, number, data, sha256))
             if progress:
                 progress(len(data))
-            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+            return number, etag, checksum
 
         try:
             parts = await _bounded(range(1, part_count + 1), part, self._concurrency)
-            completed = call(
-                lambda: self._client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
-                )
-            )
+            completed = call(lambda: self._s3.complete_multipart_upload(key, upload_id, parts, if_none_match=True))
             if not await _created(completed):
                 await self.abort(key, upload_id)  # the content got there first: free the parts
         except BaseException:
@@ -247,53 +218,39 @@ class S3Transfer:
 
     async def abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload (its parts are freed); one that is already gone is fine."""
-        bucket = self._creds.bucket
         try:
-            await self._call(
-                "aborting an upload",
-                None,
-                lambda: self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
-            )
+            await self._call("aborting an upload", None, lambda: self._s3.abort_multipart_upload(key, upload_id))
         except ApiError as exc:
             if exc.title != "NoSuchUpload":
                 raise
 
     async def _parts_held(
         self, key: str, upload_id: str, path: Path | int, digest: ContentDigest, shown: Path | None
-    ) -> dict[int, dict[str, Any]] | None:
+    ) -> dict[int, tuple[int, str, str]] | None:
         """The parts of an unfinished upload that already hold this file's blocks (None: the upload is gone)."""
-
-        async def list_parts() -> list[dict[str, Any]]:
-            listed: list[dict[str, Any]] = []
-            paginator = self._client.get_paginator("list_parts")
-            async for page in paginator.paginate(Bucket=self._creds.bucket, Key=key, UploadId=upload_id):
-                listed.extend(page.get("Parts", []))
-            return listed
-
         try:
-            listed = await self._call("resuming an upload", shown, list_parts)
+            listed = await self._call("resuming an upload", shown, lambda: self._s3.list_parts(key, upload_id))
         except ApiError as exc:
             if exc.title in _GONE_CODES:
                 return None
             raise
 
-        async def matches(part: dict[str, Any]) -> dict[str, Any] | None:
-            number = int(part["PartNumber"])
-            if not 1 <= number <= len(digest.block_digests):
+        async def matches(part: Part) -> tuple[int, str, str] | None:
+            if not 1 <= part.number <= len(digest.block_digests):
                 return None
-            start = (number - 1) * self._block_size
-            if int(part["Size"]) != min(self._block_size, digest.size - start):
+            start = (part.number - 1) * self._block_size
+            if part.size != min(self._block_size, digest.size - start):
                 return None
-            checksum = base64.b64encode(digest.block_digests[number - 1]).decode()
-            if "ChecksumSHA256" in part:
-                same = part["ChecksumSHA256"] == checksum
+            checksum = base64.b64encode(digest.block_digests[part.number - 1]).decode()
+            if part.checksum_sha256 is not None:
+                same = part.checksum_sha256 == checksum
             else:
                 data = await asyncio.to_thread(_read_block, path, start, self._block_size)
-                same = part["ETag"].strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
-            return {"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum} if same else None
+                same = part.etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
+            return (part.number, part.etag, checksum) if same else None
 
         kept = await _bounded(listed, matches, self._concurrency)
-        return {int(p["PartNumber"]): p for p in kept if p is not None}
+        return {p[0]: p for p in kept if p is not None}
 
     async def download(
         self,
@@ -305,39 +262,51 @@ class S3Transfer:
         *,
         version_id: str | None = None,
         etag: str | None = None,
-    ) -> None:
-        """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes) with
-        ranged GETs of one block each, ``concurrency`` at a time: of object version ``version_id``, else only
-        while the object's ETag is ``etag`` (the file info's ``body_version``/``body_etag``; neither, from an
-        older server: whatever the key holds). ``ContentReplaced`` if the object is not that one any more."""
+        block_size: int | None = None,
+    ) -> ContentDigest:
+        """Fetch a blob into ``target`` (a path, or a descriptor open for writing that the caller closes): of object
+        version ``version_id``, else only while the object's ETag is ``etag`` (the file info's ``body_version``/
+        ``body_etag``; neither, from an older server: whatever the key holds). ``ContentReplaced`` if the object
+        is not that one any more.
+
+        The file is cut into ranges of whole blocks (``block_size``, the content's: by default the transfer's),
+        as many as there are slots up to ``MAX_RANGE_BLOCKS`` blocks each, fetched ``concurrency`` at a time with
+        one ranged GET each, so every slot works and no more requests are made than that takes (rclone's
+        multi-thread downloads take 64 MiB chunks too). Each block is written into place as it arrives and
+        hashed there and then (in a worker thread, while the other ranges arrive): the bytes are verified as
+        they come instead of read back afterwards. The digest of what was written is returned, for the caller
+        to compare its content hash with the one it asked for. A range whose body breaks off is asked for again
+        from its first block not yet written. Memory: a block or two per slot."""
+        block_size = block_size or self._block_size
         key = blob_key(ns, content_hash)
-        bucket = self._creds.bucket
-        pin: dict[str, str] = {}
-        if version_id is not None:
-            pin["VersionId"] = version_id
-        elif etag is not None:
-            pin["IfMatch"] = etag
+        pinned = version_id is not None or etag is not None
+        if_match = etag if version_id is None else None
+        blocks = block_count(size, block_size)
+        per_range = max(1, min(MAX_RANGE_BLOCKS, -(-blocks // self._concurrency)))
         if isinstance(target, int):
             fd = target
         else:
             fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
-        async def block(start: int) -> None:
-            end = min(size, start + self._block_size) - 1
+        async def fetch_range(first: int) -> list[bytes]:
+            last = min(blocks, first + per_range)
+            digests: list[bytes] = []  # of the blocks written: kept across attempts, which resume after them
+            buffer = bytearray(min(block_size, size))  # each block in turn (a block-sized allocation per range)
 
-            async def fetch() -> bytes:  # the request and its body: a body cut short is fetched again
-                response = await self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **pin)
-                body = response["Body"]
-                async with body:
-                    data: bytes = await body.read()
-                if len(data) != end - start + 1:
-                    raise ConnectionLost(0, "Short body", f"{len(data)} of {end - start + 1} bytes arrived")
-                return data
+            async def attempt() -> None:
+                start, end = (first + len(digests)) * block_size, min(size, last * block_size) - 1
+                async with self._s3.get_object(key, start, end, version_id=version_id, if_match=if_match) as body:
+                    while first + len(digests) < last:
+                        offset = (first + len(digests)) * block_size
+                        data = await _read_exactly(body, buffer, min(block_size, size - offset))
+                        digests.append(await asyncio.to_thread(_write_and_hash, fd, data, offset))
+                        if progress:
+                            progress(len(data))
 
             try:
-                data = await self._call("downloading", None, fetch)
+                await self._call("downloading", None, attempt)
             except StatusError as exc:
-                if pin and exc.title in _NOT_PINNED_CODES:
+                if pinned and exc.title in _NOT_PINNED_CODES:
                     raise ContentReplaced(
                         0,
                         "Content replaced",
@@ -346,29 +315,29 @@ class S3Transfer:
                         action="downloading",
                     ) from None
                 raise
-            await asyncio.to_thread(os.pwrite, fd, data, start)
-            if progress:
-                progress(len(data))
+            return digests
 
         try:
-            await _bounded(range(0, size, self._block_size), block, self._concurrency)
+            ranges = await _bounded(range(0, blocks, per_range), fetch_range, self._concurrency)
         finally:
             if not isinstance(target, int):
                 await asyncio.to_thread(os.close, fd)
+        digests = tuple(digest for found in ranges for digest in found)
+        return ContentDigest(content_hash_from_blocks(digests), size, digests)
 
     async def _call(self, action: str, path: Path | None, work: Callable[[], Awaitable[T]]) -> T:
         """One storage request: retried while it fails transiently, its failure raised as the SDK's error;
         sent once more with renewed credentials if S3 refused these."""
-        client = self._client
+        creds = self._creds
         try:
             return await self._attempts_of(action, path, work)
         except StatusError as exc:
             if self._renew is None or exc.title not in _REFUSED_CODES:
                 raise
         async with self._renewing:
-            if self._client is client:  # the first to notice renews; the others use what it got
+            if self._creds is creds:  # the first to notice renews; the others use what it got
                 self._creds = await self._renew()
-                self._client = await self._open(self._creds)
+                self._s3.credentials = self._creds
         try:
             return await self._attempts_of(action, path, work)
         except StatusError as exc:
@@ -419,38 +388,19 @@ async def _created(request: Awaitable[Any]) -> bool:
 
 
 def _translate(exc: Exception, endpoint: str) -> ApiError | None:
-    """The SDK's error for a botocore or aiohttp failure (None: not one of theirs, e.g. a local file's)."""
-    import aiohttp
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        HTTPClientError,
-        IncompleteReadError,
-        ReadTimeoutError,
-    )
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", "Error"))
-        message = str(error.get("Message", "")) or str(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in _TRANSIENT_CODES or status == 500:
-            return Unavailable(status, code, message, server=endpoint)
-        return status_error(status, code, message, server=endpoint)
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+    """The SDK's error for S3's refusal or an aiohttp failure (None: not one of theirs, e.g. a local file's)."""
+    if isinstance(exc, S3Error):
+        if exc.code in _TRANSIENT_CODES or exc.status == 500:
+            return Unavailable(exc.status, exc.code, exc.message, server=endpoint)
+        return status_error(exc.status, exc.code, exc.message, server=endpoint)
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
         return RequestTimeout(0, "Timed out", f"{endpoint} did not answer in time", server=endpoint)
-    if isinstance(exc, EndpointConnectionError | aiohttp.ClientConnectorError):
-        reason = connect_reason(getattr(exc, "kwargs", {}).get("error") or exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = connect_reason(exc)
         return ConnectError(0, "Unreachable", f"cannot reach {endpoint}: {reason}", server=endpoint)
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return ConnectionLost(0, "Connection lost", f"the connection to {endpoint} broke", server=endpoint)
-    if isinstance(exc, HTTPClientError | BotoConnectionError | IncompleteReadError):
-        # ConnectionClosedError, ResponseStreamingError (a body cut short), a proxy's or TLS failure.
-        return ConnectionLost(0, "Connection lost", f"the connection to {endpoint} broke: {exc}", server=endpoint)
-    if isinstance(exc, BotoCoreError):  # a checksum that does not match, an answer that does not parse
+    if isinstance(exc, aiohttp.ClientError):  # an answer that is not HTTP as it should be
         return ProtocolError(0, type(exc).__name__, str(exc), server=endpoint)
     return None
 
@@ -474,6 +424,28 @@ async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], li
         await asyncio.gather(*workers, return_exceptions=True)
         raise
     return [results[i] for i in range(len(results))]
+
+
+async def _read_exactly(body: aiohttp.StreamReader, buffer: bytearray, length: int) -> memoryview:
+    """The next ``length`` bytes of a response body, in ``buffer`` (a body that ends sooner is a lost
+    connection: retried)."""
+    view = memoryview(buffer)
+    have = 0
+    while have < length:
+        chunk = await body.read(length - have)
+        if not chunk:
+            raise ConnectionLost(0, "Short body", f"the body ended {length - have} bytes short")
+        view[have : have + len(chunk)] = chunk
+        have += len(chunk)
+    return view[:length]
+
+
+def _write_and_hash(fd: int, data: memoryview, offset: int) -> bytes:
+    """Write one downloaded block into place and give its SHA-256 (one thread hop for both)."""
+    rest = data
+    while rest:
+        rest = rest[os.pwrite(fd, rest, offset + len(data) - len(rest)) :]
+    return hashlib.sha256(data).digest()
 
 
 def _read_block(path: Path | int, offset: int, length: int) -> bytes:

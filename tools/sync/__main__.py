@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from service.wire import NamespaceSummary
     from tools.sdk.client import FileSyncClient
     from tools.sync.engine import SyncEngine, SyncReport
+    from tools.sync.headstart import HeadStart
 
 PROG = "python -m tools.sync"
 DEFAULT_CONFIG = Path.home() / ".config" / "filesync"
@@ -347,7 +348,18 @@ def _folder(text: str) -> Path:
 
 
 async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
+    from tools.sync.headstart import HeadStart
+
     root = _folder(args.folder)
+    # Large changed files are hashed while the rest of the client starts (its HTTP stack, its session).
+    head_start = HeadStart.begin(root, config.state_path(root))
+    try:
+        return await _sync_folder(args, config, root, head_start)
+    finally:
+        head_start.stop()
+
+
+async def _sync_folder(args: argparse.Namespace, config: Config, root: Path, head_start: HeadStart) -> int:
     api, data = await _session(config)
     state = config.state_for(root)
     try:
@@ -362,7 +374,7 @@ async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
         ns = ns or wanted or (await api.account()).home_namespace
         state.set("namespace", ns)
         state.set("root", str(root))
-        return await _synced(api, config, data, root, ns, state, args.quiet, args.watch)
+        return await _synced(api, config, data, root, ns, state, args.quiet, args.watch, head_start)
     finally:
         state.close()
         await api.__aexit__(None, None, None)
@@ -406,13 +418,16 @@ async def _synced(
     state: StateDB,
     quiet: bool,
     watch: bool,
+    head_start: HeadStart | None = None,
 ) -> int:
     """Sync ``root`` with ``ns`` once (or, with ``watch``, until interrupted); a namespace the server no
     longer knows ends in ``NamespaceGone``."""
     from tools.sync.engine import SyncEngine
 
     progress = Progress(quiet)
-    engine = SyncEngine(api, ns, root, state, device=data.get("device", "device"), progress=progress)
+    engine = SyncEngine(
+        api, ns, root, state, device=data.get("device", "device"), progress=progress, head_start=head_start
+    )
     try:
         if watch:
             await _watch(engine, api, ns, root, state, progress, quiet, Context("watch", data["server"], root))

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.content import EMPTY_HASH, ContentDigest, digest_bytes
 from service.paths import PathRuleError, normalize_path, path_key
@@ -52,6 +52,9 @@ from tools.sync.plan import Blocker, ConflictCopy, Download, LocalFile, SyncPlan
 from tools.sync.scan import Issue, scan, scan_stats
 from tools.sync.state import NOT_SYNCED, IssueRow, SeenFile, StateDB, StateEntry
 
+if TYPE_CHECKING:
+    from tools.sync.headstart import HeadStart
+
 COMPARE_PAGE = 5000
 #: A compare request's manifest stays under this (the service takes 8 MiB); long paths make smaller pages.
 COMPARE_BYTES = 6 * 1024 * 1024
@@ -67,6 +70,8 @@ MOVE_BATCH = 500
 CLASH_REASON = "file/folder clash"
 #: Scoped credentials are renewed this long before they expire.
 CREDENTIALS_MARGIN_SECONDS = 300
+#: S3 requests in flight (parts of one file, or of several): what ``aws s3 cp`` sends at once.
+TRANSFER_CONCURRENCY = 10
 
 Progress = Callable[[str, int, int], None]
 
@@ -103,6 +108,7 @@ class SyncEngine:
         device: str,
         concurrency: int = 16,
         progress: Progress | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
         self._api = api
         self._ns = ns
@@ -113,11 +119,15 @@ class SyncEngine:
         self._device = device
         self._concurrency = concurrency
         self._progress = progress or (lambda label, done, total: None)
+        #: Large files hashed while the client started (``tools.sync.headstart``), taken where they fit.
+        self._head_start = head_start
         self._block_size = 0
         #: Digests (with their block digests) of the files hashed in this run, reused for uploads.
         self._digests: dict[str, ContentDigest] = {}
         self._creds: AwsCredentials | None = None
         self._service_config: ServiceConfig | None = None
+        #: The S3 transfer of this sync, being opened or open (see ``_transfer_soon``).
+        self._opening: asyncio.Task[S3Transfer] | None = None
 
     async def sync(self, rounds: int = 3) -> SyncReport:
         """Sync until nothing is left to do (a commit that lost a race is retried in the next round).
@@ -128,14 +138,17 @@ class SyncEngine:
         committed or applied, which the state database already holds), instead of a second full round."""
         report = SyncReport()
         if not await self._nothing_changed():
-            for _ in range(rounds):
-                freed = report.deleted_remote + report.moved
-                if await self._round(report):
-                    break
-                if report.deleted_remote + report.moved > freed and self._state.issues(["refused"]):
-                    continue  # a path refused while the round freed another (a file became a folder): again
-                if await self._nothing_changed():
-                    break
+            try:
+                for _ in range(rounds):
+                    freed = report.deleted_remote + report.moved
+                    if await self._round(report):
+                        break
+                    if report.deleted_remote + report.moved > freed and self._state.issues(["refused"]):
+                        continue  # a path refused while the round freed another (a file became a folder): again
+                    if await self._nothing_changed():
+                        break
+            finally:
+                await self._close_transfer()
         report.skipped = self._state.issues(NOT_SYNCED)
         report.notes = self._state.issues(["note"])
         return report
@@ -189,7 +202,7 @@ class SyncEngine:
         files), whatever the folder's size. True if there was nothing to do."""
         stored = self._state.get("block_size")
         if stored is None:
-            stored = str((await self._api.config()).block_size)
+            stored = str((await self._config()).block_size)
             self._state.set("block_size", stored)
         self._block_size = int(stored)
         await self._load_scan()
@@ -320,12 +333,19 @@ class SyncEngine:
         for key, issue in self._state.blockers(held).items():
             blocked[key] = Blocker(issue.kind, f"{issue.local} is in the way ({issue.reason})")
         if to_hash:
-            slots = asyncio.Semaphore(os.cpu_count() or 2)
+            inline_max = (await self._config()).max_inline_file
+            if any(seen.size > inline_max for seen in to_hash):
+                # A large file changed: it most likely goes to S3, so S3 is made ready while it is hashed.
+                self._transfer_soon()
+            cores = os.cpu_count() or 2
+            slots = asyncio.Semaphore(cores)
+            # Fewer files than cores: each takes a share of the cores (a large file's blocks hash in parallel).
+            workers = max(1, cores // len(to_hash))
 
             async def digest(seen: SeenFile) -> None:
                 async with slots:
                     try:
-                        found = await asyncio.to_thread(self._hash, seen.local)
+                        found = await asyncio.to_thread(self._hash, seen.local, workers)
                     except FileNotFoundError:  # gone since the scan: the next round sees what happened
                         blocked[seen.key] = Blocker("ignored", "gone")
                         return
@@ -347,10 +367,14 @@ class SyncEngine:
             self._progress("hashing", hashing.done, hashing.total)
         return local, state, blocked
 
-    def _hash(self, local: str) -> ContentDigest:
+    def _hash(self, local: str, workers: int = 1) -> ContentDigest:
         fd = self._folder.open_file(local)
         try:
-            return hash_file_sync(fd, self._block_size)
+            if self._head_start is not None:
+                ready = self._head_start.digest(local, os.fstat(fd), self._block_size)
+                if ready is not None:
+                    return ready
+            return hash_file_sync(fd, self._block_size, workers)
         finally:
             os.close(fd)
 
@@ -455,17 +479,13 @@ class SyncEngine:
         small = [u for u in todo.uploads if u.local.size <= inline_max]
         large = [u for u in todo.uploads if u.local.size > inline_max]
         needs_s3 = bool(large) or any(d.file.content_hash != EMPTY_HASH for d in todo.downloads)
-        transfer: S3Transfer | None = None
-        async with contextlib.AsyncExitStack() as stack:
-            if needs_s3:
-                creds = await self._credentials()
-                transfer = await stack.enter_async_context(
-                    S3Transfer(creds, self._block_size, concurrency=8, renew=self._renewed_credentials)
-                )
-            await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
-            await self._send_small(small, report)
-            await self._uploads(large, transfer, report)
-            await self._downloads(todo, transfer, report)
+        if needs_s3:
+            self._transfer_soon()  # opens while the deletions and small files go through the service
+        await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
+        await self._send_small(small, report)
+        transfer = await self._transfer() if needs_s3 else None
+        await self._uploads(large, transfer, report)
+        await self._downloads(todo, transfer, report)
         self._local_deletes(todo, report)
 
     async def _config(self) -> ServiceConfig:
@@ -473,6 +493,39 @@ class SyncEngine:
         if self._service_config is None:
             self._service_config = await self._api.config()
         return self._service_config
+
+    def _transfer_soon(self) -> None:
+        """Start opening this sync's S3 transfer (scoped credentials, a connection pool) while other work goes
+        on: hashing a large file, sending small ones. Opened once per ``sync``, closed at its end."""
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open_transfer())
+
+    async def _open_transfer(self) -> S3Transfer:
+        transfer = S3Transfer(
+            await self._credentials(),
+            self._block_size,
+            concurrency=TRANSFER_CONCURRENCY,
+            renew=self._renewed_credentials,
+        )
+        await transfer.__aenter__()
+        return transfer
+
+    async def _transfer(self) -> S3Transfer:
+        self._transfer_soon()
+        assert self._opening is not None
+        return await self._opening
+
+    async def _close_transfer(self) -> None:
+        """Close the transfer, once it finished opening. One opened ahead of a need that never came, or whose
+        opening failed (then the need, had there been one, raised that failure), is closed quietly."""
+        opening, self._opening = self._opening, None
+        if opening is None:
+            return
+        try:
+            transfer = await opening
+        except Exception:  # reported where the transfer was needed, if it was
+            return
+        await transfer.__aexit__(None, None, None)
 
     async def _credentials(self) -> AwsCredentials:
         """Scoped credentials, reused across rounds (``--watch``) for their lifetime: one STS call per
@@ -758,7 +811,7 @@ class SyncEngine:
             try:
                 if file.content_hash != EMPTY_HASH and file.size > 0:
                     assert transfer is not None
-                    await transfer.download(
+                    digest = await transfer.download(
                         self._ns,
                         file.content_hash,
                         file.size,
@@ -766,8 +819,8 @@ class SyncEngine:
                         progress=advance,
                         version_id=file.body_version,
                         etag=file.body_etag,
+                        block_size=file.block_size,
                     )
-                    digest = await hash_file(fd, file.block_size)
                     if digest.content_hash != file.content_hash:
                         raise ContentReplaced(
                             0, "Content replaced", "the bytes stored for it do not match its content hash"
