@@ -5,7 +5,9 @@ Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is creat
 SHA-256 checksum S3 stored and verified on upload, and the object's part count (``checksum``: a HeadObject,
 no bytes read; real S3 rejects a part whose checksum is wrong) or by reading the object once (``read``: the
 emulator verifies nothing), and names the object it verified (version id, ETag). A blob that fails is
-deleted, so it cannot poison deduplication. Reads given such a name read exactly that object.
+deleted, so it cannot poison deduplication. Reads given such a name read exactly that object. Packs
+(``ns/<namespace>/packs/<pack id>``, many small bodies in one object: ``service.core.packs``) are created
+the same way and read by range.
 """
 
 from __future__ import annotations
