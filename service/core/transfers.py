@@ -557,7 +557,9 @@ class TransferService:
             return data
         log.warning("the stored body of %s in %s is not at %s; looking for it elsewhere", content_hash, ns, body)
         record = await self._files.blob_record(ns, content_hash)
-        if record is not None and record.body != body and record.size == size:
+        if record is not None and record.size != size:  # a fetch that claims another size: nothing to repair
+            raise ContentReplaced(f"The content {content_hash} is {record.size} bytes, not {size}; nothing was served.")
+        if record is not None and record.body != body:
             if (data := await self._read_small(ns, content_hash, size, record.body)) is not None:
                 return data
             body = record.body
@@ -658,6 +660,7 @@ class TransferService:
         """One ranged read of a pack, each wanted body cut from it and hashed as it streams past; those it
         does not hold as its index says are looked for one by one."""
         left = list(run.wanted)
+        missed = []
         assert run.pack.pack is not None
         try:
             async with self._blobs.open(pack_key(ns, run.pack.pack), f"bytes={run.start}-{run.end}", run.pack) as got:
@@ -665,13 +668,16 @@ class TransferService:
                 while left:
                     want = left[0]
                     data = await reader.take(want.offset, want.size)
-                    if data is None or not body_matches(data, want.content_hash, want.size):
-                        break
+                    if data is None:
+                        break  # the pack ends early (or the range was asked twice out of order)
                     left.pop(0)
-                    await queue.put(Fetched(want.index, want.content_hash, data))
+                    if body_matches(data, want.content_hash, want.size):
+                        await queue.put(Fetched(want.index, want.content_hash, data))
+                    else:
+                        missed.append(want)
         except BodyChanged:
             pass
-        for want in left:
+        for want in missed + left:
             body = BodyRef(run.pack.version_id, run.pack.etag, run.pack.pack, want.offset)
             await queue.put(await self._fetch_answer(ns, want.index, want.content_hash, want.size, body))
 
