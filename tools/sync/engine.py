@@ -748,24 +748,30 @@ class SyncEngine:
         async def fetch(batch: list[Download]) -> None:
             nonlocal received
             async with slots:
-                async for got in self._api.fetch(self._ns, [d.file for d in batch]):
-                    download = batch[got.index]
-                    if got.data is None:
-                        self._unplaced(download.file, f"not downloaded: {got.problem}")
-                        continue
-                    try:
-                        local = await asyncio.to_thread(self._land, download, got.data)
-                    except Unplaceable as exc:
-                        self._unplaced(download.file, f"not placed here: {exc}")
-                        continue
-                    except ContentReplaced as exc:
-                        self._unplaced(download.file, f"not downloaded: {exc.detail}")
-                        continue
-                    if local is not None:
-                        self._state.record([_entry(local, download.file, None)])
-                        report.downloaded += 1
-                    received += download.file.size
-                    self._progress("downloading", received, total)
+                landed: list[StateEntry] = []
+                try:
+                    async for got in self._api.fetch(self._ns, [d.file for d in batch]):
+                        download = batch[got.index]
+                        if got.data is None:
+                            self._unplaced(download.file, f"not downloaded: {got.problem}")
+                            continue
+                        try:
+                            local = await asyncio.to_thread(self._land, download, got.data)
+                        except Unplaceable as exc:
+                            self._unplaced(download.file, f"not placed here: {exc}")
+                            continue
+                        except ContentReplaced as exc:
+                            self._unplaced(download.file, f"not downloaded: {exc.detail}")
+                            continue
+                        if local is not None:
+                            landed.append(_entry(local, download.file, None))
+                            report.downloaded += 1
+                        received += download.file.size
+                        self._progress("downloading", received, total)
+                finally:
+                    # One transaction per fetch, not per file: a file placed but not recorded (a crash
+                    # between) is found up to date by the next compare, its content being the server's.
+                    self._state.record(landed)
 
         tasks = [asyncio.create_task(fetch(batch)) for batch in batches]
         try:
