@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
@@ -198,6 +199,32 @@ async def test_small_files_go_in_batches_of_one_pack_each_both_ways_and_no_crede
         return metric(text, "filesync_aws_requests_total", service="s3", operation="GetObject")
 
     assert gets(pulled) - gets(after) <= 0.02 * len(bodies), "each fetch reads each pack's range once"
+
+
+async def test_packed_files_larger_than_a_fetch_takes_come_through_the_service(
+    api, tmp_path: Path, provisioned, make_client, app_factory
+):
+    """The service's limit of small files was lowered after they were packed: those now past it come one by
+    one through the service (which alone reads packs), the rest by fetch; no credentials either way."""
+    root = tmp_path / "files"
+    root.mkdir()
+    bodies = {"small.txt": os.urandom(50), "bigger.txt": os.urandom(500)}
+    for name, data in bodies.items():
+        (root / name).write_bytes(data)
+    ns = (await api.account()).home_namespace
+    assert (await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()).uploaded == 2
+    lowered = dataclasses.replace(provisioned, files=dataclasses.replace(provisioned.files, inline_max_file=100))
+    served = await make_client(app_factory(lowered))
+    async with FileSyncClient(str(served.make_url(""))) as other_api:
+        await other_api.log_in("alice", "correct horse battery")
+        other = tmp_path / "other"
+        other.mkdir()
+        before = await (await served.get("/metrics")).text()
+        report = await SyncEngine(other_api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+        after = await (await served.get("/metrics")).text()
+    assert report.downloaded == 2
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == bodies
+    assert minted(after) - minted(before) == 0
 
 
 async def test_a_file_whose_pack_does_not_hold_it_is_named_and_the_rest_is_pulled(
