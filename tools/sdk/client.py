@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ import orjson
 from yarl import URL
 
 from service import codec
+from service.content import digest_bytes
 from service.wire import (
     Account,
     AwsCredentials,
@@ -493,8 +493,8 @@ class FileSyncClient:
         )
         if status == 302:
             payload = await self._get_url(headers["Location"])
-        expected = headers.get("X-Content-Hash", "")
-        if "-" in expected or hashlib.sha256(payload).hexdigest() != expected:
+        expected, block_size = headers.get("X-Content-Hash", ""), headers.get("X-Block-Size", "")
+        if not block_size.isdigit() or digest_bytes(payload, int(block_size)).content_hash != expected:
             raise ContentReplaced(
                 0, "Content replaced", f"the body of {path} does not match its content hash", server=self.server
             )
