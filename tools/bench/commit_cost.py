@@ -114,7 +114,7 @@ class Cost:
         return cost * 1e6 / self.files
 
 
-async def measure(api: FileSyncClient, way: str, files: int, batch: int) -> Cost:
+async def measure(api: FileSyncClient, way: str, files: int, batch: int, record_packed: bool = False) -> Cost:
     await api.sign_up(f"bench-{way}", PASSWORD)
     await api.log_in(f"bench-{way}", PASSWORD)
     ns = (await api.account()).home_namespace
@@ -170,7 +170,7 @@ async def measure(api: FileSyncClient, way: str, files: int, batch: int) -> Cost
         transactions=used("dynamodb", ("TransactWriteItems",)),
         s3_writes=client_puts + used("s3", S3_WRITE_OPERATIONS),
         s3_reads=used("s3", S3_READ_OPERATIONS),
-        blob_records=files if way == "direct" else 0,
+        blob_records=files if way == "direct" or record_packed else 0,
         index_entries=files,
         pull=pull,
     )
@@ -243,7 +243,7 @@ async def measure_pull(api: FileSyncClient, way: str, ns: str, block_size: int, 
 async def run(files: int, batch: int, record_packed: bool) -> None:
     env = {"FILESYNC_RECORD_PACKED": "true"} if record_packed else None
     async with stack(service_env=env) as running, FileSyncClient(running.service, timeout=600) as api:
-        costs = [await measure(api, way, files, batch) for way in ("batch", "direct")]
+        costs = [await measure(api, way, files, batch, record_packed) for way in ("batch", "direct")]
     floor = (S3_PUT_PER_1000 / 1000 + 1 / 1e6 * DYNAMODB_WRITE_PER_MILLION) * 1e6
     packed = "with a record per packed content (FILESYNC_RECORD_PACKED)" if record_packed else "packs"
     print(f"commit_cost: {files:,} files of 1 KiB, distinct content, {batch:,} a request; {packed}")
