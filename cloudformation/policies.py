@@ -226,11 +226,13 @@ def instance_role_policy(
 
 def bucket_policy(bucket_arn: Any) -> Policy:
     """Refuse every request to the bucket that does not come over TLS, whoever signs it; and keep verified
-    content unchanged whoever signs: an object is created under a blob key only with ``If-None-Match: *``
-    (``PutObject``, ``CompleteMultipartUpload``, ``CopyObject``; the multipart steps that cannot carry the
-    header are exempt by ``s3:ObjectCreationOperation``), and never by a browser form ``POST`` (which sets
-    no ``s3:ObjectCreationOperation``). The same two rules are in every session policy."""
+    content unchanged whoever signs: an object is created under a blob or pack key only with
+    ``If-None-Match: *`` (``PutObject``, ``CompleteMultipartUpload``, ``CopyObject``; the multipart steps
+    that cannot carry the header are exempt by ``s3:ObjectCreationOperation``), and never by a browser form
+    ``POST`` (which sets no ``s3:ObjectCreationOperation``). The same two rules are in every session policy
+    (which reaches no pack at all)."""
     blobs = Sub("${Arn}/" + resources.BLOB_KEY_PATTERN, Arn=bucket_arn)
+    packs = Sub("${Arn}/" + resources.PACK_KEY_PATTERN, Arn=bucket_arn)
     return Policy(
         Version=POLICY_VERSION,
         Statement=[
@@ -247,7 +249,7 @@ def bucket_policy(bucket_arn: Any) -> Policy:
                 Effect=Deny,
                 Principal=Principal("*"),
                 Action=[s3.PutObject],
-                Resource=[blobs],
+                Resource=[blobs, packs],
                 Condition=Condition([Null("s3:if-none-match", "true"), Bool("s3:ObjectCreationOperation", "true")]),
             ),
             Statement(
@@ -255,7 +257,7 @@ def bucket_policy(bucket_arn: Any) -> Policy:
                 Effect=Deny,
                 Principal=Principal("*"),
                 Action=[s3.PutObject],
-                Resource=[blobs],
+                Resource=[blobs, packs],
                 Condition=Condition(Null("s3:ObjectCreationOperation", "true")),
             ),
         ],

@@ -66,7 +66,8 @@ def create_table_request(table_name: str) -> dict[str, Any]:
 
 # --- S3: the blob bucket -----------------------------------------------------------------------------
 
-#: Every namespace's objects live under this prefix: ``ns/<namespace id>/blobs/<content hash>``.
+#: Every namespace's objects live under this prefix: ``ns/<namespace id>/blobs/<content hash>``, and
+#: ``ns/<namespace id>/packs/<pack id>``.
 NAMESPACE_PREFIX = "ns/"
 
 
@@ -79,6 +80,15 @@ def blob_key(namespace_id: str, content_hash: str) -> str:
     return f"{blob_prefix(namespace_id)}{content_hash}"
 
 
+def pack_prefix(namespace_id: str) -> str:
+    """Where a namespace's packs live: many small bodies in one object each (``service.core.packs``)."""
+    return f"{NAMESPACE_PREFIX}{namespace_id}/packs/"
+
+
+def pack_key(namespace_id: str, pack_id: str) -> str:
+    return f"{pack_prefix(namespace_id)}{pack_id}"
+
+
 def staging_key(namespace_id: str, upload_id: str) -> str:
     """Where a streamed body of unknown hash is assembled before it is copied to its blob key."""
     return f"{NAMESPACE_PREFIX}{namespace_id}/staging/{upload_id}"
@@ -87,7 +97,10 @@ def staging_key(namespace_id: str, upload_id: str) -> str:
 #: IAM resource pattern of every namespace's blobs and nothing else. Staging keys are written only by the
 #: service itself, under its own role, so clients' credentials never reach them.
 BLOB_KEY_PATTERN = f"{blob_prefix('*')}*"
-#: IAM resource pattern of everything the service itself writes (blobs and staging).
+#: IAM resource pattern of every namespace's packs. Only the service writes and reads them (clients'
+#: credentials never reach them: packed bodies are served through the service).
+PACK_KEY_PATTERN = f"{pack_prefix('*')}*"
+#: IAM resource pattern of everything the service itself writes (blobs, packs and staging).
 NAMESPACE_KEY_PATTERN = f"{NAMESPACE_PREFIX}*"
 
 

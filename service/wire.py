@@ -237,7 +237,10 @@ class FileInfo(ResponseModel, omit_defaults=True):
     """One version of a file. ``body_version`` and ``body_etag`` name the stored object that holds its
     verified body (the blob key's S3 version id, and its ETag): a client reading the blob straight from S3
     asks for exactly that version (``VersionId``), or failing one, that ETag (``If-Match``), so it never
-    takes other bytes for this version. Absent from older servers and for older versions."""
+    takes other bytes for this version. Absent from older servers and for older versions. A body stored in
+    a pack (a small file sent in a batch) has ``body_pack`` and ``body_offset`` too, and the version and
+    ETag are the pack's: such a body is read through the service (its download, or ``blobs:fetch``), never
+    straight from S3."""
 
     path: str
     file_id: str
@@ -254,6 +257,8 @@ class FileInfo(ResponseModel, omit_defaults=True):
     moved_to: str | None = None
     body_version: str | None = None
     body_etag: str | None = None
+    body_pack: str | None = None
+    body_offset: int | None = None
 
 
 class CommitEntryIn(WireModel):
@@ -296,6 +301,44 @@ class BlobCheckResult(ResponseModel):
     """The hashes the namespace does not have verified content for: upload those."""
 
     missing: list[str]
+
+
+class FetchItemIn(WireModel):
+    """A small body to fetch: its content hash and size, and where it is stored, as a file info says
+    (``body_pack``/``body_offset`` for a body in a pack; ``body_version``/``body_etag``)."""
+
+    content_hash: RawHash
+    size: Size
+    body_pack: Annotated[str, Meta(max_length=64)] | None = None
+    body_offset: Annotated[int, Meta(ge=0, le=MAX_OBJECT_SIZE)] | None = None
+    body_version: Annotated[str, Meta(max_length=1024)] | None = None
+    body_etag: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class FetchRequest(WireModel):
+    """Up to ``max_fetch_items`` small bodies, each at most ``max_inline_file`` bytes."""
+
+    items: Annotated[list[FetchItemIn], Meta(max_length=1000)]
+
+
+#: The media type of a ``blobs:fetch`` answer: a sequence of frames, each one JSON line (a ``FetchFrame``,
+#: ending in a newline) followed, unless the frame has a ``problem``, by exactly ``size`` bytes of body.
+#: Frames come in the order the bodies were read, one per item (``index``); a last frame with ``end`` (the
+#: number of frames before it) says the answer is complete. An answer cut short has no such frame: ask
+#: again for the items that did not come.
+FETCH_MEDIA_TYPE = "application/x-filesync-frames"
+
+
+class FetchFrame(ResponseModel, omit_defaults=True):
+    """One frame of a ``blobs:fetch`` answer: item ``index``'s body (``size`` bytes follow, verified
+    against ``content_hash`` by the service), or why it has none (``problem``; nothing follows). The last
+    frame carries only ``end``."""
+
+    index: int = -1
+    content_hash: str = ""
+    size: int = 0
+    problem: str | None = None
+    end: int | None = None
 
 
 class UploadRequest(WireModel):
@@ -414,6 +457,9 @@ class ServiceConfig(ResponseModel):
     max_inline_request: int
     #: Moves in one ``POST /v1/ns/{ns}/moves``.
     max_moves: int = 500
+    #: Bodies in one ``POST /v1/ns/{ns}/blobs:fetch`` (each at most ``max_inline_file``); 0 from a server
+    #: without it.
+    max_fetch_items: int = 0
 
 
 # --- sync --------------------------------------------------------------------------------------------

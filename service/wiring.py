@@ -130,6 +130,8 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
         concurrency=settings.files.upload_concurrency,
         presign_seconds=settings.files.presign_seconds,
         max_streams_per_user=settings.limits.max_streams_per_user,
+        record_packed=settings.files.record_packed,
+        clock=clock,
     )
     journal = DynamoJournal(clients.dynamodb, settings.table)
     watcher = HeadWatcher(journal, settings.files.feed_poll_seconds)

@@ -6,6 +6,7 @@ Layer: api.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
@@ -23,11 +24,12 @@ from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
 from service.core.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 from service.core.files import MAX_COMMIT_ENTRIES, MAX_MOVES, CommitEntry, CommitOutcome, CommitResult, Move
-from service.core.models import FileVersion
-from service.core.transfers import INLINE_CONCURRENCY, StreamPrecondition
+from service.core.models import BodyRef, FileVersion
+from service.core.transfers import FETCH_CONCURRENCY, FETCH_QUEUE, MAX_FETCH_ITEMS, FetchItem, StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
 from service.paths import MAX_PATH_BYTES
 from service.wire import (
+    FETCH_MEDIA_TYPE,
     MAX_REV,
     MTIME_MAX,
     MTIME_MAX_LENGTH,
@@ -40,6 +42,8 @@ from service.wire import (
     CommitResultOut,
     CompleteRequest,
     CompleteResponse,
+    FetchFrame,
+    FetchRequest,
     FileList,
     History,
     MoveRequest,
@@ -99,6 +103,7 @@ async def get_config(request: web.Request) -> web.Response:
             max_inline_file=settings.files.inline_max_file,
             max_inline_request=settings.files.inline_max_request,
             max_moves=MAX_MOVES,
+            max_fetch_items=MAX_FETCH_ITEMS,
         )
     )
 
@@ -109,6 +114,37 @@ async def post_blobs_check(request: web.Request) -> web.Response:
     body = await read_json(request, BlobCheck)
     missing = await request.app[FILES].missing_blobs(principal, request.match_info["ns"], body.hashes)
     return json_response(BlobCheckResult(missing=missing))
+
+
+async def post_blobs_fetch(request: web.Request) -> web.StreamResponse:
+    """Many small bodies in one answer (``FETCH_MEDIA_TYPE`` frames): each item names a content hash, its
+    size (at most ``max_inline_file``) and where its file info says it is stored. Each body is hashed by
+    the service before it is sent; one that cannot be served gets a frame with its ``problem`` instead."""
+    principal = authenticate(request)
+    body = await read_json(request, FetchRequest)
+    settings = request.app[SETTINGS].files
+    items = [
+        FetchItem(i.content_hash, i.size, BodyRef(i.body_version, i.body_etag, i.body_pack, i.body_offset))
+        for i in body.items
+    ]
+    # Held at once: the bodies being read and those waiting to be sent.
+    reserve(request, (FETCH_CONCURRENCY + FETCH_QUEUE) * settings.inline_max_file)
+    fetched = request.app[TRANSFERS].fetch(
+        principal, request.match_info["ns"], items, max_file=settings.inline_max_file
+    )
+    async with contextlib.aclosing(fetched) as frames:
+        frame = await anext(frames, None)  # a problem found before anything is read is still an answer
+        response = web.StreamResponse(headers={"Content-Type": FETCH_MEDIA_TYPE})
+        await response.prepare(request)
+        count = 0
+        while frame is not None:
+            header = FetchFrame(frame.index, frame.content_hash, len(frame.data or b""), frame.problem)
+            await response.write(codec.dumps(header) + b"\n" + (frame.data or b""))
+            count += 1
+            frame = await anext(frames, None)
+        await response.write(codec.dumps(FetchFrame(end=count)) + b"\n")
+    await response.write_eof()
+    return response
 
 
 def _entries(body: CommitRequest) -> list[CommitEntry]:
@@ -155,8 +191,8 @@ async def post_files_batch(request: web.Request) -> web.Response:
         )
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    # Held at once: the manifest, the bodies being stored and the one being read (not the whole request).
-    held = settings.limits.max_json_body + (INLINE_CONCURRENCY + 1) * settings.files.inline_max_file
+    # Held at once: the manifest, the bodies (each once: the pack being built) and the part being read.
+    held = settings.limits.max_json_body + limit + settings.files.inline_max_file
     reserve(request, declared_or(request, held))
     try:
         multipart = await request.multipart()

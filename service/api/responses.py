@@ -34,4 +34,6 @@ def file_info(version: FileVersion) -> FileInfo:
         moved_to=version.moved_to,
         body_version=version.body_version,
         body_etag=version.body_etag,
+        body_pack=version.body_pack,
+        body_offset=version.body_offset,
     )

@@ -12,6 +12,7 @@ from aiohttp import web
 from service.api import auth, credentials, docs, files, follows, health, namespaces, sync
 from service.api.openapi import Operation
 from service.wire import (
+    FETCH_MEDIA_TYPE,
     MAX_REV,
     MTIME_MAX,
     MTIME_MAX_LENGTH,
@@ -32,6 +33,7 @@ from service.wire import (
     CredentialsRequest,
     EmailChange,
     EmailConfirmed,
+    FetchRequest,
     FileInfo,
     FileList,
     FollowList,
@@ -287,6 +289,17 @@ OPERATIONS: tuple[Operation, ...] = (
         request=BlobCheck,
         responses={200: BlobCheckResult},
         errors=(404,),
+        auth=True,
+    ),
+    Operation(
+        "POST",
+        "/v1/ns/{ns}/blobs:fetch",
+        files.post_blobs_fetch,
+        "Many small bodies at once",
+        "files",
+        request=FetchRequest,
+        responses={200: FETCH_MEDIA_TYPE},
+        errors=(404, 422),
         auth=True,
     ),
     Operation(

@@ -5,8 +5,9 @@ Layer: aws. A blob lives at ``ns/<namespace>/blobs/<content hash>`` and is creat
 SHA-256 checksum S3 stored and verified on upload, and the object's part count (``checksum``: a HeadObject,
 no bytes read; S3, and the embedded emulator, refuse a part or object whose checksum is wrong) or by reading
 the object once (``read``: for stores that do not check checksums), and names the object it verified
-(version id, ETag). A blob that fails is
-deleted, so it cannot poison deduplication. Reads given such a name read exactly that object.
+(version id, ETag). A blob that fails is deleted, so it cannot poison deduplication. Reads given such a name
+read exactly that object. Packs (``ns/<namespace>/packs/<pack id>``, many small bodies in one object:
+``service.core.packs``) are created the same way and read by range.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ _READ_CHUNK = 1024 * 1024
 _READ_ATTEMPTS = 3
 #: A pinned read's answer when the object is no longer the one pinned: another ETag, or no such version.
 _GONE = ("PreconditionFailed", "412", "NoSuchVersion", "NoSuchKey", "404")
+#: A ranged read's answer when the object ends before the range starts.
+_OUT_OF_RANGE = ("InvalidRange", "416")
 
 
 class S3BlobStore:
@@ -139,6 +142,26 @@ class S3BlobStore:
                     Key=key,
                     Body=data,
                     ChecksumSHA256=b64_digest(digest.block_digests[0]) if digest.block_digests else None,  # type: ignore[arg-type]
+                    IfNoneMatch="*",
+                )
+        except ClientError as exc:
+            if _already_there(exc):
+                return None
+            raise
+        return _body(response)
+
+    async def put_pack(self, key: str, data: bytearray) -> BodyRef | None:
+        """A pack (``service.core.packs``) in one PutObject with its SHA-256, only if nothing is at the key
+        yet: the object stored, or None if something was there (pack ids are random: only a retry of this
+        very write finds one)."""
+        digest = await asyncio.to_thread(hashlib.sha256, data) if len(data) >= 256 * 1024 else hashlib.sha256(data)
+        try:
+            with unavailable_on_transient("S3"):
+                response = await self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=io.BytesIO(data),
+                    ChecksumSHA256=b64_digest(digest.digest()),
                     IfNoneMatch="*",
                 )
         except ClientError as exc:
@@ -289,8 +312,9 @@ class S3BlobStore:
         self, key: str, byte_range: str | None = None, body: BodyRef | None = None
     ) -> AsyncIterator[Download]:
         """The object's bytes. With ``body``, exactly that object: by version id (a version never changes),
-        else only while the object still has that ETag. ``BodyChanged`` if it is not what ``body`` names
-        any more (replaced, or gone)."""
+        else only while the object still has that ETag (a ``body`` that pins neither: whatever the key holds).
+        ``BodyChanged`` if it is not what ``body`` names any more (replaced, or gone), or holds nothing in
+        ``byte_range`` (shorter than the range's start)."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if byte_range:
             kwargs["Range"] = byte_range
@@ -302,7 +326,8 @@ class S3BlobStore:
             with unavailable_on_transient("S3"):
                 response = await self._s3.get_object(**kwargs)
         except ClientError as exc:
-            if body is not None and body.pinned and error_code(exc) in _GONE:
+            code = error_code(exc)
+            if (body is not None and code in _GONE) or code in _OUT_OF_RANGE:
                 raise BodyChanged(key) from None
             raise
         served = response["Body"]

@@ -7,12 +7,16 @@ Layer: aws. Items in the one table::
     NS#<ns>   F#<path key>      the current version of one path (path key: NFC + case folded)
     NS#<ns>   J#<seq, 12 digits> one commit: who, when, and its changes (orjson bytes)
     NS#<ns>   BLOB#<hash>       content verified against its hash: size, block size, and the object
-                                verified (``body_version``, ``body_etag``), which file versions copy
+                                verified (``body_version``, ``body_etag``; with ``body_pack`` and
+                                ``body_offset``, where in that pack), which file versions copy
     NS#<ns>   D#<folder key>    a folder marker: some file was committed under this folder (never removed)
     NS#<ns>   H#<history key>#<chunk, 12 digits>
                                 a history chunk: the versions of one file whose revs fall in the chunk
                                 (``versions``, orjson bytes, oldest first) and ``prev``, the chunk sealed
                                 before it (absent for the first)
+    NS#<ns>   PACK#<pack id>    a pack a commit referenced: its size, number of bodies, when it was
+                                written, its object (``body_version``, ``body_etag``); written in the
+                                transaction of the first versions that name it
 
 A commit is one ``TransactWriteItems``: the head moves from ``seq`` to ``seq + 1`` on condition it is still
 ``seq``, each file item is written on condition it is still what the service read, new blob records are
@@ -56,6 +60,7 @@ from service.core.models import (
     HistoryRead,
     JournalEntry,
     Membership,
+    PackRecord,
     StoreConflict,
 )
 from service.paths import folders_above
@@ -67,8 +72,9 @@ SEQ_DIGITS = 12
 _s, _n = items.s, items.n
 
 
-#: Attributes of a version written only when set.
-_OPTIONAL = ("commit_key", "moved_from", "moved_to", "body_version", "body_etag")
+#: Attributes of a version written only when set (text, and numbers).
+_OPTIONAL = ("commit_key", "moved_from", "moved_to", "body_version", "body_etag", "body_pack")
+_OPTIONAL_NUMBERS = ("body_offset",)
 
 
 def _key(ns: str, sk: str) -> Item:
@@ -112,7 +118,7 @@ def version_to_dict(v: FileVersion) -> dict[str, Any]:
         "prev_seq": v.prev_seq,
         "block_size": v.block_size,
     }
-    for name in _OPTIONAL:
+    for name in (*_OPTIONAL, *_OPTIONAL_NUMBERS):
         if getattr(v, name) is not None:
             out[name] = getattr(v, name)
     return out
@@ -137,6 +143,8 @@ def version_from_dict(d: dict[str, Any]) -> FileVersion:
         moved_to=d.get("moved_to"),
         body_version=d.get("body_version"),
         body_etag=d.get("body_etag"),
+        body_pack=d.get("body_pack"),
+        body_offset=None if d.get("body_offset") is None else int(d["body_offset"]),
     )
 
 
@@ -161,6 +169,10 @@ def file_item(ns: str, path_key: str, v: FileVersion) -> Item:
         value = getattr(v, name)
         if value is not None:
             item[name] = _s(value)
+    for name in _OPTIONAL_NUMBERS:
+        value = getattr(v, name)
+        if value is not None:
+            item[name] = _n(value)
     if not v.deleted:
         item[GPK] = _s(children_partition(ns, path_key.rpartition("/")[0]))
         item[GSK] = _s(file_sk(path_key))
@@ -207,6 +219,8 @@ def _file(item: Item) -> FileVersion:
         moved_to=item.get("moved_to", {}).get("S"),
         body_version=item.get("body_version", {}).get("S"),
         body_etag=item.get("body_etag", {}).get("S"),
+        body_pack=item.get("body_pack", {}).get("S"),
+        body_offset=int(item["body_offset"]["N"]) if "body_offset" in item else None,
         history=_history(item),
     )
 
@@ -218,6 +232,8 @@ def _blob(item: Item) -> BlobRecord:
         block_size=int(item["block_size"]["N"]),
         body_version=item.get("body_version", {}).get("S"),
         body_etag=item.get("body_etag", {}).get("S"),
+        body_pack=item.get("body_pack", {}).get("S"),
+        body_offset=int(item["body_offset"]["N"]) if "body_offset" in item else None,
     )
 
 
@@ -227,10 +243,29 @@ def _blob_item(ns: str, blob: BlobRecord) -> Item:
         "size": _n(blob.size),
         "block_size": _n(blob.block_size),
     }
-    if blob.body_version is not None:
-        item["body_version"] = _s(blob.body_version)
-    if blob.body_etag is not None:
-        item["body_etag"] = _s(blob.body_etag)
+    for name in ("body_version", "body_etag", "body_pack"):
+        if (value := getattr(blob, name)) is not None:
+            item[name] = _s(value)
+    if blob.body_offset is not None:
+        item["body_offset"] = _n(blob.body_offset)
+    return item
+
+
+def pack_sk(pack_id: str) -> str:
+    return f"PACK#{pack_id}"
+
+
+def _pack_item(ns: str, pack: PackRecord) -> Item:
+    item: Item = {
+        **_key(ns, pack_sk(pack.pack_id)),
+        "size": _n(pack.size),
+        "entries": _n(pack.entries),
+        "at": _n(pack.created_at),
+    }
+    if pack.body.version_id is not None:
+        item["body_version"] = _s(pack.body.version_id)
+    if pack.body.etag is not None:
+        item["body_etag"] = _s(pack.body.etag)
     return item
 
 
@@ -390,10 +425,11 @@ class DynamoFileStore:
         journal: JournalEntry,
         folders: Sequence[str] = (),
         chunks: Sequence[tuple[str, HistoryChunk]] = (),
+        packs: Sequence[PackRecord] = (),
     ) -> None:
         """One transaction: head ``expected_seq`` -> ``journal.seq``, each ``(path key, observed, new)``
-        written on condition the item is still ``observed``, blob records, folder markers, the journal
-        entry, the history chunks sealed (``(history key, chunk)``). A namespace's first commit marks its
+        written on condition the item is still ``observed``, blob records, folder markers, pack records,
+        the journal entry, the history chunks sealed (``(history key, chunk)``). A namespace's first commit marks its
         head as fully in the children index (it has no older files)."""
         head: dict[str, Any] = {
             "TableName": self._table,
@@ -434,6 +470,7 @@ class DynamoFileStore:
             actions.append({"Put": {"TableName": self._table, "Item": _blob_item(ns, blob)}})
         actions += [{"Put": {"TableName": self._table, "Item": _key(ns, folder_sk(k))}} for k in folders]
         actions += [{"Put": {"TableName": self._table, "Item": _chunk_item(ns, key, c)}} for key, c in chunks]
+        actions += [{"Put": {"TableName": self._table, "Item": _pack_item(ns, pack)}} for pack in packs]
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.transact_write_items(TransactItems=actions)
@@ -453,7 +490,8 @@ class DynamoFileStore:
         """Remove a blob record, if it still names the same object (a repair may have replaced it)."""
         condition = "attribute_exists(#pk)"
         values: dict[str, Any] = {}
-        for name, value in (("body_version", blob.body_version), ("body_etag", blob.body_etag)):
+        named = (("body_version", blob.body_version), ("body_etag", blob.body_etag), ("body_pack", blob.body_pack))
+        for name, value in named:
             if value is None:
                 condition += f" AND attribute_not_exists({name})"
             else:

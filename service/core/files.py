@@ -10,13 +10,16 @@ through the service) ends here, in ``commit``; moves (``move_many``) take the sa
    live file at that path, case-insensitively), else it is a conflict carrying the current version;
    an entry already committed under the same idempotency key is answered as committed (a retry); a file
    coming into being must not clash with a folder (see "Files and folders" below);
-4. verify each blob not yet verified; if any is missing, does not match its hash, or is not exactly the
-   size the entry claims (verified content has one size: a blob record's, or S3's) the whole request is
-   refused (422) and nothing is written. Each new version records which stored object holds its body
-   (the one verified), so downloads serve exactly that object;
+4. store what the caller holds and the namespace lacks (a batch of small files offers its bodies: those
+   with no record of verified content and no version read in step 2 go into one pack), then verify each
+   blob not yet verified; if any is missing, does not match its hash, or is not exactly the size the entry
+   claims (verified content has one size: a blob record's, or S3's) the whole request is refused (422)
+   and nothing is written. Each new version records which stored object holds its body (the one
+   verified; a pack and the body's offset in it), so downloads serve exactly those bytes;
 5. write in transactions of at most ``MAX_ACTIONS`` items: namespace head, journal entry, file items
-   (each conditional on what step 2 read), new blob records, new folder markers. A lost race re-reads and
-   re-decides. The two halves of a move always share a transaction.
+   (each conditional on what step 2 read), new blob records, new folder markers, the record of a new pack
+   (with the first versions that name it). A lost race re-reads and re-decides. The two halves of a move
+   always share a transaction.
 
 Files and folders. No file may be created at ``P`` while a live file exists under ``P/`` (``P`` is a
 folder), nor under ``P/`` while ``P`` is a live file, comparing path keys (case folded). The commit reads
@@ -62,7 +65,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -78,6 +81,7 @@ from service.core.models import (
     HistoryChunk,
     HistoryRead,
     JournalEntry,
+    PackRecord,
     Principal,
     StoreConflict,
     Verification,
@@ -200,6 +204,7 @@ class FileStore(Protocol):
         journal: JournalEntry,
         folders: Sequence[str] = (),
         chunks: Sequence[tuple[str, HistoryChunk]] = (),
+        packs: Sequence[PackRecord] = (),
     ) -> None: ...
 
     async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None: ...
@@ -230,6 +235,23 @@ class FileStore(Protocol):
 
 class BlobVerifier(Protocol):
     async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Verification: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What a caller stored for a commit: the object holding each content, and the packs it wrote."""
+
+    bodies: dict[str, BodyRef]
+    packs: tuple[PackRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """Content the caller holds (hashed by itself) and stores only if the namespace lacks it: ``store`` is
+    called once, with the hashes to store, before anything is written."""
+
+    hashes: frozenset[str]
+    store: Callable[[list[str]], Awaitable[Stored]]
 
 
 @dataclass(slots=True)
@@ -323,14 +345,17 @@ class FileService:
         verified: frozenset[str] = frozenset(),
         record_verified: bool = True,
         bodies: Mapping[str, BodyRef] | None = None,
+        offered: Offered | None = None,
     ) -> CommitOutcome:
         """Commit ``entries``; see the module docstring. ``verified`` names hashes the caller itself
-        computed from the bytes it stored (the streaming upload, a batch of small files), which need no
-        second check; such content gets a blob record unless ``record_verified`` is false. ``bodies`` names
-        the object holding each such content, or holding the content of an existing version that entries
-        name again (restore: checked against its blob record, if any). A batch of small files asks for no
-        records: a record costs a transaction action per new file (halving the files one transaction
-        holds), while naming that content again without its body costs one HeadObject to verify it."""
+        computed from the bytes it stored (the streaming upload), which need no second check; such content
+        gets a blob record unless ``record_verified`` is false. ``bodies`` names the object holding each
+        such content, or holding the content of an existing version that entries name again (restore:
+        checked against its blob record, if any). ``offered`` is content the caller holds but has not stored
+        (a batch of small files): it is stored (``Offered.store``) only where the namespace has no record of
+        it and no version read for this commit holds it, and is recorded like ``verified`` content. A batch
+        asks for no records by default: a record costs a transaction action per new file (halving the files
+        one transaction holds)."""
         await self._namespaces.authorize(principal, ns, "editor")
         pending = self._validate(entries, commit_key)
         key = commit_key or uuid.uuid4().hex
@@ -338,8 +363,16 @@ class FileService:
             p.entry.content_hash for p in pending if not p.entry.deleted and p.entry.content_hash not in verified
         ]
         view, known = await self._read(ns, pending, unverified)
+        packs: tuple[PackRecord, ...] = ()
+        if offered is not None:
+            held = _committed_contents(view.files)
+            wanted = sorted(h for h in offered.hashes if h not in known and h not in held)
+            stored = await offered.store(wanted) if wanted else Stored({})
+            verified = verified | frozenset(stored.bodies)
+            bodies = {**(bodies or {}), **stored.bodies}
+            packs = stored.packs
         contents = await self._verify_blobs(ns, pending, view.files, known, verified, bodies or {}, record_verified)
-        results, seq = await self._write_all(principal, ns, pending, key, view, contents)
+        results, seq = await self._write_all(principal, ns, pending, key, view, contents, packs)
         return CommitOutcome([results[i] for i in range(len(pending))], seq)
 
     async def move_many(
@@ -445,12 +478,12 @@ class FileService:
         verified size."""
         contents: dict[str, _Content] = {}
         claims: dict[str, int] = {}
+        committed = _committed_contents(current)
         for p in pending:
             entry = p.entry
             h = entry.content_hash
             if entry.deleted or h == EMPTY_HASH or h in contents:
                 continue
-            cur = current.get(p.key)
             given = bodies.get(h, BodyRef())
             if h in known:
                 record = known[h]
@@ -459,8 +492,9 @@ class FileService:
                 contents[h] = _Content(entry.size, given, new=record_verified)
             elif h in bodies:
                 contents[h] = _Content(entry.size, given)  # an existing version's: verified when it was committed
-            elif cur is not None and cur.commit_key is not None and cur.content_hash == h:
-                contents[h] = _Content(cur.size, cur.body)  # content of a version already committed: verified then
+            elif h in committed:
+                # The content of a version already committed (read for this commit): verified then.
+                contents[h] = _Content(committed[h].size, committed[h].body)
             else:
                 claims.setdefault(h, entry.size)
 
@@ -517,9 +551,11 @@ class FileService:
         commit_key: str,
         view: _View,
         contents: dict[str, _Content],
+        packs: Sequence[PackRecord] = (),
     ) -> tuple[dict[int, CommitResult], int]:
         """Commit ``pending`` in transactions, plain deletions first (so they free their paths for the
-        rest), a move's halves always together; the results by index, and the namespace's seq after them."""
+        rest), a move's halves always together; the results by index, and the namespace's seq after them.
+        Each pack's record goes with the first versions that name it."""
         units: list[list[_Pending]] = []
         for p in pending:
             if p.partner is None:
@@ -530,10 +566,14 @@ class FileService:
         queue = deque(units)
         by_index = {p.index: p for p in pending}
         results: dict[int, CommitResult] = {}
+        unrecorded = {pack.pack_id: pack for pack in packs}
         seq = 0
         while queue:
-            chunk, ahead = _take_chunk(queue, contents, view, by_index)
-            seq = max(seq, await self._commit_chunk(principal, ns, chunk, commit_key, view, contents, results, ahead))
+            chunk, ahead = _take_chunk(queue, contents, view, by_index, unrecorded)
+            written = await self._commit_chunk(
+                principal, ns, chunk, commit_key, view, contents, results, ahead, unrecorded
+            )
+            seq = max(seq, written)
         # A retry writes nothing; it answers the position its versions were committed at.
         seq = max([seq] + [r.version.seq for r in results.values() if r.version is not None])
         return results, seq
@@ -548,6 +588,7 @@ class FileService:
         contents: dict[str, _Content],
         results: dict[int, CommitResult],
         ahead: bool,
+        unrecorded: dict[str, PackRecord],
     ) -> int:
         """Decide and write one transaction's entries. Commits to one namespace from this worker take turns;
         only other workers' commits can still race us for the head, and those are retried here."""
@@ -568,10 +609,12 @@ class FileService:
                     versions, lines = self._versions(principal, writes, view.files, commit_key, seq, now, contents)
                     hashes = {v.content_hash for _, _, v in versions}
                     new_blobs = [
-                        BlobRecord(h, c.size, self.block_size, c.body.version_id, c.body.etag)
+                        BlobRecord.of(h, c.size, self.block_size, c.body)
                         for h, c in contents.items()
                         if c.new and h in hashes
                     ]
+                    packs = [unrecorded[v.body_pack] for _, _, v in versions if v.body_pack in unrecorded]
+                    packs = list({pack.pack_id: pack for pack in packs}.values())
                     folders = sorted(
                         {a for _, _, v in versions if not v.deleted for a in folders_above(path_key(v.path))}
                     )
@@ -580,7 +623,7 @@ class FileService:
                         await self._store.put_folders(ns, folders)
                         view.folders.update(folders)
                         folders = []
-                    room = MAX_ACTIONS - 2 - len(versions) - len(new_blobs) - len(folders)
+                    room = MAX_ACTIONS - 2 - len(versions) - len(new_blobs) - len(folders) - len(packs)
                     unsealed = versions
                     versions, seals = _with_histories(unsealed, lines, room)
                     chunks = await self._seal(ns, seals, records)
@@ -589,7 +632,7 @@ class FileService:
                         versions, seals = _with_histories(unsealed, lines, fit)
                         chunks = chunks[:fit]
                     journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
-                    await self._store.write(ns, head, versions, new_blobs, journal, folders, chunks)
+                    await self._store.write(ns, head, versions, new_blobs, journal, folders, chunks, packs)
             except StoreConflict as conflict:
                 for key in conflict.keys:
                     view.read_at[("F", key)] = None  # read again, after the head, on the next attempt
@@ -599,6 +642,8 @@ class FileService:
             view.folders.update(folders)
             for blob in new_blobs:
                 contents[blob.content_hash] = replace(contents[blob.content_hash], new=False)
+            for pack in packs:
+                del unrecorded[pack.pack_id]
             for (key, _, version), p in zip(versions, writes, strict=True):
                 view.files[key] = version
                 results[p.index] = CommitResult(p.entry.path, "committed", version=version)
@@ -681,6 +726,8 @@ class FileService:
                 commit_key=commit_key,
                 body_version=body.version_id,
                 body_etag=body.etag,
+                body_pack=body.pack,
+                body_offset=body.offset,
             )
             if p.partner is not None and entry.deleted:
                 version = replace(version, moved_to=by_index[p.partner].entry.path)
@@ -699,6 +746,8 @@ class FileService:
                     moved_from=source.path,
                     body_version=source.body_version,
                     body_etag=source.body_etag,
+                    body_pack=source.body_pack,
+                    body_offset=source.body_offset,
                 )
                 line = _Line(source)
             out.append((p.key, cur, version))
@@ -1009,7 +1058,7 @@ class FileService:
 
     async def record_blob(self, ns: str, content_hash: str, size: int, body: BodyRef) -> None:
         """The content was verified (again) in the object ``body``: the record names that object now."""
-        await self._store.put_blob(ns, BlobRecord(content_hash, size, self.block_size, body.version_id, body.etag))
+        await self._store.put_blob(ns, BlobRecord.of(content_hash, size, self.block_size, body))
 
     async def forget_blob(self, ns: str, content_hash: str, broken: BodyRef | None) -> None:
         """The content's key no longer holds it: forget the record (so ``blobs:check`` lists the content as
@@ -1024,6 +1073,11 @@ def _check_key(commit_key: str | None) -> None:
     if commit_key is not None and not 0 < len(commit_key) <= IDEMPOTENCY_KEY_MAX:
         message = f"the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
         raise ValidationFailed(f"The {message}.", (FieldError("Idempotency-Key", message),))
+
+
+def _committed_contents(files: Mapping[str, FileVersion]) -> dict[str, FileVersion]:
+    """The content of each version read that was committed with verification (by content hash)."""
+    return {v.content_hash: v for v in files.values() if v.commit_key is not None and not v.deleted}
 
 
 def _creates(p: _Pending, files: dict[str, FileVersion]) -> bool:
@@ -1056,23 +1110,31 @@ def _check_folders(pending: list[_Pending], field: str) -> None:
 
 
 def _take_chunk(
-    queue: deque[list[_Pending]], contents: dict[str, _Content], view: _View, by_index: dict[int, _Pending]
+    queue: deque[list[_Pending]],
+    contents: dict[str, _Content],
+    view: _View,
+    by_index: dict[int, _Pending],
+    unrecorded: Mapping[str, PackRecord],
 ) -> tuple[list[_Pending], bool]:
     """The next units of ``queue`` that fit one transaction (``MAX_ACTIONS``, the journal budget), counting
-    the blob records, folder markers and history chunks they will write (as far as ``view`` tells); and
-    whether the markers must be written ahead (one unit whose path is so deep that its markers alone do not
-    fit)."""
+    the blob records, folder markers, history chunks (as far as ``view`` tells) and pack records they will
+    write; and whether the markers must be written ahead (one unit whose path is so deep that its markers
+    alone do not fit)."""
     chunk: list[_Pending] = []
     actions, size = 2, 0
     blobs: set[str] = set()
     markers: set[str] = set()
+    packs: set[str] = set()
     while queue:
         unit = queue[0]
         live = [p for p in unit if not p.entry.deleted]
+        held = [c for p in live if (c := contents.get(p.entry.content_hash)) is not None]
         unit_blobs = {h for p in live if (c := contents.get(h := p.entry.content_hash)) is not None and c.new} - blobs
         unit_markers = {a for p in live for a in folders_above(p.key)} - view.folders - markers
         seals = sum(_seals_expected(p, view.files, by_index) for p in unit)
-        cost = len(unit) + len(unit_blobs) + len(unit_markers) + seals
+        # A move's target names its source's pack, already recorded: only new content can name a new pack.
+        unit_packs = {pack for c in held if (pack := c.body.pack) is not None and pack in unrecorded} - packs
+        cost = len(unit) + len(unit_blobs) + len(unit_markers) + seals + len(unit_packs)
         weight = sum(
             400
             + len(p.entry.path.encode())
@@ -1086,6 +1148,7 @@ def _take_chunk(
         actions, size = actions + cost, size + weight
         blobs |= unit_blobs
         markers |= unit_markers
+        packs |= unit_packs
     return chunk, actions > MAX_ACTIONS
 
 

@@ -113,13 +113,17 @@ class FileVersion:
     #: exactly it, so an object replaced behind the service's back is never served under this hash.
     body_version: str | None = None
     body_etag: str | None = None
+    #: A body stored in a pack: the pack's id and where in it the body starts (it is ``size`` bytes long);
+    #: ``body_version``/``body_etag`` then name the pack object.
+    body_pack: str | None = None
+    body_offset: int | None = None
     #: Where the file's older versions are (on the current-state item only; None on journal records, and
     #: on items written before the service kept it).
     history: History | None = None
 
     @property
     def body(self) -> BodyRef:
-        return BodyRef(self.body_version, self.body_etag)
+        return BodyRef(self.body_version, self.body_etag, self.body_pack, self.body_offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,31 +170,58 @@ class JournalEntry:
 
 @dataclass(frozen=True, slots=True)
 class BodyRef:
-    """One stored object: its version id (a versioned bucket; None otherwise) and its ETag. Either pins
-    what was verified: a version id for good, an ETag as long as the object is not replaced."""
+    """Where a verified body is stored: one object, by its version id (a versioned bucket; None otherwise)
+    and its ETag. Either pins what was verified: a version id for good, an ETag as long as the object is not
+    replaced. The object is the content's loose blob, or with ``pack`` set, that pack, the body starting at
+    ``offset`` (its length is the content's size)."""
 
     version_id: str | None = None
     etag: str | None = None
+    pack: str | None = None
+    offset: int | None = None
 
     @property
     def pinned(self) -> bool:
         return self.version_id is not None or self.etag is not None
 
+    @property
+    def packed(self) -> bool:
+        return self.pack is not None and self.offset is not None
+
 
 @dataclass(frozen=True, slots=True)
 class BlobRecord:
     """Content the service has verified against its hash, in one namespace, and the object it verified
-    (``body_version``/``body_etag``; None for records older than pinning)."""
+    (``body_version``/``body_etag``; None for records older than pinning), a pack when ``body_pack`` is set."""
 
     content_hash: str
     size: int
     block_size: int
     body_version: str | None = None
     body_etag: str | None = None
+    body_pack: str | None = None
+    body_offset: int | None = None
 
     @property
     def body(self) -> BodyRef:
-        return BodyRef(self.body_version, self.body_etag)
+        return BodyRef(self.body_version, self.body_etag, self.body_pack, self.body_offset)
+
+    @staticmethod
+    def of(content_hash: str, size: int, block_size: int, body: BodyRef) -> BlobRecord:
+        return BlobRecord(content_hash, size, block_size, body.version_id, body.etag, body.pack, body.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class PackRecord:
+    """A pack the service stored and a commit referenced: its id, its length in bytes, how many bodies it
+    holds, when it was written, and the object (version id, ETag). Packs that no record names were never
+    committed (a torn upload) and are garbage once older than the grace period."""
+
+    pack_id: str
+    size: int
+    entries: int
+    created_at: float
+    body: BodyRef = BodyRef()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""Moving bodies: in (streamed through the service, or straight to S3 through presigned URLs) and out
-(a short-lived download URL, or streamed through the service).
+"""Moving bodies: in (streamed through the service, straight to S3 through presigned URLs, or many small
+ones in one pack) and out (a short-lived download URL, streamed through the service, or many small bodies
+at once, framed).
 
 Layer: core. The streaming upload reads the body a block at a time and keeps at most ``concurrency``
 blocks in flight to S3, so its memory is about ``concurrency x block_size`` whatever the file's size. The
@@ -9,12 +10,20 @@ upload before it completes; otherwise the body is assembled under a staging key 
 server-side. Presigned uploads hand out URLs for the blob's key (one PUT, or one per part) and complete
 the multipart upload for the client; the client then commits, and the commit verifies.
 
+Small files sent together (``inline_commit``) are stored as one pack (``service.core.packs``): the commit
+reads what the namespace already holds, and only content it lacks goes into the pack, one PutObject. A
+packed body is read with a ranged GET of exactly its bytes, hashed before any byte is served; downloads of
+packed files therefore always go through the service (no redirect), and ``fetch`` serves many small bodies
+in one response, reading a pack whole when most of it is wanted.
+
 Verified content never changes: every object is created under its blob key only if nothing is there
 (``If-None-Match: *``); when something is, it is verified instead of replaced. Downloads read exactly the
 object that was verified (its version id, else its ETag), so an object replaced behind the service's back
 is never served under the old hash: the service verifies what is there now, serves it if it is the same
 content, and otherwise refuses the download (``ContentReplaced``) and forgets the content, so that the
-next upload of it repairs the namespace.
+next upload of it repairs the namespace. A packed body that is not what its index says (the pack gone,
+shorter, or other bytes there) is never served either: its content is looked for where else the namespace
+holds it (its record, its loose blob), else refused the same way.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -52,22 +62,38 @@ from service.core.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from service.core.files import CLASH, CommitEntry, CommitOutcome, CommitResult, FileService
-from service.core.models import BodyChanged, BodyRef, Download, FileVersion, Principal, UploadRecord, Verification
+from service.core.files import CLASH, CommitEntry, CommitOutcome, CommitResult, FileService, Offered, Stored
+from service.core.models import (
+    BodyChanged,
+    BodyRef,
+    Download,
+    FileVersion,
+    PackRecord,
+    Principal,
+    UploadRecord,
+    Verification,
+)
 from service.core.namespaces import NamespaceService
+from service.core.packs import PACK_ID, PackWriter, Run, Wanted, body_matches, new_pack_id, plan_runs
 from service.paths import normalize_path
-from service.resources import blob_key, staging_key
+from service.resources import blob_key, pack_key, staging_key
 
 log = logging.getLogger(__name__)
 
 #: Most part URLs one presigned multipart upload hands out (larger files: credentials or streaming).
 MAX_PRESIGNED_PARTS = 1000
-#: PutObjects in flight per batch request of small files (memory: this x the largest inline body).
-INLINE_CONCURRENCY = 16
+#: Bodies one fetch request may ask for (``POST .../blobs:fetch``).
+MAX_FETCH_ITEMS = 1000
+#: Reads of one fetch request in flight at once (a pack's run, or one body each), and bodies read but not
+#: yet sent: at most ``FETCH_CONCURRENCY + FETCH_QUEUE`` bodies held per request.
+FETCH_CONCURRENCY = 4
+FETCH_QUEUE = 16
 
 
 class BlobTransfer(Protocol):
     async def put_small(self, key: str, data: io.BytesIO, digest: ContentDigest) -> BodyRef | None: ...
+
+    async def put_pack(self, key: str, data: bytearray) -> BodyRef | None: ...
 
     async def verify(self, ns: str, content_hash: str, size: int, block_size: int) -> Verification: ...
 
@@ -129,6 +155,25 @@ class PresignedUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchItem:
+    """A body a client wants: its content hash and size, and where its file info says it is stored."""
+
+    content_hash: str
+    size: int
+    body: BodyRef
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One answer of a fetch: item ``index``'s verified bytes, or why there are none (``problem``)."""
+
+    index: int
+    content_hash: str
+    data: bytes | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamPrecondition:
     """What the streaming PUT's conditional headers ask: ``parent_rev`` (If-Match) or ``must_be_new``
     (If-None-Match: *); neither means "replace whatever is current"."""
@@ -149,6 +194,8 @@ class TransferService:
         concurrency: int,
         presign_seconds: int,
         max_streams_per_user: int = 4,
+        record_packed: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._blobs = blobs
         self._registry = registry
@@ -158,6 +205,10 @@ class TransferService:
         self._concurrency = concurrency
         self._presign_seconds = presign_seconds
         self._max_streams = max_streams_per_user
+        #: Whether content stored in packs gets a blob record (exact dedup across packs, one more
+        #: transaction action per new file) or only its versions name it.
+        self._record_packed = record_packed
+        self._clock = clock
         #: Uploads streaming through this worker now, per user.
         self._streams: dict[str, int] = {}
 
@@ -325,8 +376,9 @@ class TransferService:
         """Store the bodies sent with ``entries`` (one per entry that is not a delete, in order) and commit
         them all, as ``FileService.commit`` does. Every entry is checked before any body is read; each body
         must be exactly its entry's size and hash to its content hash, or nothing is committed (422). The
-        service hashed every byte it stores, so nothing needs verifying afterwards: one PutObject per new
-        content, at most ``INLINE_CONCURRENCY`` at a time, and no S3 request at all for content sent twice."""
+        service hashed every byte it stores, so nothing needs verifying afterwards. The content the
+        namespace lacks (no record of it, no version the commit read holds it) goes into one pack, one
+        PutObject; content sent twice, or already there, costs no S3 request at all."""
         await self._namespaces.authorize(principal, ns, "editor")
         self._files.check(entries, commit_key)
         oversized = [
@@ -341,43 +393,43 @@ class TransferService:
                 tuple(oversized),
             )
         with self._stream_slot(principal.username):
-            stored: dict[str, BodyRef] = {}
-            slots = asyncio.Semaphore(INLINE_CONCURRENCY)
-            tasks: set[asyncio.Task[None]] = set()
+            writer = PackWriter()  # the bodies, each once, as they arrive: the pack to be, unless known
+            for index, entry in enumerate(entries):
+                if entry.deleted:
+                    continue
+                body = await anext(bodies, None)
+                digest = _inline_digest(index, entry, body, self.block_size)
+                if body is not None and digest.content_hash != EMPTY_HASH:
+                    writer.add(digest.content_hash, body)
+                del body
+            if await anext(bodies, None) is not None:
+                message = "send one body part per entry that is not a delete, in the entries' order"
+                raise ValidationFailed(f"There are more body parts than entries: {message}.")
 
-            async def store(data: io.BytesIO, digest: ContentDigest) -> None:
-                try:
-                    stored[digest.content_hash] = await self._store_small(ns, data, digest)
-                finally:
-                    slots.release()
+            async def store(hashes: list[str]) -> Stored:
+                return await self._store_pack(ns, writer, hashes)
 
-            try:
-                for index, entry in enumerate(entries):
-                    if entry.deleted:
-                        continue
-                    await slots.acquire()  # back-pressure: no more bodies read than can be stored at once
-                    for task in [t for t in tasks if t.done()]:
-                        tasks.discard(task)
-                        task.result()
-                    body = await anext(bodies, None)
-                    digest = _inline_digest(index, entry, body, self.block_size)
-                    if body is None or digest.content_hash == EMPTY_HASH or digest.content_hash in stored:
-                        slots.release()
-                        continue
-                    stored[digest.content_hash] = BodyRef()
-                    tasks.add(asyncio.create_task(store(io.BytesIO(body), digest)))
-                if await anext(bodies, None) is not None:
-                    message = "send one body part per entry that is not a delete, in the entries' order"
-                    raise ValidationFailed(f"There are more body parts than entries: {message}.")
-                for task in list(tasks):
-                    await task
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        return await self._files.commit(
-            principal, ns, entries, commit_key, verified=frozenset(stored), record_verified=False, bodies=stored
-        )
+            return await self._files.commit(
+                principal,
+                ns,
+                entries,
+                commit_key,
+                record_verified=self._record_packed,
+                offered=Offered(writer.hashes, store),
+            )
+
+    async def _store_pack(self, ns: str, writer: PackWriter, hashes: list[str]) -> Stored:
+        """One pack of the bodies ``hashes`` names, created only if absent (a pack id is random: something
+        at its key means an earlier attempt of this very PUT got there and its answer was lost; that object
+        is left for the garbage collector and the pack is stored again under a new id)."""
+        pack, entries = writer.finish(hashes)
+        for _ in range(2):
+            pack_id = new_pack_id()
+            stored = await self._blobs.put_pack(pack_key(ns, pack_id), pack)
+            if stored is not None:
+                refs = {e.content_hash: BodyRef(stored.version_id, stored.etag, pack_id, e.offset) for e in entries}
+                return Stored(refs, (PackRecord(pack_id, len(pack), len(entries), self._clock(), stored),))
+        raise _keeps_changing()
 
     # --- presigned URLs -------------------------------------------------------------------------------
 
@@ -410,6 +462,8 @@ class TransferService:
         record = await self._files.blob_record(ns, content_hash)
         if record is None:
             return False
+        if record.body.packed:
+            return True  # packs are written by the service alone; one found damaged is forgotten when read
         key = blob_key(ns, content_hash)
         now = await self._blobs.current(key)
         if now is not None and _same_object(record.body, now):
@@ -456,8 +510,9 @@ class TransferService:
         """A short-lived URL for exactly the verified object (its version), which saves it under the file's
         name; None when the version names no object version (an unversioned store, or a version older
         than pinning with its ETag only): a redirect cannot pin an ETag, so the body goes through
-        ``open_download`` instead."""
-        if version.body_version is None and version.body_etag is not None:
+        ``open_download`` instead; and None for a body in a pack, which is served only once hashed (a
+        redirect to its range could be followed without the range)."""
+        if version.body.packed or (version.body_version is None and version.body_etag is not None):
             return None
         name = version.path.rpartition("/")[2]
         return await self._blobs.presign_get(blob_key(ns, version.content_hash), version.body, name, expires_in)
@@ -467,9 +522,13 @@ class TransferService:
         """The body of ``version``: exactly the object verified for it. If that object is gone or was
         replaced, what the key holds now is verified and served if it is the same content; otherwise the
         download is refused (``ContentReplaced``) and the content forgotten: never other bytes under this
-        hash."""
-        key = blob_key(ns, version.content_hash)
+        hash. A body in a pack is read (its range), hashed and then served from memory (it is small)."""
         body = version.body
+        if body.packed:
+            what = f"{version.path!r} (rev {version.rev})"
+            yield _buffered(await self._small_body(ns, version.content_hash, version.size, body, what), byte_range)
+            return
+        key = blob_key(ns, version.content_hash)
         try:
             async with self._blobs.open(key, byte_range, body if body.pinned else None) as download:
                 yield download
@@ -488,6 +547,149 @@ class TransferService:
                 yield download
         except BodyChanged:  # replaced again in the meantime
             raise replaced from None
+
+    async def _small_body(self, ns: str, content_hash: str, size: int, body: BodyRef, what: str) -> bytes:
+        """The verified bytes of a small body stored at ``body`` (a pack's range, or a loose blob); if they
+        are not there (gone, short, other bytes), the content from wherever else the namespace holds it
+        (its record, its loose blob, each verified); else ``ContentReplaced``: never other bytes."""
+        data = await self._read_small(ns, content_hash, size, body)
+        if data is not None:
+            return data
+        log.warning("the stored body of %s in %s is not at %s; looking for it elsewhere", content_hash, ns, body)
+        record = await self._files.blob_record(ns, content_hash)
+        if record is not None and record.size != size:  # a fetch that claims another size: nothing to repair
+            raise ContentReplaced(f"The content {content_hash} is {record.size} bytes, not {size}; nothing was served.")
+        if record is not None and record.body != body:
+            if (data := await self._read_small(ns, content_hash, size, record.body)) is not None:
+                return data
+            body = record.body
+        if record is not None and record.body == body:
+            await self._files.forget_blob(ns, content_hash, body)
+        now = await self._reverify(ns, content_hash, size, body if not body.packed else BodyRef())
+        if now is not None and (data := await self._read_small(ns, content_hash, size, now)) is not None:
+            return data
+        raise ContentReplaced(
+            f"The stored body of {what} is missing or damaged and is not served; upload the content again to repair it."
+        )
+
+    async def _read_small(self, ns: str, content_hash: str, size: int, body: BodyRef) -> bytes | None:
+        """The bytes at ``body`` if they are exactly the content (None: gone, short, or other bytes)."""
+        if body.pack is not None and body.offset is not None:
+            key, byte_range = pack_key(ns, body.pack), f"bytes={body.offset}-{body.offset + size - 1}"
+        else:
+            key, byte_range = blob_key(ns, content_hash), None
+        try:
+            async with self._blobs.open(key, byte_range, body) as download:
+                data = await _read_at_most(download.chunks, size + 1)
+        except BodyChanged:
+            return None
+        return data if body_matches(data, content_hash, size) else None
+
+    # --- many small bodies at once ----------------------------------------------------------------------
+
+    async def fetch(
+        self, principal: Principal, ns: str, items: Sequence[FetchItem], *, max_file: int
+    ) -> AsyncGenerator[Fetched, None]:
+        """The verified bytes of each item (each at most ``max_file``, at most ``MAX_FETCH_ITEMS``), in
+        the order they are read: bodies in packs by runs (``plan_runs``: a pack most of which is wanted in
+        one read), loose ones one read each, ``FETCH_CONCURRENCY`` reads at a time. Every body is hashed
+        before it is yielded; one that is not where the client says (or not what its index says) is looked
+        for as a download would (``_small_body``), else answered with its problem and no bytes."""
+        self._check_fetch(items, max_file)
+        await self._namespaces.authorize(principal, ns, "viewer")
+        packed = [
+            (i.body, Wanted(n, i.content_hash, i.size, i.body.offset or 0))
+            for n, i in enumerate(items)
+            if i.body.packed and i.size > 0
+        ]
+        loose = [(n, i) for n, i in enumerate(items) if not i.body.packed and i.size > 0]
+        empty = [n for n, i in enumerate(items) if i.size == 0]
+        queue: asyncio.Queue[Fetched | None] = asyncio.Queue(FETCH_QUEUE)
+        slots = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def run(work: Awaitable[None]) -> None:
+            async with slots:
+                await work
+
+        async def produce() -> None:
+            try:
+                for n in empty:
+                    await queue.put(Fetched(n, items[n].content_hash, b""))
+                async with asyncio.TaskGroup() as group:
+                    for unit in plan_runs(packed):
+                        group.create_task(run(self._fetch_run(ns, unit, queue)))
+                    for n, item in loose:
+                        group.create_task(run(self._fetch_one(ns, n, item, queue)))
+            finally:
+                await queue.put(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (frame := await queue.get()) is not None:
+                yield frame
+            await producer
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from failed
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    def _check_fetch(self, items: Sequence[FetchItem], max_file: int) -> None:
+        if not 0 < len(items) <= MAX_FETCH_ITEMS:
+            message = f"items must hold 1 to {MAX_FETCH_ITEMS} bodies"
+            raise ValidationFailed(f"The {message}.", (FieldError("$.items", message),))
+        errors = []
+        for n, item in enumerate(items):
+            where = f"$.items[{n}]"
+            problem = claim_problem(item.content_hash, item.size, self.block_size)
+            if problem is not None:
+                errors.append(FieldError(f"{where}.{problem[0]}", problem[1]))
+            elif item.size > max_file:
+                message = f"at most {max_file} bytes a body: fetch larger files with GET .../files/<path>"
+                errors.append(FieldError(f"{where}.size", message))
+            if item.body.pack is not None and not PACK_ID.fullmatch(item.body.pack):
+                errors.append(FieldError(f"{where}.body_pack", "not a pack id"))
+            if (item.body.pack is None) != (item.body.offset is None):
+                errors.append(FieldError(f"{where}.body_offset", "body_pack and body_offset go together"))
+        if errors:
+            first = errors[0]
+            raise ValidationFailed(f"{len(errors)} invalid items: {first.path}: {first.message}.", tuple(errors))
+
+    async def _fetch_run(self, ns: str, run: Run, queue: asyncio.Queue[Fetched | None]) -> None:
+        """One ranged read of a pack, each wanted body cut from it and hashed as it streams past; those it
+        does not hold as its index says are looked for one by one."""
+        left = list(run.wanted)
+        missed = []
+        assert run.pack.pack is not None
+        try:
+            async with self._blobs.open(pack_key(ns, run.pack.pack), f"bytes={run.start}-{run.end}", run.pack) as got:
+                reader = _RangeReader(got.chunks, run.start)
+                while left:
+                    want = left[0]
+                    data = await reader.take(want.offset, want.size)
+                    if data is None:
+                        break  # the pack ends early (or the range was asked twice out of order)
+                    left.pop(0)
+                    if body_matches(data, want.content_hash, want.size):
+                        await queue.put(Fetched(want.index, want.content_hash, data))
+                    else:
+                        missed.append(want)
+        except BodyChanged:
+            pass
+        for want in missed + left:
+            body = BodyRef(run.pack.version_id, run.pack.etag, run.pack.pack, want.offset)
+            await queue.put(await self._fetch_answer(ns, want.index, want.content_hash, want.size, body))
+
+    async def _fetch_one(self, ns: str, index: int, item: FetchItem, queue: asyncio.Queue[Fetched | None]) -> None:
+        await queue.put(await self._fetch_answer(ns, index, item.content_hash, item.size, item.body))
+
+    async def _fetch_answer(self, ns: str, index: int, content_hash: str, size: int, body: BodyRef) -> Fetched:
+        try:
+            data = await self._small_body(ns, content_hash, size, body, content_hash)
+        except ContentReplaced as exc:
+            return Fetched(index, content_hash, None, exc.detail)
+        return Fetched(index, content_hash, data)
 
     def _check_claim(self, content_hash: str, size: int) -> int:
         """The number of blocks of a claimed body; 413 past the size limit, 422 if the claim cannot be."""
@@ -514,6 +716,74 @@ def _inline_digest(index: int, entry: CommitEntry, body: bytes | None, block_siz
         message = f"its body part hashes to {digest.content_hash}, not {entry.content_hash}"
         raise ValidationFailed(f"entries[{index}]: {message}.", (FieldError(f"{where}.content_hash", message),))
     return digest
+
+
+async def _read_at_most(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The chunks joined, but never more than ``limit`` bytes read (a body longer than asked for is cut)."""
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk[: limit - len(data)]
+        if len(data) >= limit:
+            break
+    return bytes(data)
+
+
+class _RangeReader:
+    """Cuts bodies out of one ranged read as it streams, in offset order, holding little more than one body
+    at a time."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], start: int) -> None:
+        self._chunks = chunks
+        #: The offset of ``_buffer[_head]``: bytes before ``_head`` are spent.
+        self._position = start
+        self._buffer = bytearray()
+        self._head = 0
+        #: The last body taken, for a second request of the same bytes.
+        self._last: tuple[int, int, bytes] | None = None
+
+    async def take(self, offset: int, size: int) -> bytes | None:
+        """Bytes ``offset`` to ``offset + size``; None when the read ended first or they lie behind."""
+        if self._last is not None and self._last[:2] == (offset, size):
+            return self._last[2]
+        if offset < self._position or not await self._fill(offset - self._position + size):
+            return None
+        start = self._head + offset - self._position
+        data = bytes(self._buffer[start : start + size])
+        self._head, self._position = start + size, offset + size
+        if self._head > len(self._buffer) // 2:
+            del self._buffer[: self._head]
+            self._head = 0
+        self._last = (offset, size, data)
+        return data
+
+    async def _fill(self, want: int) -> bool:
+        """Read on until ``want`` unspent bytes are held; False if the read ends first."""
+        while len(self._buffer) - self._head < want:
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                return False
+            self._buffer += chunk
+        return True
+
+
+def _buffered(data: bytes, byte_range: str | None) -> Download:
+    """A body held in memory as a download, cut to ``byte_range`` (``bytes=a-b``, ``a-`` or ``-n``, its
+    bounds within the body, as the API layer makes them)."""
+    total = len(data)
+    start, end = 0, total - 1
+    if byte_range:
+        first, _, last = byte_range.removeprefix("bytes=").partition("-")
+        if first:
+            start, end = int(first), int(last) if last else total - 1
+        else:
+            start = max(0, total - int(last))
+    part = data[start : end + 1]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield part
+
+    content_range = f"bytes {start}-{end}/{total}" if byte_range else None
+    return Download(chunks(), len(part), total, content_range)
 
 
 def _same_object(recorded: BodyRef, now: BodyRef) -> bool:

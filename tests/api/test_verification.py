@@ -173,13 +173,27 @@ async def test_a_known_hash_committed_with_another_size_is_refused(client, alice
     assert response.headers["Content-Length"] == "1"
 
 
-async def test_content_from_a_batch_named_again_with_another_size_is_refused(client, alice):
-    headers, ns = alice
+@pytest.mark.parametrize("record_packed", [True, False])
+async def test_content_from_a_batch_named_again_with_another_size_is_refused(
+    provisioned, make_client, app_factory, record_packed
+):
+    settings = dataclasses.replace(
+        provisioned, files=dataclasses.replace(provisioned.files, record_packed=record_packed)
+    )
+    client = await make_client(app_factory(settings))
+    headers = await user(client, "alice")
+    ns = await home(client, headers)
     data = body(500)
     form = _batch_form([entry("small.bin", data)], [data])
     response = await client.post(f"/v1/ns/{ns}/files:batch", data=form, headers=headers)
     assert response.status == 200, await response.text()
-    await size_refused(client, headers, ns, [sized("again.bin", data, 499)])
+    if record_packed:  # the packed content's record has its size
+        await size_refused(client, headers, ns, [sized("again.bin", data, 499)])
+    else:  # a pack's content is named by its versions alone: by hash, it is not there to name
+        response = await client.post(
+            f"/v1/ns/{ns}/commit", json={"entries": [sized("again.bin", data, 499)]}, headers=headers
+        )
+        assert (await problem(response, 422))["errors"][0]["path"] == "$.entries[0].content_hash"
     # And a batch whose body is not its entry's size commits nothing.
     form = _batch_form([sized("short.bin", data, 501)], [data])
     response = await client.post(f"/v1/ns/{ns}/files:batch", data=form, headers=headers)

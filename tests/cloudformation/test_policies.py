@@ -267,6 +267,9 @@ def test_the_bucket_creates_blobs_only_if_absent_whoever_signs(template, operati
     principal = {"client session": None, "instance role": "arn:aws:iam::123456789012:role/filesync-instance"}[who]
     request = s3_request(operation, BUCKET_NAME, f"ns/{NS}/blobs/abc", if_none_match=header, principal=principal)
     assert is_allowed(request, identity=[everything], resource=_bucket_policy(template)) is allowed
+    # Packs (written by the service alone) are created only if absent too.
+    pack = s3_request(operation, BUCKET_NAME, f"ns/{NS}/packs/abc", if_none_match=header, principal=principal)
+    assert is_allowed(pack, identity=[everything], resource=_bucket_policy(template)) is allowed
     # Elsewhere (the service's staging keys) the bucket policy leaves writes alone.
     staging = s3_request(operation, BUCKET_NAME, f"ns/{NS}/staging/x", if_none_match=header, principal=principal)
     assert is_allowed(staging, identity=[everything], resource=_bucket_policy(template))
@@ -303,4 +306,6 @@ def test_a_client_session_under_the_stacks_policies(template):
     assert can("GetObjectVersion", blob, False)
     assert not can("PutObject", f"ns/{'b' * 16}/blobs/abc", True)
     assert not can("PutObject", f"ns/{NS}/staging/abc", True)
+    assert not can("PutObject", f"ns/{NS}/packs/abc", True), "packs are the service's alone"
+    assert not can("GetObject", f"ns/{NS}/packs/abc", False), "packed bodies are served by the service"
     assert not can("DeleteObject", blob, False)

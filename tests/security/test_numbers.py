@@ -190,6 +190,11 @@ async def test_no_numeric_input_of_any_operation_is_a_server_error(client):
             "POST", f"/v1/ns/{ns}/uploads/{ticket['upload_id']}/complete", {"parts": [{"number": 1, "etag": '"e"'}]}
         ),
         "post_commit": Base("POST", f"/v1/ns/{ns}/commit", {"entries": [entry]}),
+        "post_blobs_fetch": Base(
+            "POST",
+            f"/v1/ns/{ns}/blobs:fetch",
+            {"items": [{"content_hash": x_hash, "size": 1, "body_pack": "0" * 32, "body_offset": 8}]},
+        ),
         "post_files_batch": Base("POST", f"/v1/ns/{ns}/files:batch", {"entries": [entry]}, data=b"x", multipart=True),
         "get_files": Base("GET", f"/v1/ns/{ns}/files"),
         "get_file": Base(

@@ -76,6 +76,23 @@ async def test_direct_upload_commit_download(sdk: FileSyncClient, tmp_path: Path
     assert await sdk.missing(ns, [digest.content_hash]) == []
 
 
+async def test_download_and_fetch_read_packed_and_loose_files_alike(sdk: FileSyncClient):
+    """A packed file is served by the service, a loose one from the URL it redirects to: ``download`` takes
+    either; ``fetch`` takes both kinds in one request."""
+    ns = (await sdk.account()).home_namespace
+    packed, loose = os.urandom(300), b"hello"
+    entry = {"path": "p.bin", "content_hash": independent_hash(packed), "size": len(packed), "mtime": 1.0}
+    await sdk.upload_batch(ns, [entry], [packed])
+    await sdk.put_stream(ns, "l.txt", loose)
+    assert await sdk.download(ns, "p.bin") == packed
+    assert await sdk.download(ns, "l.txt") == loose
+    files = {f.path: f for f in await sdk.list_files(ns)}
+    assert files["p.bin"].body_pack is not None
+    assert files["l.txt"].body_pack is None
+    got = {g.index: g.data async for g in sdk.fetch(ns, [files["l.txt"], files["p.bin"]])}
+    assert got == {0: loose, 1: packed}
+
+
 async def test_streaming_put_through_the_sdk(sdk: FileSyncClient):
     ns = (await sdk.account()).home_namespace
     info = await sdk.put_stream(ns, "notes/hello world.txt", b"hello")

@@ -12,9 +12,11 @@ import dataclasses
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
+from service.wire import FETCH_MEDIA_TYPE, FileInfo
 from tests.conftest import TEST_BLOCK_SIZE
 from tests.reliability.faultproxy import FaultProxy, Rule
 from tools.sdk import errors
@@ -160,6 +162,52 @@ async def test_answers_that_are_not_the_api_are_protocol_or_status_errors(make_c
     assert "something other than a ServiceConfig" in garbled.value.detail
     _ours(refused.value)
     assert (refused.value.status, refused.value.detail) == (418, "<html>no</html>")
+
+
+async def test_a_fetch_answer_cut_short_is_asked_again_for_what_did_not_come(make_client):
+    """The first answer stops after two frames (no end frame); the SDK asks again for the third file only,
+    and passes a body the server could not serve on as its problem."""
+    asked: list[list[str]] = []
+
+    async def fetch(request: web.Request) -> web.StreamResponse:
+        items = (await request.json())["items"]
+        asked.append([i["content_hash"] for i in items])
+        response = web.StreamResponse(headers={"Content-Type": FETCH_MEDIA_TYPE})
+        await response.prepare(request)
+        for index, item in enumerate(items[:2]):
+            if item["content_hash"] == "c" * 64:
+                await response.write(orjson.dumps({"index": index, "problem": "missing or damaged"}) + b"\n")
+            else:
+                await response.write(
+                    orjson.dumps({"index": index, "size": 3}) + b"\n" + item["content_hash"][:3].encode()
+                )
+        if len(items) < 3:
+            await response.write(orjson.dumps({"end": len(items)}) + b"\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/ns/n/blobs:fetch", fetch)
+    other = await make_client(app)
+    files = [
+        FileInfo(
+            path=p,
+            file_id=p,
+            rev=1,
+            content_hash=p * 64,
+            size=3,
+            mtime=0.0,
+            deleted=False,
+            committed_by="x",
+            committed_at=0.0,
+            seq=1,
+            block_size=TEST_BLOCK_SIZE,
+        )
+        for p in "abc"
+    ]
+    async with FileSyncClient(str(other.make_url(""))) as api:
+        got = [(g.index, g.data, g.problem) async for g in api.fetch("n", files)]
+    assert sorted(got) == [(0, b"aaa", None), (1, b"bbb", None), (2, None, "missing or damaged")]
+    assert asked == [["a" * 64, "b" * 64, "c" * 64], ["c" * 64]]
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after():

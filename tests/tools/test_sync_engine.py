@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from tests.api.files_helpers import independent_hash
 from tests.api.test_health import metric
+from tests.api.test_packs import tamper
 from tests.conftest import TEST_BLOCK_SIZE
 from tools.sdk.client import FileSyncClient
 from tools.sync import engine as engine_module
@@ -186,7 +188,7 @@ def minted(text: str) -> float:
     return metric(text, "filesync_http_requests_total", route="/v1/credentials", method="POST", status="200")
 
 
-async def test_small_files_go_in_batches_with_one_s3_request_each_and_no_credentials(api, client, tmp_path: Path):
+async def test_small_files_go_in_batches_of_one_pack_each_both_ways_and_no_credentials(api, client, tmp_path: Path):
     root = tmp_path / "files"
     (root / "deep" / "er").mkdir(parents=True)
     bodies = {f"deep/er/f{i:04d}.txt": os.urandom(i % 700) for i in range(1200)}  # five batches (250 a batch)
@@ -211,12 +213,76 @@ async def test_small_files_go_in_batches_with_one_s3_request_each_and_no_credent
     def puts(text: str) -> float:
         return metric(text, "filesync_aws_requests_total", service="s3", operation="PutObject")
 
-    distinct = {data for data in bodies.values() if data}
-    assert puts(after) - puts(before) == len(distinct)
+    assert puts(after) - puts(before) == 5  # one pack a batch: 0.004 S3 requests a file
     other = tmp_path / "other"
     other.mkdir()
-    await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    report = await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    pulled = await (await client.get("/metrics")).text()
     assert {p.relative_to(other).as_posix(): p.read_bytes() for p in other.rglob("*") if p.is_file()} == bodies
+    assert report.downloaded == len(bodies)
+    assert minted(pulled) - minted(after) == 0, "small files come through the service: no credentials"
+    fetches = metric(
+        pulled, "filesync_http_requests_total", route="/v1/ns/{ns}/blobs:fetch", method="POST", status="200"
+    )
+    assert fetches == 3  # 1,199 bodies (two files are empty), 500 a request
+
+    def gets(text: str) -> float:
+        return metric(text, "filesync_aws_requests_total", service="s3", operation="GetObject")
+
+    assert gets(pulled) - gets(after) <= 0.02 * len(bodies), "each fetch reads each pack's range once"
+
+
+async def test_packed_files_larger_than_a_fetch_takes_come_through_the_service(
+    api, tmp_path: Path, provisioned, make_client, app_factory
+):
+    """The service's limit of small files was lowered after they were packed: those now past it come one by
+    one through the service (which alone reads packs), the rest by fetch; no credentials either way."""
+    root = tmp_path / "files"
+    root.mkdir()
+    bodies = {"small.txt": os.urandom(50), "bigger.txt": os.urandom(500)}
+    for name, data in bodies.items():
+        (root / name).write_bytes(data)
+    ns = (await api.account()).home_namespace
+    assert (await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()).uploaded == 2
+    lowered = dataclasses.replace(provisioned, files=dataclasses.replace(provisioned.files, inline_max_file=100))
+    served = await make_client(app_factory(lowered))
+    async with FileSyncClient(str(served.make_url(""))) as other_api:
+        await other_api.log_in("alice", "correct horse battery")
+        other = tmp_path / "other"
+        other.mkdir()
+        before = await (await served.get("/metrics")).text()
+        report = await SyncEngine(other_api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+        after = await (await served.get("/metrics")).text()
+    assert report.downloaded == 2
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == bodies
+    assert minted(after) - minted(before) == 0
+
+
+async def test_a_file_whose_pack_does_not_hold_it_is_named_and_the_rest_is_pulled(
+    api, client, tmp_path: Path, provisioned, aws_session
+):
+    root = tmp_path / "files"
+    root.mkdir()
+    bodies = {f"f{i}.txt": os.urandom(100 + i) for i in range(5)}
+    for name, data in bodies.items():
+        (root / name).write_bytes(data)
+    ns = (await api.account()).home_namespace
+    assert (await SyncEngine(api, ns, root, StateDB(tmp_path / "state.db"), device="test").sync()).uploaded == 5
+    [info] = [f for f in await api.list_files(ns) if f.path == "f2.txt"]
+    assert info.body_offset is not None
+    await tamper(aws_session, provisioned, ns, "f2.txt", body_offset=info.body_offset + 1)
+    other = tmp_path / "other"
+    other.mkdir()
+    report = await SyncEngine(api, ns, other, StateDB(tmp_path / "other.db"), device="other").sync()
+    assert report.downloaded == 4
+    assert [(s.local, s.reason) for s in report.skipped] == [
+        (
+            "f2.txt",
+            "not downloaded: The stored body of " + info.content_hash + " is missing or damaged and is not "
+            "served; upload the content again to repair it.",
+        )
+    ]
+    assert sorted(p.name for p in other.iterdir()) == ["f0.txt", "f1.txt", "f3.txt", "f4.txt"]
 
 
 async def test_a_round_with_nothing_changed_is_one_feed_request(api, client, tmp_path: Path):

@@ -1,11 +1,16 @@
-"""The sync client on many small files, against ``aws s3 sync`` and a naive client, in the same run.
+"""The sync client on many small files, against ``aws s3 sync``, ``rclone sync`` and a naive client, in the
+same run.
 
-A tree of ``--files`` small files (default 2,000, 1 KiB each) is pushed three ways to the same emulator:
-``python -m tools.sync sync`` (the real CLI, as a user runs it: process start-up included), ``aws s3 sync``
-(which keeps no versions and no metadata), and a naive client that makes one streaming PUT per file (8 at a
-time). Then each syncs again with nothing changed: the sync client should need one feed request whatever
-the number of files, while ``aws s3 sync`` lists the bucket. ``--unchanged-files`` (default 10,000) sets the
-tree for a second no-change measurement. Service requests are read from the service's /metrics.
+A tree of ``--files`` small files (default 2,000, 1 KiB each, in 20 folders) is pushed to the same
+emulator by ``python -m tools.sync sync`` (the real CLI, as a user runs it: process start-up included),
+``aws s3 sync`` and ``rclone sync`` (which keep no versions and no metadata; rclone only when it is on the
+PATH, else a note says it was skipped), and a naive client that makes one streaming PUT per file (4 at a
+time). Then each pulls what it pushed to a new device (an empty folder; for the sync client a second
+login, as a new device does), and syncs the tree again with nothing changed: the sync client should need one
+feed request whatever the number of files, while the others list the bucket. ``--unchanged-files`` (default
+10,000) sets the tree for a second no-change measurement. Service requests are read from the service's
+/metrics. Goals: push and pull at least 1.5x ``aws s3 sync``, pull at least 1.2x ``rclone sync``, no-change
+at least 2.5x ``aws s3 sync``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,14 @@ def make_tree(root: Path, files: int, size: int = 1024) -> None:
         folder = root / f"dir{i % 20:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"file-{i:06d}.bin").write_bytes(os.urandom(size))
+
+
+def same_tree(source: Path, copy: Path) -> None:
+    """A pull must bring back exactly the tree that was pushed."""
+    want = {p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    got = {p.relative_to(copy).as_posix(): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    if got != want:
+        raise RuntimeError(f"{copy.name}: {len(got)} files pulled, {len(want)} pushed, or their bytes differ")
 
 
 def service_requests(text: str) -> float:
@@ -80,6 +94,7 @@ async def _measure(
 
         timed(cli("c1", "login", "--server", running.service, "client"), env)
         timed(cli("c2", "login", "--server", running.service, "bigtree"), env)
+        timed(cli("c3", "login", "--server", running.service, "--device", "new", "client"), env)
 
         before = await requests_now(api)
         ours_initial = timed(cli("c1", "sync", "--quiet", str(tree)), env)
@@ -87,6 +102,11 @@ async def _measure(
         before = await requests_now(api)
         ours_again = timed(cli("c1", "sync", "--quiet", str(tree)), env)
         ours_again_requests = await requests_now(api) - before
+        (base / "pull-ours").mkdir()
+        before = await requests_now(api)
+        ours_pull = timed(cli("c3", "sync", "--quiet", str(base / "pull-ours")), env)
+        ours_pull_requests = await requests_now(api) - before
+        same_tree(tree, base / "pull-ours")
 
         aws_env = clean_env(
             AWS_ACCESS_KEY_ID="testing",
@@ -97,6 +117,29 @@ async def _measure(
         aws_sync = [str(aws), "--endpoint-url", running.emulator, "s3", "sync", "--quiet", str(tree), target]
         aws_initial = timed(aws_sync, aws_env)
         aws_again = timed(aws_sync, aws_env)
+        pull = [str(aws), "--endpoint-url", running.emulator, "s3", "sync", "--quiet", target, str(base / "pull-aws")]
+        aws_pull = timed(pull, aws_env)
+        same_tree(tree, base / "pull-aws")
+
+        rclone = shutil.which("rclone")
+        rclone_times: tuple[float, float, float] | None = None
+        if rclone is not None:
+            rclone_env = clean_env(
+                RCLONE_CONFIG=str(base / "rclone.conf"),  # none: the remote comes from the variables below
+                RCLONE_CONFIG_EMU_TYPE="s3",
+                RCLONE_CONFIG_EMU_PROVIDER="Other",
+                RCLONE_CONFIG_EMU_ENDPOINT=running.emulator,
+                RCLONE_CONFIG_EMU_ACCESS_KEY_ID="testing",
+                RCLONE_CONFIG_EMU_SECRET_ACCESS_KEY="testing",  # noqa: S106 - the emulator's fixed credentials
+                RCLONE_CONFIG_EMU_REGION="us-east-1",
+            )
+            remote = f"emu:{running.settings.bucket}/rclone-sync"
+            push = [rclone, "sync", "--quiet", str(tree), remote]
+            rclone_push = timed(push, rclone_env)
+            rclone_again = timed(push, rclone_env)
+            rclone_pull = timed([rclone, "sync", "--quiet", remote, str(base / "pull-rclone")], rclone_env)
+            same_tree(tree, base / "pull-rclone")
+            rclone_times = (rclone_push, rclone_pull, rclone_again)
 
         naive = FileSyncClient(running.service, timeout=3600)
         async with naive:
@@ -128,13 +171,33 @@ async def _measure(
         return f"{seconds:7.2f} s  {count / seconds:7.0f} files/s"
 
     print(f"{files:,} files of 1 KiB; every figure includes process start-up where a process is started")
-    print(f"initial sync, python -m tools.sync:  {rate(ours_initial, files)}  ({int(ours_initial_requests)} requests)")
-    print(f"initial sync, aws s3 sync:           {rate(aws_initial, files)}")
-    print(f"initial sync, naive one PUT a file:   {rate(naive_initial, files)}  ({files} requests)")
-    print(f"  ratio aws s3 sync / ours: {aws_initial / ours_initial:.2f}", end="; ")
-    print(f"naive / ours: {naive_initial / ours_initial:.2f}")
-    print(f"no-change sync, ours:     {ours_again:6.2f} s ({int(ours_again_requests)} service request)")
-    print(f"no-change sync, aws s3 sync: {aws_again:6.2f} s;  ratio {aws_again / ours_again:.2f} (goal >= 2.5)")
+    print(f"push, python -m tools.sync:   {rate(ours_initial, files)}  ({int(ours_initial_requests)} requests)")
+    print(f"push, aws s3 sync:            {rate(aws_initial, files)}")
+    if rclone_times is not None:
+        print(f"push, rclone sync:            {rate(rclone_times[0], files)}")
+    print(f"push, naive one PUT a file:   {rate(naive_initial, files)}  ({files} requests)")
+    print(f"pull to a new device, ours:   {rate(ours_pull, files)}  ({int(ours_pull_requests)} requests)")
+    print(f"pull to a new device, aws:    {rate(aws_pull, files)}")
+    if rclone_times is not None:
+        print(f"pull to a new device, rclone: {rate(rclone_times[1], files)}")
+    print(f"no-change sync, ours:         {ours_again:7.2f} s  ({int(ours_again_requests)} service request)")
+    print(f"no-change sync, aws s3 sync:  {aws_again:7.2f} s")
+    if rclone_times is not None:
+        print(f"no-change sync, rclone sync:  {rclone_times[2]:7.2f} s")
+    else:
+        print("rclone sync: skipped (rclone is not on the PATH; apt-get install rclone)")
+    print("ratios (their time / ours; goals: push and pull >= 1.5 against aws, pull >= 1.2 against rclone,")
+    print("no-change >= 2.5 against aws):")
+    print(
+        f"  aws s3 sync: push {aws_initial / ours_initial:.2f}, pull {aws_pull / ours_pull:.2f}, "
+        f"no-change {aws_again / ours_again:.2f}"
+    )
+    if rclone_times is not None:
+        print(
+            f"  rclone sync: push {rclone_times[0] / ours_initial:.2f}, pull {rclone_times[1] / ours_pull:.2f}, "
+            f"no-change {rclone_times[2] / ours_again:.2f}"
+        )
+    print(f"  naive / ours (push): {naive_initial / ours_initial:.2f}")
     print(f"no-change sync of {unchanged:,} files, ours: {big_again:6.2f} s ({int(big_again_requests)} request)")
     print(f"no-change sync of {unchanged:,} files, aws s3 sync: {aws_big_again:6.2f} s", end="; ")
     print(f"ratio {aws_big_again / big_again:.2f}")

@@ -13,9 +13,11 @@ so a rotating refresh token is used once) and is sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -26,6 +28,7 @@ import orjson
 from yarl import URL
 
 from service import codec
+from service.content import digest_bytes
 from service.wire import (
     Account,
     AwsCredentials,
@@ -34,6 +37,7 @@ from service.wire import (
     CommitResponse,
     CommitResultOut,
     CompareResponse,
+    FetchFrame,
     FileInfo,
     FileList,
     FollowList,
@@ -52,6 +56,7 @@ from tools.sdk.errors import (
     ApiError,
     ConnectError,
     ConnectionLost,
+    ContentReplaced,
     ProtocolError,
     RequestTimeout,
     Unauthenticated,
@@ -60,7 +65,7 @@ from tools.sdk.errors import (
     status_error,
     stopped_answering,
 )
-from tools.sdk.retry import retrying
+from tools.sdk.retry import backoff, retrying
 
 T = TypeVar("T")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -146,44 +151,17 @@ class FileSyncClient:
         action = action or f"{method} {path}"
 
         async def once() -> tuple[int, bytes, Mapping[str, str]]:
-            all_headers = dict(base_headers)
-            if authenticated and self.token:
-                all_headers["Authorization"] = f"Bearer {self.token}"
-            try:
-                async with self.session.request(
-                    method,
-                    URL(self.server + path, encoded=True),
-                    data=body() if callable(body) else body,
-                    params=params,
-                    headers=all_headers,
-                    allow_redirects=False,
-                ) as response:
-                    payload = await response.read()
-                    self._answered = True
-                    if response.status in expect:
-                        return response.status, payload, response.headers
-                    raise _error(response.status, response.reason or "", payload, response.headers, self.server, action)
-            except ApiError:
-                raise
-            except TimeoutError:
-                raise RequestTimeout(
-                    0, "Timed out", f"{self.server} did not answer in time", server=self.server, action=action
-                ) from None
-            except aiohttp.ClientConnectorError as exc:
-                reason = connect_reason(exc)
-                raise ConnectError(
-                    0, "Unreachable", f"cannot reach {self.server}: {reason}", server=self.server, action=action
-                ) from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                raise ConnectionLost(
-                    0,
-                    "Connection lost",
-                    f"the connection to {self.server} broke: {str(exc) or type(exc).__name__}",
-                    server=self.server,
-                    action=action,
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise ProtocolError(0, "Bad answer", str(exc), server=self.server, action=action) from None
+            async with self._exchange(
+                method,
+                path,
+                data=body() if callable(body) else body,
+                params=params,
+                headers=base_headers,
+                expect=expect,
+                action=action,
+                authenticated=authenticated,
+            ) as response:
+                return response.status, await response.read(), response.headers
 
         def retry(exc: Exception) -> bool:
             # A connection never made sent nothing, and a worker that answered "busy" read nothing and did
@@ -191,6 +169,13 @@ class FileSyncClient:
             untouched = isinstance(exc, ConnectError) or _busy(exc)
             return (replayable and untouched) or (retryable and is_transient(exc))
 
+        return await self._with_session(once, retry, authenticated)
+
+    async def _with_session(
+        self, once: Callable[[], Awaitable[T]], retry: Callable[[Exception], bool], authenticated: bool = True
+    ) -> T:
+        """``once`` retried as ``retry`` allows; sent again once with a renewed token if the token was
+        refused; a connection refused by a server that answered before is a lost connection."""
         sent_token = self.token if authenticated else None
         try:
             try:
@@ -204,6 +189,62 @@ class FileSyncClient:
             if not self._answered:
                 raise
             raise stopped_answering(exc) from None
+
+    @contextlib.asynccontextmanager
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect: tuple[int, ...],
+        action: str,
+        authenticated: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request, its response open for reading (its body may be streamed): an ``expect``ed status,
+        else the SDK's error; every transport failure, also while the body is read, as the SDK's error.
+        ``path`` is under the server, or a whole URL (a presigned one)."""
+        all_headers = dict(headers or {})
+        if authenticated and self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            async with self.session.request(
+                method,
+                URL(path if "://" in path else self.server + path, encoded=True),
+                data=data,
+                params=params,
+                headers=all_headers,
+                allow_redirects=False,
+            ) as response:
+                if response.status not in expect:
+                    payload = await response.read()
+                    self._answered = True
+                    raise _error(response.status, response.reason or "", payload, response.headers, self.server, action)
+                self._answered = True
+                yield response
+        except ApiError:
+            raise
+        except TimeoutError:
+            raise RequestTimeout(
+                0, "Timed out", f"{self.server} did not answer in time", server=self.server, action=action
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = connect_reason(exc)
+            raise ConnectError(
+                0, "Unreachable", f"cannot reach {self.server}: {reason}", server=self.server, action=action
+            ) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
+            raise ConnectionLost(
+                0,
+                "Connection lost",
+                f"the connection to {self.server} broke: {str(exc) or type(exc).__name__}",
+                server=self.server,
+                action=action,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ProtocolError(0, "Bad answer", str(exc), server=self.server, action=action) from None
 
     async def _renew(self, refused: str) -> None:
         """A new token, unless another request already renewed the one that was refused."""
@@ -436,9 +477,120 @@ class FileSyncClient:
         return (await self._json("GET", where, History, params={"versions": ""}, action="reading history")).versions
 
     async def download_url(self, ns: str, path: str, rev: int | None = None) -> str:
+        """The short-lived S3 URL the service redirects a download to. Files stored loose only: a body in a
+        pack (a small file sent in a batch) is served by the service itself (use ``download``)."""
         params = {"rev": str(rev)} if rev else None
         _, _, headers = await self.request("GET", f"/v1/ns/{ns}/files/{_quote(path)}", params=params, expect=(302,))
         return headers["Location"]
+
+    async def download(self, ns: str, path: str, rev: int | None = None) -> bytes:
+        """A file's body in memory (small files), verified against its content hash: from the S3 URL the
+        service redirects to, or from the service itself (a body in a pack). ``ContentReplaced`` if the
+        bytes are not the content."""
+        params = {"rev": str(rev)} if rev else {}
+        status, payload, headers = await self.request(
+            "GET", f"/v1/ns/{ns}/files/{_quote(path)}", params=params, expect=(200, 302), action="downloading"
+        )
+        if status == 302:
+            payload = await self._get_url(headers["Location"])
+        expected, block_size = headers.get("X-Content-Hash", ""), headers.get("X-Block-Size", "")
+        if not block_size.isdigit() or digest_bytes(payload, int(block_size)).content_hash != expected:
+            raise ContentReplaced(
+                0, "Content replaced", f"the body of {path} does not match its content hash", server=self.server
+            )
+        return payload
+
+    async def _get_url(self, url: str) -> bytes:
+        """The body at a presigned URL (no token: the URL is the authority), retried as a read is."""
+
+        async def once() -> bytes:
+            async with self._exchange("GET", url, expect=(200,), action="downloading", authenticated=False) as got:
+                return await got.read()
+
+        return await retrying(once, attempts=self._attempts, retry=is_transient)
+
+    async def fetch(self, ns: str, files: Sequence[FileInfo]) -> AsyncIterator[Fetched]:
+        """Many small files' bodies at once (``POST /v1/ns/{ns}/blobs:fetch``: at most
+        ``ServiceConfig.max_fetch_items`` files, each at most ``max_inline_file`` bytes): one ``Fetched``
+        per file as its body arrives, in the order the service read them (``index`` is the file's position
+        in ``files``), with its bytes or the service's reason for having none. An answer cut short is asked
+        again for the files still missing (transient failures are retried with backoff, as every request
+        is). The service verified each body; the caller verifies again before using it."""
+        left = dict(enumerate(files))
+        for attempt in range(self._attempts):
+            try:
+                async for fetched in self._fetch_once(ns, left):
+                    del left[fetched.index]
+                    yield fetched
+                return
+            except ApiError as exc:
+                if not is_transient(exc) or attempt + 1 == self._attempts:
+                    raise
+                await asyncio.sleep(backoff(attempt, exc.retry_after))
+
+    async def _fetch_once(self, ns: str, files: Mapping[int, FileInfo]) -> AsyncIterator[Fetched]:
+        order = list(files)
+        items = [
+            {
+                "content_hash": f.content_hash,
+                "size": f.size,
+                "body_pack": f.body_pack,
+                "body_offset": f.body_offset,
+                "body_version": f.body_version,
+                "body_etag": f.body_etag,
+            }
+            for f in files.values()
+        ]
+        body = codec.dumps({"items": items})
+        action = "downloading small files"
+        for renewed in (False, True):
+            sent_token = self.token
+            try:
+                async with self._exchange(
+                    "POST",
+                    f"/v1/ns/{ns}/blobs:fetch",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    expect=(200,),
+                    action=action,
+                ) as response:
+                    async for fetched in _frames(response, order, self.server, action):
+                        yield fetched
+                return
+            except Unauthenticated:
+                if renewed or self.renew_session is None or not sent_token:
+                    raise
+            await self._renew(sent_token)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One file's body from ``FileSyncClient.fetch``: ``data``, or ``problem`` (why the service has none)."""
+
+    index: int
+    data: bytes | None
+    problem: str | None = None
+
+
+async def _frames(
+    response: aiohttp.ClientResponse, order: list[int], server: str, action: str
+) -> AsyncIterator[Fetched]:
+    """The frames of a fetch answer (``service.wire.FETCH_MEDIA_TYPE``) until its end frame; an answer
+    that stops before it is a lost connection."""
+    while True:
+        line = await response.content.readline()
+        if not line.endswith(b"\n"):
+            raise ConnectionLost(0, "Connection lost", f"{server} cut the answer short", server=server, action=action)
+        try:
+            frame = msgspec.convert(_decode(line), FetchFrame)
+        except (ValueError, msgspec.MsgspecError) as exc:
+            raise ProtocolError(0, "Bad answer", f"a fetch frame that does not parse: {exc}", server=server) from None
+        if frame.end is not None:
+            return
+        if not 0 <= frame.index < len(order):
+            raise ProtocolError(0, "Bad answer", f"a fetch frame for item {frame.index}", server=server)
+        data = await response.content.readexactly(frame.size) if frame.problem is None else None
+        yield Fetched(order[frame.index], data, frame.problem)
 
 
 def _quote(path: str) -> str:

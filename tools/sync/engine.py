@@ -1,12 +1,13 @@
 """The sync executor: scan, hash what changed, compare, plan, and carry the plan out.
 
 Local reads never block the event loop (scanning and hashing run in threads, hashing on every core).
-Small files (at most the service's ``max_inline_file``) travel in batches through the service, bodies and
-commit in one request (one S3 request per new file, no credentials needed); larger ones go straight to S3
-with the scoped credentials, ``concurrency`` files at a time, and are committed in batches (up to 1,000
-entries, each batch with an idempotency key). Downloads land in a temporary file
-next to their target, are verified against their content hash, get the server's mtime, and are renamed
-into place, so no partial file ever appears at a final path.
+Small files (at most the service's ``max_inline_file``) travel in batches through the service, both ways:
+up, bodies and commit in one request (the service stores them as one pack, one S3 request); down, many
+bodies in one ``blobs:fetch`` answer (no credentials needed either way). Larger ones go straight to and
+from S3 with the scoped credentials, ``concurrency`` files at a time, and are committed in batches (up to
+1,000 entries, each batch with an idempotency key). Downloads land in a temporary file next to their
+target, are verified against their content hash, get the server's mtime, and are renamed into place, so
+no partial file ever appears at a final path.
 
 Every local read, write, rename and delete goes through ``localfs`` (relative to directory descriptors,
 never following a symlink), at the local spelling of its path. An item the round cannot sync is left alone,
@@ -61,6 +62,11 @@ COMPARE_BYTES = 6 * 1024 * 1024
 #: Small files a batch request holds, and batch requests in flight at once (each at most 16 MiB of bodies).
 INLINE_BATCH_FILES = 250
 INLINE_BATCHES_IN_FLIGHT = 3
+#: Small files one fetch request asks for (at most the service's ``max_fetch_items``) and their bytes at
+#: most, and fetches in flight at once; each holds one body at a time here.
+FETCH_BATCH_FILES = 500
+FETCH_BATCH_BYTES = 16 * 1024 * 1024
+FETCHES_IN_FLIGHT = 3
 #: Feed pages (100 changes each) the cheap check reads before it settles for a full round instead.
 FEED_PAGES_CHECKED = 10
 COMMIT_BATCH = 1000
@@ -475,17 +481,21 @@ class SyncEngine:
                     )
                 )
                 todo.uploads.append(Upload(renamed, None))
-        inline_max = (await self._config()).max_inline_file if todo.uploads else 0
+        config = await self._config() if todo.uploads or todo.downloads else None
+        inline_max = config.max_inline_file if config is not None else 0
         small = [u for u in todo.uploads if u.local.size <= inline_max]
         large = [u for u in todo.uploads if u.local.size > inline_max]
-        needs_s3 = bool(large) or any(d.file.content_hash != EMPTY_HASH for d in todo.downloads)
+        fetched = [d for d in todo.downloads if config is not None and _fetchable(d.file, config)]
+        direct = [d for d in todo.downloads if config is None or not _fetchable(d.file, config)]
+        needs_s3 = bool(large) or any(d.file.content_hash != EMPTY_HASH and d.file.body_pack is None for d in direct)
         if needs_s3:
             self._transfer_soon()  # opens while the deletions and small files go through the service
         await self._remote_deletes(todo, report)  # first: a deletion may free the path of a new file
         await self._send_small(small, report)
         transfer = await self._transfer() if needs_s3 else None
         await self._uploads(large, transfer, report)
-        await self._downloads(todo, transfer, report)
+        await self._fetch_small(fetched, report)
+        await self._downloads(direct, transfer, report)
         self._local_deletes(todo, report)
 
     async def _config(self) -> ServiceConfig:
@@ -768,9 +778,88 @@ class SyncEngine:
             self._state.forget(gone)
             report.deleted_remote += len(gone)
 
-    async def _downloads(self, todo: SyncPlan, transfer: S3Transfer | None, report: SyncReport) -> None:
+    async def _fetch_small(self, downloads: list[Download], report: SyncReport) -> None:
+        """Small files, many in one request (``blobs:fetch``: ``FETCH_BATCH_FILES`` and ``FETCH_BATCH_BYTES``
+        at most, ``FETCHES_IN_FLIGHT`` at once): each body as it arrives is verified, written to a temporary
+        file and renamed into place, as every download is (``_land``), one body held at a time per fetch."""
+        if not downloads:
+            return
+        config = await self._config()
+        most = max(1, min(FETCH_BATCH_FILES, config.max_fetch_items))
+        batches: list[list[Download]] = [[]]
+        size = 0
+        for download in downloads:
+            if batches[-1] and (len(batches[-1]) == most or size + download.file.size > FETCH_BATCH_BYTES):
+                batches.append([])
+                size = 0
+            batches[-1].append(download)
+            size += download.file.size
+        total = sum(d.file.size for d in downloads)
+        received = 0
+        slots = asyncio.Semaphore(FETCHES_IN_FLIGHT)
+
+        async def fetch(batch: list[Download]) -> None:
+            nonlocal received
+            async with slots:
+                landed: list[StateEntry] = []
+                try:
+                    async for got in self._api.fetch(self._ns, [d.file for d in batch]):
+                        download = batch[got.index]
+                        if got.data is None:
+                            self._unplaced(download.file, f"not downloaded: {got.problem}")
+                            continue
+                        try:
+                            local = await asyncio.to_thread(self._land, download, got.data)
+                        except Unplaceable as exc:
+                            self._unplaced(download.file, f"not placed here: {exc}")
+                            continue
+                        except ContentReplaced as exc:
+                            self._unplaced(download.file, f"not downloaded: {exc.detail}")
+                            continue
+                        if local is not None:
+                            landed.append(_entry(local, download.file, None))
+                            report.downloaded += 1
+                        received += download.file.size
+                        self._progress("downloading", received, total)
+                finally:
+                    # One transaction per fetch, not per file: a file placed but not recorded (a crash
+                    # between) is found up to date by the next compare, its content being the server's.
+                    self._state.record(landed)
+
+        tasks = [asyncio.create_task(fetch(batch)) for batch in batches]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _land(self, download: Download, data: bytes) -> LocalFile | None:
+        """Place a small download whose bytes are in memory (in a thread: file system calls only): verified
+        against its content hash, then written and renamed into place as ``_fetch`` does."""
+        file = download.file
+        if digest_bytes(data, file.block_size).content_hash != file.content_hash:
+            raise ContentReplaced(0, "Content replaced", "the bytes that came do not match its content hash")
+        with self._folder.placing(download.local or file.path) as placed:
+            if not self._still(download, placed):
+                return None
+            temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            fd = placed.create(temp)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except BaseException:
+                    os.unlink(temp, dir_fd=placed.dir_fd)
+                    raise
+                return self._put_in_place(download, placed, temp, fd)
+            finally:
+                os.close(fd)
+
+    async def _downloads(self, downloads: list[Download], transfer: S3Transfer | None, report: SyncReport) -> None:
         slots = asyncio.Semaphore(self._concurrency)
-        total = sum(d.file.size for d in todo.downloads)
+        total = sum(d.file.size for d in downloads)
         received = 0
 
         def advance(amount: int) -> None:
@@ -781,8 +870,16 @@ class SyncEngine:
         async def fetch(download: Download) -> None:
             async with slots:
                 try:
-                    with self._folder.placing(download.local or download.file.path) as placed:
-                        local = await self._fetch(download, placed, transfer, advance)
+                    if download.file.body_pack is not None:
+                        # In a pack, but larger than a fetch takes (the service's limit was lowered since):
+                        # through the service, which alone reads packs.
+                        file = download.file
+                        data = await self._api.download(self._ns, file.path, file.rev)
+                        local = await asyncio.to_thread(self._land, download, data)
+                        advance(file.size)
+                    else:
+                        with self._folder.placing(download.local or download.file.path) as placed:
+                            local = await self._fetch(download, placed, transfer, advance)
                 except Unplaceable as exc:
                     self._unplaced(download.file, f"not placed here: {exc}")
                     return
@@ -795,7 +892,7 @@ class SyncEngine:
                     self._state.record([_entry(local, download.file, self._digests.pop(download.key, None))])
                     report.downloaded += 1
 
-        await asyncio.gather(*(fetch(d) for d in todo.downloads))
+        await asyncio.gather(*(fetch(d) for d in downloads))
 
     async def _fetch(
         self, download: Download, placed: Placed, transfer: S3Transfer | None, advance: Callable[[int], None]
@@ -826,18 +923,29 @@ class SyncEngine:
                             0, "Content replaced", "the bytes stored for it do not match its content hash"
                         )
                     self._digests[download.key] = digest
-                os.utime(fd, ns=(time.time_ns(), int(file.mtime * 1e9)))
-                if not self._still(download, placed):
-                    os.unlink(temp, dir_fd=placed.dir_fd)
-                    return None
-                os.replace(temp, placed.name, src_dir_fd=placed.dir_fd, dst_dir_fd=placed.dir_fd)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp, dir_fd=placed.dir_fd)
                 raise
-            found = os.fstat(fd)
+            return self._put_in_place(download, placed, temp, fd)
         finally:
             os.close(fd)
+
+    def _put_in_place(self, download: Download, placed: Placed, temp: str, fd: int) -> LocalFile | None:
+        """The verified body in ``temp`` (open as ``fd``) gets the server's mtime and is renamed over the
+        target, if the target is still what the plan saw (else it goes, and None)."""
+        file = download.file
+        try:
+            os.utime(fd, ns=(time.time_ns(), int(file.mtime * 1e9)))
+            if not self._still(download, placed):
+                os.unlink(temp, dir_fd=placed.dir_fd)
+                return None
+            os.replace(temp, placed.name, src_dir_fd=placed.dir_fd, dst_dir_fd=placed.dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=placed.dir_fd)
+            raise
+        found = os.fstat(fd)
         return LocalFile(
             download.key, file.path, found.st_size, found.st_mtime_ns, file.content_hash, placed.local, found.st_ino
         )
@@ -869,6 +977,11 @@ class SyncEngine:
             if removed:  # else changed since we looked: the next round sees an edit against a delete
                 self._state.forget([delete.key])
                 report.deleted_local += 1
+
+
+def _fetchable(file: FileInfo, config: ServiceConfig) -> bool:
+    """Whether a file comes by ``blobs:fetch``: small (and not empty), from a service that has it."""
+    return config.max_fetch_items > 0 and 0 < file.size <= config.max_inline_file and file.content_hash != EMPTY_HASH
 
 
 def _commit_entry(upload: Upload) -> dict[str, Any]:
