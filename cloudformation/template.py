@@ -1,7 +1,7 @@
 """The whole production stack: ``build_template(params) -> Template``, pure.
 
-Layer: deployment; imports troposphere, ``cloudformation.{ids,policies,userdata}`` and ``service.resources``
-(the shapes shared with the embedded default). Sections, in dependency order:
+Layer: deployment; imports troposphere, ``cloudformation.{dashboard,ids,policies,userdata}`` and
+``service.resources`` (the shapes shared with the embedded default). Sections, in dependency order:
 
 - network: a VPC over two availability zones (IPv4, plus IPv6 on the public side for the dual-stack load
   balancer), public subnets for the load balancer, private subnets for instances, S3 and DynamoDB gateway
@@ -12,10 +12,14 @@ Layer: deployment; imports troposphere, ``cloudformation.{ids,policies,userdata}
   table or bucket made elsewhere (a point-in-time restore, a deleted stack's retained data) instead, leaving
   the stack's own in place, so a restore is a parameter change and never replaces or removes a resource;
 - identity: the instance role, the upload role clients' credentials come from, the SES sender;
-- front: the Application Load Balancer (HTTPS, HTTP redirected), two target groups (the API, and the
-  change feed's long-polls kept apart so they do not skew the API's response-time alarm), Route 53 names;
-- compute: launch template and Auto Scaling group with rolling updates gated on instances' readiness;
-- operations: log group, alarms to an SNS topic.
+- front: the Application Load Balancer (HTTPS, HTTP redirected, ``/metrics`` answered by the listener
+  itself, access logs to a bucket of their own, an optional WAF rate rule on ``/v1/auth/``), two target
+  groups checking liveness (the API, and the change feed's long-polls kept apart so they do not skew the
+  API's response-time alarm; each drains longer than its requests last), Route 53 names;
+- compute: launch template and Auto Scaling group with rolling updates gated on instances' readiness, and
+  a termination lifecycle hook the instances' drain watcher completes;
+- operations: log group, alarms (each with its runbook entry in ``docs/operations.md``) to an SNS topic,
+  failed launches forwarded there, a dashboard.
 """
 
 from __future__ import annotations
