@@ -449,6 +449,27 @@ def _keep_alive(handler: type[Any]) -> type[Any]:
     return KeepAliveRequestHandler
 
 
+def _full_collections_scan_only_newcomers() -> None:
+    """Keep the garbage collector's full passes from stalling the emulator as its tables grow.
+
+    Every item the emulator holds is a few dozen Python objects, and a full collection walks them all with
+    the interpreter locked: at 20,000 items one takes about 250 ms, during which no request is answered.
+    Here whatever survives a full collection (the modules, and items stored by then, all alive) is moved
+    out of the collector's sight (``gc.freeze``), so the next full pass walks only what came since. Frozen
+    objects are still freed when their last reference goes; only a cycle among them would stay, and table
+    items form none.
+    """
+    import gc
+
+    def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()
+
+    gc.collect()
+    gc.freeze()
+    gc.callbacks.append(freeze_survivors)
+
+
 #: How long a child emulator may take to start (importing moto is most of it).
 STARTUP_SECONDS = 60.0
 
@@ -586,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with serve_emulator(args.host, args.port) as endpoint:
+        _full_collections_scan_only_newcomers()
         sys.stdout.write(f"{_READY}{endpoint}\n")
         sys.stdout.flush()
         stop.wait()
