@@ -11,15 +11,15 @@ parts:
 1. Idle: the CPU the service and the emulator spend a second with nothing to do (their background work).
 2. Isolation: each scenario alone, one request at a time, for ``--isolation-seconds``: its latency, the
    service's CPU per run and per service request, the emulator's CPU per run, the AWS requests per run (CPU
-   from /proc less the idle figure; requests from the service's /metrics). Weighted by the mix: each
+   from /proc, requests from the service's /metrics, each less the idle figures). Weighted by the mix: each
    process's CPU per request of the mix, and so the rate one core of it could serve.
 3. Baseline: the mix at a trickle (``--idle-rate``, 1/s): each scenario's latency without queueing.
 4. Search: short probes from ``--start``, 1.5x each time, until one misses (each probe at least
-   ``--probe-requests`` requests, so its p99 is not just its slowest request); then full-length runs,
-   bisecting between the highest full-length pass and the lowest miss until they are within 10% (at most
-   ``--runs`` of them). Each run reports the service's, the emulator's and this process's CPU (share of one
-   core) and the machine's load average, which say what held the rate. The best passing run's report and
-   plots go to ``--out``.
+   ``--probe-requests`` requests, so its p99 is not just its slowest request); then full-length runs (at
+   least ``--min-requests``: at low rates a run lasts longer), bisecting between the highest full-length
+   pass and the lowest miss until they are within 10% (at most ``--runs`` of them). Each run reports the
+   service's, the emulator's and this process's CPU (share of one core) and the machine's load average,
+   which say what held the rate. The best passing run's report and plots go to ``--out``.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class Attempt:
     used: Counters
     p99_limit: float
     p99: float  # ms, over the scenarios the criterion covers
+    full: bool  # a full-length run (not a probe)
 
     @property
     def failures(self) -> int:
@@ -173,7 +174,7 @@ async def isolate(
                 max(0.0, used.service_cpu - idle.service_cpu * background) / runs * 1e3,
                 max(0.0, used.emulator_cpu - idle.emulator_cpu * background) / runs * 1e3,
                 used.http / runs,
-                {service: n / runs for service, n in used.aws.items()},
+                {s: max(0.0, n - idle.aws.get(s, 0.0) * background) / runs for s, n in used.aws.items()},
             )
         )
         say(found[-1].line())
@@ -186,7 +187,7 @@ def print_isolation(isolated: list[Isolated], mix: Mix, idle: Counters) -> None:
         f"{idle.emulator_cpu / idle.at * 1e3:.1f} ms of CPU a second; {sum(idle.aws.values()) / idle.at:.2f} "
         "AWS requests a second"
     )
-    print("each scenario alone, one at a time (CPU less the background work's):")
+    print("each scenario alone, one at a time (CPU and AWS requests less the background work's):")
     print(
         f"  {'scenario':<17}{'runs':>6}{'p50 ms':>9}{'svc ms':>10}{'reqs':>6}{'svc ms/req':>10}{'emu ms':>11}"
         "   AWS requests per run"
@@ -217,7 +218,7 @@ async def run(args: argparse.Namespace) -> None:
             say("each scenario alone:")
             isolated = await isolate(workload, http, running, args.isolation_seconds, idle, mix)
 
-            async def attempt(rate: float, seconds: float) -> Attempt:
+            async def attempt(rate: float, seconds: float, full: bool = False) -> Attempt:
                 recorder = Recorder()
                 limits = Limits(seconds, 10_000_000, max_in_flight=256, timeout=30.0, drain=10.0)
                 before = await counters(http, running)
@@ -238,23 +239,30 @@ async def run(args: argparse.Namespace) -> None:
                 for name in scope:
                     if name in recorder.histograms:
                         covered.add(recorder.histograms[name])
-                done = Attempt(rate, seconds, built, used, args.p99_ms, covered.percentile(99) * 1e3)
+                done = Attempt(rate, seconds, built, used, args.p99_ms, covered.percentile(99) * 1e3, full)
                 attempts.append(done)
                 print(done.line(), flush=True)
                 await asyncio.sleep(2)  # let the service and emulator settle between runs
                 return done
 
-            def probe_seconds(rate: float) -> float:
-                return float(max(args.probe_seconds, args.probe_requests / rate))
+            def lengths(rate: float) -> tuple[float, float]:
+                """A probe's and a full run's seconds at ``rate`` (each carries its least number of requests)."""
+                return (
+                    float(max(args.probe_seconds, args.probe_requests / rate)),
+                    float(max(args.seconds, args.min_requests / rate)),
+                )
 
             print(f"baseline: the same mix at a trickle ({args.idle_rate:g}/s for {args.idle_seconds:g} s):")
-            trickle = await attempt(args.idle_rate, args.idle_seconds)
+            trickle = await attempt(args.idle_rate, args.idle_seconds, False)
             print("search:")
-            best = await search(attempt, probe_seconds, args)
+            best = await search(attempt, lengths, args)
     print()
     print_isolation(isolated, mix, idle)
     covers = "every scenario" if scope == mix.names else ", ".join(scope)
-    print(f"criteria: p99 < {args.p99_ms:g} ms ({covers}) and no errors over {args.seconds:g} s, the default mix:")
+    print(
+        f"criteria: p99 < {args.p99_ms:g} ms ({covers}) and no errors over {args.seconds:g} s and at least "
+        f"{args.min_requests:,} requests, the default mix:"
+    )
     print(f"  {mix.describe()}")
     print(f"baseline at {trickle.rate:g}/s (ms):")
     for line in reports.summary_lines(trickle.report)[1:]:
@@ -264,7 +272,7 @@ async def run(args: argparse.Namespace) -> None:
         return
     print(f"sustained: {best.rate:g} requests/s (throughput {best.report['throughput_per_second']:.1f}/s)")
     print("  " + best.line().split("  ", 1)[1].strip())
-    misses = [a for a in attempts if a.seconds == args.seconds and not a.passed and a.rate > best.rate]
+    misses = [a for a in attempts if a.full and not a.passed and a.rate > best.rate]
     if misses:
         miss = min(misses, key=lambda a: a.rate)
         print(f"  the lowest full-length miss above it: {miss.rate:g}/s ({miss.line().split('  ', 1)[1].strip()})")
@@ -278,14 +286,14 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def search(
-    attempt: Callable[[float, float], Awaitable[Attempt]],
-    probe_seconds: Callable[[float], float],
+    attempt: Callable[[float, float, bool], Awaitable[Attempt]],
+    lengths: Callable[[float], tuple[float, float]],
     args: argparse.Namespace,
 ) -> Attempt | None:
     """Probes up by 1.5x until one misses, then full-length runs bisecting to within 10%."""
     rate, passed_probe, missed_probe = args.start, 0.0, None
     while missed_probe is None and rate <= args.max_rate:
-        if (await attempt(rate, probe_seconds(rate))).passed:
+        if (await attempt(rate, lengths(rate)[0], False)).passed:
             passed_probe, rate = rate, round(rate * 1.5, 1)
         else:
             missed_probe = rate
@@ -293,7 +301,7 @@ async def search(
     best: Attempt | None = None
     candidate = passed_probe or args.start / 2
     for _ in range(args.runs):
-        full = await attempt(candidate, args.seconds)
+        full = await attempt(candidate, lengths(candidate)[1], True)
         if full.passed:
             low, best = candidate, full
         else:
@@ -314,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of a full run")
     parser.add_argument("--probe-seconds", type=float, default=10.0)
     parser.add_argument("--probe-requests", type=int, default=400, help="requests a probe sends at least")
+    parser.add_argument(
+        "--min-requests",
+        type=int,
+        default=1000,
+        help="requests a full run sends at least (its p99 is then a tenth of its slowest 1%%)",
+    )
     parser.add_argument("--start", type=float, default=10.0, help="first probe rate")
     parser.add_argument("--idle-rate", type=float, default=1.0, help="rate of the baseline run")
     parser.add_argument("--idle-seconds", type=float, default=30.0)
