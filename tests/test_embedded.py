@@ -1,14 +1,17 @@
-"""The embedded emulator's changes to moto: transactions are undone from an undo log, not table copies, and a
-Query reads one page of its partition's kept order, not the whole table; both give moto's own answers. S3
-checks a declared SHA-256 against the body (objects and parts) and reports a multipart object's composite
-checksum with its part count, as S3 does."""
+"""The embedded emulator's changes to moto: transactions are undone from an undo log, not table copies, a
+Query reads one page of its partition's kept order, not the whole table, attribute values are written as they
+are, all giving moto's own answers; connections stay open between requests. S3 checks a declared SHA-256
+against the body (objects and parts) and reports a multipart object's composite checksum with its part
+count, as S3 does."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import os
 import random
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -225,3 +228,57 @@ async def test_a_multipart_objects_checksum_is_the_composite_with_its_part_count
     assert "ObjectParts" not in attributes
     head = await s3.head_object(Bucket=name, Key="single", ChecksumMode="ENABLED")
     assert head["ChecksumSHA256"] == _sha256(second)
+
+
+async def test_attribute_values_of_every_type_come_back_as_they_were_put(table):
+    db, name = table
+    item = {
+        **_key("T", "all"),
+        "s": {"S": "text ü"},
+        "empty": {"S": ""},
+        "n": {"N": "-12.5"},
+        "b": {"B": b"\x00\xffbytes"},
+        "ss": {"SS": ["a", "b"]},
+        "ns": {"NS": ["1", "2.5"]},
+        "bs": {"BS": [b"\x01", b"\x02"]},
+        "m": {"M": {"inner": {"L": [{"S": "x"}, {"N": "3"}, {"BOOL": False}, {"NULL": True}, {"B": b"\x03"}]}}},
+        "l": {"L": []},
+        "yes": {"BOOL": True},
+        "no": {"BOOL": False},
+        "null": {"NULL": True},
+    }
+    await db.put_item(TableName=name, Item=item)
+    got = (await db.get_item(TableName=name, Key=_key("T", "all"), ConsistentRead=True))["Item"]
+    queried = (
+        await db.query(TableName=name, KeyConditionExpression="pk = :t", ExpressionAttributeValues={":t": {"S": "T"}})
+    )["Items"]
+    for found in (got, queried[0]):
+        assert {k: v for k, v in found.items() if k not in ("ss", "ns", "bs")} == {
+            k: v for k, v in item.items() if k not in ("ss", "ns", "bs")
+        }
+        assert sorted(found["ss"]["SS"]) == ["a", "b"]
+        assert sorted(found["ns"]["NS"], key=float) == ["1", "2.5"]
+        assert sorted(found["bs"]["BS"]) == [b"\x01", b"\x02"]
+
+
+def test_a_connection_serves_request_after_request_even_when_a_body_was_left_unread(moto_endpoint):
+    """The mail listing never reads a body: the rest of it is dropped, and the next request on the same
+    connection is answered as if it came alone."""
+    address = urlsplit(moto_endpoint)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    try:
+        connection.request("GET", "/_emulator/mail", body=b"x" * 300_000)
+        first = connection.getresponse()
+        assert first.status == 200
+        first.read()
+        assert not first.will_close
+        sock = connection.sock
+        for _ in range(3):
+            connection.request("GET", "/_emulator/mail")
+            again = connection.getresponse()
+            assert again.status == 200
+            assert again.read().startswith(b"[")
+            assert not again.will_close
+        assert connection.sock is sock  # the same TCP connection throughout
+    finally:
+        connection.close()

@@ -45,17 +45,27 @@ def backoff(attempt: int, cap: float = 1.0) -> float:
 
 
 async def query_prefix(
-    db: DynamoDBClient, table: str, partition: str, prefix: str, *, index: bool = False, consistent: bool = False
+    db: DynamoDBClient,
+    table: str,
+    partition: str,
+    prefix: str | None,
+    *,
+    index: bool = False,
+    consistent: bool = False,
 ) -> list[Item]:
-    """Every item of ``partition`` whose sort key starts with ``prefix`` (in the table, or in gsi1 with
-    ``index``), following DynamoDB's pages."""
+    """Every item of ``partition`` whose sort key starts with ``prefix`` (None: every item of it), in the
+    table or in gsi1 with ``index``, following DynamoDB's pages."""
     pk, sk = (GPK, GSK) if index else (PK, SK)
     request: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
         "ExpressionAttributeNames": {"#pk": pk, "#sk": sk},
-        "ExpressionAttributeValues": {":pk": s(partition), ":prefix": s(prefix)},
+        "ExpressionAttributeValues": {":pk": s(partition), ":prefix": s(prefix or "")},
     }
+    if prefix is None:
+        request["KeyConditionExpression"] = "#pk = :pk"
+        request["ExpressionAttributeNames"] = {"#pk": pk}
+        request["ExpressionAttributeValues"] = {":pk": s(partition)}
     if index:
         request["IndexName"] = resources.GSI1_NAME
     elif consistent:
@@ -68,6 +78,27 @@ async def query_prefix(
         if "LastEvaluatedKey" not in page:
             return found
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def batch_get(db: DynamoDBClient, table: str, keys: list[Item], *, consistent: bool = False) -> list[Item]:
+    """The items at ``keys`` that exist: BatchGetItem of 100, unprocessed keys retried with backoff."""
+    found: list[Item] = []
+    for start in range(0, len(keys), BATCH_GET_MAX):
+        request: Any = {table: {"Keys": keys[start : start + BATCH_GET_MAX], "ConsistentRead": consistent}}
+        for attempt in range(10):
+            with unavailable_on_transient("DynamoDB"):
+                page = await db.batch_get_item(RequestItems=request)
+            found.extend(page.get("Responses", {}).get(table, []))
+            request = page.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            await asyncio.sleep(backoff(attempt))
+        else:
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed keys"}},
+                "BatchGetItem",
+            )
+    return found
 
 
 async def batch_put(db: DynamoDBClient, table: str, puts: list[Item]) -> None:

@@ -4,14 +4,22 @@ Layer: aws. Imports only the leaf domain modules (``core.models``, ``core.digest
 
     NS#<id>              FOLLOW#<user>#<path key>   path, created_at     gsi1: USER#<user> / FOLLOW#<id>#<path key>
     NOTIFY#<shard>       NS#<id>                    cursor: last journal seq fanned out
+    NOTIFY#<shard>       HINTS                      watches: moves when a follow names a namespace of the shard;
+                                                    due: the whole seconds at which digests of the shard fall due
     DIGEST#<shard>       USER#<user>                the follower's pending digest (version-guarded)
                                                     gsi1 while pending: DUE#<shard> / due time (sparse index)
     LEASE                SHARD#<shard>              owner, expires_at
-    NOTIFIERS            N#<owner>                  expires_at (heartbeat; TTL removes the dead)
+    LEASE                NOTIFIER#<owner>           expires_at (heartbeat; TTL removes the dead)
+
+Leases and heartbeats share a partition so that one Query reads both; the hints of every shard a notifier
+holds come back in one BatchGetItem. Hints are written after what they tell of (the follow, the digest), so
+a reader that sees one finds its data; one lost to a crash in between is made up by the notifier's sweep.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -21,7 +29,7 @@ from service import resources
 from service.aws import items
 from service.aws.errors import THROTTLING_CODES, error_code, unavailable_on_transient
 from service.aws.items import GPK, GSK, PK, SK, TTL, Item
-from service.core.digests import Change, Digest, Lease, MailRejected, MailThrottled
+from service.core.digests import Change, Digest, Lease, MailRejected, MailThrottled, ShardHints
 from service.core.models import Follow
 
 if TYPE_CHECKING:
@@ -29,6 +37,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_ses import SESClient
 
 _s, _n, _key = items.s, items.n, items.key
+
+#: DynamoDB's most writes in one transaction.
+_TRANSACTION_MAX = 100
 
 #: SES error codes that mean "this message will not be accepted as it is".
 _REJECTED = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue"})
@@ -67,6 +78,25 @@ def _due_key(due_at: float) -> str:
     return f"{due_at:017.3f}"
 
 
+def _hints_key(shard: int) -> Item:
+    return _key(f"NOTIFY#{shard}", "HINTS")
+
+
+def _lease_item(shard: int, owner: str, expires_at: float) -> Item:
+    return {**_key("LEASE", f"SHARD#{shard}"), "owner": _s(owner), "expires_at_s": _n(expires_at)}
+
+
+def _heartbeat_item(owner: str, expires_at: float) -> Item:
+    return {**_key("LEASE", f"NOTIFIER#{owner}"), "expires_at_s": _n(expires_at), TTL: _n(int(expires_at) + 3600)}
+
+
+#: A lease may be taken when it is free, expired, or already ours.
+_TAKE_CONDITION = {
+    "ConditionExpression": "attribute_not_exists(pk) OR expires_at_s < :now OR #o = :me",
+    "ExpressionAttributeNames": {"#o": "owner"},
+}
+
+
 class DynamoFollowStore:
     def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
         self._db = dynamodb
@@ -93,9 +123,22 @@ class DynamoFollowStore:
                 put.pop("ConditionExpression")
                 with unavailable_on_transient("DynamoDB"):
                     await self._put_follow(put, follow.namespace_id, shard, head_seq)
+                await self._watches_moved(shard)
                 return follow
             return _follow(found["Item"])
+        await self._watches_moved(shard)
         return follow
+
+    async def _watches_moved(self, shard: int) -> None:
+        """Tell the shard's notifier to read its watched namespaces again (after the follow is stored)."""
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.update_item(
+                TableName=self._table,
+                Key=_hints_key(shard),
+                UpdateExpression="ADD #w :one",
+                ExpressionAttributeNames={"#w": "watches"},
+                ExpressionAttributeValues={":one": _n(1)},
+            )
 
     async def _put_follow(self, put: Any, namespace_id: str, shard: int, head_seq: int) -> None:
         await self._db.transact_write_items(
@@ -182,36 +225,90 @@ class DynamoNotifyStore:
 
     async def heartbeat(self, owner: str, expires_at: float) -> None:
         with unavailable_on_transient("DynamoDB"):
-            await self._db.put_item(
-                TableName=self._table,
-                Item={
-                    **_key("NOTIFIERS", f"N#{owner}"),
-                    "expires_at_s": _n(expires_at),
-                    TTL: _n(int(expires_at) + 3600),
-                },
-            )
+            await self._db.put_item(TableName=self._table, Item=_heartbeat_item(owner, expires_at))
 
-    async def live_notifiers(self, now: float) -> int:
-        items_ = await items.query_prefix(self._db, self._table, "NOTIFIERS", "N#")
-        return sum(1 for item in items_ if float(item["expires_at_s"]["N"]) > now)
-
-    async def leases(self) -> list[Lease]:
-        items_ = await items.query_prefix(self._db, self._table, "LEASE", "SHARD#")
-        return [
-            Lease(int(item[SK]["S"].removeprefix("SHARD#")), item["owner"]["S"], float(item["expires_at_s"]["N"]))
-            for item in items_
-        ]
+    async def leases(self, now: float) -> tuple[list[Lease], set[str]]:
+        """Every shard's lease, and the notifiers alive at ``now`` (their heartbeats): one Query."""
+        found: list[Lease] = []
+        alive: set[str] = set()
+        for item in await items.query_prefix(self._db, self._table, "LEASE", None):
+            sk, expires_at = item[SK]["S"], float(item["expires_at_s"]["N"])
+            if sk.startswith("SHARD#"):
+                found.append(Lease(int(sk.removeprefix("SHARD#")), item["owner"]["S"], expires_at))
+            elif sk.startswith("NOTIFIER#") and expires_at > now:
+                alive.add(sk.removeprefix("NOTIFIER#"))
+        return found, alive
 
     async def take_lease(self, shard: int, owner: str, now: float, expires_at: float) -> bool:
         return await self._conditional(
             self._db.put_item(
                 TableName=self._table,
-                Item={**_key("LEASE", f"SHARD#{shard}"), "owner": _s(owner), "expires_at_s": _n(expires_at)},
-                ConditionExpression="attribute_not_exists(pk) OR expires_at_s < :now OR #o = :me",
-                ExpressionAttributeNames={"#o": "owner"},
+                Item=_lease_item(shard, owner, expires_at),
+                **_TAKE_CONDITION,  # type: ignore[arg-type]
                 ExpressionAttributeValues={":now": _n(now), ":me": _s(owner)},
             )
         )
+
+    async def renew(self, owner: str, shards: Sequence[int], now: float, expires_at: float) -> bool:
+        """The heartbeat and every lease of ``shards`` extended to ``expires_at`` in one transaction (of up
+        to 100 writes); False if one of the leases was another notifier's (none of that transaction applies)."""
+        actions: list[Any] = [{"Put": {"TableName": self._table, "Item": _heartbeat_item(owner, expires_at)}}]
+        actions += [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _lease_item(shard, owner, expires_at),
+                    **_TAKE_CONDITION,
+                    "ExpressionAttributeValues": {":now": _n(now), ":me": _s(owner)},
+                }
+            }
+            for shard in shards
+        ]
+        for start in range(0, len(actions), _TRANSACTION_MAX):
+            try:
+                with unavailable_on_transient("DynamoDB"):
+                    await self._db.transact_write_items(TransactItems=actions[start : start + _TRANSACTION_MAX])
+            except ClientError as exc:
+                if error_code(exc) == "TransactionCanceledException":
+                    return False
+                raise
+        return True
+
+    async def hints(self, shards: Sequence[int]) -> dict[int, ShardHints]:
+        """The hints of ``shards`` (those never written are absent): one BatchGetItem per 100 shards."""
+        found = await items.batch_get(self._db, self._table, [_hints_key(s) for s in shards], consistent=True)
+        return {
+            int(item[PK]["S"].removeprefix("NOTIFY#")): ShardHints(
+                watches=int(item.get("watches", {}).get("N", "0")),
+                due=frozenset(int(b) for b in item.get("due", {}).get("NS", [])),
+            )
+            for item in found
+        }
+
+    async def note_due(self, shard: int, due_at: float) -> None:
+        """Add ``due_at`` (rounded up to a whole second) to the shard's due times."""
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.update_item(
+                TableName=self._table,
+                Key=_hints_key(shard),
+                UpdateExpression="ADD #d :t",
+                ExpressionAttributeNames={"#d": "due"},
+                ExpressionAttributeValues={":t": {"NS": [str(math.ceil(due_at))]}},
+            )
+
+    async def clear_due(self, shard: int, due: Iterable[int]) -> None:
+        """Take ``due`` out of the shard's due times (times added meanwhile stay)."""
+        times = sorted(set(due))
+        if not times:
+            return
+        with unavailable_on_transient("DynamoDB"):
+            await self._db.update_item(
+                TableName=self._table,
+                Key=_hints_key(shard),
+                UpdateExpression="DELETE #d :t",
+                ExpressionAttributeNames={"#d": "due"},
+                ExpressionAttributeValues={":t": {"NS": [str(t) for t in times]}},
+            )
 
     async def release_lease(self, shard: int, owner: str) -> None:
         await self._conditional(

@@ -53,6 +53,15 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardHints:
+    """What changed in a shard, told cheaply: ``watches`` moves whenever a follow names a namespace of the
+    shard, and ``due`` holds the times (whole seconds, rounded up) at which its digests fall due."""
+
+    watches: int = 0
+    due: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One change as a follower is told about it."""
 

@@ -44,6 +44,7 @@ from service.core.digests import (
     Mailer,
     MailRejected,
     MailThrottled,
+    ShardHints,
     render_digest,
 )
 from service.core.follows import UnsubscribeSigner, shard_of
@@ -68,13 +69,19 @@ REJECTED_RETRY_SECONDS = 3600
 class NotifyStore(Protocol):
     async def heartbeat(self, owner: str, expires_at: float) -> None: ...
 
-    async def live_notifiers(self, now: float) -> int: ...
-
-    async def leases(self) -> list[Lease]: ...
+    async def leases(self, now: float) -> tuple[list[Lease], set[str]]: ...
 
     async def take_lease(self, shard: int, owner: str, now: float, expires_at: float) -> bool: ...
 
+    async def renew(self, owner: str, shards: Sequence[int], now: float, expires_at: float) -> bool: ...
+
     async def release_lease(self, shard: int, owner: str) -> None: ...
+
+    async def hints(self, shards: Sequence[int]) -> dict[int, ShardHints]: ...
+
+    async def note_due(self, shard: int, due_at: float) -> None: ...
+
+    async def clear_due(self, shard: int, due: Iterable[int]) -> None: ...
 
     async def watched(self, shard: int) -> list[tuple[str, int]]: ...
 
@@ -118,6 +125,21 @@ class NotifierConfig:
     concurrency: int = 8
 
 
+def idle_requests_per_second(config: NotifierConfig) -> float:
+    """The most store requests a second a notifier makes while nothing happens (nothing followed, no
+    digest due), holding up to 99 shards, whatever their number: each ``check_seconds`` one read of the
+    held shards' hints, one of the swept shard's watched namespaces and one of its due digests; each sixth
+    of a lease one read of the leases; each third of a lease one write renewing them. (While anything is
+    followed, one more read a tick: the journal heads of up to 100 followed namespaces.)"""
+    return 3 / check_seconds(config) + 6 / config.lease_seconds + 3 / config.lease_seconds
+
+
+def check_seconds(config: NotifierConfig) -> float:
+    """How often a notifier reads its shards' hints: a sixth of a lease, at most a twelfth of a window (so a
+    digest goes out at most that late)."""
+    return min(config.lease_seconds / 6, config.rules.window_seconds / 12)
+
+
 def describe(version: FileVersion) -> tuple[str, str | None] | None:
     """What a follower is told a version did, or None when another version of the same commit says it."""
     if version.moved_from is not None:
@@ -151,9 +173,16 @@ class Notifier:
         self.held: dict[int, float] = {}
         self._paused_until = 0.0
         self._leases_checked = -math.inf
-        self._due_checked = -math.inf
-        #: Per held shard: when its watched namespaces were read, and their cursors (kept current as we advance).
-        self._watched: dict[int, tuple[float, dict[str, int]]] = {}
+        self._beat_at = -math.inf
+        #: The last look at the held shards' hints, what it found, and the shard swept with it.
+        self._checked = -math.inf
+        self._hints: dict[int, ShardHints] = {}
+        self._swept: int | None = None
+        self._rescan: int | None = None
+        self._sweeps = 0
+        #: Per held shard: its ``watches`` hint when its watched namespaces were read, and their cursors (kept
+        #: current as we advance).
+        self._watched: dict[int, tuple[int, dict[str, int]]] = {}
         self._throttled = 0
         self.sent = 0
 
@@ -186,8 +215,10 @@ class Notifier:
 
     async def tick(self) -> None:
         await self.hold_leases()
+        checked = await self.check()
         await self.fan_out()
-        await self.send_due()
+        if checked:
+            await self.send_due()
 
     async def release(self) -> None:
         """Hand the leases back (bounded: unreleased ones simply expire, so a stop never waits long)."""
@@ -202,35 +233,41 @@ class Notifier:
     # --- leases --------------------------------------------------------------------------------------
 
     async def hold_leases(self) -> None:
-        """Renew what we hold, and take free or expired shards up to our fair share. Done every sixth of a
-        lease (each tick while we hold nothing), so an idle notifier costs few requests."""
+        """Renew what we hold, and take free or expired shards up to our fair share. Looked at every sixth of
+        a lease (each tick while we hold nothing): one read of every lease and heartbeat; every third of a
+        lease, one write that renews the heartbeat and every lease held (whatever their number)."""
         now = self._clock()
-        if self.held and now - self._leases_checked < self._config.lease_seconds / 6:
+        lease = self._config.lease_seconds
+        if self.held and now - self._leases_checked < lease / 6:
             return
         self._leases_checked = now
         before = sorted(self.held)
-        until = now + self._config.lease_seconds
-        await self._store.heartbeat(self.owner, until)
-        live = max(1, await self._store.live_notifiers(now))
-        fair = math.ceil(self._config.shards / live)
-        leases = {lease.shard: lease for lease in await self._store.leases()}
-        mine = sorted(s for s, lease in leases.items() if lease.owner == self.owner and lease.expires_at > now)
+        until = now + lease
+        found, alive = await self._store.leases(now)
+        fair = math.ceil(self._config.shards / len(alive | {self.owner}))
+        leases = {lease.shard: lease for lease in found}
+        mine = sorted(s for s, held in leases.items() if held.owner == self.owner and held.expires_at > now)
         for shard in mine[fair:]:  # more than our share: let a newcomer have it
             await self._store.release_lease(shard, self.owner)
             self.held.pop(shard, None)
-        held: dict[int, float] = {}
-        for shard in mine[:fair]:
-            if leases[shard].expires_at - now > self._config.lease_seconds * 2 / 3:
-                held[shard] = leases[shard].expires_at  # fresh enough: no write this tick
-            elif await self._store.take_lease(shard, self.owner, now, until):
-                held[shard] = until
+        held = {s: leases[s].expires_at for s in mine[:fair] if leases[s].expires_at - now > lease * 2 / 3}
+        renew = [s for s in mine[:fair] if s not in held]
+        if renew or now - self._beat_at >= lease / 3:
+            if await self._store.renew(self.owner, renew, now, until):
+                held.update(dict.fromkeys(renew, until))
+            else:  # one of them was taken meanwhile: find which, one by one
+                await self._store.heartbeat(self.owner, until)
+                for shard in renew:
+                    if await self._store.take_lease(shard, self.owner, now, until):
+                        held[shard] = until
+            self._beat_at = now
         start = shard_of(self.owner, self._config.shards)
         for offset in range(self._config.shards):
             if len(held) >= fair:
                 break
             shard = (start + offset) % self._config.shards
-            lease = leases.get(shard)
-            if shard in held or (lease is not None and lease.expires_at > now):
+            taken = leases.get(shard)
+            if shard in held or (taken is not None and taken.expires_at > now):
                 continue
             if await self._store.take_lease(shard, self.owner, now, until):
                 held[shard] = until
@@ -238,6 +275,22 @@ class Notifier:
             log.info("notifier %s holds shards %s of %d", self.owner[:8], sorted(held), self._config.shards)
         self.held = held
         self._watched = {shard: cached for shard, cached in self._watched.items() if shard in held}
+        self._hints = {shard: hints for shard, hints in self._hints.items() if shard in held}
+
+    async def check(self) -> bool:
+        """Every ``check_seconds``: read the hints of the held shards (one request per 100 of them), and pick
+        the next held shard to sweep (its watched namespaces read again and its due digests looked for, hint
+        or not), so that a hint lost to a crash delays work by at most a round of the held shards. Returns
+        whether it looked."""
+        now = self._clock()
+        if not self.held or now - self._checked < check_seconds(self._config):
+            return False
+        self._checked = now
+        shards = sorted(self.held)
+        self._hints = await self._store.hints(shards)
+        self._swept = self._rescan = shards[self._sweeps % len(shards)]
+        self._sweeps += 1
+        return True
 
     def _holds(self, shard: int) -> bool:
         """Still safely ours: a margin before expiry, so a slow notifier stops before another starts."""
@@ -249,13 +302,14 @@ class Notifier:
     async def fan_out(self) -> int:
         """Move new journal entries of our namespaces into digests; returns how many changes were read."""
         watched: list[tuple[int, str, int]] = []
-        now = self._clock()
         for shard in list(self.held):
             cached = self._watched.get(shard)
-            if cached is None or now - cached[0] >= self._config.lease_seconds / 6:
-                cached = (now, dict(await self._store.watched(shard)))
+            version = self._hints.get(shard, ShardHints()).watches
+            if cached is None or cached[0] != version or shard == self._rescan:
+                cached = (version, dict(await self._store.watched(shard)))
                 self._watched[shard] = cached
             watched.extend((shard, ns, cursor) for ns, cursor in cached[1].items())
+        self._rescan = None
         if not watched:
             return 0
         heads = await self._journal.heads([ns for _, ns, _ in watched])
@@ -312,33 +366,43 @@ class Notifier:
             digest = await self._store.digest(shard, username) or Digest(username)
             if digest.taken.get(ns, 0) >= through:
                 return  # already taken in (this batch was fanned out before a crash)
-            version = digest.version
+            version, due_at = digest.version, digest.due_at
             digest.add(ns, through, changes, self._clock(), self._config.rules)
-            if await self._store.save_digest(shard, digest, version):
+            if await self._save(shard, digest, version, due_at):
                 return
+
+    async def _save(self, shard: int, digest: Digest, version: int, due_at: float | None) -> bool:
+        """Write ``digest`` over ``version``; if it now falls due at another time, say so in the shard's
+        hints (after the digest, so that whoever reads the time finds the digest)."""
+        if not await self._store.save_digest(shard, digest, version):
+            return False
+        if digest.due_at is not None and digest.due_at != due_at:
+            await self._store.note_due(shard, digest.due_at)
+        return True
 
     # --- sending -------------------------------------------------------------------------------------
 
     async def send_due(self) -> int:
-        """Send every digest whose window closed, in the shards we hold; returns how many were sent.
-
-        Looked for every twelfth of a window (5 s of the default 60 s), not every tick: a digest goes out at
-        most that late, and an idle notifier reads little."""
-        now = self._clock()
-        if now - self._due_checked < self._config.rules.window_seconds / 12:
-            return 0
-        self._due_checked = now
+        """Send every digest whose window closed, in the held shards whose hints say one is due (and in the
+        shard being swept); returns how many were sent. A shard's due times are cleared once all its due
+        digests went out (or wait again under a later time of their own)."""
         sent = 0
         for shard in sorted(self.held):
-            if self._clock() < self._paused_until or not self._holds(shard):
-                break
-            names = await self._store.due(shard, self._clock(), DUE_PAGE)
-            if not names:
+            now = self._clock()
+            due = {t for t in self._hints.get(shard, ShardHints()).due if t <= now}
+            if not due and shard != self._swept:
                 continue
-            users = await self._directory.get_users(names)
-            work = [(shard, name, users.get(name)) for name in names]
-            results = await _bounded(work, lambda args: self._send_one(*args), self._config.concurrency)
-            sent += sum(results)
+            if now < self._paused_until or not self._holds(shard):
+                break
+            names = await self._store.due(shard, now, DUE_PAGE)
+            if names:
+                users = await self._directory.get_users(names)
+                work = [(shard, name, users.get(name)) for name in names]
+                sent += sum(await _bounded(work, lambda args: self._send_one(*args), self._config.concurrency))
+            finished = len(names) < DUE_PAGE and self._clock() >= self._paused_until and self._holds(shard)
+            if due and finished:
+                await self._store.clear_due(shard, due)
+        self._swept = None
         self.sent += sent
         return sent
 
@@ -350,11 +414,11 @@ class Notifier:
         if digest is None or digest.count == 0 or digest.due_at is None or digest.due_at > now:
             return 0
         rules = self._config.rules
-        version = digest.version
+        version, due_at = digest.version, digest.due_at
         count, listed = digest.count, len(digest.listed)
         if digest.capped(now, rules):
             digest.defer_to_tomorrow(now)
-            await self._store.save_digest(shard, digest, version)
+            await self._save(shard, digest, version, due_at)
             return 0
         delivered = 0
         if user is not None and user.email and user.email_confirmed and not user.disabled:
@@ -375,7 +439,7 @@ class Notifier:
                 # Kept, not dropped: tried again later (an address fixed, a sender verified) without spinning.
                 log.error("mail to %s was rejected; trying again in %d s", username, REJECTED_RETRY_SECONDS)
                 digest.due_at = now + REJECTED_RETRY_SECONDS
-                await self._store.save_digest(shard, digest, version)
+                await self._save(shard, digest, version, due_at)
                 return 0
             else:
                 delivered = 1
@@ -390,11 +454,12 @@ class Notifier:
         """Empty what went out; if the digest grew meanwhile, take out only what was sent."""
         rules = self._config.rules
         while True:
+            due_at = digest.due_at
             if sent:
                 digest.sent(count, listed, now, rules)
             else:
                 digest.drop(count, listed, now, rules)
-            if await self._store.save_digest(shard, digest, version):
+            if await self._save(shard, digest, version, due_at):
                 return
             current = await self._store.digest(shard, username)
             if current is None:

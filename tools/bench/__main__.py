@@ -22,6 +22,7 @@ BENCHMARKS = {
     "hashing": "tools.bench.hashing",
     "sustained": "tools.bench.sustained",
     "password_flood": "tools.bench.password_flood",
+    "background": "tools.bench.background",
 }
 
 

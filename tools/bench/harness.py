@@ -1,8 +1,10 @@
-"""What the benchmarks share: an emulator and a service in processes of their own, RSS sampling, and a
-progress line.
+"""What the benchmarks share: an emulator and a service in processes of their own, RSS and CPU sampling, and
+a progress line.
 
 The emulator runs in its own process so that the service's memory and CPU are measured alone; the service
-runs as ``python -m service`` against it with AWS settings, exactly as in production.
+runs as ``python -m service`` against it with AWS settings, exactly as in production (``stack``), or as the
+embedded default itself, ``python -m service`` with no settings at all, which starts its own emulator
+(``embedded_default``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 
@@ -91,7 +95,9 @@ async def stack(
     a variable)."""
     emulator_port, service_port = free_port(), free_port()
     emulator = f"http://127.0.0.1:{emulator_port}"
-    with process([sys.executable, "-m", "service.embedded", "--port", str(emulator_port)], clean_env()) as moto:
+    with process(
+        [sys.executable, "-m", "service.embedded", "--port", str(emulator_port)], clean_env()
+    ) as emulator_process:
         await wait_http(emulator + "/moto-api/")
         suffix = secrets.token_hex(4)
         settings = Settings(bucket=f"bench-{suffix}", table=f"bench-{suffix}").for_emulator(emulator)
@@ -124,16 +130,79 @@ async def stack(
         ) as service:
             url = f"http://127.0.0.1:{service_port}"
             await wait_http(url + "/healthz")
-            yield Stack(emulator, url, service.pid, settings, moto.pid)
+            yield Stack(emulator, url, service.pid, settings, emulator_process.pid)
+
+
+@contextlib.asynccontextmanager
+async def embedded_default(within: float = 90.0) -> AsyncIterator[Stack]:
+    """``python -m service`` as a user starts it, with nothing configured: its own emulator (a child process),
+    a notifier inside, revocations read every second, access logs at INFO. Its output is read until it
+    prints where it serves, then dropped."""
+    port = free_port()
+    service = _spawn_reading([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)])
+    assert service.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + within
+        while not any(line.startswith("press Ctrl-C") for line in lines):
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise RuntimeError("the embedded default did not start:\n" + "\n".join(lines[-20:]))
+            left = max(0.1, deadline - time.monotonic())
+            raw = await asyncio.wait_for(asyncio.to_thread(service.stdout.readline), left)
+            lines.append(raw.decode(errors="replace").rstrip())
+        threading.Thread(target=_discard, args=(service.stdout,), daemon=True).start()
+        [emulator] = [line.split(" at ", 1)[1].split()[0] for line in lines if line.startswith("embedded AWS emulator")]
+        url = f"http://127.0.0.1:{port}"
+        await wait_http(url + "/healthz")
+        [child] = [pid for pid in children(service.pid) if b"service.embedded" in _cmdline(pid)]
+        yield Stack(emulator, url, service.pid, Settings().for_emulator(emulator), child)
+    finally:
+        service.send_signal(signal.SIGINT)
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        service.stdout.close()
+
+
+def _discard(stream: IO[bytes]) -> None:
+    for _ in stream:
+        pass
+
+
+def _spawn_reading(args: list[str]) -> subprocess.Popen[bytes]:
+    """``args`` started with nothing configured, its output (both streams) on a pipe."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        args, cwd=ROOT, env=clean_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (of all its threads)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time the process has used so far (0 once it has exited)."""
+    """CPU time the process has used so far, user and system, all its threads (0 once it has exited)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def rss_bytes(pid: int) -> int:
