@@ -32,6 +32,13 @@ async def limited(provisioned, make_client, app_factory):
     return await make_client(app_factory(settings))
 
 
+@pytest.fixture
+async def one_stream(provisioned, make_client, app_factory):
+    """One streaming upload per user, and an idle timeout no loaded machine reaches while a test holds a body."""
+    settings = dataclasses.replace(provisioned, limits=dataclasses.replace(provisioned.limits, max_streams_per_user=1))
+    return await make_client(app_factory(settings))
+
+
 async def raw_request(client, head: str, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a connection and send a request head and the first part of its body, by hand."""
     url = client.make_url("")
@@ -118,16 +125,21 @@ async def test_a_body_that_keeps_coming_slowly_but_within_the_idle_timeout_is_ac
     assert await (await limited.get(f"/v1/ns/{ns}/files/trickle.txt?via=service", headers=alice)).read() == b"abcde"
 
 
-async def test_one_user_streams_at_most_the_limit_at_once_and_others_are_not_held_up(limited):
+async def test_one_user_streams_at_most_the_limit_at_once_and_others_are_not_held_up(one_stream):
+    limited = one_stream
     alice, bob = await user(limited, "alice"), await user(limited, "bob")
     ns = (await (await limited.get("/v1/account", headers=alice)).json())["home_namespace"]
     bob_ns = (await (await limited.get("/v1/account", headers=bob)).json())["home_namespace"]
-    # Alice's first upload is under way (half its body sent, more on the way within the idle timeout).
+    # Alice's first upload is under way (half its body sent, the rest held back).
     reader, writer = await raw_request(
         limited, head("PUT", f"/v1/ns/{ns}/files/one.txt", alice, 4, "text/plain"), b"ab"
     )
-    await asyncio.sleep(0.1)
-    second = await limited.put(f"/v1/ns/{ns}/files/two.txt", data=b"second", headers=alice)
+    # Until that upload has taken its slot, a second one goes through (and is harmless): wait for the refusal.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (second := await limited.put(f"/v1/ns/{ns}/files/two.txt", data=b"second", headers=alice)).status != 429:
+        assert second.status == 201, await second.text()
+        assert asyncio.get_running_loop().time() < deadline, "the first upload never took its slot"
+        await asyncio.sleep(0.05)
     body = await problem(second, 429)
     assert second.headers["Retry-After"] == "1"
     assert "At most 1 upload" in body["detail"]
