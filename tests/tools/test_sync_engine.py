@@ -17,6 +17,7 @@ from tests.conftest import TEST_BLOCK_SIZE
 from tools.sdk.client import FileSyncClient
 from tools.sync import engine as engine_module
 from tools.sync.engine import SyncEngine
+from tools.sync.headstart import HeadStart
 from tools.sync.state import StateDB
 
 
@@ -89,6 +90,31 @@ async def test_a_large_file_is_committed_without_a_byte_read_back_and_pulled_ver
     assert entry.content_hash == independent_hash(data)
     blocks = [data[i : i + TEST_BLOCK_SIZE] for i in range(0, len(data), TEST_BLOCK_SIZE)]
     assert entry.blocks == b"".join(hashlib.sha256(b).digest() for b in blocks)
+    state.close()
+
+
+async def test_a_file_hashed_ahead_is_not_hashed_again(api, tmp_path: Path, monkeypatch):
+    """The head start's digest is the round's: the engine hashes nothing it was handed (it would fail here)."""
+    root = tmp_path / "files"
+    root.mkdir()
+    data = os.urandom(TEST_BLOCK_SIZE + 1000)
+    (root / "big.bin").write_bytes(data)
+    ns = (await api.account()).home_namespace
+    state = StateDB(tmp_path / "state.db")
+    state.set("block_size", str(TEST_BLOCK_SIZE))  # as a round before this one recorded it
+    ahead = HeadStart(root, tmp_path / "state.db", threshold=1000)
+    ahead._thread.start()
+    ahead._thread.join(timeout=30)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(engine_module, "hash_file_sync", not_again)
+    report = await SyncEngine(api, ns, root, state, device="test", head_start=ahead).sync()
+    assert report.uploaded == 1
+    entry = state.entry("big.bin")
+    assert entry is not None
+    assert entry.content_hash == independent_hash(data)
     state.close()
 
 
