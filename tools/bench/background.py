@@ -4,7 +4,7 @@ they slow a user's push.
 Two services against emulators of their own, one after the other, ``--rounds`` times (alternating which goes
 first): **on** is the embedded default's background work (a notifier in the process, token revocations read
 every second), **off** has neither. Each is first left idle for ``--idle-seconds`` while its DynamoDB
-requests are counted from its /metrics; then the same tree of ``--files`` small files (1 KiB) is pushed with
+requests are counted from its /metrics; then the same tree of ``--files`` small files (1 to 8 KiB) is pushed with
 the sync client (``python -m tools.sync sync``, process start-up included) and timed, with the requests made
 meanwhile counted by operation.
 """

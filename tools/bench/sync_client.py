@@ -1,8 +1,8 @@
 """The sync client on many small files, against ``aws s3 sync``, ``rclone sync`` and a naive client, in the
 same run.
 
-A tree of ``--files`` small files (default 2,000, 1 KiB each, in 20 folders) is pushed to the same
-emulator by ``python -m tools.sync sync`` (the real CLI, as a user runs it: process start-up included),
+A tree of ``--files`` small files (default 2,000 of 1 to 8 KiB, in 20 folders with 5 subfolders each) is
+pushed to the same emulator by ``python -m tools.sync sync`` (the real CLI, as a user runs it: start-up included),
 ``aws s3 sync`` and ``rclone sync`` (which keep no versions and no metadata; rclone only when it is on the
 PATH, else a note says it was skipped), and a naive client that makes one streaming PUT per file (4 at a
 time). Then each pulls what it pushed to a new device (an empty folder; for the sync client a second
@@ -34,11 +34,16 @@ from tools.sdk.client import FileSyncClient
 PASSWORD = "benchmark password"  # noqa: S105 - a throwaway account on a throwaway emulator
 
 
-def make_tree(root: Path, files: int, size: int = 1024) -> None:
+def make_tree(root: Path, files: int, size: int | None = None) -> None:
+    """``files`` files of ``size`` bytes, or of 1 to 8 KiB (spread evenly) when no size is given, in nested
+    folders: 20 at the top, 5 in each, files in both levels."""
     for i in range(files):
         folder = root / f"dir{i % 20:02d}"
+        if i % 3:
+            folder = folder / f"sub{i % 5}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"file-{i:06d}.bin").write_bytes(os.urandom(size))
+        length = size if size is not None else 1024 + (i * 7919) % (7 * 1024 + 1)
+        (folder / f"file-{i:06d}.bin").write_bytes(os.urandom(length))
 
 
 def same_tree(source: Path, copy: Path) -> None:
@@ -170,7 +175,7 @@ async def _measure(
     def rate(seconds: float, count: int) -> str:
         return f"{seconds:7.2f} s  {count / seconds:7.0f} files/s"
 
-    print(f"{files:,} files of 1 KiB; every figure includes process start-up where a process is started")
+    print(f"{files:,} files of 1-8 KiB in nested folders; every figure includes the start-up of a process it starts")
     print(f"push, python -m tools.sync:   {rate(ours_initial, files)}  ({int(ours_initial_requests)} requests)")
     print(f"push, aws s3 sync:            {rate(aws_initial, files)}")
     if rclone_times is not None:
