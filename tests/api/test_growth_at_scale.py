@@ -4,6 +4,8 @@ and listing tests shrink chunks and pages to show the same at a few dozen items)
 
 from __future__ import annotations
 
+from functools import partial
+
 from service.content import EMPTY_HASH
 from tests.api.files_helpers import commit
 from tests.api.helpers import dynamodb_cost as cost
@@ -16,7 +18,7 @@ async def test_the_oldest_of_a_thousand_versions_costs_at_most_two_dynamodb_requ
     last = await versions_of(client, headers, ns, "doc.txt", 1000)
     assert last == 1000
     for rev in (1, 500, 1000):
-        response, used = await cost(client, lambda rev=rev: read_rev(client, headers, ns, "doc.txt", rev))
+        response, used = await cost(client, partial(read_rev, client, headers, ns, "doc.txt", rev))
         assert response.status == 200, await response.text()
         assert response.headers["X-Rev"] == str(rev)
         assert response.headers["X-Content-Hash"] == EMPTY_HASH
