@@ -5,9 +5,10 @@ template supplies the ``${...}`` variables named in ``SUB_VARIABLES`` (plus ``AW
 ``AWS::StackName``). The script avoids shell ``${...}`` so that every ``${`` in it is CloudFormation's.
 
 What an instance runs:
-- the release tarball (``make release``: the source tree plus a wheelhouse of ``requirements.txt``) from
-  ``s3://ReleaseBucket/ReleaseKey``, installed into a virtualenv with no package index, so an instance needs
-  no route to PyPI and boots the exact pinned set every time;
+- the release tarball (``make release``: the source tree plus a wheelhouse of the service's lock,
+  ``requirements/service.txt``) from ``s3://ReleaseBucket/ReleaseKey``, installed into a virtualenv with no
+  package index and every file's hash checked, so an instance needs no route to PyPI and boots the exact
+  locked set every time (no emulator, no stack generator);
 - one systemd unit per Procfile process type (``filesync@web``, ``filesync@notifier``), each running the
   release's own Procfile line, so the Procfile stays the one definition of each command;
 - the service's settings in ``/etc/filesync/env`` (names read by ``service.settings``), the token signing
@@ -170,7 +171,7 @@ aws s3 cp --only-show-errors --region '${{AWS::Region}}' 's3://${{ReleaseBucket}
   /opt/filesync/release.tar.gz
 tar -xzf /opt/filesync/release.tar.gz -C {APP_DIR}
 python3.11 -m venv {VENV_DIR}
-{VENV_DIR}/bin/pip install --quiet --no-index --find-links {APP_DIR}/wheels -r {APP_DIR}/requirements.txt
+{VENV_DIR}/bin/pip install --quiet --no-index --find-links {APP_DIR}/wheels -r {APP_DIR}/requirements/service.txt
 # The services cannot write here (ProtectSystem=strict): compile now, not on every start.
 {VENV_DIR}/bin/python -m compileall -q {APP_DIR}/service
 

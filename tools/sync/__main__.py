@@ -67,7 +67,8 @@ if TYPE_CHECKING:
     from tools.sync.engine import SyncEngine, SyncReport
     from tools.sync.headstart import HeadStart
 
-PROG = "python -m tools.sync"
+#: The name in help and in the commands this CLI suggests: ``filesync`` as the installed console script.
+PROG = "filesync" if Path(sys.argv[0]).name == "filesync" else "python -m tools.sync"
 DEFAULT_CONFIG = Path.home() / ".config" / "filesync"
 
 
