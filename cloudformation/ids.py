@@ -13,6 +13,7 @@ DOMAIN_NAME = "DomainName"
 HOSTED_ZONE_ID = "HostedZoneId"
 CERTIFICATE_ARN = "CertificateArn"
 SENDER_EMAIL = "SenderEmail"
+MAIL_DOMAIN = "MailDomain"
 ALARM_EMAIL = "AlarmEmail"
 RELEASE_BUCKET = "ReleaseBucket"
 RELEASE_KEY = "ReleaseKey"
@@ -40,6 +41,9 @@ ADOPT_BUCKET = "AdoptBucket"
 #: Regions opened before August 2022: the load balancer writes its access logs from a regional account.
 ELB_LOG_ACCOUNT_REGION = "ElbLogAccountRegion"
 WAF_ENABLED = "WafEnabled"
+#: ``MailDomain`` given: a domain identity with DKIM and a custom MAIL FROM, instead of the address alone.
+MAIL_DOMAIN_GIVEN = "MailDomainGiven"
+NO_MAIL_DOMAIN = "NoMailDomain"
 
 # --- Mappings ---------------------------------------------------------------------------------------
 ELB_LOG_ACCOUNTS = "ElbLogAccounts"
@@ -104,6 +108,20 @@ UPLOAD_ROLE = "UploadRole"
 UPLOAD_ROLE_BOUNDARY = "UploadRoleBoundary"
 SENDER_IDENTITY = "SenderIdentity"
 
+# --- Mail -------------------------------------------------------------------------------------------
+MAIL_DOMAIN_IDENTITY = "MailDomainIdentity"
+#: Easy DKIM's three CNAME records (1, 2, 3).
+MAIL_DKIM_RECORD = "MailDkimRecord{}"
+MAIL_FROM_MX_RECORD = "MailFromMxRecord"
+MAIL_FROM_SPF_RECORD = "MailFromSpfRecord"
+MAIL_CONFIGURATION_SET = "MailConfigurationSet"
+MAIL_FEEDBACK_DESTINATION = "MailFeedbackDestination"
+MAIL_FEEDBACK_TOPIC = "MailFeedbackTopic"
+MAIL_FEEDBACK_TOPIC_POLICY = "MailFeedbackTopicPolicy"
+MAIL_FEEDBACK_QUEUE = "MailFeedbackQueue"
+MAIL_FEEDBACK_QUEUE_POLICY = "MailFeedbackQueuePolicy"
+MAIL_FEEDBACK_SUBSCRIPTION = "MailFeedbackSubscription"
+
 # --- Operations -------------------------------------------------------------------------------------
 LOG_GROUP = "LogGroup"
 ACCESS_LOG_BUCKET = "AccessLogBucket"
@@ -125,6 +143,7 @@ ALARM_NOTIFIER_DOWN = "NotifierDownAlarm"
 ALARM_NOTIFIER_FAILING = "NotifierFailingAlarm"
 ALARM_SES_BOUNCES = "SesBounceRateAlarm"
 ALARM_SES_COMPLAINTS = "SesComplaintRateAlarm"
+ALARM_MAIL_FEEDBACK_BACKLOG = "MailFeedbackBacklogAlarm"
 ALARM_MEMORY = "MemoryAlarm"
 ALARM_DISK = "DiskAlarm"
 
@@ -142,3 +161,5 @@ OUT_AUTO_SCALING_GROUP = "AutoScalingGroupName"
 OUT_VPC = "VpcId"
 OUT_ACCESS_LOG_BUCKET = "AccessLogBucketName"
 OUT_DASHBOARD = "DashboardName"
+OUT_MAIL_CONFIGURATION_SET = "MailConfigurationSetName"
+OUT_MAIL_FEEDBACK_QUEUE = "MailFeedbackQueueUrl"

@@ -36,6 +36,8 @@ SUB_VARIABLES = (
     "Table",
     "UploadRoleArn",
     "SenderEmail",
+    "MailConfigurationSet",
+    "MailFeedbackQueueUrl",
     "DomainName",
     "TokenSecretArn",
     "LogGroup",
@@ -73,6 +75,9 @@ def service_environment(port: int, *, drain_seconds: int, linger_seconds: int) -
         "FILESYNC_TABLE": "${Table}",
         "FILESYNC_UPLOAD_ROLE_ARN": "${UploadRoleArn}",
         "FILESYNC_MAIL_FROM": "${SenderEmail}",
+        # Mail goes out with the stack's configuration set; its bounces and complaints come back on the queue.
+        "FILESYNC_SES_CONFIGURATION_SET": "${MailConfigurationSet}",
+        "FILESYNC_MAIL_FEEDBACK_QUEUE_URL": "${MailFeedbackQueueUrl}",
         # The notifier's unsubscribe links point here.
         "FILESYNC_PUBLIC_URL": "https://${DomainName}",
         # Behind the load balancer: the client's address is the last X-Forwarded-For hop it appends.

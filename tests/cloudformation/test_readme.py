@@ -73,6 +73,8 @@ AWS_CLI_OPTIONS: dict[tuple[str, str], set[str]] = {
         "restore-date-time",
     },
     ("dynamodb", "wait"): set(),
+    ("dynamodb", "delete-item"): {"table-name", "key"},
+    ("sesv2", "delete-suppressed-destination"): {"email-address"},
     ("dynamodb", "update-continuous-backups"): {"table-name", "point-in-time-recovery-specification"},
     ("dynamodb", "update-time-to-live"): {"table-name", "time-to-live-specification"},
     ("dynamodb", "update-table"): {"table-name", "deletion-protection-enabled", "no-deletion-protection-enabled"},
