@@ -18,6 +18,8 @@ ALARM_EMAIL = "AlarmEmail"
 RELEASE_BUCKET = "ReleaseBucket"
 RELEASE_KEY = "ReleaseKey"
 IMAGE_ID = "ImageId"
+PINNED_IMAGE_ID = "PinnedImageId"
+RELEASE_SHA256 = "ReleaseSha256"
 INSTANCE_TYPE = "InstanceType"
 MIN_SIZE = "MinSize"
 MAX_SIZE = "MaxSize"
@@ -41,6 +43,8 @@ ADOPT_BUCKET = "AdoptBucket"
 #: Regions opened before August 2022: the load balancer writes its access logs from a regional account.
 ELB_LOG_ACCOUNT_REGION = "ElbLogAccountRegion"
 WAF_ENABLED = "WafEnabled"
+#: ``PinnedImageId`` given: instances boot that AMI, whatever the SSM parameter ``ImageId`` names now.
+IMAGE_PINNED = "ImagePinned"
 #: ``MailDomain`` given: a domain identity with DKIM and a custom MAIL FROM, instead of the address alone.
 MAIL_DOMAIN_GIVEN = "MailDomainGiven"
 NO_MAIL_DOMAIN = "NoMailDomain"

@@ -298,7 +298,32 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         ids.IMAGE_ID,
         Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
         Default=DEFAULT_IMAGE_PARAMETER,
-        Description="SSM parameter naming the AMI (Amazon Linux 2023 x86_64); resolved at each deploy",
+        Description=(
+            "SSM parameter naming the AMI (Amazon Linux 2023 x86_64); resolved at each deploy, so a deploy "
+            "may roll out a newer image: PinnedImageId fixes it"
+        ),
+    )
+    add(
+        ids.PINNED_IMAGE_ID,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^(ami-[0-9a-f]{8}([0-9a-f]{9})?)?$",
+        ConstraintDescription="an AMI id (ami-...), or empty",
+        Description=(
+            "The AMI instances boot, fixed (Amazon Linux 2023 x86_64); wins over ImageId. Empty: whatever "
+            "ImageId's SSM parameter names at the deploy"
+        ),
+    )
+    add(
+        ids.RELEASE_SHA256,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^([0-9a-f]{64})?$",
+        ConstraintDescription="64 lower-case hex digits, or empty",
+        Description=(
+            "SHA-256 of the release tarball (`sha256sum` of what `make release` wrote); instances refuse a "
+            "release that does not match. Empty: not checked (the boot log says so)"
+        ),
     )
     add(
         ids.INSTANCE_TYPE,
@@ -430,12 +455,16 @@ def _parameters(t: Template) -> dict[str, Parameter]:
                         "Label": {"default": "Name"},
                         "Parameters": [ids.DOMAIN_NAME, ids.HOSTED_ZONE_ID, ids.CERTIFICATE_ARN],
                     },
-                    {"Label": {"default": "Release"}, "Parameters": [ids.RELEASE_BUCKET, ids.RELEASE_KEY]},
+                    {
+                        "Label": {"default": "Release"},
+                        "Parameters": [ids.RELEASE_BUCKET, ids.RELEASE_KEY, ids.RELEASE_SHA256],
+                    },
                     {
                         "Label": {"default": "Capacity"},
                         "Parameters": [
                             ids.INSTANCE_TYPE,
                             ids.IMAGE_ID,
+                            ids.PINNED_IMAGE_ID,
                             ids.MIN_SIZE,
                             ids.MAX_SIZE,
                             ids.TARGET_REQUESTS_PER_INSTANCE,
@@ -470,6 +499,7 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     t.add_condition(ids.ADOPT_TABLE, Not(Equals(Ref(p[ids.EXISTING_TABLE_NAME]), "")))
     t.add_condition(ids.ADOPT_BUCKET, Not(Equals(Ref(p[ids.EXISTING_BUCKET_NAME]), "")))
     t.add_condition(ids.WAF_ENABLED, Not(Equals(Ref(p[ids.LOGIN_RATE_LIMIT]), "0")))
+    t.add_condition(ids.IMAGE_PINNED, Not(Equals(Ref(p[ids.PINNED_IMAGE_ID]), "")))
     t.add_condition(ids.MAIL_DOMAIN_GIVEN, Not(Equals(Ref(p[ids.MAIL_DOMAIN]), "")))
     t.add_condition(ids.NO_MAIL_DOMAIN, Equals(Ref(p[ids.MAIL_DOMAIN]), ""))
     t.add_mapping(ids.ELB_LOG_ACCOUNTS, {r: {"Account": a} for r, a in policies.ELB_LOG_ACCOUNTS.items()})
@@ -1313,12 +1343,13 @@ def _compute(
         "LogGroup": Ref(log_group),
         "ReleaseBucket": Ref(p[ids.RELEASE_BUCKET]),
         "ReleaseKey": Ref(p[ids.RELEASE_KEY]),
+        "ReleaseSha256": Ref(p[ids.RELEASE_SHA256]),
     }
     launch_template = t.add_resource(
         ec2.LaunchTemplate(
             ids.LAUNCH_TEMPLATE,
             LaunchTemplateData=ec2.LaunchTemplateData(
-                ImageId=Ref(p[ids.IMAGE_ID]),
+                ImageId=If(ids.IMAGE_PINNED, Ref(p[ids.PINNED_IMAGE_ID]), Ref(p[ids.IMAGE_ID])),
                 InstanceType=Ref(p[ids.INSTANCE_TYPE]),
                 IamInstanceProfile=ec2.IamInstanceProfile(Arn=GetAtt(roles.profile, "Arn")),
                 SecurityGroupIds=[Ref(group)],

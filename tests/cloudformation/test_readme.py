@@ -81,6 +81,7 @@ AWS_CLI_OPTIONS: dict[tuple[str, str], set[str]] = {
     ("s3api", "list-object-versions"): {"bucket", "prefix", "key-marker", "version-id-marker", "max-items"},
     ("s3api", "delete-object"): {"bucket", "key", "version-id"},
     ("ssm", "start-session"): {"target", "document-name", "parameters"},
+    ("ssm", "get-parameters"): {"names", "with-decryption", "no-with-decryption"},
     ("logs", "tail"): {"follow", "since", "log-stream-name-prefix", "filter-pattern", "format"},
     ("ec2", "get-console-output"): {"instance-id", "latest", "no-latest"},
     ("autoscaling", "describe-scaling-activities"): {"auto-scaling-group-name", "max-items"},

@@ -249,7 +249,7 @@ def _user_data(template) -> str:
 
 def _substituted(template) -> str:
     """The script as an instance sees it, each ``${Name}`` replaced by ``<Name>``."""
-    return re.sub(r"\$\{([A-Za-z:]+)\}", lambda m: f"<{m.group(1)}>", _user_data(template))
+    return re.sub(r"\$\{([A-Za-z0-9:]+)\}", lambda m: f"<{m.group(1)}>", _user_data(template))
 
 
 def test_user_data_variables_are_the_stacks_resources(template):
@@ -606,3 +606,66 @@ def test_the_configuration_set_keeps_reputation_metrics_and_sends_bounces_and_co
     outputs = template["Outputs"]
     assert outputs[ids.OUT_MAIL_FEEDBACK_QUEUE]["Value"] == {"Ref": ids.MAIL_FEEDBACK_QUEUE}
     assert outputs[ids.OUT_MAIL_CONFIGURATION_SET]["Value"] == {"Ref": ids.MAIL_CONFIGURATION_SET}
+
+
+# --- Pinned image, checked release ------------------------------------------------------------------
+
+
+def test_a_pinned_image_wins_over_the_ssm_parameter(template):
+    data = _resource(template, ids.LAUNCH_TEMPLATE)["Properties"]["LaunchTemplateData"]
+    assert data["ImageId"] == {"Fn::If": [ids.IMAGE_PINNED, {"Ref": ids.PINNED_IMAGE_ID}, {"Ref": ids.IMAGE_ID}]}
+    assert template["Conditions"][ids.IMAGE_PINNED] == {"Fn::Not": [{"Fn::Equals": [{"Ref": ids.PINNED_IMAGE_ID}, ""]}]}
+    parameter = template["Parameters"][ids.PINNED_IMAGE_ID]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    for good in ("", "ami-0123abcd", "ami-0123456789abcdef0"):
+        assert pattern.match(good), good
+    for bad in ("ami-", "ami-XYZ01234", "/aws/service/ami-amazon-linux-latest/x", "ami-0123456789abcdef0 "):
+        assert not pattern.match(bad), bad
+    assert template["Parameters"][ids.IMAGE_ID]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+
+
+def _release_check(template, path: Path, sha256: str) -> str:
+    script = _substituted(template)
+    start, end = script.index(userdata.RELEASE_CHECK_BEGIN), script.index(userdata.RELEASE_CHECK_END)
+    block = script[start:end].replace(userdata.RELEASE_PATH, str(path))
+    return block.replace("'<ReleaseSha256>'", f"'{sha256}'")
+
+
+@pytest.mark.parametrize("given", ["right", "wrong", "empty"])
+def test_the_release_is_hash_checked_before_anything_of_it_is_installed(template, tmp_path, given):
+    import hashlib
+
+    script = _substituted(template)
+    fetched = script.index(f"  {userdata.RELEASE_PATH}\n{userdata.RELEASE_CHECK_BEGIN}")
+    assert fetched < script.index(userdata.RELEASE_CHECK_END) < script.index(f"tar -xzf {userdata.RELEASE_PATH}")
+    assert _user_data_sub(template)[1]["ReleaseSha256"] == {"Ref": ids.RELEASE_SHA256}
+    release = tmp_path / "release.tar.gz"
+    release.write_bytes(b"the release")
+    digest = hashlib.sha256(b"the release").hexdigest()
+    sha256 = {"right": digest, "wrong": hashlib.sha256(b"another").hexdigest(), "empty": ""}[given]
+    # The boot script runs with `set -euo pipefail` and an ERR trap: a failing command there fails the boot.
+    ran = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + _release_check(template, release, sha256) + "echo installing\n"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if given == "wrong":
+        assert ran.returncode != 0
+        assert "installing" not in ran.stdout
+        assert "not ReleaseSha256: not installing it" in ran.stderr
+    else:
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.splitlines()[-1] == "installing"
+        assert ("without a hash check" in ran.stderr) is (given == "empty")
+    assert re.compile(template["Parameters"][ids.RELEASE_SHA256]["AllowedPattern"]).match(digest)
+
+
+def test_every_file_the_boot_script_makes_executable_exists_by_then(template):
+    """`chmod` of a file not yet written fails the boot (``set -e`` and the ERR trap)."""
+    script = _substituted(template)
+    for match in re.finditer(r"^chmod \S+ (.+)$", script, re.M):
+        for path in match.group(1).split():
+            written = script.find(f"cat > {path} <<")
+            assert 0 <= written < match.start(), f"{path} is made executable before it is written"
