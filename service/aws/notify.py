@@ -42,7 +42,16 @@ _s, _n, _key = items.s, items.n, items.key
 _TRANSACTION_MAX = 100
 
 #: SES error codes that mean "this message will not be accepted as it is".
-_REJECTED = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue"})
+_REJECTED = frozenset(
+    {
+        "MessageRejected",
+        "MailFromDomainNotVerifiedException",
+        "InvalidParameterValue",
+        # The configuration set named by FILESYNC_SES_CONFIGURATION_SET is missing, or its sending paused.
+        "ConfigurationSetDoesNotExist",
+        "ConfigurationSetSendingPausedException",
+    }
+)
 
 
 def _follow_item(f: Follow) -> Item:

@@ -1,7 +1,7 @@
 """Mail feedback: SES bounce and complaint notifications -> suppressed addresses -> no mail goes there.
 
-Layer: core. Imports nothing from ``api`` or ``aws``; the queue and the store are ports (``FeedbackQueue``,
-``SuppressionStore``) the wiring fills with SQS and DynamoDB.
+Layer: core. Imports the codec (a leaf) and nothing from ``api`` or ``aws``; the queue and the store are
+ports (``FeedbackQueue``, ``SuppressionStore``) the wiring fills with SQS and DynamoDB.
 
 SES publishes a configuration set's bounce and complaint events to an SNS topic, which delivers them to a
 queue. ``FeedbackConsumer`` reads that queue, bounded (one long-poll ``ReceiveMessage`` of at most
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-import orjson
+from service import codec
+from service.core.errors import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,8 @@ def _json_object(text: Any) -> dict[str, Any] | None:
     if not isinstance(text, str | bytes):
         return None
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        value = codec.loads(text)
+    except BadRequest:
         return None
     return value if isinstance(value, dict) else None
 

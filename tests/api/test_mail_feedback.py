@@ -15,8 +15,10 @@ import orjson
 import pytest
 
 from service.aws.clients import open_clients
+from service.aws.feedback import SqsFeedbackQueue
 from service.aws.notify import SesMailer
-from service.core.feedback import MAX_WAIT_SECONDS
+from service.core.errors import DependencyUnavailable
+from service.core.feedback import MAX_WAIT_SECONDS, RECEIVE_MAX, FeedbackConsumer
 from service.embedded import provision_emulator
 from service.metrics import Metrics
 from service.settings import NotifySettings
@@ -205,3 +207,36 @@ def test_no_queue_means_no_consumer_and_no_lookups(settings):
     assert settings.notify.feedback_queue_url is None
     assert build_feedback_consumer(settings, clients=None) is None  # type: ignore[arg-type]
     assert NotifySettings().feedback_wait_seconds == MAX_WAIT_SECONDS
+
+
+async def test_one_read_takes_at_most_ten_messages(feedback_settings, clients):
+    url = feedback_settings.notify.feedback_queue_url
+    await clients.sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f'{{"n": {i}}}'} for i in range(10)]
+    )
+    await clients.sqs.send_message(QueueUrl=url, MessageBody='{"n": 10}')
+    consumer = build_feedback_consumer(feedback_settings, clients)
+    assert consumer is not None
+    assert await consumer.poll() == RECEIVE_MAX == 10
+    assert await consumer.poll() == 1
+    assert consumer.counts == {"foreign": 11}
+
+
+class FailingStore:
+    """DynamoDB refusing writes (a fault the emulator cannot make), behind the store's interface."""
+
+    async def suppress(self, suppression) -> None:
+        raise DependencyUnavailable("DynamoDB is busy; retry shortly.")
+
+    async def suppression(self, address):
+        return None
+
+
+async def test_a_message_whose_suppressions_cannot_be_written_stays_queued(feedback_settings, clients, aws_session):
+    await publish(feedback_settings, aws_session, bounce("Permanent", f"kept-{uuid.uuid4().hex[:8]}@example.com"))
+    consumer = FeedbackConsumer(
+        SqsFeedbackQueue(clients.sqs, feedback_settings.notify.feedback_queue_url), FailingStore(), wait_seconds=1
+    )
+    assert await consumer.poll() == 1
+    assert consumer.counts == {}
+    assert await queued(feedback_settings, clients) == 1, "not deleted: it comes back after its visibility timeout"
