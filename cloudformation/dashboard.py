@@ -112,8 +112,12 @@ def dashboard_body(alarms: Sequence[str], *, notifier_metric: str) -> str:
         (
             ("SES: sent, bounces and complaints", "Sum"),
             [["AWS/SES", "Send"], ["AWS/SES", "Bounce"], ["AWS/SES", "Complaint"]],
-            ("SES reputation: bounce and complaint rates", "Maximum"),
-            [["AWS/SES", "Reputation.BounceRate"], ["AWS/SES", "Reputation.ComplaintRate"]],
+            ("SES reputation: bounce and complaint rates; the feedback queue's oldest message (s)", "Maximum"),
+            [
+                ["AWS/SES", "Reputation.BounceRate"],
+                ["AWS/SES", "Reputation.ComplaintRate"],
+                ["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", "${FeedbackQueue}", {"yAxis": "right"}],
+            ],
         ),
     ]
     for (left_title, left_stat), left, (right_title, right_stat), right in pairs:

@@ -21,6 +21,7 @@ import awacs.s3 as s3
 import awacs.secretsmanager as secretsmanager
 import awacs.ses as ses
 import awacs.sns as sns
+import awacs.sqs as sqs
 import awacs.ssm as ssm
 import awacs.ssmmessages as ssmmessages
 import awacs.sts as sts
@@ -68,6 +69,8 @@ REVOCATION_ACTIONS = (iam.GetRolePolicy, iam.PutRolePolicy)
 BUCKET_ACTIONS = (s3.ListBucket,)
 #: The notifier's mail. SES authorizes the From identity, so the resource is the sender's identity.
 MAIL_ACTIONS = (ses.SendEmail, ses.SendRawEmail)
+#: The notifier reading the mail feedback queue (``DeleteMessageBatch`` is authorized as ``DeleteMessage``).
+FEEDBACK_ACTIONS = (sqs.ReceiveMessage, sqs.DeleteMessage)
 #: The CloudWatch agent shipping the processes' log files.
 LOG_ACTIONS = (logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams)
 #: Session Manager: the SSM agent registers the instance, then opens the session's channels. AWS authorizes
@@ -120,6 +123,9 @@ def instance_role_policy(
     bucket_arn: Any,
     upload_role_arn: Any,
     sender_email: Any,
+    mail_identity: Any,
+    configuration_set: Any,
+    feedback_queue_arn: Any,
     token_secret_arn: Any,
     release_bucket: Any,
     release_key: Any,
@@ -157,18 +163,25 @@ def instance_role_policy(
                 Action=list(REVOCATION_ACTIONS),
                 Resource=[upload_role_arn],
             ),
+            # SES authorizes a send on the identity it sends as (the address, or its domain) and on the
+            # configuration set it names.
             Statement(
                 Sid="SendMailAsSender",
                 Effect=Allow,
                 Action=list(MAIL_ACTIONS),
                 Resource=[
                     Sub(
-                        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${Sender}",
-                        Sender=sender_email,
-                    )
+                        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${Identity}",
+                        Identity=mail_identity,
+                    ),
+                    Sub(
+                        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${Name}",
+                        Name=configuration_set,
+                    ),
                 ],
                 Condition=Condition(StringEquals("ses:FromAddress", sender_email)),
             ),
+            Statement(Sid="MailFeedback", Effect=Allow, Action=list(FEEDBACK_ACTIONS), Resource=[feedback_queue_arn]),
             Statement(
                 Sid="TokenSecret",
                 Effect=Allow,
@@ -293,6 +306,53 @@ def alarm_topic_policy(topic_arn: Any, launch_rule_arn: Any) -> Policy:
                 Action=[sns.Publish],
                 Resource=[topic_arn],
                 Condition=Condition(ArnEquals("aws:SourceArn", launch_rule_arn)),
+            ),
+        ],
+    )
+
+
+def mail_feedback_topic_policy(topic_arn: Any, configuration_set_arn: Any) -> Policy:
+    """Who may publish to the mail feedback topic: SES, for this stack's configuration set only."""
+    return Policy(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(
+                Sid="SesEvents",
+                Effect=Allow,
+                Principal=Principal("Service", "ses.amazonaws.com"),
+                Action=[sns.Publish],
+                Resource=[topic_arn],
+                Condition=Condition(
+                    [
+                        StringEquals("aws:SourceAccount", Sub("${AWS::AccountId}")),
+                        ArnEquals("aws:SourceArn", configuration_set_arn),
+                    ]
+                ),
+            )
+        ],
+    )
+
+
+def mail_feedback_queue_policy(queue_arn: Any, topic_arn: Any) -> Policy:
+    """What may put messages in the mail feedback queue: the feedback topic alone; nothing without TLS."""
+    return Policy(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(
+                Sid="FeedbackTopic",
+                Effect=Allow,
+                Principal=Principal("Service", "sns.amazonaws.com"),
+                Action=[sqs.SendMessage],
+                Resource=[queue_arn],
+                Condition=Condition(ArnEquals("aws:SourceArn", topic_arn)),
+            ),
+            Statement(
+                Sid="TlsOnly",
+                Effect=Deny,
+                Principal=Principal("*"),
+                Action=[sqs.Action("*")],
+                Resource=[queue_arn],
+                Condition=Condition(Bool("aws:SecureTransport", "false")),
             ),
         ],
     )

@@ -11,7 +11,11 @@ Layer: deployment; imports troposphere, ``cloudformation.{dashboard,ids,policies
   token signing secret; ``ExistingTableName``/``ExistingBucketName`` point everything that uses them at a
   table or bucket made elsewhere (a point-in-time restore, a deleted stack's retained data) instead, leaving
   the stack's own in place, so a restore is a parameter change and never replaces or removes a resource;
-- identity: the instance role, the upload role clients' credentials come from, the SES sender;
+- mail: the SES sender (the address, or with ``MailDomain`` a domain identity with Easy DKIM and a custom
+  MAIL FROM, their DNS records in the hosted zone), a configuration set with reputation metrics whose
+  bounce and complaint events go to an SNS topic and on to an SQS queue the notifier reads (it suppresses
+  the addresses);
+- identity: the instance role, the upload role clients' credentials come from;
 - front: the Application Load Balancer (HTTPS, HTTP redirected, ``/metrics`` answered by the listener
   itself, access logs to a bucket of their own, an optional WAF rate rule on ``/v1/auth/``), two target
   groups checking liveness (the API, and the change feed's long-polls kept apart so they do not skew the
@@ -56,6 +60,7 @@ from troposphere import (
     secretsmanager,
     ses,
     sns,
+    sqs,
     wafv2,
 )
 from troposphere import autoscaling as asg
@@ -119,6 +124,8 @@ INTERFACE_ENDPOINTS = {
     "Ssm": "ssm",
     "SsmMessages": "ssmmessages",
     "Monitoring": "monitoring",
+    # The notifier reads the mail feedback queue.
+    "Sqs": "sqs",
 }
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -144,6 +151,16 @@ DISK_ALARM_PERCENT = 85
 #: What the notifier logs when a tick fails (``service/core/notify.py``), counted by a log metric filter.
 NOTIFIER_FAILURE_MESSAGE = "notifier tick failed"
 NOTIFIER_FAILURE_METRIC = "NotifierTickFailures"
+#: The custom MAIL FROM domain is this subdomain of ``MailDomain`` (its MX and SPF records in the zone).
+MAIL_FROM_SUBDOMAIN = "mail"
+MAIL_FROM_SPF = '"v=spf1 include:amazonses.com ~all"'
+DNS_TTL_SECONDS = "1800"
+#: SQS keeps an unread feedback message this long (its most), so a notifier outage loses none.
+FEEDBACK_RETENTION_SECONDS = 14 * 86400
+#: A received message comes back to the queue after this long if it was not deleted (the store failed).
+FEEDBACK_VISIBILITY_SECONDS = 60
+#: The backlog alarm: the oldest unread feedback message is older than this (nobody reads the queue).
+FEEDBACK_BACKLOG_SECONDS = 1800
 #: The data: retained when the stack goes, and never replaced or removed by an update (the stack policy).
 PROTECTED_RESOURCES = (ids.BUCKET, ids.TABLE)
 
@@ -199,11 +216,12 @@ def build_template(params: TemplateParams) -> Template:
             RetentionInDays=Ref(p[ids.LOG_RETENTION_DAYS]),
         )
     )
-    roles = _identity(t, p, data, log_group)
+    mail = _mail(t, p)
+    roles = _identity(t, p, data, mail, log_group)
     front = _front(t, p, params, net)
-    group = _compute(t, p, params, net, data, roles, front, log_group)
-    _operations(t, p, front, data, group, log_group)
-    _outputs(t, net, data, roles, front, group, log_group)
+    group = _compute(t, p, params, net, data, mail, roles, front, log_group)
+    _operations(t, p, front, data, mail, group, log_group)
+    _outputs(t, net, data, mail, roles, front, group, log_group)
     return t
 
 
@@ -243,6 +261,18 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         ConstraintDescription="an email address",
     )
     add(
+        ids.MAIL_DOMAIN,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^(([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})?$",
+        ConstraintDescription="a lower-case DNS name, or empty",
+        Description=(
+            "SenderEmail's domain, in the hosted zone HostedZoneId: SES verifies the domain with Easy DKIM and "
+            f"sends from a custom MAIL FROM domain ({MAIL_FROM_SUBDOMAIN}.<domain>), their records made in the "
+            "zone. Empty: SES verifies SenderEmail alone (a mail to it), without DKIM"
+        ),
+    )
+    add(
         ids.ALARM_EMAIL,
         Type="String",
         Description="Where alarms are mailed (SNS asks it to confirm the subscription)",
@@ -268,7 +298,32 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         ids.IMAGE_ID,
         Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
         Default=DEFAULT_IMAGE_PARAMETER,
-        Description="SSM parameter naming the AMI (Amazon Linux 2023 x86_64); resolved at each deploy",
+        Description=(
+            "SSM parameter naming the AMI (Amazon Linux 2023 x86_64); resolved at each deploy, so a deploy "
+            "may roll out a newer image: PinnedImageId fixes it"
+        ),
+    )
+    add(
+        ids.PINNED_IMAGE_ID,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^(ami-[0-9a-f]{8}([0-9a-f]{9})?)?$",
+        ConstraintDescription="an AMI id (ami-...), or empty",
+        Description=(
+            "The AMI instances boot, fixed (Amazon Linux 2023 x86_64); wins over ImageId. Empty: whatever "
+            "ImageId's SSM parameter names at the deploy"
+        ),
+    )
+    add(
+        ids.RELEASE_SHA256,
+        Type="String",
+        Default="",
+        AllowedPattern=r"^([0-9a-f]{64})?$",
+        ConstraintDescription="64 lower-case hex digits, or empty",
+        Description=(
+            "SHA-256 of the release tarball (`sha256sum` of what `make release` wrote); instances refuse a "
+            "release that does not match. Empty: not checked (the boot log says so)"
+        ),
     )
     add(
         ids.INSTANCE_TYPE,
@@ -316,7 +371,7 @@ def _parameters(t: Template) -> dict[str, Parameter]:
         Description=(
             "One NAT gateway per zone for the instances' outbound traffic. false: interface endpoints for "
             "the AWS APIs the instances call (STS, Secrets Manager, CloudWatch Logs and metrics, "
-            "CloudFormation, Auto Scaling, Systems Manager) instead, and no mail (SES has no VPC endpoint "
+            "CloudFormation, Auto Scaling, Systems Manager, SQS) instead, and no mail (SES has no VPC endpoint "
             "for its API)"
         ),
     )
@@ -400,12 +455,16 @@ def _parameters(t: Template) -> dict[str, Parameter]:
                         "Label": {"default": "Name"},
                         "Parameters": [ids.DOMAIN_NAME, ids.HOSTED_ZONE_ID, ids.CERTIFICATE_ARN],
                     },
-                    {"Label": {"default": "Release"}, "Parameters": [ids.RELEASE_BUCKET, ids.RELEASE_KEY]},
+                    {
+                        "Label": {"default": "Release"},
+                        "Parameters": [ids.RELEASE_BUCKET, ids.RELEASE_KEY, ids.RELEASE_SHA256],
+                    },
                     {
                         "Label": {"default": "Capacity"},
                         "Parameters": [
                             ids.INSTANCE_TYPE,
                             ids.IMAGE_ID,
+                            ids.PINNED_IMAGE_ID,
                             ids.MIN_SIZE,
                             ids.MAX_SIZE,
                             ids.TARGET_REQUESTS_PER_INSTANCE,
@@ -424,6 +483,7 @@ def _parameters(t: Template) -> dict[str, Parameter]:
                         "Label": {"default": "Mail and operations"},
                         "Parameters": [
                             ids.SENDER_EMAIL,
+                            ids.MAIL_DOMAIN,
                             ids.ALARM_EMAIL,
                             ids.ALARM_5XX_PERCENT,
                             ids.ALARM_P99_SECONDS,
@@ -439,6 +499,9 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     t.add_condition(ids.ADOPT_TABLE, Not(Equals(Ref(p[ids.EXISTING_TABLE_NAME]), "")))
     t.add_condition(ids.ADOPT_BUCKET, Not(Equals(Ref(p[ids.EXISTING_BUCKET_NAME]), "")))
     t.add_condition(ids.WAF_ENABLED, Not(Equals(Ref(p[ids.LOGIN_RATE_LIMIT]), "0")))
+    t.add_condition(ids.IMAGE_PINNED, Not(Equals(Ref(p[ids.PINNED_IMAGE_ID]), "")))
+    t.add_condition(ids.MAIL_DOMAIN_GIVEN, Not(Equals(Ref(p[ids.MAIL_DOMAIN]), "")))
+    t.add_condition(ids.NO_MAIL_DOMAIN, Equals(Ref(p[ids.MAIL_DOMAIN]), ""))
     t.add_mapping(ids.ELB_LOG_ACCOUNTS, {r: {"Account": a} for r, a in policies.ELB_LOG_ACCOUNTS.items()})
     regions = [Equals(Ref("AWS::Region"), region) for region in policies.ELB_LOG_ACCOUNTS]
     # Fn::Or takes at most ten conditions.
@@ -763,6 +826,141 @@ def _data(t: Template, p: dict[str, Parameter]) -> _Data:
     return _Data(bucket, table, secret, bucket_name, bucket_arn, table_name, table_arn)
 
 
+# --- Mail -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Mail:
+    configuration_set: ses.ConfigurationSet
+    queue: sqs.Queue
+    #: The SES identity mail is sent as: ``MailDomain`` if given, else ``SenderEmail``.
+    identity: Any
+
+
+def _mail(t: Template, p: dict[str, Parameter]) -> _Mail:
+    """The sender's identity, the configuration set every mail goes out with, and its bounce and complaint
+    events' way to the notifier (configuration set -> SNS topic -> SQS queue)."""
+    zone, domain = Ref(p[ids.HOSTED_ZONE_ID]), Ref(p[ids.MAIL_DOMAIN])
+    configuration_set = t.add_resource(
+        ses.ConfigurationSet(
+            ids.MAIL_CONFIGURATION_SET,
+            # Per-configuration-set bounce and complaint rates, beside the account's.
+            ReputationOptions=ses.ReputationOptions(ReputationMetricsEnabled=True),
+            SendingOptions=ses.SendingOptions(SendingEnabled=True),
+            # SES itself drops mail to an address on the account's suppression list (the service's own list
+            # holds it back before it is sent).
+            SuppressionOptions=ses.SuppressionOptions(SuppressedReasons=["BOUNCE", "COMPLAINT"]),
+        )
+    )
+    configuration_set_arn = Sub(
+        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${Name}",
+        Name=Ref(configuration_set),
+    )
+    defaults = ses.ConfigurationSetAttributes(ConfigurationSetName=Ref(configuration_set))
+    t.add_resource(
+        ses.EmailIdentity(
+            ids.SENDER_IDENTITY,
+            Condition=ids.NO_MAIL_DOMAIN,
+            EmailIdentity=Ref(p[ids.SENDER_EMAIL]),
+            ConfigurationSetAttributes=defaults,
+        )
+    )
+    mail_from = Sub("${Sub}.${Domain}", Sub=MAIL_FROM_SUBDOMAIN, Domain=domain)
+    identity = t.add_resource(
+        ses.EmailIdentity(
+            ids.MAIL_DOMAIN_IDENTITY,
+            Condition=ids.MAIL_DOMAIN_GIVEN,
+            EmailIdentity=domain,
+            DkimAttributes=ses.DkimAttributes(SigningEnabled=True),
+            DkimSigningAttributes=ses.DkimSigningAttributes(NextSigningKeyLength="RSA_2048_BIT"),
+            # Bounces come back to a domain of ours (SPF aligned); if its MX is ever missing, SES falls back to
+            # its own MAIL FROM rather than refusing to send.
+            MailFromAttributes=ses.MailFromAttributes(
+                MailFromDomain=mail_from, BehaviorOnMxFailure="USE_DEFAULT_VALUE"
+            ),
+            ConfigurationSetAttributes=defaults,
+        )
+    )
+    for index in (1, 2, 3):
+        t.add_resource(
+            route53.RecordSetType(
+                ids.MAIL_DKIM_RECORD.format(index),
+                Condition=ids.MAIL_DOMAIN_GIVEN,
+                HostedZoneId=zone,
+                Name=GetAtt(identity, f"DkimDNSTokenName{index}"),
+                Type="CNAME",
+                TTL=DNS_TTL_SECONDS,
+                ResourceRecords=[GetAtt(identity, f"DkimDNSTokenValue{index}")],
+            )
+        )
+    for logical_id, record_type, value in (
+        (ids.MAIL_FROM_MX_RECORD, "MX", Sub("10 feedback-smtp.${AWS::Region}.amazonses.com")),
+        (ids.MAIL_FROM_SPF_RECORD, "TXT", MAIL_FROM_SPF),
+    ):
+        t.add_resource(
+            route53.RecordSetType(
+                logical_id,
+                Condition=ids.MAIL_DOMAIN_GIVEN,
+                HostedZoneId=zone,
+                Name=mail_from,
+                Type=record_type,
+                TTL=DNS_TTL_SECONDS,
+                ResourceRecords=[value],
+            )
+        )
+    topic = t.add_resource(sns.Topic(ids.MAIL_FEEDBACK_TOPIC, DisplayName=Sub("${AWS::StackName} mail feedback")))
+    topic_policy = t.add_resource(
+        sns.TopicPolicy(
+            ids.MAIL_FEEDBACK_TOPIC_POLICY,
+            Topics=[Ref(topic)],
+            PolicyDocument=policies.mail_feedback_topic_policy(Ref(topic), configuration_set_arn),
+        )
+    )
+    queue = t.add_resource(
+        sqs.Queue(
+            ids.MAIL_FEEDBACK_QUEUE,
+            # Notifications in flight, not data: they go with the stack (the suppressions are in the table).
+            DeletionPolicy="Delete",
+            UpdateReplacePolicy="Delete",
+            MessageRetentionPeriod=FEEDBACK_RETENTION_SECONDS,
+            VisibilityTimeout=FEEDBACK_VISIBILITY_SECONDS,
+            SqsManagedSseEnabled=True,
+        )
+    )
+    t.add_resource(
+        sqs.QueuePolicy(
+            ids.MAIL_FEEDBACK_QUEUE_POLICY,
+            Queues=[Ref(queue)],
+            PolicyDocument=policies.mail_feedback_queue_policy(GetAtt(queue, "Arn"), Ref(topic)),
+        )
+    )
+    t.add_resource(
+        sns.SubscriptionResource(
+            ids.MAIL_FEEDBACK_SUBSCRIPTION,
+            TopicArn=Ref(topic),
+            Protocol="sqs",
+            Endpoint=GetAtt(queue, "Arn"),
+            # SNS's envelope around SES's message, as the notifier expects (it reads bare ones too).
+            RawMessageDelivery=False,
+        )
+    )
+    t.add_resource(
+        ses.ConfigurationSetEventDestination(
+            ids.MAIL_FEEDBACK_DESTINATION,
+            # SES checks that it may publish to the topic when the destination is made.
+            DependsOn=[topic_policy],
+            ConfigurationSetName=Ref(configuration_set),
+            EventDestination=ses.EventDestination(
+                Name="bounces-and-complaints",
+                Enabled=True,
+                MatchingEventTypes=list(resources.MAIL_FEEDBACK_EVENT_TYPES),
+                SnsDestination=ses.SnsDestination(TopicARN=Ref(topic)),
+            ),
+        )
+    )
+    return _Mail(configuration_set, queue, If(ids.MAIL_DOMAIN_GIVEN, domain, Ref(p[ids.SENDER_EMAIL])))
+
+
 # --- Identity ---------------------------------------------------------------------------------------
 
 
@@ -786,7 +984,7 @@ def _substitute(document: Any, **variables: Any) -> Any:
     return document
 
 
-def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs.LogGroup) -> _Roles:
+def _identity(t: Template, p: dict[str, Parameter], data: _Data, mail: _Mail, log_group: logs.LogGroup) -> _Roles:
     instance = t.add_resource(
         iam.Role(
             ids.INSTANCE_ROLE,
@@ -826,6 +1024,9 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
                 bucket_arn=data.bucket_arn,
                 upload_role_arn=GetAtt(upload, "Arn"),
                 sender_email=Ref(p[ids.SENDER_EMAIL]),
+                mail_identity=mail.identity,
+                configuration_set=Ref(mail.configuration_set),
+                feedback_queue_arn=GetAtt(mail.queue, "Arn"),
                 token_secret_arn=Ref(data.secret),
                 release_bucket=Ref(p[ids.RELEASE_BUCKET]),
                 release_key=Ref(p[ids.RELEASE_KEY]),
@@ -836,7 +1037,6 @@ def _identity(t: Template, p: dict[str, Parameter], data: _Data, log_group: logs
         )
     )
     profile = t.add_resource(iam.InstanceProfile(ids.INSTANCE_PROFILE, Roles=[Ref(instance)]))
-    t.add_resource(ses.EmailIdentity(ids.SENDER_IDENTITY, EmailIdentity=Ref(p[ids.SENDER_EMAIL])))
     return _Roles(instance, instance_policy, profile, upload)
 
 
@@ -1097,6 +1297,7 @@ def _compute(
     params: TemplateParams,
     net: _Network,
     data: _Data,
+    mail: _Mail,
     roles: _Roles,
     front: _Front,
     log_group: logs.LogGroup,
@@ -1135,17 +1336,20 @@ def _compute(
         "Table": data.table_name,
         "UploadRoleArn": GetAtt(roles.upload, "Arn"),
         "SenderEmail": Ref(p[ids.SENDER_EMAIL]),
+        "MailConfigurationSet": Ref(mail.configuration_set),
+        "MailFeedbackQueueUrl": Ref(mail.queue),
         "DomainName": Ref(p[ids.DOMAIN_NAME]),
         "TokenSecretArn": Ref(data.secret),
         "LogGroup": Ref(log_group),
         "ReleaseBucket": Ref(p[ids.RELEASE_BUCKET]),
         "ReleaseKey": Ref(p[ids.RELEASE_KEY]),
+        "ReleaseSha256": Ref(p[ids.RELEASE_SHA256]),
     }
     launch_template = t.add_resource(
         ec2.LaunchTemplate(
             ids.LAUNCH_TEMPLATE,
             LaunchTemplateData=ec2.LaunchTemplateData(
-                ImageId=Ref(p[ids.IMAGE_ID]),
+                ImageId=If(ids.IMAGE_PINNED, Ref(p[ids.PINNED_IMAGE_ID]), Ref(p[ids.IMAGE_ID])),
                 InstanceType=Ref(p[ids.INSTANCE_TYPE]),
                 IamInstanceProfile=ec2.IamInstanceProfile(Arn=GetAtt(roles.profile, "Arn")),
                 SecurityGroupIds=[Ref(group)],
@@ -1288,6 +1492,7 @@ def _operations(
     p: dict[str, Parameter],
     front: _Front,
     data: _Data,
+    mail: _Mail,
     group: asg.AutoScalingGroup,
     log_group: logs.LogGroup,
 ) -> None:
@@ -1494,6 +1699,19 @@ def _operations(
             ComparisonOperator="GreaterThanThreshold",
             Threshold=threshold,
         )
+    alarm(
+        ids.ALARM_MAIL_FEEDBACK_BACKLOG,
+        f"The mail feedback queue's oldest message is older than {FEEDBACK_BACKLOG_SECONDS // 60} minutes: no "
+        "notifier reads it, so bounced and complaining addresses are not suppressed",
+        Namespace="AWS/SQS",
+        MetricName="ApproximateAgeOfOldestMessage",
+        Dimensions=_dimensions({"QueueName": GetAtt(mail.queue, "QueueName")}),
+        Statistic="Maximum",
+        Period=300,
+        EvaluationPeriods=3,
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=FEEDBACK_BACKLOG_SECONDS,
+    )
     for logical_id, metric, threshold, what in (
         (ids.ALARM_MEMORY, "mem_used_percent", MEMORY_ALARM_PERCENT, "memory"),
         (ids.ALARM_DISK, "disk_used_percent", DISK_ALARM_PERCENT, "root disk"),
@@ -1517,6 +1735,7 @@ def _operations(
         "Group": Ref(group),
         "Table": data.table_name,
         "NotifierNamespace": notifier_namespace,
+        "FeedbackQueue": GetAtt(mail.queue, "QueueName"),
     }
     body = dashboard.dashboard_body([a.title for a in alarms], notifier_metric=NOTIFIER_FAILURE_METRIC)
     t.add_resource(
@@ -1531,6 +1750,7 @@ def _outputs(
     t: Template,
     net: _Network,
     data: _Data,
+    mail: _Mail,
     roles: _Roles,
     front: _Front,
     group: asg.AutoScalingGroup,
@@ -1550,6 +1770,16 @@ def _outputs(
         (ids.OUT_VPC, "The VPC", Ref(net.vpc)),
         (ids.OUT_ACCESS_LOG_BUCKET, "The load balancer's access logs", Ref(t.resources[ids.ACCESS_LOG_BUCKET])),
         (ids.OUT_DASHBOARD, "The CloudWatch dashboard", Ref(t.resources[ids.DASHBOARD])),
+        (
+            ids.OUT_MAIL_CONFIGURATION_SET,
+            "SES configuration set mail is sent with (FILESYNC_SES_CONFIGURATION_SET)",
+            Ref(mail.configuration_set),
+        ),
+        (
+            ids.OUT_MAIL_FEEDBACK_QUEUE,
+            "Queue of SES bounces and complaints (FILESYNC_MAIL_FEEDBACK_QUEUE_URL)",
+            Ref(mail.queue),
+        ),
     ):
         t.add_output(
             Output(

@@ -6,9 +6,10 @@ template supplies the ``${...}`` variables named in ``SUB_VARIABLES`` (plus ``AW
 
 What an instance runs:
 - the release tarball (``make release``: the source tree plus a wheelhouse of the service's lock,
-  ``requirements/service.txt``) from ``s3://ReleaseBucket/ReleaseKey``, installed into a virtualenv with no
-  package index and every file's hash checked, so an instance needs no route to PyPI and boots the exact
-  locked set every time (no emulator, no stack generator);
+  ``requirements/service.txt``) from ``s3://ReleaseBucket/ReleaseKey``, checked against ``ReleaseSha256`` (a
+  mismatch fails the boot before anything of it runs), installed into a virtualenv with no package index and
+  every file's hash checked, so an instance needs no route to PyPI and boots the exact locked set every time
+  (no emulator, no stack generator);
 - one systemd unit per Procfile process type (``filesync@web``, ``filesync@notifier``), each running the
   release's own Procfile line, so the Procfile stays the one definition of each command;
 - the service's settings in ``/etc/filesync/env`` (names read by ``service.settings``), the token signing
@@ -37,11 +38,14 @@ SUB_VARIABLES = (
     "Table",
     "UploadRoleArn",
     "SenderEmail",
+    "MailConfigurationSet",
+    "MailFeedbackQueueUrl",
     "DomainName",
     "TokenSecretArn",
     "LogGroup",
     "ReleaseBucket",
     "ReleaseKey",
+    "ReleaseSha256",
 )
 
 #: Environment variable holding the token signing secret, written at boot from Secrets Manager.
@@ -61,6 +65,10 @@ AGENT_NAMESPACE = "CWAgent"
 AGENT_FLUSH_SECONDS = 5
 #: The command line the agent's process count looks for (the Procfile's notifier line).
 NOTIFIER_PATTERN = "service.notifier"
+#: Where the boot script puts the release tarball, and the markers around its hash check (tests run that block).
+RELEASE_PATH = "/opt/filesync/release.tar.gz"
+RELEASE_CHECK_BEGIN = "# --- the release's hash check"
+RELEASE_CHECK_END = "# --- end of the release's hash check"
 #: Boot logs shipped besides the processes': cloud-init's, where the user data's output goes.
 BOOT_LOGS = {"cloud-init-output": "/var/log/cloud-init-output.log", "cloud-init": "/var/log/cloud-init.log"}
 
@@ -74,6 +82,9 @@ def service_environment(port: int, *, drain_seconds: int, linger_seconds: int) -
         "FILESYNC_TABLE": "${Table}",
         "FILESYNC_UPLOAD_ROLE_ARN": "${UploadRoleArn}",
         "FILESYNC_MAIL_FROM": "${SenderEmail}",
+        # Mail goes out with the stack's configuration set; its bounces and complaints come back on the queue.
+        "FILESYNC_SES_CONFIGURATION_SET": "${MailConfigurationSet}",
+        "FILESYNC_MAIL_FEEDBACK_QUEUE_URL": "${MailFeedbackQueueUrl}",
         # The notifier's unsubscribe links point here.
         "FILESYNC_PUBLIC_URL": "https://${DomainName}",
         # Behind the load balancer: the client's address is the last X-Forwarded-For hop it appends.
@@ -168,8 +179,21 @@ AGENT
 
 # The release: source tree and wheelhouse; installed with no package index.
 aws s3 cp --only-show-errors --region '${{AWS::Region}}' 's3://${{ReleaseBucket}}/${{ReleaseKey}}' \\
-  /opt/filesync/release.tar.gz
-tar -xzf /opt/filesync/release.tar.gz -C {APP_DIR}
+  {RELEASE_PATH}
+{RELEASE_CHECK_BEGIN}
+expected='${{ReleaseSha256}}'
+if [ -n "$expected" ]; then
+  if ! echo "$expected  {RELEASE_PATH}" | sha256sum --check --strict --status; then
+    echo "the release's SHA-256 is not ReleaseSha256: not installing it" >&2
+    sha256sum {RELEASE_PATH} >&2
+    false
+  fi
+  echo "the release matches ReleaseSha256"
+else
+  echo "warning: ReleaseSha256 is empty: the release is installed without a hash check" >&2
+fi
+{RELEASE_CHECK_END}
+tar -xzf {RELEASE_PATH} -C {APP_DIR}
 python3.11 -m venv {VENV_DIR}
 {VENV_DIR}/bin/pip install --quiet --no-index --find-links {APP_DIR}/wheels -r {APP_DIR}/requirements/service.txt
 # The services cannot write here (ProtectSystem=strict): compile now, not on every start.
@@ -203,7 +227,6 @@ if [ -z "$command" ]; then
 fi
 exec /bin/bash -c "$command"
 SCRIPT
-chmod 0755 /opt/filesync/bin/fetch-secrets /opt/filesync/bin/procfile-run /opt/filesync/bin/drain-on-termination
 
 cat > /opt/filesync/bin/drain-on-termination <<'SCRIPT'
 #!/bin/bash
@@ -236,6 +259,7 @@ done
 echo "could not complete the lifecycle action; its timeout lets the termination go on" >&2
 exit 1
 SCRIPT
+chmod 0755 /opt/filesync/bin/fetch-secrets /opt/filesync/bin/procfile-run /opt/filesync/bin/drain-on-termination
 
 cat > /etc/systemd/system/filesync-secrets.service <<'UNIT'
 [Unit]

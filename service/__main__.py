@@ -64,7 +64,7 @@ async def serve(settings: Settings) -> None:
         emulator = None
         if settings.backend == "embedded":
             emulator = stack.enter_context(run_emulator())
-            settings = await provision_emulator(settings.for_emulator(emulator))
+            settings = await provision_emulator(settings.for_emulator(emulator), mail_feedback=True)
         # Bound before the app starts, so the app knows its own URL (for links in emails) even on port 0.
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         sock = socket.create_server((settings.host, settings.port), family=family)

@@ -44,7 +44,7 @@ from service.logs import AccessLogger, configure_logging
 from service.memory import HeapTrimmer
 from service.metrics import Metrics
 from service.settings import Settings, SettingsError
-from service.wiring import Services, build_notifier, build_services, public_url
+from service.wiring import Services, build_feedback_consumer, build_notifier, build_services, public_url
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ async def _readiness(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """The domain services, and the background task that follows token revocations."""
     settings = app[SETTINGS]
-    services = build_services(settings, app[_CLIENTS])
+    services = build_services(settings, app[_CLIENTS], metrics=app[METRICS])
     app[ACCOUNTS] = services.accounts
     app[NAMESPACES] = services.namespaces
     app[CREDENTIALS] = services.credentials
@@ -146,13 +146,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def _notifier(app: web.Application) -> AsyncIterator[None]:
-    """A notifier in this process (the embedded default); it shares the work with any others by lease."""
-    notifier = build_notifier(app[SETTINGS], app[_CLIENTS])
+    """A notifier in this process (the embedded default); it shares the work with any others by lease, and
+    reads the mail feedback queue if there is one."""
+    notifier = build_notifier(app[SETTINGS], app[_CLIENTS], metrics=app[METRICS])
+    feedback = build_feedback_consumer(app[SETTINGS], app[_CLIENTS], app[METRICS])
     stop = asyncio.Event()
-    task = asyncio.create_task(notifier.run_until_stopped(stop), name="notifier")
+    tasks = [asyncio.create_task(notifier.run_until_stopped(stop), name="notifier")]
+    if feedback is not None:
+        tasks.append(asyncio.create_task(feedback.run(stop), name="mail-feedback"))
     yield
     stop.set()
-    await task
+    await asyncio.gather(*tasks)
 
 
 async def _sweep_uploads(services: Services, interval: float, max_age: float) -> None:

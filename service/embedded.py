@@ -27,7 +27,7 @@ from typing import Any
 import aioboto3
 
 from service.aws.clients import make_session, open_clients
-from service.aws.provision import provision
+from service.aws.provision import provision, provision_mail_feedback
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -755,12 +755,23 @@ def serve_emulator(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
         thread.join()
 
 
-async def provision_emulator(settings: Settings, session: aioboto3.Session | None = None) -> Settings:
-    """Create the bucket, table, upload role and SES sender in the emulator; return final settings."""
+async def provision_emulator(
+    settings: Settings, session: aioboto3.Session | None = None, *, mail_feedback: bool = False
+) -> Settings:
+    """Create the bucket, table, upload role and SES sender in the emulator; with ``mail_feedback`` (as
+    ``python -m service`` does) also the configuration set and the feedback queue, so the service sends with
+    the one and its notifier reads the other. Return the final settings."""
     session = session or make_session(settings.aws)
     async with open_clients(settings.aws, Metrics(), session) as clients:
         provisioned = await provision(settings, clients, session)
-    return dataclasses.replace(settings, upload_role_arn=provisioned.upload_role_arn)
+        feedback = await provision_mail_feedback(settings, clients, session) if mail_feedback else None
+    settings = dataclasses.replace(settings, upload_role_arn=provisioned.upload_role_arn)
+    if feedback is None:
+        return settings
+    notify = dataclasses.replace(
+        settings.notify, configuration_set=feedback.configuration_set, feedback_queue_url=feedback.queue_url
+    )
+    return dataclasses.replace(settings, notify=notify)
 
 
 def main(argv: list[str] | None = None) -> int:

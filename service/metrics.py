@@ -79,6 +79,19 @@ class Metrics:
             ("service", "operation", "code"),
             registry=self.registry,
         )
+        self.mail_feedback = Counter(
+            "filesync_mail_feedback",
+            "Messages read from the mail feedback queue, by outcome (suppressed, soft_bounce, ignored, "
+            "malformed, foreign).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.mail_suppressed = Counter(
+            "filesync_mail_suppressed",
+            "Mails not sent because their address is suppressed (it bounced or complained), by kind.",
+            ("kind",),
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format: this process's figures, or with a

@@ -212,3 +212,10 @@ def upload_role_policy(bucket_arn: str) -> dict[str, Any]:
 
 def bucket_arn(bucket: str) -> str:
     return f"arn:aws:s3:::{bucket}"
+
+
+# --- SES: the mail feedback path ---------------------------------------------------------------------
+
+#: The events the configuration set publishes to the feedback topic (SES's event type names): what the
+#: notifier reads from the queue to suppress addresses.
+MAIL_FEEDBACK_EVENT_TYPES = ("bounce", "complaint")

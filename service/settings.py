@@ -21,7 +21,7 @@ Backend = Literal["aws", "embedded"]
 LogFormat = Literal["json", "text"]
 
 #: Services the service talks to; each may have its own `AWS_ENDPOINT_URL_<NAME>`.
-AWS_SERVICES = ("s3", "dynamodb", "sts", "ses", "iam")
+AWS_SERVICES = ("s3", "dynamodb", "sts", "ses", "sqs", "iam")
 #: STS's shortest AssumeRole session: no credential can be minted for less.
 _STS_MIN_SECONDS = 900
 
@@ -186,6 +186,14 @@ class NotifySettings:
     confirm_mails_per_hour: int = 3
     #: How long an unsubscribe link works (at least 30 days: how long one must keep working after sending).
     unsubscribe_link_seconds: int = 60 * 86400
+    #: The SES configuration set mail is sent with (its reputation metrics, and its bounce and complaint
+    #: events to the feedback queue); None: none.
+    configuration_set: str | None = None
+    #: The SQS queue SES's bounce and complaint notifications arrive in; the notifier reads it and
+    #: suppresses the addresses. None: no feedback is read (nothing is suppressed).
+    feedback_queue_url: str | None = None
+    #: How long one read of the feedback queue waits for a message (SQS's long-poll, 0 to 20 s).
+    feedback_wait_seconds: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +353,15 @@ class Settings:
                     "FILESYNC_UNSUBSCRIBE_LINK_SECONDS",
                     defaults.notify.unsubscribe_link_seconds,
                     minimum=30 * 86400,
+                ),
+                configuration_set=env.get("FILESYNC_SES_CONFIGURATION_SET") or None,
+                feedback_queue_url=env.get("FILESYNC_MAIL_FEEDBACK_QUEUE_URL") or None,
+                feedback_wait_seconds=_int(
+                    env,
+                    "FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS",
+                    defaults.notify.feedback_wait_seconds,
+                    minimum=0,
+                    maximum=20,
                 ),
             ),
             s3_public_endpoint=env.get("FILESYNC_S3_PUBLIC_ENDPOINT") or aws.endpoint_for("s3"),

@@ -83,13 +83,18 @@ class SignUp(WireModel):
 
 class Account(ResponseModel):
     """A user account, its home namespace, and its notification address (null: no emails). An address gets
-    no notification until ``email_confirmed``: its owner followed the link mailed to it."""
+    no notification until ``email_confirmed``: its owner followed the link mailed to it, and none while
+    ``email_suppressed``."""
 
     username: str
     home_namespace: str
     created_at: float
     email: str | None = None
     email_confirmed: bool = False
+    #: Mail to ``email`` bounced for good or its recipient complained (``email_suppressed_reason``): nothing
+    #: is sent there, confirmation mail included. Setting another address ends it for that address.
+    email_suppressed: bool = False
+    email_suppressed_reason: Literal["bounce", "complaint"] | None = None
 
 
 class EmailChange(WireModel):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from service import resources
 from service.aws.blobs import S3BlobStore
 from service.aws.clients import AwsClients
+from service.aws.feedback import DynamoSuppressionStore, SqsFeedbackQueue
 from service.aws.files import DynamoFileStore, DynamoJournal
 from service.aws.iam import IamSessionRevoker
 from service.aws.identity import DynamoIdentityStore, DynamoRevocationFeed
@@ -23,6 +24,7 @@ from service.core.accounts import AccountService
 from service.core.addresses import AddressService, confirmation_signer
 from service.core.credentials import CredentialService, SessionRevocation
 from service.core.digests import DigestRules, Mailer
+from service.core.feedback import FeedbackConsumer, SuppressionList
 from service.core.files import FileService
 from service.core.follows import FollowService, UnsubscribeSigner
 from service.core.models import Follow, Membership, Namespace, User
@@ -34,6 +36,7 @@ from service.core.sync import HeadWatcher, SyncService
 from service.core.throttle import PasswordChecks, PasswordThrottle
 from service.core.tokens import TokenService
 from service.core.transfers import TransferService
+from service.metrics import Metrics
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,7 +58,9 @@ class Services:
     follows: FollowService
 
 
-def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], float] = time.time) -> Services:
+def build_services(
+    settings: Settings, clients: AwsClients, clock: Callable[[], float] = time.time, metrics: Metrics | None = None
+) -> Services:
     auth = settings.auth
     store = DynamoIdentityStore(clients.dynamodb, settings.table)
     feed = DynamoRevocationFeed(clients.dynamodb, settings.table)
@@ -82,12 +87,13 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
     )
     addresses = AddressService(
         store,
-        SesMailer(clients.ses, settings.mail_from),
+        SesMailer(clients.ses, settings.mail_from, settings.notify.configuration_set),
         confirmation_signer(settings.token_secret),
         sender=settings.mail_from,
         public_url=public_url(settings),
         link_seconds=settings.notify.confirm_link_seconds,
         mails_per_hour=settings.notify.confirm_mails_per_hour,
+        suppressions=suppression_list(settings, clients, metrics),
         clock=clock,
     )
     accounts = AccountService(
@@ -151,6 +157,33 @@ def build_services(settings: Settings, clients: AwsClients, clock: Callable[[], 
     return Services(accounts, namespaces, credentials, files, transfers, uploads, sync, watcher, feed, revoked, follows)
 
 
+def suppression_list(settings: Settings, clients: AwsClients, metrics: Metrics | None) -> SuppressionList | None:
+    """What mail senders ask before mailing an address; None (nothing looked up) without a feedback queue."""
+    if settings.notify.feedback_queue_url is None:
+        return None
+    counter = metrics.mail_suppressed if metrics is not None else None
+    return SuppressionList(
+        DynamoSuppressionStore(clients.dynamodb, settings.table),
+        on_held=(lambda kind: counter.labels(kind).inc()) if counter is not None else (lambda _: None),
+    )
+
+
+def build_feedback_consumer(
+    settings: Settings, clients: AwsClients, metrics: Metrics | None = None
+) -> FeedbackConsumer | None:
+    """The reader of the mail feedback queue, or None when there is none (the feature is off)."""
+    url = settings.notify.feedback_queue_url
+    if url is None:
+        return None
+    counter = metrics.mail_feedback if metrics is not None else None
+    return FeedbackConsumer(
+        SqsFeedbackQueue(clients.sqs, url),
+        DynamoSuppressionStore(clients.dynamodb, settings.table),
+        wait_seconds=settings.notify.feedback_wait_seconds,
+        on_outcome=(lambda outcome: counter.labels(outcome).inc()) if counter is not None else (lambda _: None),
+    )
+
+
 def public_url(settings: Settings) -> str:
     """Where the links in emails point: the configured public URL, else where the service listens."""
     return settings.notify.public_url or f"http://{settings.host}:{settings.port}"
@@ -185,6 +218,7 @@ def build_notifier(
     clock: Callable[[], float] = time.time,
     owner: str | None = None,
     mailer: Mailer | None = None,
+    metrics: Metrics | None = None,
 ) -> Notifier:
     """A notifier over the service's table and SES (``mailer`` replaces SES where a test needs a fault)."""
     notify = settings.notify
@@ -195,7 +229,7 @@ def build_notifier(
             DynamoFollowStore(clients.dynamodb, settings.table),
             DynamoIdentityStore(clients.dynamodb, settings.table),
         ),
-        mailer or SesMailer(clients.ses, settings.mail_from),
+        mailer or SesMailer(clients.ses, settings.mail_from, notify.configuration_set),
         UnsubscribeSigner(settings.token_secret, notify.unsubscribe_link_seconds),
         NotifierConfig(
             shards=notify.shards,
@@ -207,4 +241,5 @@ def build_notifier(
         ),
         clock=clock,
         owner=owner,
+        suppressions=suppression_list(settings, clients, metrics),
     )

@@ -30,7 +30,7 @@ from typing import Any, Literal
 Effect = Literal["Allow", "Deny", "NotApplicable"]
 ContextValue = str | bool | datetime | Sequence[str]
 
-_OPERATORS = {"StringEquals", "StringLike", "Bool", "DateLessThan", "DateGreaterThan", "Null"}
+_OPERATORS = {"StringEquals", "StringLike", "ArnEquals", "ArnLike", "Bool", "DateLessThan", "DateGreaterThan", "Null"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ def _wildcard(pattern: str, value: str, *, case: bool) -> bool:
 def _principal(expected: Any, principal: str) -> bool:
     if expected == "*":
         return True
-    return any(p == "*" or p == principal for p in _listed(expected.get("AWS", [])))
+    # An AWS principal (an ARN) or a service principal ("sns.amazonaws.com").
+    return any(p == "*" or p == principal for kind in ("AWS", "Service") for p in _listed(expected.get(kind, [])))
 
 
 def _condition(operator: str, key: str, values: Any, context: Mapping[str, ContextValue]) -> bool:
@@ -138,7 +139,7 @@ def _condition(operator: str, key: str, values: Any, context: Mapping[str, Conte
 def _match(operator: str, have: Any, wanted: str) -> bool:
     if operator == "StringEquals":
         return str(have) == wanted
-    if operator == "StringLike":
+    if operator in ("StringLike", "ArnLike", "ArnEquals"):  # ArnEquals takes wildcards too
         return fnmatch.fnmatchcase(str(have), wanted)
     if operator == "Bool":
         return str(have).lower() == wanted.lower()
@@ -234,6 +235,8 @@ def resolve(document: Any, values: Mapping[str, str], conditions: Mapping[str, b
         condition, if_true, if_false = document["Fn::If"]
         return resolve(if_true if decided.get(condition, False) else if_false, values, decided)
     if set(document) == {"Fn::Sub"}:
+        if isinstance(document["Fn::Sub"], str):  # pseudo parameters only: left as they are
+            return document["Fn::Sub"]
         text, variables = document["Fn::Sub"]
         for name, value in variables.items():
             text = text.replace("${" + name + "}", resolve(value, values, decided))

@@ -13,9 +13,12 @@ import uuid
 
 import aiohttp
 
+from service.embedded import provision_emulator
 from service.settings import NotifySettings
 from tests.api.helpers import PASSWORD, bearer, log_in
+from tests.api.test_mail_feedback import publish
 from tests.api.test_notifications import CONFIRM_SUBJECT, EMPTY, confirm, confirmation_link, mail_to, text_of
+from tests.core.test_feedback import bounce
 from tests.test_entrypoints import ROOT, aws_env, clean_env
 
 
@@ -204,3 +207,40 @@ async def test_the_embedded_default_runs_a_notifier_whose_links_point_at_itself(
             code = proc.wait(timeout=20)
         out.seek(0)
         assert code == 0, out.read()
+
+
+async def test_the_notifier_process_reads_the_mail_feedback_queue_and_stops_mid_long_poll(
+    settings, aws_session, make_client, app_factory
+):
+    """With ``FILESYNC_MAIL_FEEDBACK_QUEUE_URL`` the process suppresses what SES reports; a SIGTERM ends its
+    20-second long-poll at once."""
+    provisioned = await provision_emulator(settings, aws_session, mail_feedback=True)
+    client = await make_client(app_factory(provisioned))
+    address = f"gone-{uuid.uuid4().hex[:8]}@example.com"
+    await client.post("/v1/auth/signup", json={"username": "gus", "password": PASSWORD, "email": address})
+    gus = bearer(await log_in(client, "gus"))
+    env = aws_env(
+        provisioned,
+        FILESYNC_MAIL_FROM=provisioned.mail_from,
+        FILESYNC_PUBLIC_URL="https://files.test",
+        FILESYNC_SES_CONFIGURATION_SET=provisioned.notify.configuration_set or "",
+        FILESYNC_MAIL_FEEDBACK_QUEUE_URL=provisioned.notify.feedback_queue_url or "",
+        FILESYNC_LOG_FORMAT="text",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.notifier"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        await publish(provisioned, aws_session, bounce("Permanent", address))
+        deadline = time.monotonic() + 30
+        while not (await (await client.get("/v1/account", headers=gus)).json())["email_suppressed"]:
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the bounce was not read within 30 s"
+            await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - stopped < 10, "the stop waited for the long-poll"
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err

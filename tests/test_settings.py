@@ -209,3 +209,27 @@ def test_commits_verify_by_checksum_everywhere_unless_told_to_read():
     assert Settings.from_env({**aws, "FILESYNC_VERIFY": "read"}).files.verify == "read"
     with pytest.raises(SettingsError, match="FILESYNC_VERIFY"):
         Settings.from_env({"FILESYNC_VERIFY": "trust"})
+
+
+def test_mail_feedback_settings_are_read_and_off_unless_a_queue_is_named():
+    settings = Settings.from_env({})
+    assert settings.notify.configuration_set is None
+    assert settings.notify.feedback_queue_url is None
+    assert settings.notify.feedback_wait_seconds == 20
+    url = "https://sqs.eu-west-1.amazonaws.com/111122223333/feedback"
+    settings = Settings.from_env(
+        {
+            "FILESYNC_SES_CONFIGURATION_SET": "filesync-mail",
+            "FILESYNC_MAIL_FEEDBACK_QUEUE_URL": url,
+            "FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS": "0",
+            "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:4566",
+            "FILESYNC_BACKEND": "embedded",
+        }
+    )
+    assert (settings.notify.configuration_set, settings.notify.feedback_queue_url) == ("filesync-mail", url)
+    assert settings.notify.feedback_wait_seconds == 0
+    assert settings.aws.endpoint_for("sqs") == "http://127.0.0.1:4566"
+    assert Settings.from_env({"FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS": "20"}).notify.feedback_wait_seconds == 20
+    for bad in ("21", "-1", "soon"):
+        with pytest.raises(SettingsError, match="FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS"):
+            Settings.from_env({"FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS": bad})

@@ -17,19 +17,22 @@ from service.api.responses import json_response
 from service.api.security import authenticate, client_address
 from service.core.accounts import TokenPair
 from service.core.errors import NotFound
+from service.core.feedback import Suppression
 from service.core.links import TOKEN_MAX
 from service.core.models import User
 from service.keys import ACCOUNTS
 from service.wire import Account, EmailChange, EmailConfirmed, Login, PasswordChange, RefreshRequest, SignUp, Tokens
 
 
-def _account(user: User) -> Account:
+def _account(user: User, suppression: Suppression | None = None) -> Account:
     return Account(
         username=user.username,
         home_namespace=user.home_namespace,
         created_at=user.created_at,
         email=user.email,
         email_confirmed=user.email is not None and user.email_confirmed,
+        email_suppressed=suppression is not None,
+        email_suppressed_reason=None if suppression is None else suppression.reason,
     )
 
 
@@ -76,7 +79,7 @@ async def get_account(request: web.Request) -> web.Response:
     user = await request.app[ACCOUNTS].get_user(principal.username)
     if user is None:
         raise NotFound("The account no longer exists.")
-    return json_response(_account(user))
+    return json_response(_account(user, await request.app[ACCOUNTS].addresses.suppression(user)))
 
 
 async def put_password(request: web.Request) -> web.Response:
@@ -97,7 +100,7 @@ async def put_email(request: web.Request) -> web.Response:
     user = await request.app[ACCOUNTS].change_email(
         principal, body.current_password, body.email, client_address(request)
     )
-    return json_response(_account(user))
+    return json_response(_account(user, await request.app[ACCOUNTS].addresses.suppression(user)))
 
 
 async def post_email_confirmation(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""Long-lived aiobotocore clients for S3, DynamoDB, STS, SES and IAM, opened once per app.
+"""Long-lived aiobotocore clients for S3, DynamoDB, STS, SES, SQS and IAM, opened once per app.
 
 Layer: aws. Imports settings and metrics (leaves) only. ``open_clients`` is an async context manager:
 the app's ``cleanup_ctx`` enters it at start-up and leaves it at shutdown, so connections are pooled
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_iam import IAMClient
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_ses import SESClient
+    from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sts import STSClient
 
 _STARTED = "filesync_started"
@@ -40,6 +41,8 @@ class AwsClients:
     dynamodb: DynamoDBClient
     sts: STSClient
     ses: SESClient
+    #: The mail feedback queue's (SES bounces and complaints).
+    sqs: SQSClient
     iam: IAMClient
 
 
@@ -99,6 +102,7 @@ async def open_clients(
             dynamodb=await client("dynamodb"),
             sts=await client("sts"),
             ses=await client("ses"),
+            sqs=await client("sqs"),
             iam=await client("iam"),
         )
 

@@ -42,7 +42,16 @@ _s, _n, _key = items.s, items.n, items.key
 _TRANSACTION_MAX = 100
 
 #: SES error codes that mean "this message will not be accepted as it is".
-_REJECTED = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue"})
+_REJECTED = frozenset(
+    {
+        "MessageRejected",
+        "MailFromDomainNotVerifiedException",
+        "InvalidParameterValue",
+        # The configuration set named by FILESYNC_SES_CONFIGURATION_SET is missing, or its sending paused.
+        "ConfigurationSetDoesNotExist",
+        "ConfigurationSetSendingPausedException",
+    }
+)
 
 
 def _follow_item(f: Follow) -> Item:
@@ -382,19 +391,30 @@ class DynamoNotifyStore:
 
 
 class SesMailer:
-    """Sends raw MIME messages (so the unsubscribe headers go along) through SES ``SendRawEmail``."""
+    """Sends raw MIME messages (so the unsubscribe headers go along) through SES ``SendRawEmail``, with the
+    deployment's configuration set if it has one."""
 
-    def __init__(self, ses: SESClient, sender: str) -> None:
+    def __init__(self, ses: SESClient, sender: str, configuration_set: str | None = None) -> None:
         self._ses = ses
         self._sender = sender
+        # Its reputation metrics, and its bounce and complaint events (the feedback queue).
+        self._configuration_set = configuration_set
 
     async def send(self, recipient: str, raw_message: bytes) -> None:
         # SES unreachable or timing out: DependencyUnavailable (a 503 where a request waits for the mail).
         with unavailable_on_transient("SES"):
             try:
-                await self._ses.send_raw_email(
-                    Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
-                )
+                if self._configuration_set is None:
+                    await self._ses.send_raw_email(
+                        Source=self._sender, Destinations=[recipient], RawMessage={"Data": raw_message}
+                    )
+                else:
+                    await self._ses.send_raw_email(
+                        Source=self._sender,
+                        Destinations=[recipient],
+                        RawMessage={"Data": raw_message},
+                        ConfigurationSetName=self._configuration_set,
+                    )
             except ClientError as exc:
                 code = error_code(exc)
                 if code in THROTTLING_CODES or "rate exceeded" in str(exc).lower():

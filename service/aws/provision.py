@@ -1,4 +1,6 @@
-"""Create the bucket, table, upload role and SES sender the service needs, idempotently.
+"""Create the bucket, table, upload role and SES sender the service needs, idempotently; and, on request,
+the mail feedback pipeline (an SES configuration set publishing bounces and complaints to an SNS topic that
+delivers to an SQS queue), as the stack makes it.
 
 Layer: aws. Used by the embedded default (against its emulator) and by the tests; production creates the
 same resources from the CloudFormation templates. Every shape comes from ``service.resources``.
@@ -8,19 +10,64 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aioboto3
 import orjson
 from botocore.exceptions import ClientError
 
 from service import resources
-from service.aws.clients import AwsClients, open_iam
+from service.aws.clients import AwsClients, client_config, open_iam
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ses.type_defs import EventDestinationTypeDef
 
 log = logging.getLogger(__name__)
 
 #: The principal the embedded emulator's upload role trusts: moto's default account.
 EMULATOR_ACCOUNT_ROOT = "arn:aws:iam::123456789012:root"
+
+
+@dataclass(frozen=True, slots=True)
+class MailFeedback:
+    """The configuration set mail is sent with, and the queue its bounces and complaints arrive in."""
+
+    configuration_set: str
+    queue_url: str
+    topic_arn: str
+
+
+async def provision_mail_feedback(settings: Settings, clients: AwsClients, session: aioboto3.Session) -> MailFeedback:
+    """The configuration set, its SNS event destination, the topic and the queue subscribed to it, named
+    after the table; safe to run again."""
+    name = f"{settings.table}-mail"
+    try:
+        await clients.ses.create_configuration_set(ConfigurationSet={"Name": name})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConfigurationSetAlreadyExists":
+            raise
+    queue_url = (await clients.sqs.create_queue(QueueName=f"{name}-feedback"))["QueueUrl"]
+    attributes = await clients.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    queue_arn = attributes["Attributes"]["QueueArn"]
+    aws = settings.aws
+    async with session.client("sns", endpoint_url=aws.endpoint_for("sns"), config=client_config(aws, "sns")) as sns:
+        topic_arn = (await sns.create_topic(Name=f"{name}-feedback"))["TopicArn"]
+        await sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    destination: EventDestinationTypeDef = {
+        "Name": f"{name}-feedback",
+        "Enabled": True,
+        "MatchingEventTypes": list(resources.MAIL_FEEDBACK_EVENT_TYPES),  # type: ignore[arg-type]
+        "SNSDestination": {"TopicARN": topic_arn},
+    }
+    try:
+        await clients.ses.create_configuration_set_event_destination(
+            ConfigurationSetName=name, EventDestination=destination
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EventDestinationAlreadyExists":
+            raise
+    return MailFeedback(name, queue_url, topic_arn)
 
 
 @dataclass(frozen=True, slots=True)

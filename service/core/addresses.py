@@ -12,6 +12,8 @@ The confirmation mail carries no text a user chose (no username, no namespace na
 own words, its URL and the link. Confirmation mails (first ones and re-sends) are limited to
 ``mails_per_hour`` per account and as many per recipient address, so neither an account nor a crowd of
 accounts can turn the service into a mail cannon; past it, 429 with ``Retry-After`` and nothing changes.
+An address that is suppressed (it bounced for good, or its recipient complained: ``core.feedback``) gets no
+confirmation mail either: the address is saved, unconfirmed, and the account says it is suppressed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Protocol
 
 from service.core.digests import MAIL_POLICY, Mailer, MailRejected, MailThrottled
 from service.core.errors import Conflict, DependencyUnavailable, NotFound, RateLimited
+from service.core.feedback import Suppression, SuppressionList
 from service.core.links import LinkSigner
 from service.core.models import User
 from service.core.tokens import random_id
@@ -88,9 +91,11 @@ class AddressService:
         public_url: str,
         link_seconds: int,
         mails_per_hour: int,
+        suppressions: SuppressionList | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._suppressions = suppressions
         self._mailer = mailer
         self._signer = signer
         self._sender = sender
@@ -98,6 +103,10 @@ class AddressService:
         self._link_seconds = link_seconds
         self._mails_per_hour = mails_per_hour
         self._clock = clock
+
+    async def suppression(self, user: User) -> Suppression | None:
+        """Why no mail goes to ``user``'s address, if it is suppressed."""
+        return None if self._suppressions is None else await self._suppressions.lookup(user.email)
 
     @staticmethod
     def new_nonce() -> str:
@@ -169,6 +178,8 @@ class AddressService:
                 )
 
     async def _send(self, username: str, address: str, nonce: str) -> None:
+        if self._suppressions is not None and await self._suppressions.holds_back(address, "confirmation", username):
+            return
         now = self._clock()
         token = self._signer.sign({"u": username, "e": address, "n": nonce}, now + self._link_seconds)
         link = f"{self._public_url}/v1/account/email/confirm?token={token}"

@@ -19,7 +19,8 @@ Mail throttling pauses sending with exponential backoff and jitter; nothing is d
 refuses a message (``MailRejected``: an unverified address, say) keeps the digest and tries it again an
 hour later, so a configuration mistake delays mail without losing it or spinning. A follower without a
 confirmed address (double opt-in: ``core.addresses``) gets no email; the digest is dropped as for one
-without an address.
+without an address, and so is the digest of a follower whose address is suppressed (it bounced for good or
+its recipient complained: ``core.feedback``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from service.core.digests import (
     ShardHints,
     render_digest,
 )
+from service.core.feedback import SuppressionList
 from service.core.follows import UnsubscribeSigner, shard_of
 from service.core.models import FileVersion, Follow, JournalEntry, Membership, Namespace, User
 from service.paths import path_key
@@ -160,8 +162,10 @@ class Notifier:
         config: NotifierConfig,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        suppressions: SuppressionList | None = None,
     ) -> None:
         self._store = store
+        self._suppressions = suppressions
         self._journal = journal
         self._directory = directory
         self._mailer = mailer
@@ -421,7 +425,13 @@ class Notifier:
             await self._save(shard, digest, version, due_at)
             return 0
         delivered = 0
-        if user is not None and user.email and user.email_confirmed and not user.disabled:
+        if (
+            user is not None
+            and user.email
+            and user.email_confirmed
+            and not user.disabled
+            and not await self._held(user)
+        ):
             # The link ends the follows that exist now (this digest's among them), not ones made later.
             through = max((f.created_at for f in await self._directory.follows_of(username)), default=0.0)
             token = self._signer.sign(username, through=through, now=now)
@@ -447,6 +457,12 @@ class Notifier:
                 log.info("sent a digest of %d changes to %s", count, username)
         await self._after(shard, username, digest, version, count, listed, delivered, now)
         return delivered
+
+    async def _held(self, user: User) -> bool:
+        """Whether the follower's address is suppressed (then the digest is dropped, unsent)."""
+        if self._suppressions is None or user.email is None:
+            return False
+        return await self._suppressions.holds_back(user.email, "digest", user.username)
 
     async def _after(
         self, shard: int, username: str, digest: Digest, version: int, count: int, listed: int, sent: int, now: float

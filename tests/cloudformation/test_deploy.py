@@ -19,7 +19,12 @@ from __future__ import annotations
 import pytest
 
 from cloudformation import ids
-from cloudformation.template import HEALTH_CHECK_PATH, INTERFACE_ENDPOINTS
+from cloudformation.template import (
+    FEEDBACK_RETENTION_SECONDS,
+    FEEDBACK_VISIBILITY_SECONDS,
+    HEALTH_CHECK_PATH,
+    INTERFACE_ENDPOINTS,
+)
 from service import resources
 from tests.cloudformation.stacks import create_stack, document, physical_ids, stack_parameters
 
@@ -33,6 +38,9 @@ MOTO_SKIPS = {
     "AWS::S3::BucketPolicy",
     "AWS::SNS::TopicPolicy",
     "AWS::SES::EmailIdentity",
+    "AWS::SES::ConfigurationSet",
+    "AWS::SES::ConfigurationSetEventDestination",
+    "AWS::SQS::QueuePolicy",
     "AWS::SNS::Subscription",
     "AWS::SecretsManager::Secret",
 }
@@ -44,8 +52,14 @@ pytestmark = pytest.mark.filterwarnings(
 
 def _active(template: dict, enable_nat: str) -> dict[str, str]:
     """Logical id -> type of the resources CloudFormation creates with this EnableNat."""
-    # The deployments here leave LoginRateLimit at 0: no WAF.
-    truth = {ids.NAT_ENABLED: enable_nat == "true", ids.NAT_DISABLED: enable_nat != "true", ids.WAF_ENABLED: False}
+    # The deployments here leave LoginRateLimit at 0 (no WAF) and MailDomain empty (the address identity).
+    truth = {
+        ids.NAT_ENABLED: enable_nat == "true",
+        ids.NAT_DISABLED: enable_nat != "true",
+        ids.WAF_ENABLED: False,
+        ids.MAIL_DOMAIN_GIVEN: False,
+        ids.NO_MAIL_DOMAIN: True,
+    }
     return {
         logical_id: resource["Type"]
         for logical_id, resource in template["Resources"].items()
@@ -126,6 +140,13 @@ def test_the_stack_deploys_and_its_resources_exist(template, aws, enable_nat):
     assert "EC2 Instance Launch Unsuccessful" in rule["EventPattern"]
     (target,) = aws("events").list_targets_by_rule(Rule=rule["Name"])["Targets"]
     assert target["Arn"] == physical[ids.ALARM_TOPIC]
+
+    # Mail feedback, through SQS and SNS: the queue the notifier reads, the topic SES publishes to.
+    queue = aws("sqs").get_queue_attributes(QueueUrl=physical[ids.MAIL_FEEDBACK_QUEUE], AttributeNames=["All"])
+    assert int(queue["Attributes"]["MessageRetentionPeriod"]) == FEEDBACK_RETENTION_SECONDS
+    assert int(queue["Attributes"]["VisibilityTimeout"]) == FEEDBACK_VISIBILITY_SECONDS
+    aws("sns").get_topic_attributes(TopicArn=physical[ids.MAIL_FEEDBACK_TOPIC])
+    assert {"MailFeedback", "SendMailAsSender"} <= sids
 
     # Compute, through Auto Scaling and EC2.
     (group,) = aws("autoscaling").describe_auto_scaling_groups(

@@ -16,12 +16,12 @@ from botocore import xform_name
 
 from cloudformation import ids
 from service.aws.policies import session_policy
-from tests.policy_evaluator import BLOB_CREATION_CASES, is_allowed, resolve, s3_request
+from tests.policy_evaluator import BLOB_CREATION_CASES, Request, evaluate, is_allowed, resolve, s3_request
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Used only against the embedded emulator (provisioning), never with the instance role.
 EMULATOR_ONLY = {"service/aws/provision.py", "service/embedded.py"}
-SERVICES = {"s3": "s3", "dynamodb": "dynamodb", "sts": "sts", "ses": "ses", "sesv2": "ses"}
+SERVICES = {"s3": "s3", "dynamodb": "dynamodb", "sts": "sts", "ses": "ses", "sesv2": "ses", "sqs": "sqs"}
 #: Operations AWS authorizes as other actions than their own name.
 AUTHORIZED_AS = {
     ("s3", "GetObject"): {"s3:GetObject", "s3:GetObjectVersion"},  # GetObjectVersion: with a VersionId
@@ -35,6 +35,7 @@ AUTHORIZED_AS = {
     ("s3", "ListObjectsV2"): {"s3:ListBucket"},
     ("dynamodb", "TransactWriteItems"): {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     ("dynamodb", "TransactGetItems"): {"dynamodb:GetItem"},
+    ("sqs", "DeleteMessageBatch"): {"sqs:DeleteMessage"},
 }
 
 
@@ -53,6 +54,7 @@ def _policies(template) -> list[tuple[str, dict]]:
             "AWS::IAM::ManagedPolicy",
             "AWS::S3::BucketPolicy",
             "AWS::SNS::TopicPolicy",
+            "AWS::SQS::QueuePolicy",
         ):
             found.append((logical_id, properties["PolicyDocument"]))
     return found
@@ -73,6 +75,8 @@ def test_the_walk_finds_every_policy(template):
         ids.BUCKET_POLICY,
         ids.ACCESS_LOG_BUCKET_POLICY,
         ids.ALARM_TOPIC_POLICY,
+        ids.MAIL_FEEDBACK_TOPIC_POLICY,
+        ids.MAIL_FEEDBACK_QUEUE_POLICY,
     }
 
 
@@ -138,6 +142,10 @@ DATA_VALUES = {
     f"{ids.BUCKET}.Arn": "arn:aws:s3:::stack-bucket",
     ids.EXISTING_TABLE_NAME: "restored-table",
     ids.EXISTING_BUCKET_NAME: "kept-bucket",
+    ids.SENDER_EMAIL: "sender@example.com",
+    ids.MAIL_DOMAIN: "example.com",
+    ids.MAIL_CONFIGURATION_SET: "stack-mail",
+    f"{ids.MAIL_FEEDBACK_QUEUE}.Arn": "arn:aws:sqs:us-east-1:111122223333:stack-MailFeedbackQueue-abc",
 }
 DATA_CASES = [
     ({}, DATA_VALUES[f"{ids.TABLE}.Arn"], DATA_VALUES[f"{ids.BUCKET}.Arn"]),
@@ -173,8 +181,12 @@ def test_instance_role_reaches_only_this_stacks_resources(template, conditions, 
     }
     mail = statements["SendMailAsSender"]
     assert mail["Action"] == ["ses:SendEmail", "ses:SendRawEmail"]
-    assert mail["Resource"][0]["Fn::Sub"][0].endswith(":identity/${Sender}")
+    assert resource("SendMailAsSender") == [
+        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/sender@example.com",
+        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/stack-mail",
+    ]
     assert mail["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": ids.SENDER_EMAIL}}}
+    assert resource("MailFeedback") == [DATA_VALUES[f"{ids.MAIL_FEEDBACK_QUEUE}.Arn"]]
     assert statements["TokenSecret"]["Resource"] == [{"Ref": ids.TOKEN_SECRET}]
     assert statements["Logs"]["Resource"] == [{"Fn::GetAtt": [ids.LOG_GROUP, "Arn"]}]
 
@@ -236,7 +248,7 @@ def test_the_instance_role_allows_every_operation_the_service_calls(template):
     assert missing == {}, f"the instance role lacks actions the service uses: {missing}"
 
 
-@pytest.mark.parametrize("sid", ["Table", "NamespaceObjects", "Bucket"])
+@pytest.mark.parametrize("sid", ["Table", "NamespaceObjects", "Bucket", "MailFeedback"])
 def test_the_instance_role_allows_nothing_the_service_does_not_call(template, sid):
     called = _called_operations()
     needed = set()
@@ -309,3 +321,109 @@ def test_a_client_session_under_the_stacks_policies(template):
     assert not can("PutObject", f"ns/{NS}/packs/abc", True), "packs are the service's alone"
     assert not can("GetObject", f"ns/{NS}/packs/abc", False), "packed bodies are served by the service"
     assert not can("DeleteObject", blob, False)
+
+
+# --- mail: the sender's identity, the feedback queue, evaluated ---------------------------------------
+
+QUEUE_ARN = DATA_VALUES[f"{ids.MAIL_FEEDBACK_QUEUE}.Arn"]
+TOPIC_ARN = "arn:aws:sns:us-east-1:111122223333:stack-MailFeedbackTopic-abc"
+INSTANCE = "arn:aws:sts::111122223333:assumed-role/stack-InstanceRole-abc/i-0123456789abcdef0"
+
+
+def _instance_policy(template, conditions=None) -> dict:
+    document = template["Resources"][ids.INSTANCE_ROLE_POLICY]["Properties"]["PolicyDocument"]
+    values = {
+        **DATA_VALUES,
+        ids.UPLOAD_ROLE + ".Arn": "arn:aws:iam::111122223333:role/upload",
+        ids.TOKEN_SECRET: "arn:aws:secretsmanager:us-east-1:111122223333:secret:token",
+        ids.RELEASE_BUCKET: "releases",
+        ids.RELEASE_KEY: "releases/filesync.tar.gz",
+        ids.LOG_GROUP + ".Arn": "arn:aws:logs:us-east-1:111122223333:log-group:stack",
+    }
+    return _pseudo(resolve(document, values, conditions))
+
+
+#: The pseudo parameters, as AWS fills them in for one stack.
+PSEUDO = {"${AWS::Partition}": "aws", "${AWS::Region}": "us-east-1", "${AWS::AccountId}": "111122223333"}
+
+
+def _pseudo(document):
+    if isinstance(document, dict):
+        return {key: _pseudo(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_pseudo(value) for value in document]
+    if isinstance(document, str):
+        for name, value in PSEUDO.items():
+            document = document.replace(name, value)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("action", "queue", "allowed"),
+    [
+        ("sqs:ReceiveMessage", QUEUE_ARN, True),
+        ("sqs:DeleteMessage", QUEUE_ARN, True),
+        ("sqs:SendMessage", QUEUE_ARN, False),
+        ("sqs:PurgeQueue", QUEUE_ARN, False),
+        ("sqs:ReceiveMessage", "arn:aws:sqs:us-east-1:111122223333:another-queue", False),
+    ],
+)
+def test_instances_may_only_read_and_delete_the_feedback_queue(template, action, queue, allowed):
+    request = Request(action=action, resource=queue, principal=INSTANCE)
+    assert is_allowed(request, identity=[_instance_policy(template)]) is allowed
+
+
+@pytest.mark.parametrize(
+    ("conditions", "identity"),
+    [({}, "identity/sender@example.com"), ({ids.MAIL_DOMAIN_GIVEN: True}, "identity/example.com")],
+    ids=["address", "domain"],
+)
+def test_instances_send_as_the_sender_with_the_configuration_set_only(template, conditions, identity):
+    policy = _instance_policy(template, conditions)
+    prefix = "arn:aws:ses:us-east-1:111122223333:"
+    sender = {"ses:FromAddress": "sender@example.com"}
+
+    def can(resource: str, context=sender) -> bool:
+        return is_allowed(
+            Request(action="ses:SendRawEmail", resource=prefix + resource, context=context, principal=INSTANCE),
+            identity=[policy],
+        )
+
+    assert can(identity)
+    assert can("configuration-set/stack-mail")
+    assert not can("configuration-set/someone-elses")
+    assert not can("identity/other.example")
+    assert not can(identity, {"ses:FromAddress": "ceo@example.com"}), "only as the sender address"
+
+
+def test_only_the_feedback_topic_may_fill_the_queue_and_only_ses_may_publish_to_it(template):
+    resources = template["Resources"]
+    values = {
+        f"{ids.MAIL_FEEDBACK_QUEUE}.Arn": QUEUE_ARN,
+        ids.MAIL_FEEDBACK_TOPIC: TOPIC_ARN,
+        ids.MAIL_CONFIGURATION_SET: "stack-mail",
+    }
+    queue_policy = _pseudo(resolve(resources[ids.MAIL_FEEDBACK_QUEUE_POLICY]["Properties"]["PolicyDocument"], values))
+    from_topic = Request(
+        "sqs:SendMessage", QUEUE_ARN, {"aws:SourceArn": TOPIC_ARN, "aws:SecureTransport": True}, "sns.amazonaws.com"
+    )
+    assert evaluate(queue_policy, from_topic) == "Allow"
+    other = Request(
+        "sqs:SendMessage",
+        QUEUE_ARN,
+        {"aws:SourceArn": TOPIC_ARN + "x", "aws:SecureTransport": True},
+        "sns.amazonaws.com",
+    )
+    assert evaluate(queue_policy, other) == "NotApplicable"
+    plain = Request("sqs:ReceiveMessage", QUEUE_ARN, {"aws:SecureTransport": False}, INSTANCE)
+    assert evaluate(queue_policy, plain) == "Deny"
+    assert resources[ids.MAIL_FEEDBACK_TOPIC_POLICY]["Properties"]["Topics"] == [{"Ref": ids.MAIL_FEEDBACK_TOPIC}]
+    (statement,) = resources[ids.MAIL_FEEDBACK_TOPIC_POLICY]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert statement["Action"] == ["sns:Publish"]
+    topic_policy = _pseudo(resolve(resources[ids.MAIL_FEEDBACK_TOPIC_POLICY]["Properties"]["PolicyDocument"], values))
+    configuration_set = "arn:aws:ses:us-east-1:111122223333:configuration-set/stack-mail"
+    context = {"aws:SourceArn": configuration_set, "aws:SourceAccount": "111122223333"}
+    assert evaluate(topic_policy, Request("sns:Publish", TOPIC_ARN, context, "ses.amazonaws.com")) == "Allow"
+    stranger = {**context, "aws:SourceArn": configuration_set + "-other"}
+    assert evaluate(topic_policy, Request("sns:Publish", TOPIC_ARN, stranger, "ses.amazonaws.com")) == "NotApplicable"

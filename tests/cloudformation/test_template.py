@@ -24,13 +24,14 @@ from cloudformation.template import (
     HEALTH_CHECK_PATH,
     INTERFACE_ENDPOINTS,
     INTERNAL_PATHS,
+    MAIL_FROM_SUBDOMAIN,
     NOTIFIER_FAILURE_MESSAGE,
     READINESS_PATH,
     TemplateParams,
     build_template,
 )
 from service.core.sync import MAX_WAIT_SECONDS
-from service.resources import NONCURRENT_VERSION_DAYS
+from service.resources import MAIL_FEEDBACK_EVENT_TYPES, NONCURRENT_VERSION_DAYS
 from service.settings import METRICS_DIR_VARIABLE, Limits, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,7 +249,7 @@ def _user_data(template) -> str:
 
 def _substituted(template) -> str:
     """The script as an instance sees it, each ``${Name}`` replaced by ``<Name>``."""
-    return re.sub(r"\$\{([A-Za-z:]+)\}", lambda m: f"<{m.group(1)}>", _user_data(template))
+    return re.sub(r"\$\{([A-Za-z0-9:]+)\}", lambda m: f"<{m.group(1)}>", _user_data(template))
 
 
 def test_user_data_variables_are_the_stacks_resources(template):
@@ -262,6 +263,8 @@ def test_user_data_variables_are_the_stacks_resources(template):
     assert variables["DomainName"] == {"Ref": ids.DOMAIN_NAME}
     assert variables["TokenSecretArn"] == {"Ref": ids.TOKEN_SECRET}
     assert variables["LogGroup"] == {"Ref": ids.LOG_GROUP}
+    assert variables["MailConfigurationSet"] == {"Ref": ids.MAIL_CONFIGURATION_SET}
+    assert variables["MailFeedbackQueueUrl"] == {"Ref": ids.MAIL_FEEDBACK_QUEUE}
     # Every ${...} in the script is one of them or a pseudo parameter: nothing is left for bash to mangle
     # (``${!...}``, the CloudWatch agent's own variables, is Fn::Sub's escape for a literal ``${``).
     used = set(re.findall(r"\$\{([^!}][^}]*)\}", _user_data(template)))
@@ -289,6 +292,8 @@ def test_the_instance_environment_configures_the_service_for_aws(template):
     assert settings.upload_role_arn == "<UploadRoleArn>"
     assert settings.mail_from == "<SenderEmail>"
     assert settings.notify.public_url == "https://<DomainName>"
+    assert settings.notify.configuration_set == "<MailConfigurationSet>"
+    assert settings.notify.feedback_queue_url == "<MailFeedbackQueueUrl>"
     assert settings.auth.trust_forwarded_for is True
     assert settings.port == TemplateParams().service_port
     assert f"printf '{userdata.TOKEN_SECRET_VARIABLE}=%s\\n'" in script
@@ -341,6 +346,7 @@ REQUIRED_ALARMS = {
     ids.ALARM_NOTIFIER_FAILING,
     ids.ALARM_SES_BOUNCES,
     ids.ALARM_SES_COMPLAINTS,
+    ids.ALARM_MAIL_FEEDBACK_BACKLOG,
     ids.ALARM_MEMORY,
     ids.ALARM_DISK,
 }
@@ -503,3 +509,163 @@ def test_an_optional_waf_rate_limits_the_authentication_paths(template):
     assert (match["PositionalConstraint"], match["SearchString"]) == ("STARTS_WITH", AUTH_PATH_PREFIX)
     routes = (ROOT / "service" / "api" / "routes.py").read_text(encoding="utf-8")
     assert f'"{AUTH_PATH_PREFIX}token"' in routes
+
+
+# --- Mail: the sender's identity, the configuration set, bounces and complaints to the notifier -------
+
+
+def _resource(template, logical_id: str) -> dict:
+    return template["Resources"][logical_id]
+
+
+def test_without_a_mail_domain_ses_verifies_the_sender_address(template):
+    sender = _resource(template, ids.SENDER_IDENTITY)
+    assert sender["Condition"] == ids.NO_MAIL_DOMAIN
+    assert sender["Properties"]["EmailIdentity"] == {"Ref": ids.SENDER_EMAIL}
+    assert sender["Properties"]["ConfigurationSetAttributes"] == {
+        "ConfigurationSetName": {"Ref": ids.MAIL_CONFIGURATION_SET}
+    }
+    conditions = template["Conditions"]
+    assert conditions[ids.NO_MAIL_DOMAIN] == {"Fn::Equals": [{"Ref": ids.MAIL_DOMAIN}, ""]}
+    assert conditions[ids.MAIL_DOMAIN_GIVEN] == {"Fn::Not": [conditions[ids.NO_MAIL_DOMAIN]]}
+    parameter = template["Parameters"][ids.MAIL_DOMAIN]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.match("")
+    assert pattern.match("example.com")
+    assert pattern.match("mail.example.co.uk")
+    assert not pattern.match("Example.com")
+    assert not pattern.match("alice@example.com")
+
+
+def test_a_mail_domain_gets_easy_dkim_and_a_custom_mail_from_in_the_hosted_zone(template):
+    identity = _resource(template, ids.MAIL_DOMAIN_IDENTITY)
+    assert identity["Condition"] == ids.MAIL_DOMAIN_GIVEN
+    properties = identity["Properties"]
+    assert properties["EmailIdentity"] == {"Ref": ids.MAIL_DOMAIN}
+    assert properties["DkimAttributes"] == {"SigningEnabled": True}
+    assert properties["DkimSigningAttributes"] == {"NextSigningKeyLength": "RSA_2048_BIT"}
+    mail_from = {"Fn::Sub": ["${Sub}.${Domain}", {"Sub": MAIL_FROM_SUBDOMAIN, "Domain": {"Ref": ids.MAIL_DOMAIN}}]}
+    assert properties["MailFromAttributes"] == {"MailFromDomain": mail_from, "BehaviorOnMxFailure": "USE_DEFAULT_VALUE"}
+    assert properties["ConfigurationSetAttributes"] == {"ConfigurationSetName": {"Ref": ids.MAIL_CONFIGURATION_SET}}
+    records = {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Route53::RecordSet" and logical_id.startswith("Mail")
+    }
+    dkim = {ids.MAIL_DKIM_RECORD.format(i) for i in (1, 2, 3)}
+    assert set(records) == {*dkim, ids.MAIL_FROM_MX_RECORD, ids.MAIL_FROM_SPF_RECORD}
+    for logical_id, record in records.items():
+        assert record["Condition"] == ids.MAIL_DOMAIN_GIVEN, logical_id
+        assert record["Properties"]["HostedZoneId"] == {"Ref": ids.HOSTED_ZONE_ID}, logical_id
+    for index in (1, 2, 3):
+        record = records[ids.MAIL_DKIM_RECORD.format(index)]["Properties"]
+        assert record["Type"] == "CNAME"
+        assert record["Name"] == {"Fn::GetAtt": [ids.MAIL_DOMAIN_IDENTITY, f"DkimDNSTokenName{index}"]}
+        assert record["ResourceRecords"] == [{"Fn::GetAtt": [ids.MAIL_DOMAIN_IDENTITY, f"DkimDNSTokenValue{index}"]}]
+    mx = records[ids.MAIL_FROM_MX_RECORD]["Properties"]
+    assert (mx["Type"], mx["Name"]) == ("MX", mail_from)
+    assert mx["ResourceRecords"] == [{"Fn::Sub": "10 feedback-smtp.${AWS::Region}.amazonses.com"}]
+    spf = records[ids.MAIL_FROM_SPF_RECORD]["Properties"]
+    assert (spf["Type"], spf["Name"]) == ("TXT", mail_from)
+    assert spf["ResourceRecords"] == ['"v=spf1 include:amazonses.com ~all"']
+
+
+def test_the_configuration_set_keeps_reputation_metrics_and_sends_bounces_and_complaints_to_the_queue(template):
+    configuration_set = _resource(template, ids.MAIL_CONFIGURATION_SET)["Properties"]
+    assert configuration_set["ReputationOptions"] == {"ReputationMetricsEnabled": True}
+    assert configuration_set["SuppressionOptions"] == {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]}
+    destination = _resource(template, ids.MAIL_FEEDBACK_DESTINATION)
+    assert destination["DependsOn"] == [ids.MAIL_FEEDBACK_TOPIC_POLICY]
+    assert destination["Properties"]["ConfigurationSetName"] == {"Ref": ids.MAIL_CONFIGURATION_SET}
+    event = destination["Properties"]["EventDestination"]
+    assert event["Enabled"] is True
+    # The same events the embedded default's configuration set publishes (service.resources).
+    assert sorted(event["MatchingEventTypes"]) == sorted(MAIL_FEEDBACK_EVENT_TYPES) == ["bounce", "complaint"]
+    assert event["SnsDestination"] == {"TopicARN": {"Ref": ids.MAIL_FEEDBACK_TOPIC}}
+    subscription = _resource(template, ids.MAIL_FEEDBACK_SUBSCRIPTION)["Properties"]
+    assert subscription == {
+        "TopicArn": {"Ref": ids.MAIL_FEEDBACK_TOPIC},
+        "Protocol": "sqs",
+        "Endpoint": {"Fn::GetAtt": [ids.MAIL_FEEDBACK_QUEUE, "Arn"]},
+        "RawMessageDelivery": False,
+    }
+    queue = _resource(template, ids.MAIL_FEEDBACK_QUEUE)
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 86400
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["DeletionPolicy"] == queue["UpdateReplacePolicy"] == "Delete"
+    assert _resource(template, ids.MAIL_FEEDBACK_QUEUE_POLICY)["Properties"]["Queues"] == [
+        {"Ref": ids.MAIL_FEEDBACK_QUEUE}
+    ]
+    # Unread feedback is an alarm of its own (and its runbook entry: test_every_alarm_is_there_...).
+    backlog = _alarms(template)[ids.ALARM_MAIL_FEEDBACK_BACKLOG]
+    assert (backlog["Namespace"], backlog["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert backlog["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [ids.MAIL_FEEDBACK_QUEUE, "QueueName"]}}
+    ]
+    outputs = template["Outputs"]
+    assert outputs[ids.OUT_MAIL_FEEDBACK_QUEUE]["Value"] == {"Ref": ids.MAIL_FEEDBACK_QUEUE}
+    assert outputs[ids.OUT_MAIL_CONFIGURATION_SET]["Value"] == {"Ref": ids.MAIL_CONFIGURATION_SET}
+
+
+# --- Pinned image, checked release ------------------------------------------------------------------
+
+
+def test_a_pinned_image_wins_over_the_ssm_parameter(template):
+    data = _resource(template, ids.LAUNCH_TEMPLATE)["Properties"]["LaunchTemplateData"]
+    assert data["ImageId"] == {"Fn::If": [ids.IMAGE_PINNED, {"Ref": ids.PINNED_IMAGE_ID}, {"Ref": ids.IMAGE_ID}]}
+    assert template["Conditions"][ids.IMAGE_PINNED] == {"Fn::Not": [{"Fn::Equals": [{"Ref": ids.PINNED_IMAGE_ID}, ""]}]}
+    parameter = template["Parameters"][ids.PINNED_IMAGE_ID]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    for good in ("", "ami-0123abcd", "ami-0123456789abcdef0"):
+        assert pattern.match(good), good
+    for bad in ("ami-", "ami-XYZ01234", "/aws/service/ami-amazon-linux-latest/x", "ami-0123456789abcdef0 "):
+        assert not pattern.match(bad), bad
+    assert template["Parameters"][ids.IMAGE_ID]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+
+
+def _release_check(template, path: Path, sha256: str) -> str:
+    script = _substituted(template)
+    start, end = script.index(userdata.RELEASE_CHECK_BEGIN), script.index(userdata.RELEASE_CHECK_END)
+    block = script[start:end].replace(userdata.RELEASE_PATH, str(path))
+    return block.replace("'<ReleaseSha256>'", f"'{sha256}'")
+
+
+@pytest.mark.parametrize("given", ["right", "wrong", "empty"])
+def test_the_release_is_hash_checked_before_anything_of_it_is_installed(template, tmp_path, given):
+    import hashlib
+
+    script = _substituted(template)
+    fetched = script.index(f"  {userdata.RELEASE_PATH}\n{userdata.RELEASE_CHECK_BEGIN}")
+    assert fetched < script.index(userdata.RELEASE_CHECK_END) < script.index(f"tar -xzf {userdata.RELEASE_PATH}")
+    assert _user_data_sub(template)[1]["ReleaseSha256"] == {"Ref": ids.RELEASE_SHA256}
+    release = tmp_path / "release.tar.gz"
+    release.write_bytes(b"the release")
+    digest = hashlib.sha256(b"the release").hexdigest()
+    sha256 = {"right": digest, "wrong": hashlib.sha256(b"another").hexdigest(), "empty": ""}[given]
+    # The boot script runs with `set -euo pipefail` and an ERR trap: a failing command there fails the boot.
+    ran = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + _release_check(template, release, sha256) + "echo installing\n"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if given == "wrong":
+        assert ran.returncode != 0
+        assert "installing" not in ran.stdout
+        assert "not ReleaseSha256: not installing it" in ran.stderr
+    else:
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.splitlines()[-1] == "installing"
+        assert ("without a hash check" in ran.stderr) is (given == "empty")
+    assert re.compile(template["Parameters"][ids.RELEASE_SHA256]["AllowedPattern"]).match(digest)
+
+
+def test_every_file_the_boot_script_makes_executable_exists_by_then(template):
+    """`chmod` of a file not yet written fails the boot (``set -e`` and the ERR trap)."""
+    script = _substituted(template)
+    for match in re.finditer(r"^chmod \S+ (.+)$", script, re.M):
+        for path in match.group(1).split():
+            written = script.find(f"cat > {path} <<")
+            assert 0 <= written < match.start(), f"{path} is made executable before it is written"
