@@ -39,6 +39,9 @@ class Problem(ResponseModel, omit_defaults=True):
     retry_after: int | None = None
     checks: dict[str, str] | None = None
     current: FileInfo | None = None
+    used: int | None = None
+    quota: int | None = None
+    needed: int | None = None
 
 
 class Health(ResponseModel):
@@ -90,6 +93,16 @@ class Account(ResponseModel):
     created_at: float
     email: str | None = None
     email_confirmed: bool = False
+    storage: Storage | None = None
+
+
+class Storage(ResponseModel):
+    """An account's storage: ``used`` bytes (every version its namespaces retain, counted whole for each
+    version whatever is shared or deduplicated; a version that keeps its file's content, as a move does, adds
+    nothing) and its ``quota`` in bytes (0: no limit). The owner who created a namespace pays for it."""
+
+    used: int
+    quota: int
 
 
 class EmailChange(WireModel):

@@ -19,17 +19,28 @@ from service.core.accounts import TokenPair
 from service.core.errors import NotFound
 from service.core.links import TOKEN_MAX
 from service.core.models import User
-from service.keys import ACCOUNTS
-from service.wire import Account, EmailChange, EmailConfirmed, Login, PasswordChange, RefreshRequest, SignUp, Tokens
+from service.keys import ACCOUNTS, FILES
+from service.wire import (
+    Account,
+    EmailChange,
+    EmailConfirmed,
+    Login,
+    PasswordChange,
+    RefreshRequest,
+    SignUp,
+    Storage,
+    Tokens,
+)
 
 
-def _account(user: User) -> Account:
+def _account(user: User, default_quota: int) -> Account:
     return Account(
         username=user.username,
         home_namespace=user.home_namespace,
         created_at=user.created_at,
         email=user.email,
         email_confirmed=user.email is not None and user.email_confirmed,
+        storage=Storage(used=user.usage.used, quota=user.usage.limit(default_quota)),
     )
 
 
@@ -48,7 +59,7 @@ async def post_signup(request: web.Request) -> web.Response:
     """Create an account and its home namespace (only where open sign-up is enabled)."""
     body = await read_json(request, SignUp)
     user = await request.app[ACCOUNTS].sign_up(body.username, body.password, body.email)
-    return json_response(_account(user), status=201)
+    return json_response(_account(user, request.app[FILES].default_quota), status=201)
 
 
 async def post_token(request: web.Request) -> web.Response:
@@ -76,7 +87,7 @@ async def get_account(request: web.Request) -> web.Response:
     user = await request.app[ACCOUNTS].get_user(principal.username)
     if user is None:
         raise NotFound("The account no longer exists.")
-    return json_response(_account(user))
+    return json_response(_account(user, request.app[FILES].default_quota))
 
 
 async def put_password(request: web.Request) -> web.Response:
@@ -97,7 +108,7 @@ async def put_email(request: web.Request) -> web.Response:
     user = await request.app[ACCOUNTS].change_email(
         principal, body.current_password, body.email, client_address(request)
     )
-    return json_response(_account(user))
+    return json_response(_account(user, request.app[FILES].default_quota))
 
 
 async def post_email_confirmation(request: web.Request) -> web.Response:

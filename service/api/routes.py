@@ -321,7 +321,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "files",
         request=CompleteRequest,
         responses={200: CompleteResponse},
-        errors=(403, 404, 409),
+        errors=(403, 404, 409, 507),
         auth=True,
     ),
     Operation(
@@ -332,7 +332,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "files",
         request=CommitRequest,
         responses={200: CommitResponse, 409: CommitResponse},
-        errors=(403, 404),
+        errors=(403, 404, 507),
         auth=True,
         parameters=(_IDEMPOTENCY,),
     ),
@@ -345,7 +345,7 @@ OPERATIONS: tuple[Operation, ...] = (
         request=CommitRequest,
         request_media="multipart/form-data",
         responses={200: CommitResponse, 409: CommitResponse},
-        errors=(403, 404, 408, 429),
+        errors=(403, 404, 408, 429, 507),
         auth=True,
         parameters=(_IDEMPOTENCY,),
     ),
@@ -387,7 +387,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Upload a file through the service",
         "files",
         responses={200: FileInfo, 201: FileInfo},
-        errors=(404, 408, 409, 413, 415, 422, 429, 503),
+        errors=(404, 408, 409, 413, 415, 422, 429, 503, 507),
         auth=True,
         parameters=(
             _header(
@@ -421,7 +421,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "files",
         request=RestoreRequest,
         responses={200: CommitResultOut, 409: CommitResultOut},
-        errors=(404,),
+        errors=(404, 507),
         auth=True,
     ),
     Operation(

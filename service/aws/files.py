@@ -52,8 +52,10 @@ from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.identity import membership_from_item, membership_key
 from service.aws.items import BATCH_GET_MAX, GPK, GSK, PK, SK, Item
+from service.aws.usage import charge_action, read_usage
 from service.core.models import (
     BlobRecord,
+    Charge,
     FileVersion,
     History,
     HistoryChunk,
@@ -62,6 +64,7 @@ from service.core.models import (
     Membership,
     PackRecord,
     StoreConflict,
+    Usage,
 )
 from service.paths import folders_above
 
@@ -426,11 +429,13 @@ class DynamoFileStore:
         folders: Sequence[str] = (),
         chunks: Sequence[tuple[str, HistoryChunk]] = (),
         packs: Sequence[PackRecord] = (),
+        charge: Charge | None = None,
     ) -> None:
         """One transaction: head ``expected_seq`` -> ``journal.seq``, each ``(path key, observed, new)``
         written on condition the item is still ``observed``, blob records, folder markers, pack records,
-        the journal entry, the history chunks sealed (``(history key, chunk)``). A namespace's first commit marks its
-        head as fully in the children index (it has no older files)."""
+        the journal entry, the history chunks sealed (``(history key, chunk)``), and the bytes it adds to its
+        payer's usage (``charge``, on its conditions). A namespace's first commit marks its head as fully in
+        the children index (it has no older files)."""
         head: dict[str, Any] = {
             "TableName": self._table,
             "Key": _key(ns, "HEAD"),
@@ -471,6 +476,8 @@ class DynamoFileStore:
         actions += [{"Put": {"TableName": self._table, "Item": _key(ns, folder_sk(k))}} for k in folders]
         actions += [{"Put": {"TableName": self._table, "Item": _chunk_item(ns, key, c)}} for key, c in chunks]
         actions += [{"Put": {"TableName": self._table, "Item": _pack_item(ns, pack)}} for pack in packs]
+        if charge is not None:
+            actions.append(charge_action(self._table, charge))
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.transact_write_items(TransactItems=actions)
@@ -484,7 +491,12 @@ class DynamoFileStore:
             if not failed:
                 raise
             keys = tuple(changes[i - 2][0] for i in failed if 2 <= i < 2 + len(changes))
-            raise StoreConflict(keys=keys, head_moved=0 in failed or 1 in failed) from None
+            usage = charge is not None and len(actions) - 1 in failed
+            raise StoreConflict(keys=keys, head_moved=0 in failed or 1 in failed, usage=usage) from None
+
+    async def usage(self, username: str) -> Usage:
+        """An account's usage and its own quota, read consistently."""
+        return await read_usage(self._db, self._table, username)
 
     async def forget_blob(self, ns: str, blob: BlobRecord) -> None:
         """Remove a blob record, if it still names the same object (a repair may have replaced it)."""

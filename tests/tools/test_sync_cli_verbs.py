@@ -163,3 +163,18 @@ def _meta(device: Device, name: str) -> int:
 def _namespace(device: Device) -> str:
     with sqlite3.connect(f"file:{_state_db(device)}?mode=ro", uri=True) as conn:
         return str(conn.execute("SELECT value FROM meta WHERE name = 'namespace'").fetchone()[0])
+
+
+@pytest.mark.timeout(120)
+async def test_usage_shows_the_bytes_every_kept_version_holds_and_the_quota(server, tmp_path):
+    device = await _signed_up(Device("usage", tmp_path), server, _user())
+    assert re.search(
+        r"^0 bytes of 10\.0 GiB used \(0\.0%; 0 of 10,737,418,240 bytes\)$", (await device.run("usage")).out, re.M
+    )
+    device.write("a.bin", b"a" * 3000)
+    await device.run("sync", str(device.root))
+    device.write("a.bin", b"b" * 2000)  # a second version: both are kept, both count
+    await device.run("sync", str(device.root))
+    shown = (await device.run("usage")).out
+    assert re.search(r"^4\.9 KiB of 10\.0 GiB used \(0\.0%; 5,000 of 10,737,418,240 bytes\)$", shown, re.M), shown
+    assert "old versions" in shown

@@ -12,6 +12,7 @@
     python -m tools.sync [--config DIR] restore PATH --rev REV
     python -m tools.sync [--config DIR] follow PATH ;  unfollow PATH      # emails about changes (a file or folder)
     python -m tools.sync [--config DIR] email ADDRESS | --remove          # where those emails go
+    python -m tools.sync [--config DIR] usage                              # storage used, and the quota
 
 ``--config DIR`` holds one device's state (tokens, one state database per synced folder), so two devices
 can run on one machine. ``main`` is the one place failures end: ``tools.sync.failures`` turns each into an
@@ -680,6 +681,35 @@ async def cmd_history(args: argparse.Namespace, config: Config) -> int:
         await api.__aexit__(None, None, None)
 
 
+def _bytes(count: int) -> str:
+    """A byte count as people read it (binary units, as the OS shows sizes)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+async def cmd_usage(args: argparse.Namespace, config: Config) -> int:
+    api, _ = await _session(config)
+    try:
+        account = await api.account()
+    finally:
+        await api.__aexit__(None, None, None)
+    storage = account.storage
+    if storage is None:
+        raise UserError("this server does not report storage usage")
+    if storage.quota == 0:
+        print(f"{_bytes(storage.used)} used ({storage.used:,} bytes); no quota")
+    else:
+        share = storage.used / storage.quota * 100
+        print(
+            f"{_bytes(storage.used)} of {_bytes(storage.quota)} used ({share:.1f}%; {storage.used:,} of "
+            f"{storage.quota:,} bytes)"
+        )
+    print("every version your namespaces keep counts, including old versions and those of shared namespaces you own")
+    return 0
+
+
 async def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     ns, path = _locate(config, args.path)
     api, _ = await _session(config)
@@ -905,6 +935,7 @@ def _parser() -> argparse.ArgumentParser:
     email = commands.add_parser("email", help="set where notifications go (password: FILESYNC_PASSWORD or a prompt)")
     email.add_argument("address", nargs="?")
     email.add_argument("--remove", action="store_true", help="no notification emails")
+    commands.add_parser("usage", help="the storage your account uses, and its quota")
     return parser
 
 
@@ -922,6 +953,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, Any, i
     "follow": cmd_follow,
     "unfollow": cmd_follow,
     "email": cmd_email,
+    "usage": cmd_usage,
 }
 
 
