@@ -123,8 +123,9 @@ async def _backfill(settings: Settings, namespaces: list[str]) -> list[str]:
         for ns in namespaces:
             files, markers = await store.backfill_folders(ns)
             indexed = await store.backfill_children(ns)
+            trashed = await store.backfill_trash(ns)
             lines.append(
                 f"{ns}: {files} live files seen, {markers} folder markers written, "
-                f"{indexed} files put in the children index"
+                f"{indexed} files put in the children index, {trashed} deleted files in the trash"
             )
     return lines

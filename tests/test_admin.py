@@ -132,14 +132,19 @@ async def test_folders_backfill_puts_files_from_before_the_children_index_in_it(
         assert await listed("docs") == ["docs/b.txt"]
         done = run_admin(provisioned, "backfill", ns, command="folders")
         assert done.returncode == 0, done.stderr
-        assert f"{ns}: 4 live files seen, 2 folder markers written, 4 files put in the children index" in done.stdout
+        assert (
+            f"{ns}: 4 live files seen, 2 folder markers written, 4 files put in the children index, "
+            "1 deleted files in the trash" in done.stdout
+        )
         flag = (await db.get_item(TableName=table, Key=head, ConsistentRead=True))["Item"]["children_index"]
         assert flag == {"BOOL": True}
         gone = await db.get_item(TableName=table, Key={"pk": head["pk"], "sk": {"S": "F#gone.txt"}})
-        assert "gsi1pk" not in gone["Item"]
+        assert gone["Item"]["gsi1pk"] == {"S": f"TRASH#{ns}"}  # not in the children index: in the trash
     assert await listed("") == ["a.txt", "new.txt"]  # from the index now
     assert await listed("docs") == ["docs/b.txt"]
     assert await listed("docs/deep") == ["docs/deep/c.txt"]
+    trash = await (await client.get(f"/v1/ns/{ns}/trash", headers=headers)).json()
+    assert [f["path"] for f in trash["files"]] == ["gone.txt"]
 
 
 def test_folders_backfill_needs_aws_settings():

@@ -56,6 +56,7 @@ from service.wire import (
     ServiceConfig,
     SignUp,
     Tokens,
+    TrashRestoreRequest,
     Unsubscribed,
     UploadRequest,
     UploadTicket,
@@ -423,6 +424,32 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: CommitResultOut, 409: CommitResultOut},
         errors=(404, 507),
         auth=True,
+    ),
+    Operation(
+        "GET",
+        "/v1/ns/{ns}/trash",
+        files.get_trash,
+        "List deleted files",
+        "files",
+        responses={200: FileList},
+        errors=(404, 422),
+        auth=True,
+        parameters=tuple(
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in ("cursor", "limit")
+        ),
+    ),
+    Operation(
+        "POST",
+        "/v1/ns/{ns}/trash:restore",
+        files.post_trash_restore,
+        "Restore deleted files",
+        "files",
+        request=TrashRestoreRequest,
+        responses={200: CommitResponse, 409: CommitResponse},
+        errors=(403, 404, 507),
+        auth=True,
+        parameters=(_IDEMPOTENCY,),
     ),
     Operation(
         "POST",

@@ -30,6 +30,10 @@ the index locates; absent on items written before the index, whose history is re
 through the journal), ``hist_key`` (the chunks' key when it is not the file id), ``hist_sealed`` (the last
 sealed chunk) and ``hist_recent`` (orjson ``[[rev, seq], ...]`` of the versions after the sealed chunks).
 
+The trash index: a deletion's tombstone (not a move's source) carries ``gsi1pk = TRASH#<ns>`` and ``gsi1sk =
+T#<deleted at, ms, 15 digits>#<path key>``, so the namespace's deleted files are listed latest first; a file
+committed again at the path leaves it (its item is live again).
+
 The children index: a live file's item carries ``gsi1pk = DIR#<ns>#<parent folder key>`` ("" for the root)
 and ``gsi1sk = F#<path key>``, a tombstone neither, so gsi1 (sparse, all attributes projected) holds each
 folder's live files in path-key order and a non-recursive listing reads its children, not its subtree. Index
@@ -98,6 +102,16 @@ def journal_sk(seq: int) -> str:
 
 def history_sk(key: str, chunk: int) -> str:
     return f"H#{key}#{chunk:0{SEQ_DIGITS}d}"
+
+
+def trash_partition(ns: str) -> str:
+    """The trash index's partition of one namespace."""
+    return f"TRASH#{ns}"
+
+
+def trash_sort_key(deleted_at: float, path_key: str) -> str:
+    """A tombstone's place in the trash index: by the time of its deletion (milliseconds), then its path."""
+    return f"T#{int(deleted_at * 1000):015d}#{path_key}"
 
 
 def children_partition(ns: str, folder_key: str) -> str:
@@ -179,6 +193,9 @@ def file_item(ns: str, path_key: str, v: FileVersion) -> Item:
     if not v.deleted:
         item[GPK] = _s(children_partition(ns, path_key.rpartition("/")[0]))
         item[GSK] = _s(file_sk(path_key))
+    elif v.moved_to is None:  # a deletion, not a move's source: in the trash
+        item[GPK] = _s(trash_partition(ns))
+        item[GSK] = _s(trash_sort_key(v.committed_at, path_key))
     if v.history is not None:
         h = v.history
         item["hist_base"] = _n(h.base)
@@ -623,6 +640,81 @@ class DynamoFileStore:
         files = [_file(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return files, (last[GSK]["S"][2:] if last else None)
+
+    async def list_trash(self, ns: str, start_after: str | None, limit: int) -> tuple[list[FileVersion], str | None]:
+        """Up to ``limit`` deleted files of ``ns`` (their tombstones), the latest deletion first, from the
+        trash index (eventually consistent); ``start_after`` and the cursor returned are trash sort keys
+        without their ``T#``."""
+        partition = trash_partition(ns)
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": resources.GSI1_NAME,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": GPK},
+            "ExpressionAttributeValues": {":pk": _s(partition)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start_after is not None:
+            path_key = start_after.partition("#")[2]
+            kwargs["ExclusiveStartKey"] = {
+                **_key(ns, file_sk(path_key)),
+                GPK: _s(partition),
+                GSK: _s(f"T#{start_after}"),
+            }
+        with unavailable_on_transient("DynamoDB"):
+            page = await self._db.query(**kwargs)
+        files = [_file(item) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return files, (last[GSK]["S"][2:] if last else None)
+
+    async def backfill_trash(self, ns: str, concurrency: int = 8) -> int:
+        """Put the deletions of ``ns`` written before the trash index into it: a paged Query of the file
+        items (tombstones that are no move's source and carry no index entry), one UpdateItem each on
+        condition it is still that tombstone. Returns the deleted files indexed."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
+            "FilterExpression": "#deleted = :true AND attribute_not_exists(moved_to) AND attribute_not_exists(#gpk)",
+            "ProjectionExpression": "#sk, rev, #at",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted", "#gpk": GPK, "#at": "at"},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":true": {"BOOL": True}},
+            "ConsistentRead": True,
+        }
+        slots = asyncio.Semaphore(concurrency)
+
+        async def index(item: Item) -> int:
+            path_key = item[SK]["S"][2:]
+            async with slots:
+                try:
+                    with unavailable_on_transient("DynamoDB"):
+                        await self._db.update_item(
+                            TableName=self._table,
+                            Key=_key(ns, file_sk(path_key)),
+                            UpdateExpression="SET #gpk = :gpk, #gsk = :gsk",
+                            ConditionExpression="#deleted = :true AND rev = :rev",
+                            ExpressionAttributeNames={"#gpk": GPK, "#gsk": GSK, "#deleted": "deleted"},
+                            ExpressionAttributeValues={
+                                ":gpk": _s(trash_partition(ns)),
+                                ":gsk": _s(trash_sort_key(float(item["at"]["N"]), path_key)),
+                                ":true": {"BOOL": True},
+                                ":rev": item["rev"],
+                            },
+                        )
+                except ClientError as exc:
+                    if error_code(exc) != "ConditionalCheckFailedException":
+                        raise
+                    return 0
+            return 1
+
+        indexed = 0
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**request)
+            indexed += sum(await asyncio.gather(*(index(item) for item in page.get("Items", []))))
+            if "LastEvaluatedKey" not in page:
+                return indexed
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def backfill_children(self, ns: str, concurrency: int = 8) -> int:
         """Put every live file of ``ns`` written before the children index into it, then mark the head so

@@ -103,6 +103,8 @@ MAX_ACTIONS = 100
 #: Budget for one journal entry (DynamoDB items are at most 400 KB).
 MAX_JOURNAL_BYTES = 300_000
 MAX_COMMIT_ENTRIES = 1000
+#: Reads of deleted files' last versions in flight at once while restoring from the trash.
+RESTORE_READS = 8
 #: Namespaces whose payer a worker remembers (cleared when full: a payer never changes).
 PAYERS_CACHED = 10_000
 #: Moves in one request; each is two file actions of one transaction.
@@ -243,6 +245,10 @@ class FileStore(Protocol):
     ) -> tuple[list[FileVersion], str | None]: ...
 
     async def children_indexed(self, ns: str) -> bool: ...
+
+    async def list_trash(self, ns: str, start_after: str | None, limit: int) -> tuple[list[FileVersion], str | None]:
+        """Tombstones of deleted files, the latest deletion first; the cursor: the last one's place."""
+        ...
 
     async def list_children(
         self, ns: str, folder_key: str, start_after: str | None, limit: int
@@ -1066,6 +1072,78 @@ class FileService:
                 f"{len(errors)} moves name a file whose size is wrong: {errors[0].message}.", tuple(errors)
             )
 
+    async def trash(
+        self, principal: Principal, ns: str, cursor: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]:
+        """The namespace's deleted files (their tombstones: who deleted each, when), the latest deletion first,
+        ``limit`` a page. A file committed again at its path, or moved away, is not in it."""
+        start = _trash_cursor(cursor)
+        return await self._namespaces.read_as_member(
+            principal, ns, "viewer", lambda: self._store.list_trash(ns, start, limit)
+        )
+
+    async def restore_deleted(
+        self,
+        principal: Principal,
+        ns: str,
+        paths: Sequence[str],
+        folder: str | None,
+        commit_key: str | None,
+    ) -> CommitOutcome:
+        """Bring deleted files back from the trash, each as a new version holding its last content: the
+        files named, or every deleted file under ``folder`` ("" for the whole namespace; at most
+        ``MAX_COMMIT_ENTRIES``). One commit: the same answers, conflicts and quota as a commit's."""
+        await self._namespaces.authorize(principal, ns, "editor")
+        if folder is not None:
+            tombstones = await self._deleted_under(ns, folder)
+            if not tombstones:
+                raise NotFound(f"Nothing under {folder or 'the root'!r} is in the trash.")
+        else:
+            clean = [normalize_path(path, f"$.paths[{i}]") for i, path in enumerate(paths)]
+            found, _ = await self._store.read(ns, list(dict.fromkeys(path_key(c) for c in clean)), [])
+            tombstones = []
+            for index, path in enumerate(clean):
+                head = found.get(path_key(path))
+                if head is None or head.path != path:
+                    raise NotFound(f"No file {path!r}.")
+                tombstones.append(head)
+                if not head.deleted or head.moved_to is not None:
+                    why = "is not deleted" if not head.deleted else f"was moved to {head.moved_to!r}"
+                    raise ValidationFailed(
+                        f"{head.path!r} {why}: nothing to restore.", (FieldError(f"$.paths[{index}]", why),)
+                    )
+        slots = asyncio.Semaphore(RESTORE_READS)
+
+        async def last_content(head: FileVersion) -> FileVersion:
+            async with slots:
+                version, _ = await self._at(ns, head, head.rev - 1, None)
+            if version is None or version.deleted:
+                raise Conflict(f"The version of {head.path!r} before its deletion cannot be read.")
+            return version
+
+        olds = await asyncio.gather(*(last_content(head) for head in tombstones))
+        entries = [
+            CommitEntry(h.path, o.content_hash, o.size, o.mtime, h.rev) for h, o in zip(tombstones, olds, strict=True)
+        ]
+        bodies = {o.content_hash: o.body for o in olds}
+        return await self.commit(principal, ns, entries, commit_key, bodies=bodies)
+
+    async def _deleted_under(self, ns: str, folder: str) -> list[FileVersion]:
+        """The deleted files (not moved away) of ``folder``'s subtree, read from the file items."""
+        prefix = "" if folder == "" else path_key(normalize_path(folder, "$.folder")) + "/"
+        found: list[FileVersion] = []
+        start: str | None = None
+        while True:
+            page, start = await self._store.list_files(ns, prefix, start, _SCAN_PAGE_MAX)
+            found += [v for v in page if v.deleted and v.moved_to is None]
+            if len(found) > MAX_COMMIT_ENTRIES:
+                message = (
+                    f"more than {MAX_COMMIT_ENTRIES} deleted files are under it: restore its subfolders one by one"
+                )
+                raise ValidationFailed(f"The folder has {message}.", (FieldError("$.folder", message),))
+            if start is None:
+                return found
+
     async def list_folder(
         self, principal: Principal, ns: str, folder: str, recursive: bool, cursor: str | None, limit: int
     ) -> tuple[list[FileVersion], str | None]:
@@ -1519,6 +1597,20 @@ def _same_change(cur: FileVersion, entry: CommitEntry) -> bool:
 def _encode_cursor(key: str, indexed: bool | None = None) -> str:
     """A listing cursor: the last key listed, and (non-recursive listings) whether from the children index."""
     return orjson.dumps(key if indexed is None else {"after": key, "children_index": indexed}).decode()
+
+
+def _trash_cursor(cursor: str | None) -> str | None:
+    """A trash page's cursor (``<ms>#<path key>``), checked: nothing else reaches the index's key."""
+    if cursor is None:
+        return None
+    when, _, key = cursor.partition("#")
+    if len(when) == 15 and when.isdigit() and key:
+        try:
+            if path_key(normalize_path(key, "cursor")) == key:
+                return cursor
+        except ValidationFailed:
+            pass
+    raise ValidationFailed("The cursor is malformed.", (FieldError("cursor", "not a cursor from this API"),))
 
 
 def _decode_cursor(cursor: str | None) -> tuple[str | None, bool | None]:
