@@ -417,8 +417,8 @@ class TrashRestoreRequest(WireModel):
     """Bring deleted files back: those named in ``paths``, or every deleted file under ``folder`` ("" for
     the whole namespace); exactly one of the two."""
 
-    paths: Annotated[list[RawPath], Meta(min_length=1, max_length=1000)] | None = None
-    folder: Annotated[str, Meta(max_length=2048)] | None = None
+    paths: Annotated[list[Annotated[str, Meta(max_length=1024)]], Meta(min_length=1, max_length=1000)] | None = None
+    folder: Annotated[str, Meta(max_length=1024)] | None = None
 
 
 class MoveRequest(WireModel):
