@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     for action, text in (("disable", "disable an account and end its sessions"), ("enable", "enable it")):
         actions.add_parser(action, help=text).add_argument("name")
+    quota = actions.add_parser(
+        "quota", help="set an account's storage quota (bytes of retained versions); prints it and the usage"
+    )
+    quota.add_argument("name")
+    quota.add_argument(
+        "size", help="bytes, or with a unit (500MB, 10GiB); 0 or 'unlimited': no limit; 'default': the default"
+    )
     folders = commands.add_parser(
         "folders", help="maintain the folder markers and the children index (needs AWS settings)"
     )
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "users":
-        return admin.run_users_command(settings, args.action, args.name)
+        return admin.run_users_command(settings, args.action, args.name, getattr(args, "size", None))
     if args.command == "folders":
         return admin.run_folders_command(settings, args.namespaces)
     # uvloop, as under gunicorn's uvloop worker in production: faster transports for the same code.

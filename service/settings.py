@@ -150,6 +150,8 @@ class FileSettings:
     #: content does: exact dedup and ``blobs:check`` across packs and loose blobs, at one more transaction
     #: action per new file (49 files a transaction instead of 98). Off: only its versions name it.
     record_packed: bool = False
+    #: Bytes of retained versions an account may hold unless it has a quota of its own (0: no limit).
+    default_quota: int = 10 * 1024 * MiB
     #: Lifetime of presigned upload URLs and of download redirects.
     presign_seconds: int = 900
     download_url_seconds: int = 60
@@ -327,6 +329,7 @@ class Settings:
                 inline_max_file=_int(env, "FILESYNC_INLINE_MAX_FILE", 256 * 1024, minimum=1, maximum=5 * MiB),
                 inline_max_request=_int(env, "FILESYNC_INLINE_MAX_REQUEST", 16 * MiB, minimum=64 * 1024),
                 record_packed=_bool(env, "FILESYNC_RECORD_PACKED", False),
+                default_quota=_int(env, "FILESYNC_DEFAULT_QUOTA", 10 * 1024 * MiB, minimum=0),
                 presign_seconds=_int(env, "FILESYNC_PRESIGN_SECONDS", 900, minimum=60),
                 download_url_seconds=_int(env, "FILESYNC_DOWNLOAD_URL_SECONDS", 60, minimum=5),
                 abandoned_upload_seconds=_int(env, "FILESYNC_ABANDONED_UPLOAD_SECONDS", 86400, minimum=60),

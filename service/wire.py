@@ -39,6 +39,9 @@ class Problem(ResponseModel, omit_defaults=True):
     retry_after: int | None = None
     checks: dict[str, str] | None = None
     current: FileInfo | None = None
+    used: int | None = None
+    quota: int | None = None
+    needed: int | None = None
 
 
 class Health(ResponseModel):
@@ -95,6 +98,16 @@ class Account(ResponseModel):
     #: is sent there, confirmation mail included. Setting another address ends it for that address.
     email_suppressed: bool = False
     email_suppressed_reason: Literal["bounce", "complaint"] | None = None
+    storage: Storage | None = None
+
+
+class Storage(ResponseModel):
+    """An account's storage: ``used`` bytes (every version its namespaces retain, counted whole for each
+    version whatever is shared or deduplicated; a version that keeps its file's content, as a move does, adds
+    nothing) and its ``quota`` in bytes (0: no limit). The owner who created a namespace pays for it."""
+
+    used: int
+    quota: int
 
 
 class EmailChange(WireModel):
@@ -403,6 +416,14 @@ class History(ResponseModel):
 class RestoreRequest(WireModel):
     path: RawPath
     rev: Rev
+
+
+class TrashRestoreRequest(WireModel):
+    """Bring deleted files back: those named in ``paths``, or every deleted file under ``folder`` ("" for
+    the whole namespace); exactly one of the two."""
+
+    paths: Annotated[list[Annotated[str, Meta(max_length=1024)]], Meta(min_length=1, max_length=1000)] | None = None
+    folder: Annotated[str, Meta(max_length=1024)] | None = None
 
 
 class MoveRequest(WireModel):

@@ -125,6 +125,7 @@ def build_services(
         namespaces,
         block_size=settings.files.block_size,
         clock=clock,
+        default_quota=settings.files.default_quota,
     )
     uploads = DynamoUploadRegistry(clients.dynamodb, clients.s3, settings.table, settings.bucket)
     transfers = TransferService(

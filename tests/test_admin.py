@@ -132,14 +132,19 @@ async def test_folders_backfill_puts_files_from_before_the_children_index_in_it(
         assert await listed("docs") == ["docs/b.txt"]
         done = run_admin(provisioned, "backfill", ns, command="folders")
         assert done.returncode == 0, done.stderr
-        assert f"{ns}: 4 live files seen, 2 folder markers written, 4 files put in the children index" in done.stdout
+        assert (
+            f"{ns}: 4 live files seen, 2 folder markers written, 4 files put in the children index, "
+            "1 deleted files in the trash" in done.stdout
+        )
         flag = (await db.get_item(TableName=table, Key=head, ConsistentRead=True))["Item"]["children_index"]
         assert flag == {"BOOL": True}
         gone = await db.get_item(TableName=table, Key={"pk": head["pk"], "sk": {"S": "F#gone.txt"}})
-        assert "gsi1pk" not in gone["Item"]
+        assert gone["Item"]["gsi1pk"] == {"S": f"TRASH#{ns}"}  # not in the children index: in the trash
     assert await listed("") == ["a.txt", "new.txt"]  # from the index now
     assert await listed("docs") == ["docs/b.txt"]
     assert await listed("docs/deep") == ["docs/deep/c.txt"]
+    trash = await (await client.get(f"/v1/ns/{ns}/trash", headers=headers)).json()
+    assert [f["path"] for f in trash["files"]] == ["gone.txt"]
 
 
 def test_folders_backfill_needs_aws_settings():
@@ -154,3 +159,27 @@ def test_folders_backfill_needs_aws_settings():
     assert done.returncode == 2
     assert "need AWS settings" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_users_quota_sets_shows_and_hands_back_an_accounts_quota(client, provisioned):
+    headers = await user(client, "quoted")
+    ns = await home(client, headers)
+    response = await client.put(f"/v1/ns/{ns}/files/a.bin", data=b"a" * 1000, headers=headers)
+    assert response.status == 201, await response.text()
+    small = run_admin(provisioned, "quota", "Quoted", "1.5kB")
+    assert small.returncode == 0, small.stderr
+    assert small.stdout.strip() == "quoted: quota 1,500 bytes; 1,000 bytes used"
+    refused = await client.put(f"/v1/ns/{ns}/files/b.bin", data=b"b" * 501, headers=headers)
+    assert (await problem(refused, 507))["quota"] == 1500
+    unlimited = run_admin(provisioned, "quota", "quoted", "unlimited")
+    assert "quota no limit" in unlimited.stdout
+    accepted = await client.put(f"/v1/ns/{ns}/files/b.bin", data=b"b" * 501, headers=headers)
+    assert accepted.status == 201, await accepted.text()
+    back = run_admin(provisioned, "quota", "quoted", "default")
+    assert f"quota {provisioned.files.default_quota:,} bytes (the default); 1,501 bytes used" in back.stdout
+    for wrong, status, said in (
+        (("quota", "quoted", "lots"), 2, "not a size"),
+        (("quota", "nobody-at-all", "1GB"), 1, "No user"),
+    ):
+        result = run_admin(provisioned, *wrong)
+        assert (result.returncode, said in result.stderr, "Traceback" in result.stderr) == (status, True, False)

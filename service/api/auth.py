@@ -20,11 +20,21 @@ from service.core.errors import NotFound
 from service.core.feedback import Suppression
 from service.core.links import TOKEN_MAX
 from service.core.models import User
-from service.keys import ACCOUNTS
-from service.wire import Account, EmailChange, EmailConfirmed, Login, PasswordChange, RefreshRequest, SignUp, Tokens
+from service.keys import ACCOUNTS, FILES
+from service.wire import (
+    Account,
+    EmailChange,
+    EmailConfirmed,
+    Login,
+    PasswordChange,
+    RefreshRequest,
+    SignUp,
+    Storage,
+    Tokens,
+)
 
 
-def _account(user: User, suppression: Suppression | None = None) -> Account:
+def _account(user: User, default_quota: int, suppression: Suppression | None = None) -> Account:
     return Account(
         username=user.username,
         home_namespace=user.home_namespace,
@@ -33,6 +43,7 @@ def _account(user: User, suppression: Suppression | None = None) -> Account:
         email_confirmed=user.email is not None and user.email_confirmed,
         email_suppressed=suppression is not None,
         email_suppressed_reason=None if suppression is None else suppression.reason,
+        storage=Storage(used=user.usage.used, quota=user.usage.limit(default_quota)),
     )
 
 
@@ -51,7 +62,7 @@ async def post_signup(request: web.Request) -> web.Response:
     """Create an account and its home namespace (only where open sign-up is enabled)."""
     body = await read_json(request, SignUp)
     user = await request.app[ACCOUNTS].sign_up(body.username, body.password, body.email)
-    return json_response(_account(user), status=201)
+    return json_response(_account(user, request.app[FILES].default_quota), status=201)
 
 
 async def post_token(request: web.Request) -> web.Response:
@@ -79,7 +90,8 @@ async def get_account(request: web.Request) -> web.Response:
     user = await request.app[ACCOUNTS].get_user(principal.username)
     if user is None:
         raise NotFound("The account no longer exists.")
-    return json_response(_account(user, await request.app[ACCOUNTS].addresses.suppression(user)))
+    suppression = await request.app[ACCOUNTS].addresses.suppression(user)
+    return json_response(_account(user, request.app[FILES].default_quota, suppression))
 
 
 async def put_password(request: web.Request) -> web.Response:
@@ -100,7 +112,8 @@ async def put_email(request: web.Request) -> web.Response:
     user = await request.app[ACCOUNTS].change_email(
         principal, body.current_password, body.email, client_address(request)
     )
-    return json_response(_account(user, await request.app[ACCOUNTS].addresses.suppression(user)))
+    suppression = await request.app[ACCOUNTS].addresses.suppression(user)
+    return json_response(_account(user, request.app[FILES].default_quota, suppression))
 
 
 async def post_email_confirmation(request: web.Request) -> web.Response:

@@ -53,6 +53,7 @@ from service.wire import (
     PresignedPartOut,
     RestoreRequest,
     ServiceConfig,
+    TrashRestoreRequest,
     UploadRequest,
     UploadTicket,
 )
@@ -466,6 +467,35 @@ async def post_restore(request: web.Request) -> web.Response:
         principal, request.match_info["ns"], body.path, body.rev, request.headers.get(IDEMPOTENCY_HEADER)
     )
     return json_response(_result(result), status=200 if result.status == "committed" else 409)
+
+
+async def get_trash(request: web.Request) -> web.Response:
+    """The namespace's deleted files, the latest deletion first, ``limit`` (1-1000, default 100) a page: each
+    its tombstone (``committed_by`` deleted it at ``committed_at``). Moves are not deletions; a file committed
+    again at its path leaves the trash. Eventually consistent: a deletion appears within about a second."""
+    principal = authenticate(request)
+    limit = int_param(request, "limit", 100, 1, _LIST_LIMIT_MAX) or 100
+    files, cursor = await request.app[FILES].trash(
+        principal, request.match_info["ns"], request.query.get("cursor"), limit
+    )
+    return json_response(FileList(files=[file_info(f) for f in files], cursor=cursor))
+
+
+async def post_trash_restore(request: web.Request) -> web.Response:
+    """Restore deleted files, each as a new version holding its content before the deletion: ``paths``, or
+    every deleted file under ``folder`` (at most 1,000). Answered as a commit is: per file, the new version
+    or a conflict (409 when every file conflicted; 507 past the quota, nothing restored)."""
+    principal = authenticate(request)
+    body = await read_json(request, TrashRestoreRequest)
+    if (body.paths is None) == (body.folder is None):
+        raise ValidationFailed(
+            "Name the files to restore (paths) or a folder (folder), not both or neither.",
+            (FieldError("$", "exactly one of paths and folder"),),
+        )
+    outcome = await request.app[FILES].restore_deleted(
+        principal, request.match_info["ns"], body.paths or [], body.folder, request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    return _commit_response(outcome)
 
 
 async def post_move(request: web.Request) -> web.Response:

@@ -77,6 +77,13 @@ _DOMAIN: dict[type[errors.FileSyncError], ProblemType] = {
     errors.PayloadTooLarge: ProblemType(
         "payload-too-large", 413, "Payload too large", "A body, batch or part is over its limit."
     ),
+    errors.QuotaExceeded: ProblemType(
+        "quota-exceeded",
+        507,
+        "Quota exceeded",
+        "The commit would take the namespace owner's account past its storage quota; nothing was written. "
+        "`used`, `quota` and `needed` give the bytes; free space (or ask for a larger quota) and commit again.",
+    ),
     errors.BodyStalled: ProblemType(
         "body-stalled",
         408,
@@ -149,6 +156,7 @@ def problem_response(
     retry_after: int | None = None,
     checks: dict[str, str] | None = None,
     current: FileInfo | None = None,
+    quota: errors.QuotaExceeded | None = None,
 ) -> web.Response:
     status = status or kind.status
     body = Problem(
@@ -162,6 +170,9 @@ def problem_response(
         retry_after=retry_after,
         checks=checks,
         current=current,
+        used=quota.used if quota else None,
+        quota=quota.quota if quota else None,
+        needed=quota.needed if quota else None,
     )
     response = web.Response(body=codec.dumps(body), status=status, content_type=PROBLEM_MEDIA_TYPE, headers=headers)
     if retry_after is not None:
@@ -198,6 +209,7 @@ def from_domain(request: web.BaseRequest, exc: errors.FileSyncError) -> web.Resp
         errors_=field_problems,
         retry_after=retry_after,
         current=current,
+        quota=exc if isinstance(exc, errors.QuotaExceeded) else None,
     )
 
 

@@ -30,6 +30,10 @@ the index locates; absent on items written before the index, whose history is re
 through the journal), ``hist_key`` (the chunks' key when it is not the file id), ``hist_sealed`` (the last
 sealed chunk) and ``hist_recent`` (orjson ``[[rev, seq], ...]`` of the versions after the sealed chunks).
 
+The trash index: a deletion's tombstone (not a move's source) carries ``gsi1pk = TRASH#<ns>`` and ``gsi1sk =
+T#<deleted at, ms, 15 digits>#<path key>``, so the namespace's deleted files are listed latest first; a file
+committed again at the path leaves it (its item is live again).
+
 The children index: a live file's item carries ``gsi1pk = DIR#<ns>#<parent folder key>`` ("" for the root)
 and ``gsi1sk = F#<path key>``, a tombstone neither, so gsi1 (sparse, all attributes projected) holds each
 folder's live files in path-key order and a non-recursive listing reads its children, not its subtree. Index
@@ -52,8 +56,10 @@ from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.identity import membership_from_item, membership_key
 from service.aws.items import BATCH_GET_MAX, GPK, GSK, PK, SK, Item
+from service.aws.usage import charge_action, read_usage
 from service.core.models import (
     BlobRecord,
+    Charge,
     FileVersion,
     History,
     HistoryChunk,
@@ -62,6 +68,7 @@ from service.core.models import (
     Membership,
     PackRecord,
     StoreConflict,
+    Usage,
 )
 from service.paths import folders_above
 
@@ -95,6 +102,16 @@ def journal_sk(seq: int) -> str:
 
 def history_sk(key: str, chunk: int) -> str:
     return f"H#{key}#{chunk:0{SEQ_DIGITS}d}"
+
+
+def trash_partition(ns: str) -> str:
+    """The trash index's partition of one namespace."""
+    return f"TRASH#{ns}"
+
+
+def trash_sort_key(deleted_at: float, path_key: str) -> str:
+    """A tombstone's place in the trash index: by the time of its deletion (milliseconds), then its path."""
+    return f"T#{int(deleted_at * 1000):015d}#{path_key}"
 
 
 def children_partition(ns: str, folder_key: str) -> str:
@@ -176,6 +193,9 @@ def file_item(ns: str, path_key: str, v: FileVersion) -> Item:
     if not v.deleted:
         item[GPK] = _s(children_partition(ns, path_key.rpartition("/")[0]))
         item[GSK] = _s(file_sk(path_key))
+    elif v.moved_to is None:  # a deletion, not a move's source: in the trash
+        item[GPK] = _s(trash_partition(ns))
+        item[GSK] = _s(trash_sort_key(v.committed_at, path_key))
     if v.history is not None:
         h = v.history
         item["hist_base"] = _n(h.base)
@@ -426,11 +446,13 @@ class DynamoFileStore:
         folders: Sequence[str] = (),
         chunks: Sequence[tuple[str, HistoryChunk]] = (),
         packs: Sequence[PackRecord] = (),
+        charge: Charge | None = None,
     ) -> None:
         """One transaction: head ``expected_seq`` -> ``journal.seq``, each ``(path key, observed, new)``
         written on condition the item is still ``observed``, blob records, folder markers, pack records,
-        the journal entry, the history chunks sealed (``(history key, chunk)``). A namespace's first commit marks its
-        head as fully in the children index (it has no older files)."""
+        the journal entry, the history chunks sealed (``(history key, chunk)``), and the bytes it adds to its
+        payer's usage (``charge``, on its conditions). A namespace's first commit marks its head as fully in
+        the children index (it has no older files)."""
         head: dict[str, Any] = {
             "TableName": self._table,
             "Key": _key(ns, "HEAD"),
@@ -471,6 +493,8 @@ class DynamoFileStore:
         actions += [{"Put": {"TableName": self._table, "Item": _key(ns, folder_sk(k))}} for k in folders]
         actions += [{"Put": {"TableName": self._table, "Item": _chunk_item(ns, key, c)}} for key, c in chunks]
         actions += [{"Put": {"TableName": self._table, "Item": _pack_item(ns, pack)}} for pack in packs]
+        if charge is not None:
+            actions.append(charge_action(self._table, charge))
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.transact_write_items(TransactItems=actions)
@@ -484,7 +508,12 @@ class DynamoFileStore:
             if not failed:
                 raise
             keys = tuple(changes[i - 2][0] for i in failed if 2 <= i < 2 + len(changes))
-            raise StoreConflict(keys=keys, head_moved=0 in failed or 1 in failed) from None
+            usage = charge is not None and len(actions) - 1 in failed
+            raise StoreConflict(keys=keys, head_moved=0 in failed or 1 in failed, usage=usage) from None
+
+    async def usage(self, username: str) -> Usage:
+        """An account's usage and its own quota, read consistently."""
+        return await read_usage(self._db, self._table, username)
 
     async def forget_blob(self, ns: str, blob: BlobRecord) -> None:
         """Remove a blob record, if it still names the same object (a repair may have replaced it)."""
@@ -611,6 +640,81 @@ class DynamoFileStore:
         files = [_file(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return files, (last[GSK]["S"][2:] if last else None)
+
+    async def list_trash(self, ns: str, start_after: str | None, limit: int) -> tuple[list[FileVersion], str | None]:
+        """Up to ``limit`` deleted files of ``ns`` (their tombstones), the latest deletion first, from the
+        trash index (eventually consistent); ``start_after`` and the cursor returned are trash sort keys
+        without their ``T#``."""
+        partition = trash_partition(ns)
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": resources.GSI1_NAME,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": GPK},
+            "ExpressionAttributeValues": {":pk": _s(partition)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start_after is not None:
+            path_key = start_after.partition("#")[2]
+            kwargs["ExclusiveStartKey"] = {
+                **_key(ns, file_sk(path_key)),
+                GPK: _s(partition),
+                GSK: _s(f"T#{start_after}"),
+            }
+        with unavailable_on_transient("DynamoDB"):
+            page = await self._db.query(**kwargs)
+        files = [_file(item) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return files, (last[GSK]["S"][2:] if last else None)
+
+    async def backfill_trash(self, ns: str, concurrency: int = 8) -> int:
+        """Put the deletions of ``ns`` written before the trash index into it: a paged Query of the file
+        items (tombstones that are no move's source and carry no index entry), one UpdateItem each on
+        condition it is still that tombstone. Returns the deleted files indexed."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
+            "FilterExpression": "#deleted = :true AND attribute_not_exists(moved_to) AND attribute_not_exists(#gpk)",
+            "ProjectionExpression": "#sk, rev, #at",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted", "#gpk": GPK, "#at": "at"},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":true": {"BOOL": True}},
+            "ConsistentRead": True,
+        }
+        slots = asyncio.Semaphore(concurrency)
+
+        async def index(item: Item) -> int:
+            path_key = item[SK]["S"][2:]
+            async with slots:
+                try:
+                    with unavailable_on_transient("DynamoDB"):
+                        await self._db.update_item(
+                            TableName=self._table,
+                            Key=_key(ns, file_sk(path_key)),
+                            UpdateExpression="SET #gpk = :gpk, #gsk = :gsk",
+                            ConditionExpression="#deleted = :true AND rev = :rev",
+                            ExpressionAttributeNames={"#gpk": GPK, "#gsk": GSK, "#deleted": "deleted"},
+                            ExpressionAttributeValues={
+                                ":gpk": _s(trash_partition(ns)),
+                                ":gsk": _s(trash_sort_key(float(item["at"]["N"]), path_key)),
+                                ":true": {"BOOL": True},
+                                ":rev": item["rev"],
+                            },
+                        )
+                except ClientError as exc:
+                    if error_code(exc) != "ConditionalCheckFailedException":
+                        raise
+                    return 0
+            return 1
+
+        indexed = 0
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**request)
+            indexed += sum(await asyncio.gather(*(index(item) for item in page.get("Items", []))))
+            if "LastEvaluatedKey" not in page:
+                return indexed
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def backfill_children(self, ns: str, concurrency: int = 8) -> int:
         """Put every live file of ``ns`` written before the children index into it, then mark the head so

@@ -4,7 +4,8 @@ Layer: aws. Imports only the leaf domain modules (``core.models``, ``core.errors
 Item layout in the one table (``pk`` / ``sk``; ``gsi1pk`` / ``gsi1sk`` for look-ups by user)::
 
     USER#<name>          PROFILE             password hash, created_at, home namespace, disabled,
-                                             email, email_confirmed, email_nonce (pending confirmation)
+                                             email, email_confirmed, email_nonce (pending confirmation),
+                                             used, quota (storage: ``service.aws.usage``)
     NS#<id>              META                name, kind, created_by, created_at
     NS#<id>              MEMBER#<name>       role (+ namespace name/kind)   gsi1: USER#<name> / NS#<id>
     SESSION#<sid>        SESSION             user, hash of refresh secret, expires_at (TTL)
@@ -26,6 +27,7 @@ from botocore.exceptions import ClientError
 from service.aws import items
 from service.aws.errors import error_code, unavailable_on_transient
 from service.aws.items import GPK, GSK, PK, SK, TTL, Item
+from service.aws.usage import usage_from_item
 from service.core.errors import Conflict, NotFound
 from service.core.models import LoginFailures, Membership, Namespace, Revocation, Session, User, position_at
 
@@ -59,6 +61,7 @@ def _user(item: Item) -> User:
         # An address stored before double opt-in existed has no flag: unconfirmed, like any new one.
         email_confirmed=item.get("email_confirmed", {}).get("BOOL", False),
         email_nonce=item["email_nonce"]["S"] if "email_nonce" in item else None,
+        usage=usage_from_item(item),
     )
 
 

@@ -101,6 +101,17 @@ class PayloadTooLarge(FileSyncError):
     """A body, batch or part exceeds its documented limit."""
 
 
+class QuotaExceeded(FileSyncError):
+    """A commit would take the account that pays for the namespace (its owner) past its storage quota;
+    nothing of it was written."""
+
+    def __init__(self, detail: str, used: int, quota: int, needed: int) -> None:
+        super().__init__(detail)
+        self.used = used
+        self.quota = quota
+        self.needed = needed
+
+
 class BodyStalled(FileSyncError):
     """The request body stopped arriving (the idle timeout) or came too slowly to finish by its deadline
     (a stalled or slowloris client)."""

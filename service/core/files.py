@@ -72,10 +72,18 @@ from typing import Literal, Protocol
 import orjson
 
 from service.content import EMPTY_HASH, claim_problem
-from service.core.errors import Conflict, DependencyUnavailable, FieldError, NotFound, ValidationFailed
+from service.core.errors import (
+    Conflict,
+    DependencyUnavailable,
+    FieldError,
+    NotFound,
+    QuotaExceeded,
+    ValidationFailed,
+)
 from service.core.models import (
     BlobRecord,
     BodyRef,
+    Charge,
     FileVersion,
     History,
     HistoryChunk,
@@ -84,6 +92,7 @@ from service.core.models import (
     PackRecord,
     Principal,
     StoreConflict,
+    Usage,
     Verification,
 )
 from service.core.namespaces import MemberLookup, NamespaceService
@@ -94,6 +103,10 @@ MAX_ACTIONS = 100
 #: Budget for one journal entry (DynamoDB items are at most 400 KB).
 MAX_JOURNAL_BYTES = 300_000
 MAX_COMMIT_ENTRIES = 1000
+#: Reads of deleted files' last versions in flight at once while restoring from the trash.
+RESTORE_READS = 8
+#: Namespaces whose payer a worker remembers (cleared when full: a payer never changes).
+PAYERS_CACHED = 10_000
 #: Moves in one request; each is two file actions of one transaction.
 MAX_MOVES = 500
 #: Distinct folders (and new paths) one request's file-folder check may read; each costs two keys of the
@@ -205,7 +218,12 @@ class FileStore(Protocol):
         folders: Sequence[str] = (),
         chunks: Sequence[tuple[str, HistoryChunk]] = (),
         packs: Sequence[PackRecord] = (),
+        charge: Charge | None = None,
     ) -> None: ...
+
+    async def usage(self, username: str) -> Usage:
+        """An account's usage and its own quota, read consistently."""
+        ...
 
     async def journal_entry(self, ns: str, seq: int) -> JournalEntry | None: ...
 
@@ -227,6 +245,10 @@ class FileStore(Protocol):
     ) -> tuple[list[FileVersion], str | None]: ...
 
     async def children_indexed(self, ns: str) -> bool: ...
+
+    async def list_trash(self, ns: str, start_after: str | None, limit: int) -> tuple[list[FileVersion], str | None]:
+        """Tombstones of deleted files, the latest deletion first; the cursor: the last one's place."""
+        ...
 
     async def list_children(
         self, ns: str, folder_key: str, start_after: str | None, limit: int
@@ -287,6 +309,10 @@ class _View:
     read_at: dict[tuple[str, str], int | None]
     #: Heads this request wrote itself (its own changes are applied to ``files`` and ``folders``).
     own: list[int]
+    #: The account that pays for the namespace's storage (its owner), once a write needed it.
+    payer: str | None = None
+    #: The payer's usage as last read (None: read it before the next charge).
+    usage: Usage | None = None
 
     def fresh(self, item: tuple[str, str], head: int) -> bool:
         """Whether ``item`` is still what the namespace holds at ``head``: nobody else committed since."""
@@ -323,8 +349,11 @@ class FileService:
         block_size: int,
         verify_concurrency: int = 32,
         clock: Callable[[], float] = time.time,
+        default_quota: int = 0,
     ) -> None:
         self._store = store
+        self.default_quota = default_quota
+        self._payers: dict[str, str] = {}
         self._blobs = blobs
         self._namespaces = namespaces
         self.block_size = block_size
@@ -372,8 +401,40 @@ class FileService:
             bodies = {**(bodies or {}), **stored.bodies}
             packs = stored.packs
         contents = await self._verify_blobs(ns, pending, view.files, known, verified, bodies or {}, record_verified)
+        needed = sum(p.entry.size for p in pending if _adds_bytes(p, view.files))
+        if needed > 0:  # refused before anything is written when the whole commit cannot fit
+            await self._read_usage(ns, view)
+            self._check_quota(view, needed)
         results, seq = await self._write_all(principal, ns, pending, key, view, contents, packs)
         return CommitOutcome([results[i] for i in range(len(pending))], seq)
+
+    async def _payer(self, ns: str) -> str:
+        """The account that pays for a namespace's storage: its creator and first owner (immutable: cached)."""
+        payer = self._payers.get(ns)
+        if payer is None:
+            namespace = await self._namespaces.get(ns)
+            if len(self._payers) >= PAYERS_CACHED:
+                self._payers.clear()
+            payer = self._payers[ns] = namespace.created_by
+        return payer
+
+    async def _read_usage(self, ns: str, view: _View) -> Usage:
+        view.payer = view.payer or await self._payer(ns)
+        view.usage = await self._store.usage(view.payer)
+        return view.usage
+
+    def _check_quota(self, view: _View, needed: int) -> None:
+        """Refuse (507) ``needed`` more bytes past the payer's quota, as ``view`` last read its usage."""
+        assert view.usage is not None
+        limit = view.usage.limit(self.default_quota)
+        if limit and view.usage.used + needed > limit:
+            raise QuotaExceeded(
+                f"The commit needs {needed:,} bytes more; the namespace owner's account uses {view.usage.used:,} "
+                f"of its {limit:,} bytes. Nothing was committed.",
+                used=view.usage.used,
+                quota=limit,
+                needed=needed,
+            )
 
     async def move_many(
         self, principal: Principal, ns: str, moves: Sequence[Move], commit_key: str | None
@@ -623,7 +684,9 @@ class FileService:
                         await self._store.put_folders(ns, folders)
                         view.folders.update(folders)
                         folders = []
+                    charge = await self._charge(ns, view, _added_bytes(versions))
                     room = MAX_ACTIONS - 2 - len(versions) - len(new_blobs) - len(folders) - len(packs)
+                    room -= 1 if charge is not None else 0
                     unsealed = versions
                     versions, seals = _with_histories(unsealed, lines, room)
                     chunks = await self._seal(ns, seals, records)
@@ -632,13 +695,17 @@ class FileService:
                         versions, seals = _with_histories(unsealed, lines, fit)
                         chunks = chunks[:fit]
                     journal = JournalEntry(seq, now, principal.username, tuple(v for _, _, v in versions))
-                    await self._store.write(ns, head, versions, new_blobs, journal, folders, chunks, packs)
+                    await self._store.write(ns, head, versions, new_blobs, journal, folders, chunks, packs, charge)
             except StoreConflict as conflict:
                 for key in conflict.keys:
                     view.read_at[("F", key)] = None  # read again, after the head, on the next attempt
+                if conflict.usage:
+                    view.usage = None  # another commit charged the payer: read its usage again
                 await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter
                 continue
             view.own.append(seq)
+            if charge is not None and view.usage is not None:
+                view.usage = replace(view.usage, used=view.usage.used + charge.delta)
             view.folders.update(folders)
             for blob in new_blobs:
                 contents[blob.content_hash] = replace(contents[blob.content_hash], new=False)
@@ -649,6 +716,17 @@ class FileService:
                 results[p.index] = CommitResult(p.entry.path, "committed", version=version)
             return seq
         raise DependencyUnavailable("The namespace is too busy to commit right now; retry shortly.")
+
+    async def _charge(self, ns: str, view: _View, delta: int) -> Charge | None:
+        """What one transaction adding ``delta`` bytes charges its payer, on conditions that keep every
+        commit together within the quota (refused, 507, if this one cannot fit); None: it adds nothing."""
+        if delta <= 0:
+            return None
+        usage = view.usage or await self._read_usage(ns, view)
+        self._check_quota(view, delta)
+        assert view.payer is not None
+        limit = usage.limit(self.default_quota)
+        return Charge(view.payer, delta, limit - delta if limit else None, usage.quota)
 
     async def _prepare(self, ns: str, chunk: list[_Pending], view: _View, head: int) -> dict[str, FileVersion | None]:
         """Bring what the chunk's decisions depend on up to ``head``; for each new file whose path has a
@@ -994,6 +1072,78 @@ class FileService:
                 f"{len(errors)} moves name a file whose size is wrong: {errors[0].message}.", tuple(errors)
             )
 
+    async def trash(
+        self, principal: Principal, ns: str, cursor: str | None, limit: int
+    ) -> tuple[list[FileVersion], str | None]:
+        """The namespace's deleted files (their tombstones: who deleted each, when), the latest deletion first,
+        ``limit`` a page. A file committed again at its path, or moved away, is not in it."""
+        start = _trash_cursor(cursor)
+        return await self._namespaces.read_as_member(
+            principal, ns, "viewer", lambda: self._store.list_trash(ns, start, limit)
+        )
+
+    async def restore_deleted(
+        self,
+        principal: Principal,
+        ns: str,
+        paths: Sequence[str],
+        folder: str | None,
+        commit_key: str | None,
+    ) -> CommitOutcome:
+        """Bring deleted files back from the trash, each as a new version holding its last content: the
+        files named, or every deleted file under ``folder`` ("" for the whole namespace; at most
+        ``MAX_COMMIT_ENTRIES``). One commit: the same answers, conflicts and quota as a commit's."""
+        await self._namespaces.authorize(principal, ns, "editor")
+        if folder is not None:
+            tombstones = await self._deleted_under(ns, folder)
+            if not tombstones:
+                raise NotFound(f"Nothing under {folder or 'the root'!r} is in the trash.")
+        else:
+            clean = [normalize_path(path, f"$.paths[{i}]") for i, path in enumerate(paths)]
+            found, _ = await self._store.read(ns, list(dict.fromkeys(path_key(c) for c in clean)), [])
+            tombstones = []
+            for index, path in enumerate(clean):
+                head = found.get(path_key(path))
+                if head is None or head.path != path:
+                    raise NotFound(f"No file {path!r}.")
+                tombstones.append(head)
+                if not head.deleted or head.moved_to is not None:
+                    why = "is not deleted" if not head.deleted else f"was moved to {head.moved_to!r}"
+                    raise ValidationFailed(
+                        f"{head.path!r} {why}: nothing to restore.", (FieldError(f"$.paths[{index}]", why),)
+                    )
+        slots = asyncio.Semaphore(RESTORE_READS)
+
+        async def last_content(head: FileVersion) -> FileVersion:
+            async with slots:
+                version, _ = await self._at(ns, head, head.rev - 1, None)
+            if version is None or version.deleted:
+                raise Conflict(f"The version of {head.path!r} before its deletion cannot be read.")
+            return version
+
+        olds = await asyncio.gather(*(last_content(head) for head in tombstones))
+        entries = [
+            CommitEntry(h.path, o.content_hash, o.size, o.mtime, h.rev) for h, o in zip(tombstones, olds, strict=True)
+        ]
+        bodies = {o.content_hash: o.body for o in olds}
+        return await self.commit(principal, ns, entries, commit_key, bodies=bodies)
+
+    async def _deleted_under(self, ns: str, folder: str) -> list[FileVersion]:
+        """The deleted files (not moved away) of ``folder``'s subtree, read from the file items."""
+        prefix = "" if folder == "" else path_key(normalize_path(folder, "$.folder")) + "/"
+        found: list[FileVersion] = []
+        start: str | None = None
+        while True:
+            page, start = await self._store.list_files(ns, prefix, start, _SCAN_PAGE_MAX)
+            found += [v for v in page if v.deleted and v.moved_to is None]
+            if len(found) > MAX_COMMIT_ENTRIES:
+                message = (
+                    f"more than {MAX_COMMIT_ENTRIES} deleted files are under it: restore its subfolders one by one"
+                )
+                raise ValidationFailed(f"The folder has {message}.", (FieldError("$.folder", message),))
+            if start is None:
+                return found
+
     async def list_folder(
         self, principal: Principal, ns: str, folder: str, recursive: bool, cursor: str | None, limit: int
     ) -> tuple[list[FileVersion], str | None]:
@@ -1121,7 +1271,7 @@ def _take_chunk(
     write; and whether the markers must be written ahead (one unit whose path is so deep that its markers
     alone do not fit)."""
     chunk: list[_Pending] = []
-    actions, size = 2, 0
+    actions, size, charged = 2, 0, False
     blobs: set[str] = set()
     markers: set[str] = set()
     packs: set[str] = set()
@@ -1134,7 +1284,8 @@ def _take_chunk(
         seals = sum(_seals_expected(p, view.files, by_index) for p in unit)
         # A move's target names its source's pack, already recorded: only new content can name a new pack.
         unit_packs = {pack for c in held if (pack := c.body.pack) is not None and pack in unrecorded} - packs
-        cost = len(unit) + len(unit_blobs) + len(unit_markers) + seals + len(unit_packs)
+        charge = not charged and any(p.partner is None and _adds_bytes(p, view.files) for p in live)
+        cost = len(unit) + len(unit_blobs) + len(unit_markers) + seals + len(unit_packs) + int(charge)
         weight = sum(
             400
             + len(p.entry.path.encode())
@@ -1149,7 +1300,25 @@ def _take_chunk(
         blobs |= unit_blobs
         markers |= unit_markers
         packs |= unit_packs
+        charged = charged or charge
     return chunk, actions > MAX_ACTIONS
+
+
+def _adds_bytes(p: _Pending, files: Mapping[str, FileVersion]) -> bool:
+    """Whether an entry may add to its payer's usage: live content of some size that its path does not
+    hold already (an upper bound: a move's target carries its source's bytes and adds nothing)."""
+    if p.entry.deleted or p.entry.size <= 0:
+        return False
+    current = files.get(p.key)
+    return current is None or current.deleted or current.content_hash != p.entry.content_hash
+
+
+def _added_bytes(versions: Sequence[tuple[str, FileVersion | None, FileVersion]]) -> int:
+    """The bytes one transaction's new versions add to the retained ones: each live version's size, but for
+    content its own file already held in a version this transaction replaces (a move, the same content
+    again)."""
+    retired = {(o.file_id, o.content_hash) for _, o, _ in versions if o is not None and not o.deleted}
+    return sum(v.size for _, _, v in versions if not v.deleted and (v.file_id, v.content_hash) not in retired)
 
 
 def history_chunk(rev: int) -> int:
@@ -1428,6 +1597,20 @@ def _same_change(cur: FileVersion, entry: CommitEntry) -> bool:
 def _encode_cursor(key: str, indexed: bool | None = None) -> str:
     """A listing cursor: the last key listed, and (non-recursive listings) whether from the children index."""
     return orjson.dumps(key if indexed is None else {"after": key, "children_index": indexed}).decode()
+
+
+def _trash_cursor(cursor: str | None) -> str | None:
+    """A trash page's cursor (``<ms>#<path key>``), checked: nothing else reaches the index's key."""
+    if cursor is None:
+        return None
+    when, _, key = cursor.partition("#")
+    if len(when) == 15 and when.isdigit() and key:
+        try:
+            if path_key(normalize_path(key, "cursor")) == key:
+                return cursor
+        except ValidationFailed:
+            pass
+    raise ValidationFailed("The cursor is malformed.", (FieldError("cursor", "not a cursor from this API"),))
 
 
 def _decode_cursor(cursor: str | None) -> tuple[str | None, bool | None]:

@@ -7,7 +7,7 @@ layer renders them. Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["owner", "editor", "viewer"]
@@ -23,6 +23,19 @@ def role_allows(have: Role, need: Role) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """An account's storage: ``used`` bytes (the versions its namespaces retain), and its own ``quota`` as
+    stored (None: the deployment's default applies; 0: no limit)."""
+
+    used: int
+    quota: int | None = None
+
+    def limit(self, default: int) -> int:
+        """The quota in force: its own, or the default (0: no limit)."""
+        return self.quota if self.quota is not None else default
+
+
+@dataclass(frozen=True, slots=True)
 class User:
     username: str
     password_hash: str
@@ -35,6 +48,8 @@ class User:
     email_confirmed: bool = False
     #: The nonce the pending address's confirmation link carries (None once confirmed, or with no address).
     email_nonce: str | None = None
+    #: Storage: bytes its namespaces' retained versions hold, and its own quota (None: the default).
+    usage: Usage = field(default_factory=lambda: Usage(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,12 +251,25 @@ class Verification:
 
 
 class StoreConflict(Exception):
-    """A conditional write lost: the namespace head moved, or some file items changed (``keys``)."""
+    """A conditional write lost: the namespace head moved, some file items changed (``keys``), or the payer's
+    usage moved past what the charge allowed (``usage``)."""
 
-    def __init__(self, keys: tuple[str, ...] = (), head_moved: bool = False) -> None:
-        super().__init__(f"conflict on {len(keys)} items (head moved: {head_moved})")
+    def __init__(self, keys: tuple[str, ...] = (), head_moved: bool = False, usage: bool = False) -> None:
+        super().__init__(f"conflict on {len(keys)} items (head moved: {head_moved}, usage: {usage})")
         self.keys = keys
         self.head_moved = head_moved
+        self.usage = usage
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a commit's transaction adds to its payer's usage: ``delta`` bytes, on condition that the usage
+    is still at most ``max_used`` (None: no limit) and the stored quota is still ``quota`` as read."""
+
+    payer: str
+    delta: int
+    max_used: int | None
+    quota: int | None
 
 
 class BodyChanged(Exception):

@@ -123,6 +123,13 @@ class NamespaceService:
         """Call ``listener(namespace_id, username)`` after each removal (in the order registered)."""
         self._removal_listeners.append(listener)
 
+    async def get(self, namespace_id: str) -> Namespace:
+        """A namespace, for the service's own bookkeeping (no caller is authorized by it)."""
+        namespace = await self._store.get_namespace(check_namespace_id(namespace_id))
+        if namespace is None:
+            raise NotFound(f"No namespace {namespace_id!r}.")
+        return namespace
+
     async def authorize(self, principal: Principal, namespace_id: str, need: Role) -> Membership:
         """The caller's membership if it allows ``need``: else 404 (not a member) or 403 (role too low)."""
         membership = await self._store.get_membership(check_namespace_id(namespace_id), principal.username)

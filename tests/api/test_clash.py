@@ -79,7 +79,8 @@ async def test_within_one_request_the_earlier_entry_wins(client, alice, paths, w
 async def test_across_the_transactions_of_one_request_too(client, alice, monkeypatch):
     headers, ns = alice
     await put(client, headers, ns, ["seed"])  # the content verified (and recorded) before
-    monkeypatch.setattr(core_files, "MAX_ACTIONS", 5)  # three actions a transaction: files and markers
+    # Three actions a transaction for files and markers (beside the head, the journal and the owner's usage).
+    monkeypatch.setattr(core_files, "MAX_ACTIONS", 6)
     paths = ["c/1", "c/2", "c/3", "x", "y", "c", "x/1"]
     result = await commit(client, headers, ns, [entry(p, DATA) for p in paths])
     statuses = {r["path"]: (r["status"], r.get("reason")) for r in result["results"]}
@@ -217,7 +218,8 @@ async def test_the_check_costs_no_query_in_the_common_case(provisioned, make_cli
     used = {op: after[("dynamodb", op)] - before[("dynamodb", op)] for service, op in after if service == "dynamodb"}
     # 301 file items, 300 markers of new paths, the folders a, b, c, c/d (item and marker): 609 keys.
     assert (used["Query"], used["BatchGetItem"], used["TransactWriteItems"]) == (0, 7, 4), used
-    assert used["GetItem"] == 1 + 1 + 4, used  # membership, the head before the read, the head per transaction
+    # The membership, the head before the read, the head per transaction, the owner's usage (once a request).
+    assert used["GetItem"] == 1 + 1 + 4 + 1, used
     await commit(client, headers, ns, [{"path": "gone/z", "deleted": True, "parent_rev": versions["gone/z"]["rev"]}])
     before = await aws_requests(client)
     [answer] = (await commit(client, headers, ns, [entry("gone", DATA)]))["results"]

@@ -205,6 +205,8 @@ async def test_no_numeric_input_of_any_operation_is_a_server_error(client):
         "put_file": Base("PUT", f"/v1/ns/{ns}/files/p.txt", data=b"x"),
         "delete_file": Base("DELETE", f"/v1/ns/{ns}/files/d.txt", headers={"If-Match": "1"}),
         "post_restore": Base("POST", f"/v1/ns/{ns}/restore", {"path": "a.txt", "rev": 1}),
+        "get_trash": Base("GET", f"/v1/ns/{ns}/trash"),
+        "post_trash_restore": Base("POST", f"/v1/ns/{ns}/trash:restore", {"paths": ["a.txt"]}),
         "post_move": Base("POST", f"/v1/ns/{ns}/move", {"from": "m.txt", "to": "m2.txt", "parent_rev": 1}),
         "post_moves": Base(
             "POST", f"/v1/ns/{ns}/moves", {"moves": [{"from": "x.txt", "to": "x2.txt", "parent_rev": 1}]}

@@ -163,3 +163,41 @@ def _meta(device: Device, name: str) -> int:
 def _namespace(device: Device) -> str:
     with sqlite3.connect(f"file:{_state_db(device)}?mode=ro", uri=True) as conn:
         return str(conn.execute("SELECT value FROM meta WHERE name = 'namespace'").fetchone()[0])
+
+
+@pytest.mark.timeout(120)
+async def test_usage_shows_the_bytes_every_kept_version_holds_and_the_quota(server, tmp_path):
+    device = await _signed_up(Device("usage", tmp_path), server, _user())
+    assert re.search(
+        r"^0 bytes of 10\.0 GiB used \(0\.0%; 0 of 10,737,418,240 bytes\)$", (await device.run("usage")).out, re.M
+    )
+    device.write("a.bin", b"a" * 3000)
+    await device.run("sync", str(device.root))
+    device.write("a.bin", b"b" * 2000)  # a second version: both are kept, both count
+    await device.run("sync", str(device.root))
+    shown = (await device.run("usage")).out
+    assert re.search(r"^4\.9 KiB of 10\.0 GiB used \(0\.0%; 5,000 of 10,737,418,240 bytes\)$", shown, re.M), shown
+    assert "old versions" in shown
+
+
+@pytest.mark.timeout(120)
+async def test_a_folder_deleted_and_synced_comes_back_from_the_trash(server, tmp_path):
+    device = await _signed_up(Device("trash", tmp_path), server, _user())
+    files = {f"notes/n{i}.txt": os.urandom(200 + i) for i in range(5)}
+    for path, data in files.items():
+        device.write(path, data)
+    device.write("keep.txt", b"kept")
+    await device.run("sync", str(device.root))
+    for path in files:
+        (device.root / path).unlink()
+    (device.root / "notes").rmdir()
+    await device.run("sync", str(device.root))
+    listed = await device.run("trash", "list", str(device.root))
+    for path in files:
+        assert re.search(rf"^{TIMESTAMP}  \S+  {re.escape(path)}$", listed.out, re.M), listed.out
+    assert "5 deleted files; restore with" in listed.out
+    restored = await device.run("trash", "restore", "--folder", str(device.root / "notes"))
+    assert "restored 5 files" in restored.out
+    await device.run("sync", str(device.root))
+    assert device.tree() == {**files, "keep.txt": b"kept"}
+    assert "0 deleted files" in (await device.run("trash", "list", str(device.root))).out

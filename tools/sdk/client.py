@@ -453,6 +453,33 @@ class FileSyncClient:
             action="restoring a version",
         )
 
+    async def trash(self, ns: str, limit: int = 1000) -> AsyncIterator[FileInfo]:
+        """The namespace's deleted files (their tombstones), the latest deletion first, page by page."""
+        cursor: str | None = None
+        while True:
+            params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+            page = await self._json("GET", f"/v1/ns/{ns}/trash", FileList, params=params, action="reading the trash")
+            for entry in page.files:
+                yield entry
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def restore_deleted(
+        self, ns: str, paths: list[str] | None = None, folder: str | None = None, idempotency_key: str | None = None
+    ) -> CommitResponse:
+        """Bring deleted files back: ``paths``, or every deleted file under ``folder``."""
+        body: dict[str, Any] = {"paths": paths} if paths is not None else {"folder": folder or ""}
+        return await self._json(
+            "POST",
+            f"/v1/ns/{ns}/trash:restore",
+            CommitResponse,
+            json=body,
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
+            expect=(200, 409),
+            action="restoring from the trash",
+        )
+
     async def put_stream(
         self, ns: str, path: str, body: AsyncIterator[bytes] | bytes, *, content_hash: str | None = None
     ) -> FileInfo:

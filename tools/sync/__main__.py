@@ -12,6 +12,8 @@
     python -m tools.sync [--config DIR] restore PATH --rev REV
     python -m tools.sync [--config DIR] follow PATH ;  unfollow PATH      # emails about changes (a file or folder)
     python -m tools.sync [--config DIR] email ADDRESS | --remove          # where those emails go
+    python -m tools.sync [--config DIR] usage                              # storage used, and the quota
+    python -m tools.sync [--config DIR] trash list PATH ;  trash restore PATH... [--folder]   # deleted files
 
 ``--config DIR`` holds one device's state (tokens, one state database per synced folder), so two devices
 can run on one machine. ``main`` is the one place failures end: ``tools.sync.failures`` turns each into an
@@ -42,7 +44,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from service.paths import normalize_path
+from service.paths import normalize_path, path_key
 from tools.sdk.errors import ApiError, NotFound, Unauthenticated, is_transient
 from tools.sync.failures import (
     EXIT_CODES_HELP,
@@ -681,6 +683,74 @@ async def cmd_history(args: argparse.Namespace, config: Config) -> int:
         await api.__aexit__(None, None, None)
 
 
+def _bytes(count: int) -> str:
+    """A byte count as people read it (binary units, as the OS shows sizes)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+async def cmd_usage(args: argparse.Namespace, config: Config) -> int:
+    api, _ = await _session(config)
+    try:
+        account = await api.account()
+    finally:
+        await api.__aexit__(None, None, None)
+    storage = account.storage
+    if storage is None:
+        raise UserError("this server does not report storage usage")
+    if storage.quota == 0:
+        print(f"{_bytes(storage.used)} used ({storage.used:,} bytes); no quota")
+    else:
+        share = storage.used / storage.quota * 100
+        print(
+            f"{_bytes(storage.used)} of {_bytes(storage.quota)} used ({share:.1f}%; {storage.used:,} of "
+            f"{storage.quota:,} bytes)"
+        )
+    print("every version your namespaces keep counts, including old versions and those of shared namespaces you own")
+    return 0
+
+
+async def cmd_trash(args: argparse.Namespace, config: Config) -> int:
+    api, _ = await _session(config)
+    try:
+        if args.action == "list":
+            ns, path = _locate(config, args.path, allow_root=True)
+            under = path_key(path) if path else None
+            shown = 0
+            async for entry in api.trash(ns):
+                key = path_key(entry.path)
+                if under is not None and key != under and not key.startswith(under + "/"):
+                    continue
+                when = datetime.fromtimestamp(entry.committed_at).strftime("%Y-%m-%d %H:%M:%S")
+                print(f"{when}  {entry.committed_by}  {entry.path}")
+                shown += 1
+            print(f"{shown} deleted files" + (f" under {path}" if path else "") + "; restore with: trash restore PATH")
+            return 0
+        if len(args.paths) > 1000:
+            raise UserError("restore at most 1,000 paths at a time (or their folder, with --folder)")
+        located = [_locate(config, target, allow_root=args.folders) for target in args.paths]
+        namespaces = {ns for ns, _ in located}
+        if len(namespaces) != 1:
+            raise UserError("restore files of one synced folder at a time")
+        ns = namespaces.pop()
+        answers = (
+            [await api.restore_deleted(ns, folder=folder) for _, folder in located]
+            if args.folders
+            else [await api.restore_deleted(ns, paths=[p for _, p in located])]
+        )
+        results = [r for answer in answers for r in answer.results]
+        restored = sum(r.status == "committed" for r in results)
+        problems = [f"{r.path}: {r.reason}" for r in results if r.status != "committed"]
+        print(f"restored {restored} files; run sync to fetch them")
+        for line in problems:
+            print(f"not restored: {line}", file=sys.stderr)
+        return 3 if problems else 0
+    finally:
+        await api.__aexit__(None, None, None)
+
+
 async def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     ns, path = _locate(config, args.path)
     api, _ = await _session(config)
@@ -906,6 +976,20 @@ def _parser() -> argparse.ArgumentParser:
     email = commands.add_parser("email", help="set where notifications go (password: FILESYNC_PASSWORD or a prompt)")
     email.add_argument("address", nargs="?")
     email.add_argument("--remove", action="store_true", help="no notification emails")
+    commands.add_parser("usage", help="the storage your account uses, and its quota")
+    trash = commands.add_parser("trash", help="deleted files: list them, bring them back")
+    trash_actions = trash.add_subparsers(dest="action", required=True)
+    trash_actions.add_parser(
+        "list", help="deleted files of a synced folder (or under a path in it), latest first"
+    ).add_argument("path")
+    untrash = trash_actions.add_parser("restore", help="bring deleted files back (then run sync)")
+    untrash.add_argument("paths", nargs="+", metavar="PATH")
+    untrash.add_argument(
+        "--folder",
+        dest="folders",
+        action="store_true",
+        help="the paths are folders: restore everything deleted under them",
+    )
     return parser
 
 
@@ -923,6 +1007,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, Any, i
     "follow": cmd_follow,
     "unfollow": cmd_follow,
     "email": cmd_email,
+    "usage": cmd_usage,
+    "trash": cmd_trash,
 }
 
 
