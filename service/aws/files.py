@@ -606,6 +606,51 @@ class DynamoFileStore:
         last = page.get("LastEvaluatedKey")
         return files, (last[SK]["S"][2:] if last else None)
 
+    def _file_items(
+        self, ns: str, filter_expression: str, projection: str, names: dict[str, str], values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A consistent Query of ``ns``'s file items that ``filter_expression`` keeps."""
+        return {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
+            "FilterExpression": filter_expression,
+            "ProjectionExpression": projection,
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, **names},
+            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), **values},
+            "ConsistentRead": True,
+        }
+
+    async def _pages(self, request: dict[str, Any]) -> AsyncIterator[list[Item]]:
+        """Each page of a Query's items, to its end."""
+        while True:
+            with unavailable_on_transient("DynamoDB"):
+                page = await self._db.query(**request)
+            yield page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            request = {**request, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+    async def _put_in_index(
+        self, ns: str, path_key: str, entry: tuple[str, str], condition: tuple[str, dict[str, Any]]
+    ) -> int:
+        """Give a file item its gsi1 entry, on ``condition`` (with its values): 1 if written, 0 if the item
+        changed meanwhile."""
+        try:
+            with unavailable_on_transient("DynamoDB"):
+                await self._db.update_item(
+                    TableName=self._table,
+                    Key=_key(ns, file_sk(path_key)),
+                    UpdateExpression="SET #gpk = :gpk, #gsk = :gsk",
+                    ConditionExpression=condition[0],
+                    ExpressionAttributeNames={"#gpk": GPK, "#gsk": GSK, "#deleted": "deleted"},
+                    ExpressionAttributeValues={":gpk": _s(entry[0]), ":gsk": _s(entry[1]), **condition[1]},
+                )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return 0
+        return 1
+
     async def children_indexed(self, ns: str) -> bool:
         """Whether every live file of ``ns`` is in the children index (an eventually consistent read of its
         head: the flag, once set, stays)."""
@@ -672,97 +717,39 @@ class DynamoFileStore:
         """Put the deletions of ``ns`` written before the trash index into it: a paged Query of the file
         items (tombstones that are no move's source and carry no index entry), one UpdateItem each on
         condition it is still that tombstone. Returns the deleted files indexed."""
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
-            "FilterExpression": "#deleted = :true AND attribute_not_exists(moved_to) AND attribute_not_exists(#gpk)",
-            "ProjectionExpression": "#sk, rev, #at",
-            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted", "#gpk": GPK, "#at": "at"},
-            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":true": {"BOOL": True}},
-            "ConsistentRead": True,
-        }
+        request = self._file_items(
+            ns,
+            "#deleted = :true AND attribute_not_exists(moved_to) AND attribute_not_exists(#gpk)",
+            "#sk, rev, #at",
+            {"#deleted": "deleted", "#gpk": GPK, "#at": "at"},
+            {":true": {"BOOL": True}},
+        )
         slots = asyncio.Semaphore(concurrency)
 
         async def index(item: Item) -> int:
             path_key = item[SK]["S"][2:]
+            entry = (trash_partition(ns), trash_sort_key(float(item["at"]["N"]), path_key))
+            condition = ("#deleted = :true AND rev = :rev", {":true": {"BOOL": True}, ":rev": item["rev"]})
             async with slots:
-                try:
-                    with unavailable_on_transient("DynamoDB"):
-                        await self._db.update_item(
-                            TableName=self._table,
-                            Key=_key(ns, file_sk(path_key)),
-                            UpdateExpression="SET #gpk = :gpk, #gsk = :gsk",
-                            ConditionExpression="#deleted = :true AND rev = :rev",
-                            ExpressionAttributeNames={"#gpk": GPK, "#gsk": GSK, "#deleted": "deleted"},
-                            ExpressionAttributeValues={
-                                ":gpk": _s(trash_partition(ns)),
-                                ":gsk": _s(trash_sort_key(float(item["at"]["N"]), path_key)),
-                                ":true": {"BOOL": True},
-                                ":rev": item["rev"],
-                            },
-                        )
-                except ClientError as exc:
-                    if error_code(exc) != "ConditionalCheckFailedException":
-                        raise
-                    return 0
-            return 1
+                return await self._put_in_index(ns, path_key, entry, condition)
 
-        indexed = 0
-        while True:
-            with unavailable_on_transient("DynamoDB"):
-                page = await self._db.query(**request)
-            indexed += sum(await asyncio.gather(*(index(item) for item in page.get("Items", []))))
-            if "LastEvaluatedKey" not in page:
-                return indexed
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sum([sum(await asyncio.gather(*map(index, page))) async for page in self._pages(request)])
 
     async def backfill_children(self, ns: str, concurrency: int = 8) -> int:
         """Put every live file of ``ns`` written before the children index into it, then mark the head so
         listings use the index: a paged Query of the file items, one conditional UpdateItem per live file
         (on condition it is still live: a file deleted meanwhile stays out). Returns the files indexed.
         Run it once every worker writes the index (an older worker's commit would leave its file out)."""
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :file)",
-            "FilterExpression": "#deleted = :false",
-            "ProjectionExpression": "#sk",
-            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#deleted": "deleted"},
-            "ExpressionAttributeValues": {":pk": _s(f"NS#{ns}"), ":file": _s("F#"), ":false": {"BOOL": False}},
-            "ConsistentRead": True,
-        }
+        request = self._file_items(ns, "#deleted = :false", "#sk", {"#deleted": "deleted"}, {":false": {"BOOL": False}})
         slots = asyncio.Semaphore(concurrency)
 
-        async def index(path_key: str) -> int:
+        async def index(item: Item) -> int:
+            path_key = item[SK]["S"][2:]
+            entry = (children_partition(ns, path_key.rpartition("/")[0]), file_sk(path_key))
             async with slots:
-                try:
-                    with unavailable_on_transient("DynamoDB"):
-                        await self._db.update_item(
-                            TableName=self._table,
-                            Key=_key(ns, file_sk(path_key)),
-                            UpdateExpression="SET #gpk = :gpk, #gsk = :gsk",
-                            ConditionExpression="#deleted = :false",
-                            ExpressionAttributeNames={"#gpk": GPK, "#gsk": GSK, "#deleted": "deleted"},
-                            ExpressionAttributeValues={
-                                ":gpk": _s(children_partition(ns, path_key.rpartition("/")[0])),
-                                ":gsk": _s(file_sk(path_key)),
-                                ":false": {"BOOL": False},
-                            },
-                        )
-                except ClientError as exc:
-                    if error_code(exc) != "ConditionalCheckFailedException":
-                        raise
-                    return 0
-            return 1
+                return await self._put_in_index(ns, path_key, entry, ("#deleted = :false", {":false": {"BOOL": False}}))
 
-        indexed = 0
-        while True:
-            with unavailable_on_transient("DynamoDB"):
-                page = await self._db.query(**request)
-            done = await asyncio.gather(*(index(item[SK]["S"][2:]) for item in page.get("Items", [])))
-            indexed += sum(done)
-            if "LastEvaluatedKey" not in page:
-                break
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        indexed = sum([sum(await asyncio.gather(*map(index, page))) async for page in self._pages(request)])
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.update_item(
