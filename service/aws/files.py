@@ -665,48 +665,32 @@ class DynamoFileStore:
     ) -> tuple[list[FileVersion], str | None]:
         """Up to ``limit`` live files directly in ``folder_key`` ("" for the root), in key order, from the
         children index (eventually consistent)."""
-        partition = children_partition(ns, folder_key)
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": resources.GSI1_NAME,
-            "KeyConditionExpression": "#pk = :pk",
-            "ExpressionAttributeNames": {"#pk": GPK},
-            "ExpressionAttributeValues": {":pk": _s(partition)},
-            "Limit": limit,
-        }
-        if start_after is not None:
-            kwargs["ExclusiveStartKey"] = {
-                **_key(ns, file_sk(start_after)),
-                GPK: _s(partition),
-                GSK: _s(file_sk(start_after)),
-            }
-        with unavailable_on_transient("DynamoDB"):
-            page = await self._db.query(**kwargs)
-        files = [_file(item) for item in page.get("Items", [])]
-        last = page.get("LastEvaluatedKey")
-        return files, (last[GSK]["S"][2:] if last else None)
+        start = None if start_after is None else (start_after, file_sk(start_after))
+        return await self._index_page(ns, children_partition(ns, folder_key), start, limit, forward=True)
 
     async def list_trash(self, ns: str, start_after: str | None, limit: int) -> tuple[list[FileVersion], str | None]:
         """Up to ``limit`` deleted files of ``ns`` (their tombstones), the latest deletion first, from the
         trash index (eventually consistent); ``start_after`` and the cursor returned are trash sort keys
         without their ``T#``."""
-        partition = trash_partition(ns)
+        start = None if start_after is None else (start_after.partition("#")[2], f"T#{start_after}")
+        return await self._index_page(ns, trash_partition(ns), start, limit, forward=False)
+
+    async def _index_page(
+        self, ns: str, partition: str, start: tuple[str, str] | None, limit: int, *, forward: bool
+    ) -> tuple[list[FileVersion], str | None]:
+        """One page of a gsi1 partition of file items, after ``start`` (its path key and sort key); the
+        cursor is the last sort key without its two-character prefix."""
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": resources.GSI1_NAME,
             "KeyConditionExpression": "#pk = :pk",
             "ExpressionAttributeNames": {"#pk": GPK},
             "ExpressionAttributeValues": {":pk": _s(partition)},
-            "ScanIndexForward": False,
+            "ScanIndexForward": forward,
             "Limit": limit,
         }
-        if start_after is not None:
-            path_key = start_after.partition("#")[2]
-            kwargs["ExclusiveStartKey"] = {
-                **_key(ns, file_sk(path_key)),
-                GPK: _s(partition),
-                GSK: _s(f"T#{start_after}"),
-            }
+        if start is not None:
+            kwargs["ExclusiveStartKey"] = {**_key(ns, file_sk(start[0])), GPK: _s(partition), GSK: _s(start[1])}
         with unavailable_on_transient("DynamoDB"):
             page = await self._db.query(**kwargs)
         files = [_file(item) for item in page.get("Items", [])]
