@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import socket
 import time
 
@@ -134,22 +135,27 @@ async def test_one_user_streams_at_most_the_limit_at_once_and_others_are_not_hel
     reader, writer = await raw_request(
         limited, head("PUT", f"/v1/ns/{ns}/files/one.txt", alice, 4, "text/plain"), b"ab"
     )
-    # Until that upload has taken its slot, a second one goes through (and is harmless): wait for the refusal.
-    deadline = asyncio.get_running_loop().time() + 10
-    while (second := await limited.put(f"/v1/ns/{ns}/files/two.txt", data=b"second", headers=alice)).status != 429:
-        assert second.status == 201, await second.text()
-        assert asyncio.get_running_loop().time() < deadline, "the first upload never took its slot"
-        await asyncio.sleep(0.05)
-    body = await problem(second, 429)
-    assert second.headers["Retry-After"] == "1"
-    assert "At most 1 upload" in body["detail"]
-    assert (await limited.put(f"/v1/ns/{bob_ns}/files/b.txt", data=b"bob's", headers=bob)).status == 201
-    writer.write(b"cd")
-    await writer.drain()
-    assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"201"
-    writer.close()
-    # Its slot is free again.
-    assert (await limited.put(f"/v1/ns/{ns}/files/two.txt", data=b"second", headers=alice)).status == 201
+    try:
+        # Until that upload has taken its slot, a second one goes through (and is harmless): wait for the refusal.
+        deadline = asyncio.get_running_loop().time() + 10
+        tries = itertools.count()
+        while (
+            second := await limited.put(f"/v1/ns/{ns}/files/early-{next(tries)}.txt", data=b"second", headers=alice)
+        ).status != 429:
+            assert second.status == 201, await second.text()
+            assert asyncio.get_running_loop().time() < deadline, "the first upload never took its slot"
+            await asyncio.sleep(0.05)
+        body = await problem(second, 429)
+        assert second.headers["Retry-After"] == "1"
+        assert "At most 1 upload" in body["detail"]
+        assert (await limited.put(f"/v1/ns/{bob_ns}/files/b.txt", data=b"bob's", headers=bob)).status == 201
+        writer.write(b"cd")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).split()[1] == b"201"
+        # Its slot is free again.
+        assert (await limited.put(f"/v1/ns/{ns}/files/two.txt", data=b"second", headers=alice)).status == 201
+    finally:
+        writer.close()  # also when an assertion failed: no socket left to the next test
 
 
 # --- request heads and idle connections (the production runner) ---------------------------------------------
