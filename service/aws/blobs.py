@@ -17,7 +17,6 @@ import base64
 import hashlib
 import io
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,6 +37,7 @@ from service.content import (
 from service.core.errors import DependencyUnavailable
 from service.core.models import BodyChanged, BodyRef, Download, Verification
 from service.resources import blob_key
+from service.retry import Backoff
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -48,6 +48,7 @@ VerifyMode = Literal["checksum", "read"]
 _READ_CHUNK = 1024 * 1024
 #: Reads of one object for verification, when its body breaks off mid-way.
 _READ_ATTEMPTS = 3
+_READ_RETRY = Backoff(base=0.05, cap=1.0)
 #: A pinned read's answer when the object is no longer the one pinned: another ETag, or no such version.
 _GONE = ("PreconditionFailed", "412", "NoSuchVersion", "NoSuchKey", "404")
 #: A ranged read's answer when the object ends before the range starts.
@@ -105,7 +106,7 @@ class S3BlobStore:
             except (ClientPayloadError, IncompleteReadError, ResponseStreamingError) as exc:
                 if attempt + 1 == _READ_ATTEMPTS:
                     raise DependencyUnavailable("S3 broke off a response; retry shortly.") from exc
-                await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))  # noqa: S311 - jitter
+                await _READ_RETRY.sleep(attempt)
         raise AssertionError("unreachable")
 
     async def _hash_object_once(self, key: str, block_size: int) -> tuple[ContentDigest, BodyRef]:

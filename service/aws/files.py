@@ -424,7 +424,7 @@ class DynamoFileStore:
                 request = page.get("UnprocessedKeys") or {}
                 if not request:
                     return found
-                await asyncio.sleep(items.backoff(attempt))
+                await items.BATCH_RETRY.sleep(attempt)
         raise ClientError(
             {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed keys"}},
             "BatchGetItem",
@@ -795,7 +795,7 @@ class DynamoJournal:
                 request = page.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                await asyncio.sleep(items.backoff(attempt))
+                await items.BATCH_RETRY.sleep(attempt)
         return heads
 
     async def files_in_range(

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -52,8 +51,12 @@ from service.core.feedback import SuppressionList
 from service.core.follows import UnsubscribeSigner, shard_of
 from service.core.models import FileVersion, Follow, JournalEntry, Membership, Namespace, User
 from service.paths import path_key
+from service.retry import Backoff
 
 log = logging.getLogger(__name__)
+
+#: Sending paused after SES throttled: 2 s for the first throttle (1 to 3 s), doubling; at most 60 s.
+_THROTTLED = Backoff(base=1.0, cap=40.0)
 T = TypeVar("T")
 
 #: Journal entries read per namespace per request, and digests sent per shard per tick.
@@ -484,7 +487,7 @@ class Notifier:
 
     def _throttle(self, now: float) -> None:
         self._throttled += 1
-        delay = min(60.0, 2.0 ** min(self._throttled, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+        delay = _THROTTLED.delay(self._throttled)
         self._paused_until = now + delay
         log.warning("mail sending throttled; pausing %.1f s", delay)
 
