@@ -36,6 +36,7 @@ from service.content import (
 )
 from service.core.errors import DependencyUnavailable
 from service.core.models import BodyChanged, BodyRef, Download, Verification
+from service.fanout import bounded
 from service.resources import blob_key
 from service.retry import Backoff
 
@@ -258,31 +259,28 @@ class S3BlobStore:
                 Bucket=self.bucket, Key=target_key, ChecksumAlgorithm="SHA256"
             )
         upload_id = created["UploadId"]
-        slots = asyncio.Semaphore(concurrency)
-        parts: dict[int, Any] = {}
 
-        async def copy_part(number: int, start: int, end: int) -> None:
-            async with slots:
-                with unavailable_on_transient("S3"):
-                    response = await self._s3.upload_part_copy(
-                        Bucket=self.bucket,
-                        Key=target_key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": self.bucket, "Key": source_key},
-                        CopySourceRange=f"bytes={start}-{end}",
-                    )
-                result = response["CopyPartResult"]
-                part: dict[str, Any] = {"PartNumber": number, "ETag": result["ETag"]}
-                if result.get("ChecksumSHA256"):
-                    part["ChecksumSHA256"] = result["ChecksumSHA256"]
-                parts[number] = part
+        async def copy_part(numbered: tuple[int, int]) -> dict[str, Any]:
+            number, start = numbered
+            end = min(size, start + block_size) - 1
+            with unavailable_on_transient("S3"):
+                response = await self._s3.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=target_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source_key},
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+            result = response["CopyPartResult"]
+            part: dict[str, Any] = {"PartNumber": number, "ETag": result["ETag"]}
+            if result.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = result["ChecksumSHA256"]
+            return part
 
         try:
-            async with _task_group() as group:
-                for number, start in enumerate(range(0, size, block_size), 1):
-                    group.create_task(copy_part(number, start, min(size, start + block_size) - 1))
-            return await self._complete(target_key, upload_id, [parts[n] for n in sorted(parts)])
+            parts = await bounded(enumerate(range(0, size, block_size), 1), copy_part, concurrency)
+            return await self._complete(target_key, upload_id, parts)
         except BaseException:
             await self.abort(target_key, upload_id)
             raise

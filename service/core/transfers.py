@@ -75,6 +75,7 @@ from service.core.models import (
 )
 from service.core.namespaces import NamespaceService
 from service.core.packs import PACK_ID, PackWriter, Run, Wanted, body_matches, new_pack_id, plan_runs
+from service.fanout import bounded
 from service.paths import normalize_path
 from service.resources import blob_key, pack_key, staging_key
 
@@ -605,21 +606,19 @@ class TransferService:
         loose = [(n, i) for n, i in enumerate(items) if not i.body.packed and i.size > 0]
         empty = [n for n, i in enumerate(items) if i.size == 0]
         queue: asyncio.Queue[Fetched | None] = asyncio.Queue(FETCH_QUEUE)
-        slots = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-        async def run(work: Awaitable[None]) -> None:
-            async with slots:
-                await work
+        async def fetch(unit: Run | tuple[int, FetchItem]) -> None:
+            if isinstance(unit, Run):
+                await self._fetch_run(ns, unit, queue)
+            else:
+                await self._fetch_one(ns, *unit, queue)
 
         async def produce() -> None:
             try:
                 for n in empty:
                     await queue.put(Fetched(n, items[n].content_hash, b""))
-                async with asyncio.TaskGroup() as group:
-                    for unit in plan_runs(packed):
-                        group.create_task(run(self._fetch_run(ns, unit, queue)))
-                    for n, item in loose:
-                        group.create_task(run(self._fetch_one(ns, n, item, queue)))
+                units: list[Run | tuple[int, FetchItem]] = [*plan_runs(packed), *loose]
+                await bounded(units, fetch, FETCH_CONCURRENCY)
             finally:
                 await queue.put(None)
 
@@ -628,8 +627,6 @@ class TransferService:
             while (frame := await queue.get()) is not None:
                 yield frame
             await producer
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from failed
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
