@@ -17,7 +17,7 @@ import base64
 import hashlib
 import io
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -35,7 +35,7 @@ from service.content import (
     parse_content_hash,
 )
 from service.core.errors import DependencyUnavailable
-from service.core.models import BodyChanged, BodyRef, Download, Verification
+from service.core.models import BodyChanged, BodyRef, Download, UploadedPart, Verification
 from service.fanout import bounded
 from service.resources import blob_key
 from service.retry import Backoff
@@ -387,14 +387,14 @@ class S3BlobStore:
             created = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
         return created["UploadId"]
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str, str | None]]) -> None:
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None:
         """Complete a multipart upload a client sent through presigned part URLs. If the content got there
         first another way, the upload is aborted: the commit verifies what is there."""
         listed: list[dict[str, Any]] = []
-        for number, etag, checksum in parts:
-            part: dict[str, Any] = {"PartNumber": number, "ETag": etag}
-            if checksum:
-                part["ChecksumSHA256"] = checksum
+        for uploaded in parts:
+            part: dict[str, Any] = {"PartNumber": uploaded.number, "ETag": uploaded.etag}
+            if uploaded.checksum_sha256:
+                part["ChecksumSHA256"] = uploaded.checksum_sha256
             listed.append(part)
         await self._complete(key, upload_id, listed)
 

@@ -70,6 +70,7 @@ from service.core.models import (
     FileVersion,
     PackRecord,
     Principal,
+    UploadedPart,
     UploadRecord,
     Verification,
 )
@@ -124,7 +125,7 @@ class BlobTransfer(Protocol):
 
     async def start_upload(self, key: str) -> str: ...
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str, str | None]]) -> None: ...
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None: ...
 
     def open(
         self, key: str, byte_range: str | None = None, body: BodyRef | None = None
@@ -484,7 +485,7 @@ class TransferService:
         return None
 
     async def complete_upload(
-        self, principal: Principal, ns: str, upload_id: str, parts: list[tuple[int, str, str | None]]
+        self, principal: Principal, ns: str, upload_id: str, parts: Sequence[UploadedPart]
     ) -> str:
         """Complete a presigned multipart upload; returns the content hash it was started for."""
         await self._namespaces.authorize(principal, ns, "editor")
@@ -492,7 +493,7 @@ class TransferService:
         if record is None or record.namespace != ns:
             raise NotFound("No such upload in this namespace (it may have been completed or aborted).")
         expected = expected_blocks(record.content_hash)
-        numbers = [n for n, _, _ in parts]
+        numbers = [part.number for part in parts]
         if numbers != list(range(1, expected + 1)):
             message = f"list parts 1 to {expected} in order, each with the ETag S3 returned"
             raise ValidationFailed(f"The parts are incomplete: {message}.", (FieldError("$.parts", message),))
