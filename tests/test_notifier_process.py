@@ -19,7 +19,8 @@ from tests.api.helpers import PASSWORD, bearer, log_in
 from tests.api.test_mail_feedback import publish
 from tests.api.test_notifications import CONFIRM_SUBJECT, EMPTY, confirm, confirmation_link, mail_to, text_of
 from tests.core.test_feedback import bounce
-from tests.test_entrypoints import ROOT, aws_env, clean_env
+from tests.test_entrypoints import ROOT, aws_env
+from tools.bench.harness import clean_env
 
 
 async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
