@@ -95,6 +95,7 @@ from service.core.models import (
     Verification,
 )
 from service.core.namespaces import MemberLookup, NamespaceService
+from service.fanout import bounded
 from service.paths import folders_above, normalize_path, path_key
 from service.retry import Backoff
 
@@ -1114,16 +1115,14 @@ class FileService:
                     raise ValidationFailed(
                         f"{head.path!r} {why}: nothing to restore.", (FieldError(f"$.paths[{index}]", why),)
                     )
-        slots = asyncio.Semaphore(RESTORE_READS)
 
         async def last_content(head: FileVersion) -> FileVersion:
-            async with slots:
-                version, _ = await self._at(ns, head, head.rev - 1, None)
+            version, _ = await self._at(ns, head, head.rev - 1, None)
             if version is None or version.deleted:
                 raise Conflict(f"The version of {head.path!r} before its deletion cannot be read.")
             return version
 
-        olds = await asyncio.gather(*(last_content(head) for head in tombstones))
+        olds = await bounded(tombstones, last_content, RESTORE_READS)
         entries = [
             CommitEntry(h.path, o.content_hash, o.size, o.mtime, h.rev) for h, o in zip(tombstones, olds, strict=True)
         ]

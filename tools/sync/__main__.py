@@ -682,11 +682,8 @@ def _bytes(count: int) -> str:
 
 
 async def cmd_usage(args: argparse.Namespace, config: Config) -> int:
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         account = await api.account()
-    finally:
-        await api.__aexit__(None, None, None)
     storage = account.storage
     if storage is None:
         raise UserError("this server does not report storage usage")
@@ -703,8 +700,7 @@ async def cmd_usage(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cmd_trash(args: argparse.Namespace, config: Config) -> int:
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         if args.action == "list":
             ns, path = _locate(config, args.path, allow_root=True)
             under = path_key(path) if path else None
@@ -737,8 +733,6 @@ async def cmd_trash(args: argparse.Namespace, config: Config) -> int:
         for line in problems:
             print(f"not restored: {line}", file=sys.stderr)
         return 3 if problems else 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def cmd_restore(args: argparse.Namespace, config: Config) -> int:
