@@ -20,7 +20,7 @@ from service.app import create_app
 from service.aws.clients import make_session
 from service.embedded import provision_emulator, run_emulator
 from service.logs import AccessLogger
-from service.settings import AuthSettings, FileSettings, Settings
+from service.settings import AuthSettings, FileSettings, NotifySettings, Settings
 
 #: Open sign-up, and argon2 parameters cheap enough for hundreds of logins per run.
 FAST_AUTH = AuthSettings(
@@ -76,6 +76,7 @@ def settings(moto_endpoint: str) -> Settings:
         log_format="text",
         auth=FAST_AUTH,
         files=FileSettings(block_size=TEST_BLOCK_SIZE),
+        notify=NotifySettings(in_process=False),  # tests that want a notifier run one of their own
     ).for_emulator(moto_endpoint)
 
 

@@ -11,7 +11,8 @@ from service.settings import Settings
 from tests.api.files_helpers import commit, home
 from tests.api.helpers import log_in, problem, user
 from tests.api.test_revocation import can_read, revocations
-from tests.test_entrypoints import ROOT, aws_env, clean_env
+from tests.test_entrypoints import ROOT, aws_env
+from tools.bench.harness import clean_env
 
 
 def run_admin(

@@ -10,7 +10,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,27 +21,9 @@ from aiohttp import web
 
 from service.app import create_app, gunicorn_app, make_runner
 from service.settings import Settings, SettingsError
+from tools.bench.harness import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a fresh shell: no AWS or FILESYNC settings, our virtualenv on PATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "FILESYNC_")) and k not in ("PORT", "WEB_CONCURRENCY")
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def aws_env(settings: Settings, **extra: str) -> dict[str, str]:

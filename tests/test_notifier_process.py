@@ -19,13 +19,14 @@ from tests.api.helpers import PASSWORD, bearer, log_in
 from tests.api.test_mail_feedback import publish
 from tests.api.test_notifications import CONFIRM_SUBJECT, EMPTY, confirm, confirmation_link, mail_to, text_of
 from tests.core.test_feedback import bounce
-from tests.test_entrypoints import ROOT, aws_env, clean_env
+from tests.test_entrypoints import ROOT, aws_env
+from tools.bench.harness import clean_env
 
 
 async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
     provisioned, make_client, app_factory, moto_endpoint
 ):
-    settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=4))
+    settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=4, in_process=False))
     client = await make_client(app_factory(settings))
     address = f"bob-{uuid.uuid4().hex[:8]}@example.com"
     await client.post("/v1/auth/signup", json={"username": "alice", "password": PASSWORD})
@@ -66,7 +67,7 @@ async def test_the_notifier_process_sends_a_digest_and_stops_on_sigterm(
 
 
 async def test_two_notifier_processes_at_once_send_each_digest_once(provisioned, make_client, app_factory, tmp_path):
-    settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=8))
+    settings = dataclasses.replace(provisioned, notify=NotifySettings(shards=8, in_process=False))
     client = await make_client(app_factory(settings))
     tag = uuid.uuid4().hex[:8]
     followers = [f"follower{i}" for i in range(6)]  # usernames are 3 to 32 characters

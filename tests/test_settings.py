@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from service.settings import Settings, SettingsError
+from service.settings import Settings, SettingsError, declared_variables
 
 SECRET = "s" * 40
 ROLE = "arn:aws:iam::123456789012:role/filesync-upload"
@@ -233,3 +236,70 @@ def test_mail_feedback_settings_are_read_and_off_unless_a_queue_is_named():
     for bad in ("21", "-1", "soon"):
         with pytest.raises(SettingsError, match="FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS"):
             Settings.from_env({"FILESYNC_MAIL_FEEDBACK_WAIT_SECONDS": bad})
+
+
+def test_the_defaults_are_what_an_empty_environment_gives():
+    assert Settings() == Settings.from_env({})
+    aws = {"AWS_REGION": "us-east-1", "FILESYNC_TOKEN_SECRET": SECRET, "FILESYNC_UPLOAD_ROLE_ARN": ROLE}
+    production = Settings.from_env(aws)
+    # What differs with AWS is declared with the field (``on_aws``): these three, and nothing else by default.
+    assert (production.auth.open_signup, production.notify.in_process, production.log_format) == (False, False, "json")
+
+
+def _documented_variables() -> set[str]:
+    """The variables in the Configuration table(s) of the README and docs/ (``| Variable | Default | ...``):
+    every backticked name in the first column; ``_DYNAMODB`` after ``AWS_ENDPOINT_URL_S3`` is that family's."""
+    root = Path(__file__).resolve().parents[1]
+    found: set[str] = set()
+    for page in [root / "README.md", *sorted((root / "docs").glob("**/*.md"))]:
+        in_table = False
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.startswith("| Variable |"):
+                in_table = True
+                continue
+            if in_table and not line.startswith("|"):
+                in_table = False
+            if in_table and not line.startswith("|---"):
+                family = ""
+                for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1]):
+                    if name.startswith("_"):
+                        name = family + name
+                    elif name.startswith("AWS_ENDPOINT_URL_"):
+                        family = "AWS_ENDPOINT_URL"
+                    found.add(name)
+    return found
+
+
+def test_every_documented_variable_is_declared_and_every_declared_one_documented():
+    documented = _documented_variables()
+    assert len(documented) > 50  # the table was found
+    # Read by gunicorn itself, not by the service's settings.
+    read_elsewhere = {"WEB_CONCURRENCY"}
+    assert documented - read_elsewhere == declared_variables()
+
+
+def test_a_zero_drain_linger_can_be_set_and_empty_values_mean_the_default():
+    """``FILESYNC_DRAIN_LINGER_SECONDS``'s documented default, 0, was refused when set explicitly ("must be
+    positive"); other seconds stay strictly positive."""
+    assert Settings.from_env({"FILESYNC_DRAIN_LINGER_SECONDS": "0"}).drain_linger_seconds == 0.0
+    assert Settings.from_env({"FILESYNC_DRAIN_LINGER_SECONDS": "5"}).drain_linger_seconds == 5.0
+    with pytest.raises(SettingsError, match="FILESYNC_DRAIN_LINGER_SECONDS must be at least 0"):
+        Settings.from_env({"FILESYNC_DRAIN_LINGER_SECONDS": "-1"})
+    with pytest.raises(SettingsError, match="FILESYNC_DRAIN_SECONDS must be positive"):
+        Settings.from_env({"FILESYNC_DRAIN_SECONDS": "0"})
+    assert Settings.from_env({"FILESYNC_BUCKET": "", "FILESYNC_HOST": ""}) == Settings()
+
+
+def test_port_wins_over_filesync_port_and_both_are_checked():
+    assert Settings.from_env({"PORT": "9000", "FILESYNC_PORT": "9001"}).port == 9000
+    assert Settings.from_env({"FILESYNC_PORT": "9001"}).port == 9001
+    with pytest.raises(SettingsError, match="FILESYNC_PORT must be an integer"):
+        Settings.from_env({"PORT": "9000", "FILESYNC_PORT": "x"})
+
+
+def test_credentials_lifetime_stays_within_the_maximum():
+    assert Settings.from_env({"FILESYNC_CREDENTIALS_MAX_SECONDS": "1800"}).auth.credentials_max_seconds == 1800
+    with pytest.raises(SettingsError, match="FILESYNC_CREDENTIALS_SECONDS must be at most 1800, got 2000"):
+        Settings.from_env({"FILESYNC_CREDENTIALS_MAX_SECONDS": "1800", "FILESYNC_CREDENTIALS_SECONDS": "2000"})
+    with pytest.raises(SettingsError, match="FILESYNC_CREDENTIALS_MAX_SECONDS must be at most 3600"):
+        Settings.from_env({"FILESYNC_CREDENTIALS_MAX_SECONDS": "7200"})

@@ -24,7 +24,7 @@ from service.api.security import authenticate
 from service.content import EMPTY_HASH, MAX_FILE_BLOCKS
 from service.core.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 from service.core.files import MAX_COMMIT_ENTRIES, MAX_MOVES, CommitEntry, CommitOutcome, CommitResult, Move
-from service.core.models import BodyRef, FileVersion
+from service.core.models import BodyRef, FileVersion, UploadedPart
 from service.core.transfers import FETCH_CONCURRENCY, FETCH_QUEUE, MAX_FETCH_ITEMS, FetchItem, StreamPrecondition
 from service.keys import FILES, SETTINGS, TRANSFERS
 from service.paths import MAX_PATH_BYTES
@@ -569,6 +569,6 @@ async def post_upload_complete(request: web.Request) -> web.Response:
         principal,
         request.match_info["ns"],
         request.match_info["upload_id"],
-        [(p.number, p.etag, p.checksum_sha256) for p in body.parts],
+        [UploadedPart(p.number, p.etag, p.checksum_sha256) for p in body.parts],
     )
     return json_response(CompleteResponse(content_hash=content_hash))

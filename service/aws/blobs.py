@@ -17,8 +17,7 @@ import base64
 import hashlib
 import io
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
@@ -36,8 +35,10 @@ from service.content import (
     parse_content_hash,
 )
 from service.core.errors import DependencyUnavailable
-from service.core.models import BodyChanged, BodyRef, Download, Verification
+from service.core.models import BodyChanged, BodyRef, Download, UploadedPart, Verification
+from service.fanout import bounded
 from service.resources import blob_key
+from service.retry import Backoff
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -48,6 +49,7 @@ VerifyMode = Literal["checksum", "read"]
 _READ_CHUNK = 1024 * 1024
 #: Reads of one object for verification, when its body breaks off mid-way.
 _READ_ATTEMPTS = 3
+_READ_RETRY = Backoff(base=0.05, cap=1.0)
 #: A pinned read's answer when the object is no longer the one pinned: another ETag, or no such version.
 _GONE = ("PreconditionFailed", "412", "NoSuchVersion", "NoSuchKey", "404")
 #: A ranged read's answer when the object ends before the range starts.
@@ -105,7 +107,7 @@ class S3BlobStore:
             except (ClientPayloadError, IncompleteReadError, ResponseStreamingError) as exc:
                 if attempt + 1 == _READ_ATTEMPTS:
                     raise DependencyUnavailable("S3 broke off a response; retry shortly.") from exc
-                await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))  # noqa: S311 - jitter
+                await _READ_RETRY.sleep(attempt)
         raise AssertionError("unreachable")
 
     async def _hash_object_once(self, key: str, block_size: int) -> tuple[ContentDigest, BodyRef]:
@@ -257,31 +259,28 @@ class S3BlobStore:
                 Bucket=self.bucket, Key=target_key, ChecksumAlgorithm="SHA256"
             )
         upload_id = created["UploadId"]
-        slots = asyncio.Semaphore(concurrency)
-        parts: dict[int, Any] = {}
 
-        async def copy_part(number: int, start: int, end: int) -> None:
-            async with slots:
-                with unavailable_on_transient("S3"):
-                    response = await self._s3.upload_part_copy(
-                        Bucket=self.bucket,
-                        Key=target_key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": self.bucket, "Key": source_key},
-                        CopySourceRange=f"bytes={start}-{end}",
-                    )
-                result = response["CopyPartResult"]
-                part: dict[str, Any] = {"PartNumber": number, "ETag": result["ETag"]}
-                if result.get("ChecksumSHA256"):
-                    part["ChecksumSHA256"] = result["ChecksumSHA256"]
-                parts[number] = part
+        async def copy_part(numbered: tuple[int, int]) -> dict[str, Any]:
+            number, start = numbered
+            end = min(size, start + block_size) - 1
+            with unavailable_on_transient("S3"):
+                response = await self._s3.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=target_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source_key},
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+            result = response["CopyPartResult"]
+            part: dict[str, Any] = {"PartNumber": number, "ETag": result["ETag"]}
+            if result.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = result["ChecksumSHA256"]
+            return part
 
         try:
-            async with _task_group() as group:
-                for number, start in enumerate(range(0, size, block_size), 1):
-                    group.create_task(copy_part(number, start, min(size, start + block_size) - 1))
-            return await self._complete(target_key, upload_id, [parts[n] for n in sorted(parts)])
+            parts = await bounded(enumerate(range(0, size, block_size), 1), copy_part, concurrency)
+            return await self._complete(target_key, upload_id, parts)
         except BaseException:
             await self.abort(target_key, upload_id)
             raise
@@ -388,14 +387,14 @@ class S3BlobStore:
             created = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")
         return created["UploadId"]
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str, str | None]]) -> None:
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None:
         """Complete a multipart upload a client sent through presigned part URLs. If the content got there
         first another way, the upload is aborted: the commit verifies what is there."""
         listed: list[dict[str, Any]] = []
-        for number, etag, checksum in parts:
-            part: dict[str, Any] = {"PartNumber": number, "ETag": etag}
-            if checksum:
-                part["ChecksumSHA256"] = checksum
+        for uploaded in parts:
+            part: dict[str, Any] = {"PartNumber": uploaded.number, "ETag": uploaded.etag}
+            if uploaded.checksum_sha256:
+                part["ChecksumSHA256"] = uploaded.checksum_sha256
             listed.append(part)
         await self._complete(key, upload_id, listed)
 

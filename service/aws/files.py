@@ -70,6 +70,7 @@ from service.core.models import (
     StoreConflict,
     Usage,
 )
+from service.fanout import bounded
 from service.paths import folders_above
 
 if TYPE_CHECKING:
@@ -424,7 +425,7 @@ class DynamoFileStore:
                 request = page.get("UnprocessedKeys") or {}
                 if not request:
                     return found
-                await asyncio.sleep(items.backoff(attempt))
+                await items.BATCH_RETRY.sleep(attempt)
         raise ClientError(
             {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed keys"}},
             "BatchGetItem",
@@ -708,16 +709,14 @@ class DynamoFileStore:
             {"#deleted": "deleted", "#gpk": GPK, "#at": "at"},
             {":true": {"BOOL": True}},
         )
-        slots = asyncio.Semaphore(concurrency)
 
         async def index(item: Item) -> int:
             path_key = item[SK]["S"][2:]
             entry = (trash_partition(ns), trash_sort_key(float(item["at"]["N"]), path_key))
             condition = ("#deleted = :true AND rev = :rev", {":true": {"BOOL": True}, ":rev": item["rev"]})
-            async with slots:
-                return await self._put_in_index(ns, path_key, entry, condition)
+            return await self._put_in_index(ns, path_key, entry, condition)
 
-        return sum([sum(await asyncio.gather(*map(index, page))) async for page in self._pages(request)])
+        return sum([sum(await bounded(page, index, concurrency)) async for page in self._pages(request)])
 
     async def backfill_children(self, ns: str, concurrency: int = 8) -> int:
         """Put every live file of ``ns`` written before the children index into it, then mark the head so
@@ -725,15 +724,13 @@ class DynamoFileStore:
         (on condition it is still live: a file deleted meanwhile stays out). Returns the files indexed.
         Run it once every worker writes the index (an older worker's commit would leave its file out)."""
         request = self._file_items(ns, "#deleted = :false", "#sk", {"#deleted": "deleted"}, {":false": {"BOOL": False}})
-        slots = asyncio.Semaphore(concurrency)
 
         async def index(item: Item) -> int:
             path_key = item[SK]["S"][2:]
             entry = (children_partition(ns, path_key.rpartition("/")[0]), file_sk(path_key))
-            async with slots:
-                return await self._put_in_index(ns, path_key, entry, ("#deleted = :false", {":false": {"BOOL": False}}))
+            return await self._put_in_index(ns, path_key, entry, ("#deleted = :false", {":false": {"BOOL": False}}))
 
-        indexed = sum([sum(await asyncio.gather(*map(index, page))) async for page in self._pages(request)])
+        indexed = sum([sum(await bounded(page, index, concurrency)) async for page in self._pages(request)])
         try:
             with unavailable_on_transient("DynamoDB"):
                 await self._db.update_item(
@@ -795,7 +792,7 @@ class DynamoJournal:
                 request = page.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                await asyncio.sleep(items.backoff(attempt))
+                await items.BATCH_RETRY.sleep(attempt)
         return heads
 
     async def files_in_range(

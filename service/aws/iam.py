@@ -58,7 +58,7 @@ class IamSessionRevoker:
                 await self._write(wanted)
                 if self._holds(await self._read(), username, before):
                     return
-                await asyncio.sleep(items.backoff(attempt))
+                await items.BATCH_RETRY.sleep(attempt)
         raise DependencyUnavailable("IAM did not keep the revocation of a user's credentials; retry shortly.")
 
     @staticmethod

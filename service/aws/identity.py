@@ -17,7 +17,6 @@ Item layout in the one table (``pk`` / ``sk``; ``gsi1pk`` / ``gsi1sk`` for look-
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -186,7 +185,7 @@ class DynamoIdentityStore:
                 request = page.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                await asyncio.sleep(items.backoff(attempt))
+                await items.BATCH_RETRY.sleep(attempt)
         return found
 
     async def _update_user(self, username: str, expression: str, values: Item) -> None:
@@ -305,7 +304,7 @@ class DynamoIdentityStore:
             request = page.get("UnprocessedKeys") or {}  # type: ignore[assignment]
             if not request:
                 return found
-            await asyncio.sleep(items.backoff(0))
+            await items.BATCH_RETRY.sleep(0)
         return found
 
     async def record_failure(self, key: str, now: float, window: int) -> None:

@@ -5,14 +5,13 @@ Layer: aws (leaf within it).
 
 from __future__ import annotations
 
-import asyncio
-import random
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from service import resources
 from service.aws.errors import unavailable_on_transient
+from service.retry import Backoff
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -39,9 +38,8 @@ def key(pk: str, sk: str) -> Item:
     return {PK: s(pk), SK: s(sk)}
 
 
-def backoff(attempt: int, cap: float = 1.0) -> float:
-    """Exponential backoff with jitter for retrying unprocessed batch items."""
-    return float(min(cap, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+#: The schedule for retrying DynamoDB's unprocessed batch items (and IAM's slow reads): 20 ms doubling to 1 s.
+BATCH_RETRY = Backoff(base=0.02, cap=1.0)
 
 
 async def query_prefix(
@@ -92,7 +90,7 @@ async def batch_get(db: DynamoDBClient, table: str, keys: list[Item], *, consist
             request = page.get("UnprocessedKeys") or {}
             if not request:
                 break
-            await asyncio.sleep(backoff(attempt))
+            await BATCH_RETRY.sleep(attempt)
         else:
             raise ClientError(
                 {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed keys"}},
@@ -113,7 +111,7 @@ async def batch_put(db: DynamoDBClient, table: str, puts: list[Item]) -> None:
             pending = response.get("UnprocessedItems") or {}
             if not pending:
                 break
-            await asyncio.sleep(backoff(attempt))
+            await BATCH_RETRY.sleep(attempt)
         else:
             raise ClientError(
                 {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "unprocessed"}},

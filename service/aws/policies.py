@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from service.resources import BLOB_KEY_PATTERN, blob_prefix
+from service.resources import BLOB_KEY_PATTERN, UPLOAD_ROLE_ACTIONS, blob_prefix
 
 POLICY_VERSION = "2012-10-17"
 #: AWS's limit on the plain text of a session policy passed to AssumeRole.
@@ -44,14 +44,10 @@ REVOCATIONS_POLICY_NAME = "revoked-sessions"
 #: IAM allows 10,240 characters of inline policy per role; the role's own policy takes about 400.
 REVOCATIONS_MAX_CHARS = 8192
 
-WRITE_ACTIONS = (
-    "s3:PutObject",
-    "s3:GetObject",
-    "s3:GetObjectVersion",
-    "s3:AbortMultipartUpload",
-    "s3:ListMultipartUploadParts",
-)
-READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+#: Where a user writes, a session may do all the upload role may (``resources.UPLOAD_ROLE_ACTIONS``, the
+#: one list, shared with the stack); where the user only reads, the role's reads.
+WRITE_ACTIONS = UPLOAD_ROLE_ACTIONS
+READ_ACTIONS = tuple(a for a in UPLOAD_ROLE_ACTIONS if a in ("s3:GetObject", "s3:GetObjectVersion"))
 #: Every blob key of every namespace, in any bucket (the role's policy names the one bucket).
 _ANY_BLOB = f"arn:aws:s3:::*/{BLOB_KEY_PATTERN}"
 

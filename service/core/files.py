@@ -61,7 +61,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 import uuid
 from collections import deque
@@ -96,7 +95,9 @@ from service.core.models import (
     Verification,
 )
 from service.core.namespaces import MemberLookup, NamespaceService
+from service.fanout import bounded
 from service.paths import folders_above, normalize_path, path_key
+from service.retry import Backoff
 
 #: DynamoDB's limit on one transaction; two are the head and the journal entry.
 MAX_ACTIONS = 100
@@ -117,6 +118,8 @@ CLASH = "file/folder clash"
 _OTHER_HALF = "the other half of the move conflicted"
 _MOVED_BEFORE = "this move was committed before, and this path has changed since"
 MAX_ATTEMPTS = 20
+#: Between a commit's attempts when another commit moved the namespace's head first: 5 ms doubling to 0.25 s.
+_CONFLICT_RETRY = Backoff(base=0.005, cap=0.25)
 IDEMPOTENCY_KEY_MAX = 128
 #: The most keys one Query of a listing that reads the subtree asks for (DynamoDB stops at 1 MB anyway).
 _SCAN_PAGE_MAX = 1000
@@ -701,7 +704,7 @@ class FileService:
                     view.read_at[("F", key)] = None  # read again, after the head, on the next attempt
                 if conflict.usage:
                     view.usage = None  # another commit charged the payer: read its usage again
-                await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter
+                await _CONFLICT_RETRY.sleep(attempt)
                 continue
             view.own.append(seq)
             if charge is not None and view.usage is not None:
@@ -1112,16 +1115,14 @@ class FileService:
                     raise ValidationFailed(
                         f"{head.path!r} {why}: nothing to restore.", (FieldError(f"$.paths[{index}]", why),)
                     )
-        slots = asyncio.Semaphore(RESTORE_READS)
 
         async def last_content(head: FileVersion) -> FileVersion:
-            async with slots:
-                version, _ = await self._at(ns, head, head.rev - 1, None)
+            version, _ = await self._at(ns, head, head.rev - 1, None)
             if version is None or version.deleted:
                 raise Conflict(f"The version of {head.path!r} before its deletion cannot be read.")
             return version
 
-        olds = await asyncio.gather(*(last_content(head) for head in tombstones))
+        olds = await bounded(tombstones, last_content, RESTORE_READS)
         entries = [
             CommitEntry(h.path, o.content_hash, o.size, o.mtime, h.rev) for h, o in zip(tombstones, olds, strict=True)
         ]

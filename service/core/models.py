@@ -277,6 +277,16 @@ class BodyChanged(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class UploadedPart:
+    """One part of a multipart upload a client sent through a presigned URL, as the client reports it: its
+    number, the ETag the store answered, and the SHA-256 checksum it was sent with (base64), if any."""
+
+    number: int
+    etag: str
+    checksum_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UploadRecord:
     """A multipart upload the service started (so it can be finished, or aborted if abandoned)."""
 

@@ -29,12 +29,11 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from service.core.digests import (
     Change,
@@ -51,10 +50,14 @@ from service.core.digests import (
 from service.core.feedback import SuppressionList
 from service.core.follows import UnsubscribeSigner, shard_of
 from service.core.models import FileVersion, Follow, JournalEntry, Membership, Namespace, User
+from service.fanout import bounded
 from service.paths import path_key
+from service.retry import Backoff
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
+#: Sending paused after SES throttled: 2 s for the first throttle (1 to 3 s), doubling; at most 60 s.
+_THROTTLED = Backoff(base=1.0, cap=40.0)
 
 #: Journal entries read per namespace per request, and digests sent per shard per tick.
 JOURNAL_PAGE = 100
@@ -318,7 +321,7 @@ class Notifier:
             return 0
         heads = await self._journal.heads([ns for _, ns, _ in watched])
         behind = [(shard, ns, cursor) for shard, ns, cursor in watched if heads.get(ns, 0) > cursor]
-        counts = await _bounded(behind, lambda w: self._fan_out_namespace(*w), self._config.concurrency)
+        counts = await bounded(behind, lambda w: self._fan_out_namespace(*w), self._config.concurrency)
         return sum(counts)
 
     async def _fan_out_namespace(self, shard: int, ns: str, cursor: int) -> int:
@@ -353,7 +356,7 @@ class Notifier:
                         per_user.setdefault(username, []).append(change)
                 read += sum(len(e.changes) for e in entries)
             batch = [(ns, through, username, changes) for username, changes in per_user.items()]
-            await _bounded(batch, lambda args: self._add(*args), self._config.concurrency)
+            await bounded(batch, lambda args: self._add(*args), self._config.concurrency)
             if not await self._store.advance(shard, ns, cursor, through):
                 self._watched.pop(shard, None)  # someone else moved it (we lost the lease): read afresh
                 break
@@ -402,7 +405,7 @@ class Notifier:
             if names:
                 users = await self._directory.get_users(names)
                 work = [(shard, name, users.get(name)) for name in names]
-                sent += sum(await _bounded(work, lambda args: self._send_one(*args), self._config.concurrency))
+                sent += sum(await bounded(work, lambda args: self._send_one(*args), self._config.concurrency))
             finished = len(names) < DUE_PAGE and self._clock() >= self._paused_until and self._holds(shard)
             if due and finished:
                 await self._store.clear_due(shard, due)
@@ -484,17 +487,6 @@ class Notifier:
 
     def _throttle(self, now: float) -> None:
         self._throttled += 1
-        delay = min(60.0, 2.0 ** min(self._throttled, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+        delay = _THROTTLED.delay(self._throttled)
         self._paused_until = now + delay
         log.warning("mail sending throttled; pausing %.1f s", delay)
-
-
-async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[int | None]], limit: int) -> list[int]:
-    """``work`` on each item, at most ``limit`` at once; the results as ints (None counts 0)."""
-    slots = asyncio.Semaphore(limit)
-
-    async def one(item: T) -> int:
-        async with slots:
-            return (await work(item)) or 0
-
-    return list(await asyncio.gather(*(one(item) for item in items)))

@@ -70,11 +70,13 @@ from service.core.models import (
     FileVersion,
     PackRecord,
     Principal,
+    UploadedPart,
     UploadRecord,
     Verification,
 )
 from service.core.namespaces import NamespaceService
 from service.core.packs import PACK_ID, PackWriter, Run, Wanted, body_matches, new_pack_id, plan_runs
+from service.fanout import bounded
 from service.paths import normalize_path
 from service.resources import blob_key, pack_key, staging_key
 
@@ -123,7 +125,7 @@ class BlobTransfer(Protocol):
 
     async def start_upload(self, key: str) -> str: ...
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str, str | None]]) -> None: ...
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[UploadedPart]) -> None: ...
 
     def open(
         self, key: str, byte_range: str | None = None, body: BodyRef | None = None
@@ -483,7 +485,7 @@ class TransferService:
         return None
 
     async def complete_upload(
-        self, principal: Principal, ns: str, upload_id: str, parts: list[tuple[int, str, str | None]]
+        self, principal: Principal, ns: str, upload_id: str, parts: Sequence[UploadedPart]
     ) -> str:
         """Complete a presigned multipart upload; returns the content hash it was started for."""
         await self._namespaces.authorize(principal, ns, "editor")
@@ -491,7 +493,7 @@ class TransferService:
         if record is None or record.namespace != ns:
             raise NotFound("No such upload in this namespace (it may have been completed or aborted).")
         expected = expected_blocks(record.content_hash)
-        numbers = [n for n, _, _ in parts]
+        numbers = [part.number for part in parts]
         if numbers != list(range(1, expected + 1)):
             message = f"list parts 1 to {expected} in order, each with the ETag S3 returned"
             raise ValidationFailed(f"The parts are incomplete: {message}.", (FieldError("$.parts", message),))
@@ -605,21 +607,19 @@ class TransferService:
         loose = [(n, i) for n, i in enumerate(items) if not i.body.packed and i.size > 0]
         empty = [n for n, i in enumerate(items) if i.size == 0]
         queue: asyncio.Queue[Fetched | None] = asyncio.Queue(FETCH_QUEUE)
-        slots = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-        async def run(work: Awaitable[None]) -> None:
-            async with slots:
-                await work
+        async def fetch(unit: Run | tuple[int, FetchItem]) -> None:
+            if isinstance(unit, Run):
+                await self._fetch_run(ns, unit, queue)
+            else:
+                await self._fetch_one(ns, *unit, queue)
 
         async def produce() -> None:
             try:
                 for n in empty:
                     await queue.put(Fetched(n, items[n].content_hash, b""))
-                async with asyncio.TaskGroup() as group:
-                    for unit in plan_runs(packed):
-                        group.create_task(run(self._fetch_run(ns, unit, queue)))
-                    for n, item in loose:
-                        group.create_task(run(self._fetch_one(ns, n, item, queue)))
+                units: list[Run | tuple[int, FetchItem]] = [*plan_runs(packed), *loose]
+                await bounded(units, fetch, FETCH_CONCURRENCY)
             finally:
                 await queue.put(None)
 
@@ -628,8 +628,6 @@ class TransferService:
             while (frame := await queue.get()) is not None:
                 yield frame
             await producer
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from failed
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

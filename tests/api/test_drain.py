@@ -7,7 +7,6 @@ The production runner (``make_runner``) on a real socket; ``runner.cleanup()`` i
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -18,12 +17,7 @@ from aiohttp import web
 from service.app import make_runner
 from tests.api.files_helpers import home
 from tests.api.helpers import PROBLEM, user
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tools.bench.harness import free_port
 
 
 async def _in_flight(session: aiohttp.ClientSession, count: int, deadline: float) -> None:
@@ -42,7 +36,7 @@ async def test_a_draining_worker_answers_long_polls_with_their_cursor_and_listen
     app = app_factory(replace(provisioned, drain_seconds=60.0))
     runner = make_runner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
     upload_may_finish = asyncio.Event()
@@ -104,7 +98,7 @@ async def test_the_drain_lingers_for_late_requests_then_stops_at_its_deadline(pr
     app = app_factory(replace(provisioned, drain_seconds=2.0, drain_linger_seconds=1.0, shutdown_timeout_seconds=1.0))
     runner = make_runner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
     never = asyncio.Event()

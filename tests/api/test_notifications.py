@@ -125,6 +125,7 @@ def notify_settings(provisioned):
             shards=4,
             lease_seconds=LEASE,
             public_url="https://files.test",
+            in_process=False,  # the tests run their own notifier
         ),
     )
 

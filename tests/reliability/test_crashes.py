@@ -33,7 +33,8 @@ from tests.api.helpers import PASSWORD, bearer
 from tests.api.test_notifications import EMPTY, confirm, mail_to
 from tests.conftest import TEST_BLOCK_SIZE
 from tests.reliability.faultproxy import Fault, FaultProxy, Rule
-from tests.test_entrypoints import ROOT, aws_env, free_port, wait_for
+from tests.test_entrypoints import ROOT, aws_env, wait_for
+from tools.bench.harness import free_port
 
 HOLD = 60.0
 

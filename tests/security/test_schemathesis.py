@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from tests.api.helpers import PASSWORD, bearer
-from tests.test_entrypoints import ROOT, clean_env, free_port, wait_for
+from tests.test_entrypoints import ROOT, wait_for
+from tools.bench.harness import clean_env, free_port
 
 EXAMPLES = os.environ.get("FILESYNC_SCHEMATHESIS_EXAMPLES", "")
 

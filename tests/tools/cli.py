@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.settings import Settings
-from tests.test_entrypoints import ROOT, aws_env, clean_env, wait_for
+from tests.test_entrypoints import ROOT, aws_env, wait_for
+from tools.bench.harness import clean_env
 
 PASSWORD = "correct horse battery"
 #: Small blocks keep multi-block files small (the tests' services use it too).

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.test_entrypoints import ROOT, clean_env
+from tests.test_entrypoints import ROOT
+from tools.bench.harness import clean_env
 
 #: Small blocks keep multi-block files small.
 BLOCK = 5 * 1024 * 1024

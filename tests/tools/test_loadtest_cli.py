@@ -8,7 +8,8 @@ import re
 import subprocess
 import sys
 
-from tests.test_entrypoints import ROOT, clean_env
+from tests.test_entrypoints import ROOT
+from tools.bench.harness import clean_env
 from tools.loadtest.__main__ import main
 from tools.loadtest.mix import SCENARIOS
 

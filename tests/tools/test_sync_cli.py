@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_entrypoints import ROOT, clean_env
+from tests.test_entrypoints import ROOT
+from tools.bench.harness import clean_env
 
 BLOCK = 5 * 1024 * 1024
 

@@ -22,8 +22,8 @@ import pytest
 from service.aws.clients import open_clients
 from service.metrics import Metrics
 from tests.reliability.faultproxy import FaultProxy, Rule
-from tests.test_entrypoints import free_port
 from tests.tools.cli import BLOCK, TIMESTAMP, Device, ServiceProcess, finish, until
+from tools.bench.harness import free_port
 
 
 def _ledger(device: Device) -> list[tuple[str, str]]:

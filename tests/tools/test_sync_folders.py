@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_entrypoints import ROOT, clean_env
+from tests.test_entrypoints import ROOT
 from tests.tools.test_sync_cli import Device
+from tools.bench.harness import clean_env
 from tools.sync.localfs import display
 
 PASSWORD_ENV = {"FILESYNC_PASSWORD": "correct horse battery"}

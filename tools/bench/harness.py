@@ -34,13 +34,23 @@ MiB = 1024 * 1024
 
 
 def free_port() -> int:
+    """A loopback TCP port free right now (the benchmarks' and the entry-point tests' child processes)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FILESYNC_"))}
+    """The environment of a fresh shell for a child process: no AWS or FILESYNC settings, no ``PORT`` or
+    ``WEB_CONCURRENCY`` (either would override what the child is told), this interpreter's virtualenv on
+    ``PATH``, unbuffered output; then ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "FILESYNC_")) and k not in ("PORT", "WEB_CONCURRENCY")
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
 

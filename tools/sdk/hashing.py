@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from service.content import ContentDigest, content_hash_from_blocks
+from tools.sdk.fanout import bounded
 
 _READ = 1024 * 1024
 
@@ -102,10 +103,8 @@ async def hash_file(path: Path | int, block_size: int, workers: int = 1) -> Cont
 
 async def hash_files(paths: Iterable[Path], block_size: int, workers: int | None = None) -> dict[Path, ContentDigest]:
     """Hash many files, ``workers`` at a time (default: one per core)."""
-    slots = asyncio.Semaphore(workers or os.cpu_count() or 2)
 
     async def one(path: Path) -> tuple[Path, ContentDigest]:
-        async with slots:
-            return path, await hash_file(path, block_size)
+        return path, await hash_file(path, block_size)
 
-    return dict(await asyncio.gather(*(one(p) for p in paths)))
+    return dict(await bounded(paths, one, workers or os.cpu_count() or 2))

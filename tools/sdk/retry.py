@@ -17,13 +17,20 @@ T = TypeVar("T")
 RETRY_AFTER_CAP = 60.0
 
 
-def backoff(attempt: int, retry_after: float | None = None, cap: float = 10.0) -> float:
+#: Doubling stops here, long after any cap is reached: ``2.0**attempt`` stays a finite float.
+_MAX_EXPONENT = 64
+
+
+def backoff(attempt: int, retry_after: float | None = None, cap: float = 10.0, base: float = 0.2) -> float:
     """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 0): what the server asked for,
-    else 0.2 s doubling per attempt up to ``cap``, scaled by a random factor in [0.5, 1.5) so that clients
-    that failed together do not retry together."""
+    else ``min(cap, base * 2**attempt)`` (0.2 s doubling) scaled by a random factor in [0.5, 1.5) so that
+    clients that failed together do not retry together. The service's ``service.retry.backoff`` is the
+    same formula (a test holds them equal); the client keeps its own because it may import only the
+    protocol's leaf modules, and a retry schedule is each side's own policy, not part of the protocol."""
     if retry_after is not None:
         return min(RETRY_AFTER_CAP, max(0.0, retry_after))
-    return float(min(cap, 0.2 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not secrecy
+    step = min(cap, base * 2.0 ** min(max(attempt, 0), _MAX_EXPONENT))
+    return step * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrecy
 
 
 async def retrying(call: Callable[[], Awaitable[T]], *, attempts: int, retry: Callable[[Exception], bool]) -> T:

@@ -29,7 +29,7 @@ import base64
 import contextlib
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -54,6 +54,7 @@ from tools.sdk.errors import (
     status_error,
     stopped_answering,
 )
+from tools.sdk.fanout import bounded
 from tools.sdk.retry import retrying
 from tools.sdk.s3 import Part, S3Client, S3Error
 
@@ -204,7 +205,7 @@ class S3Transfer:
             return number, etag, checksum
 
         try:
-            parts = await _bounded(range(1, part_count + 1), part, self._concurrency)
+            parts = await bounded(range(1, part_count + 1), part, self._concurrency)
             completed = call(lambda: self._s3.complete_multipart_upload(key, upload_id, parts, if_none_match=True))
             if not await _created(completed):
                 await self.abort(key, upload_id)  # the content got there first: free the parts
@@ -249,7 +250,7 @@ class S3Transfer:
                 same = part.etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
             return (part.number, part.etag, checksum) if same else None
 
-        kept = await _bounded(listed, matches, self._concurrency)
+        kept = await bounded(listed, matches, self._concurrency)
         return {p[0]: p for p in kept if p is not None}
 
     async def download(
@@ -318,7 +319,7 @@ class S3Transfer:
             return digests
 
         try:
-            ranges = await _bounded(range(0, blocks, per_range), fetch_range, self._concurrency)
+            ranges = await bounded(range(0, blocks, per_range), fetch_range, self._concurrency)
         finally:
             if not isinstance(target, int):
                 await asyncio.to_thread(os.close, fd)
@@ -403,27 +404,6 @@ def _translate(exc: Exception, endpoint: str) -> ApiError | None:
     if isinstance(exc, aiohttp.ClientError):  # an answer that is not HTTP as it should be
         return ProtocolError(0, type(exc).__name__, str(exc), server=endpoint)
     return None
-
-
-async def _bounded(items: Iterable[Any], work: Callable[[Any], Awaitable[T]], limit: int) -> list[T]:
-    """``work`` on every item, at most ``limit`` at once, results in item order. Only ``limit`` tasks exist
-    whatever the number of items; the first failure cancels the rest and is raised as itself."""
-    numbered = enumerate(items)
-    results: dict[int, T] = {}
-
-    async def worker() -> None:
-        for index, item in numbered:  # one iterator shared by the workers: each item taken once
-            results[index] = await work(item)
-
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, limit))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
-    return [results[i] for i in range(len(results))]
 
 
 async def _read_exactly(body: aiohttp.StreamReader, buffer: bytearray, length: int) -> memoryview:

@@ -36,7 +36,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,9 +214,11 @@ class NamespaceGone(Guidance):
         )
 
 
-async def _session(config: Config) -> tuple[FileSyncClient, dict[str, Any]]:
-    """A client with the saved session: its access token while it lasts, renewed with the refresh token
-    before it expires or when the server refuses it. A refresh the server refuses ends in ``SessionEnded``."""
+@contextlib.asynccontextmanager
+async def _session(config: Config) -> AsyncIterator[tuple[FileSyncClient, dict[str, Any]]]:
+    """The one way a command opens (and closes) the service client with the saved session: its access
+    token while it lasts, renewed with the refresh token before it expires or when the server refuses it.
+    A refresh the server refuses ends in ``SessionEnded``; ``main`` maps every failure to its exit code."""
     from tools.sdk.client import FileSyncClient
 
     data = config.load()
@@ -233,17 +235,12 @@ async def _session(config: Config) -> tuple[FileSyncClient, dict[str, Any]]:
         )
         config.save(data)
 
-    api = FileSyncClient(data["server"], renew_session=renew)
-    await api.__aenter__()
-    try:
+    async with FileSyncClient(data["server"], renew_session=renew) as api:
         if time.time() < data.get("access_expires_at", 0) - 30:
             api.token = data["access_token"]
         else:
             await renew(api)
-    except BaseException:
-        await api.__aexit__(None, None, None)
-        raise
-    return api, data
+        yield api, data
 
 
 async def cmd_signup(args: argparse.Namespace, config: Config) -> int:
@@ -363,24 +360,23 @@ async def cmd_sync(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _sync_folder(args: argparse.Namespace, config: Config, root: Path, head_start: HeadStart) -> int:
-    api, data = await _session(config)
-    state = config.state_for(root)
-    try:
-        ns = state.get("namespace")
-        wanted = (await _namespace(api, config, args.namespace)).id if args.namespace else None
-        if wanted and ns and wanted != ns:
-            raise UserError(
-                f"{root} already syncs namespace {ns}; sync {wanted} into another folder, or attach this one to it"
-                f" instead with `{config.command('relink', str(root), '--namespace', wanted)}` (its files stay and"
-                " are uploaded there)"
-            )
-        ns = ns or wanted or (await api.account()).home_namespace
-        state.set("namespace", ns)
-        state.set("root", str(root))
-        return await _synced(api, config, data, root, ns, state, args.quiet, args.watch, head_start)
-    finally:
-        state.close()
-        await api.__aexit__(None, None, None)
+    async with _session(config) as (api, data):
+        state = config.state_for(root)
+        try:
+            ns = state.get("namespace")
+            wanted = (await _namespace(api, config, args.namespace)).id if args.namespace else None
+            if wanted and ns and wanted != ns:
+                raise UserError(
+                    f"{root} already syncs namespace {ns}; sync {wanted} into another folder, or attach this one"
+                    f" to it instead with `{config.command('relink', str(root), '--namespace', wanted)}` (its"
+                    " files stay and are uploaded there)"
+                )
+            ns = ns or wanted or (await api.account()).home_namespace
+            state.set("namespace", ns)
+            state.set("root", str(root))
+            return await _synced(api, config, data, root, ns, state, args.quiet, args.watch, head_start)
+        finally:
+            state.close()
 
 
 async def cmd_relink(args: argparse.Namespace, config: Config) -> int:
@@ -388,8 +384,7 @@ async def cmd_relink(args: argparse.Namespace, config: Config) -> int:
     keep every local file, and sync both ways as a first sync does (a file that differs on both sides
     keeps both versions, the local one as a conflicted copy)."""
     root = _folder(args.folder)
-    api, data = await _session(config)
-    try:
+    async with _session(config) as (api, data):
         target = await _namespace(api, config, args.namespace) if args.namespace else None
         ns = target.id if target else (await api.account()).home_namespace
         before = config.state_for(root)
@@ -408,8 +403,6 @@ async def cmd_relink(args: argparse.Namespace, config: Config) -> int:
             return await _synced(api, config, data, root, ns, state, args.quiet, watch=False)
         finally:
             state.close()
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def _synced(
@@ -669,8 +662,7 @@ def _locate(config: Config, target: str, allow_root: bool = False) -> tuple[str,
 
 async def cmd_history(args: argparse.Namespace, config: Config) -> int:
     ns, path = _locate(config, args.path)
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         versions = await api.history(ns, path)
         width = max((len(v.committed_by) for v in versions), default=0)
         for version in versions:
@@ -679,8 +671,6 @@ async def cmd_history(args: argparse.Namespace, config: Config) -> int:
             moved = f"  (moved from {version.moved_from})" if version.moved_from else ""
             print(f"rev {version.rev:4}  {when}  {version.committed_by:{width}}  {kind}{moved}")
         return 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 def _bytes(count: int) -> str:
@@ -692,11 +682,8 @@ def _bytes(count: int) -> str:
 
 
 async def cmd_usage(args: argparse.Namespace, config: Config) -> int:
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         account = await api.account()
-    finally:
-        await api.__aexit__(None, None, None)
     storage = account.storage
     if storage is None:
         raise UserError("this server does not report storage usage")
@@ -713,8 +700,7 @@ async def cmd_usage(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cmd_trash(args: argparse.Namespace, config: Config) -> int:
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         if args.action == "list":
             ns, path = _locate(config, args.path, allow_root=True)
             under = path_key(path) if path else None
@@ -747,21 +733,16 @@ async def cmd_trash(args: argparse.Namespace, config: Config) -> int:
         for line in problems:
             print(f"not restored: {line}", file=sys.stderr)
         return 3 if problems else 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     ns, path = _locate(config, args.path)
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         result = await api.restore(ns, path, args.rev)
         if result.status != "committed" or result.file is None:
             raise UserError(f"not restored: {result.reason}")
         print(f"restored rev {args.rev} of {path} as rev {result.file.rev}; run sync to fetch it")
         return 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def _namespace(api: FileSyncClient, config: Config, target: str) -> NamespaceSummary:
@@ -787,8 +768,7 @@ async def _namespace(api: FileSyncClient, config: Config, target: str) -> Namesp
 
 
 async def cmd_namespaces(args: argparse.Namespace, config: Config) -> int:
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         if args.action == "create":
             made = await api.create_namespace(args.name)
             print(f"created namespace {made.id} ({made.name!r}); you are its owner. Next:")
@@ -820,14 +800,11 @@ async def cmd_namespaces(args: argparse.Namespace, config: Config) -> int:
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
         return 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def cmd_members(args: argparse.Namespace, config: Config) -> int:
     """``members add|remove`` (and ``share``, the same as ``members add``)."""
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         ns = await _namespace(api, config, args.target)
         if ns.kind == "home":
             role = getattr(args, "role", None) or "editor"  # members remove has none
@@ -845,14 +822,11 @@ async def cmd_members(args: argparse.Namespace, config: Config) -> int:
         member = await api.set_member(ns.id, args.user, args.role)
         print(f"{member.username} is now {member.role} of namespace {ns.id} ({ns.name!r})")
         return 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def cmd_follow(args: argparse.Namespace, config: Config) -> int:
     ns, path = _locate(config, args.path, allow_root=True)
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         if args.command == "follow":
             await api.follow(ns, path or None)
             account = await api.account()
@@ -865,15 +839,12 @@ async def cmd_follow(args: argparse.Namespace, config: Config) -> int:
             await api.unfollow(ns, path or None)
             print(f"no longer following {path or 'the whole folder'}")
         return 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 async def cmd_email(args: argparse.Namespace, config: Config) -> int:
     if not args.remove and not args.address:
         raise UserError("give an ADDRESS, or --remove")
-    api, _ = await _session(config)
-    try:
+    async with _session(config) as (api, _):
         account = await api.set_email(None if args.remove else args.address, _password())
         if not account.email:
             print("no notification emails")
@@ -885,8 +856,6 @@ async def cmd_email(args: argparse.Namespace, config: Config) -> int:
                 " (nothing else is sent to it until then)"
             )
         return 0
-    finally:
-        await api.__aexit__(None, None, None)
 
 
 def _parser() -> argparse.ArgumentParser:

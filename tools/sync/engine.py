@@ -45,6 +45,7 @@ from service.wire import (
 )
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError, ContentReplaced
+from tools.sdk.fanout import bounded
 from tools.sdk.hashing import hash_file, hash_file_sync
 from tools.sdk.transfer import S3Transfer
 from tools.sync.ignore import TEMP_PREFIX, IgnoreRules
@@ -269,19 +270,19 @@ class SyncEngine:
             return False
         moved = 0
         after = 0
-        slots = asyncio.Semaphore(os.cpu_count() or 2)
 
         async def same_content(entry: StateEntry, seen: SeenFile) -> tuple[StateEntry, SeenFile] | None:
-            async with slots:
-                try:
-                    found = await asyncio.to_thread(self._hash, seen.local)
-                except (OSError, Unplaceable):
-                    return None  # the pages look at it again, and name it if it cannot be read
+            try:
+                found = await asyncio.to_thread(self._hash, seen.local)
+            except (OSError, Unplaceable):
+                return None  # the pages look at it again, and name it if it cannot be read
             return (entry, seen) if found.content_hash == entry.content_hash else None
 
         while pairs := self._state.moves(after, MOVE_BATCH):
             after = pairs[-1][0]
-            checked = await asyncio.gather(*(same_content(entry, seen) for _, entry, seen in pairs))
+            checked = await bounded(
+                [(e, s) for _, e, s in pairs], lambda pair: same_content(*pair), os.cpu_count() or 2
+            )
             same = [pair for pair in checked if pair is not None]
             if not same:
                 continue
@@ -344,31 +345,29 @@ class SyncEngine:
                 # A large file changed: it most likely goes to S3, so S3 is made ready while it is hashed.
                 self._transfer_soon()
             cores = os.cpu_count() or 2
-            slots = asyncio.Semaphore(cores)
             # Fewer files than cores: each takes a share of the cores (a large file's blocks hash in parallel).
             workers = max(1, cores // len(to_hash))
 
             async def digest(seen: SeenFile) -> None:
-                async with slots:
-                    try:
-                        found = await asyncio.to_thread(self._hash, seen.local, workers)
-                    except FileNotFoundError:  # gone since the scan: the next round sees what happened
-                        blocked[seen.key] = Blocker("ignored", "gone")
-                        return
-                    except (OSError, Unplaceable) as exc:
-                        reason = f"unreadable ({exc.strerror})" if isinstance(exc, OSError) else str(exc)
-                        self._state.add_issue(
-                            IssueRow(display(seen.local), seen.key, "unreadable", reason, seen.size, seen.mtime_ns)
-                        )
-                        blocked[seen.key] = Blocker("skipped", f"{display(seen.local)} is {reason}")
-                        return
+                try:
+                    found = await asyncio.to_thread(self._hash, seen.local, workers)
+                except FileNotFoundError:  # gone since the scan: the next round sees what happened
+                    blocked[seen.key] = Blocker("ignored", "gone")
+                    return
+                except (OSError, Unplaceable) as exc:
+                    reason = f"unreadable ({exc.strerror})" if isinstance(exc, OSError) else str(exc)
+                    self._state.add_issue(
+                        IssueRow(display(seen.local), seen.key, "unreadable", reason, seen.size, seen.mtime_ns)
+                    )
+                    blocked[seen.key] = Blocker("skipped", f"{display(seen.local)} is {reason}")
+                    return
                 self._digests[seen.key] = found
                 before = state.get(seen.key)
                 local[seen.key] = LocalFile(
                     seen.key, _wire(seen, before), seen.size, seen.mtime_ns, found.content_hash, seen.local, seen.inode
                 )
 
-            await asyncio.gather(*(digest(f) for f in to_hash))
+            await bounded(to_hash, digest, cores)
             hashing.done += sum(f.size for f in to_hash)
             self._progress("hashing", hashing.done, hashing.total)
         return local, state, blocked
@@ -596,24 +595,22 @@ class SyncEngine:
         config = await self._config()
         total = sum(u.local.size for u in uploads)
         sent = 0
-        slots = asyncio.Semaphore(INLINE_BATCHES_IN_FLIGHT)
 
         async def send(batch: list[Upload]) -> None:
             nonlocal sent
-            async with slots:
-                read = dict(await asyncio.to_thread(self._read_small, batch))
+            read = dict(await asyncio.to_thread(self._read_small, batch))
 
-                async def batch_request(ready: list[Upload]) -> CommitResponse:
-                    return await self._api.upload_batch(
-                        self._ns,
-                        [_commit_entry(u) for u in ready],
-                        [read[u] for u in ready],
-                        idempotency_key=uuid.uuid4().hex,
-                    )
+            async def batch_request(ready: list[Upload]) -> CommitResponse:
+                return await self._api.upload_batch(
+                    self._ns,
+                    [_commit_entry(u) for u in ready],
+                    [read[u] for u in ready],
+                    idempotency_key=uuid.uuid4().hex,
+                )
 
-                await self._commit_refusing(list(read), batch_request, report)
-                sent += sum(u.local.size for u in batch)
-                self._progress("uploading", sent, total)
+            await self._commit_refusing(list(read), batch_request, report)
+            sent += sum(u.local.size for u in batch)
+            self._progress("uploading", sent, total)
 
         batches: list[list[Upload]] = [[]]
         budget = config.max_inline_request - 4096  # the manifest's envelope and the form's closing line
@@ -632,13 +629,7 @@ class SyncEngine:
             batches[-1].append(upload)
             size += cost
             manifest += entry
-        tasks = [asyncio.create_task(send(batch)) for batch in batches]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await bounded(batches, send, INLINE_BATCHES_IN_FLIGHT)
 
     def _read_small(self, uploads: list[Upload]) -> list[tuple[Upload, bytes]]:
         """The bodies of ``uploads`` as they are now; a file that changed or went away since it was
@@ -687,7 +678,6 @@ class SyncEngine:
                 first_by_hash.setdefault(upload.local.content_hash, upload.local)
         total = sum(f.size for f in first_by_hash.values())
         sent = 0
-        slots = asyncio.Semaphore(self._concurrency)
 
         def advance(amount: int) -> None:
             nonlocal sent
@@ -695,31 +685,30 @@ class SyncEngine:
             self._progress("uploading", sent, total)
 
         async def send(local: LocalFile) -> None:
-            async with slots:
-                try:
-                    source = self._folder.open_file(local.local)
-                except (OSError, Unplaceable):
-                    return  # gone or replaced since the scan: the next round sees what is there
-                try:
-                    digest = self._digests.get(local.key)
-                    if digest is None or digest.content_hash != local.content_hash:
-                        digest = await hash_file(source, self._block_size)
-                    if digest.content_hash != local.content_hash:
-                        return  # changed while syncing: the next round picks it up
-                    assert transfer is not None
-                    await transfer.upload(
-                        self._ns,
-                        source,
-                        digest,
-                        progress=advance,
-                        previous=self._previous(local),
-                        ledger=self._state,
-                        name=self._root / local.local,
-                    )
-                finally:
-                    os.close(source)
+            try:
+                source = self._folder.open_file(local.local)
+            except (OSError, Unplaceable):
+                return  # gone or replaced since the scan: the next round sees what is there
+            try:
+                digest = self._digests.get(local.key)
+                if digest is None or digest.content_hash != local.content_hash:
+                    digest = await hash_file(source, self._block_size)
+                if digest.content_hash != local.content_hash:
+                    return  # changed while syncing: the next round picks it up
+                assert transfer is not None
+                await transfer.upload(
+                    self._ns,
+                    source,
+                    digest,
+                    progress=advance,
+                    previous=self._previous(local),
+                    ledger=self._state,
+                    name=self._root / local.local,
+                )
+            finally:
+                os.close(source)
 
-        await asyncio.gather(*(send(f) for f in first_by_hash.values()))
+        await bounded(first_by_hash.values(), send, self._concurrency)
         if transfer is not None:
             await self._abort_unfinished(transfer)
 
@@ -796,43 +785,35 @@ class SyncEngine:
             size += download.file.size
         total = sum(d.file.size for d in downloads)
         received = 0
-        slots = asyncio.Semaphore(FETCHES_IN_FLIGHT)
 
         async def fetch(batch: list[Download]) -> None:
             nonlocal received
-            async with slots:
-                landed: list[StateEntry] = []
-                try:
-                    async for got in self._api.fetch(self._ns, [d.file for d in batch]):
-                        download = batch[got.index]
-                        if got.data is None:
-                            self._unplaced(download.file, f"not downloaded: {got.problem}")
-                            continue
-                        try:
-                            local = await asyncio.to_thread(self._land, download, got.data)
-                        except Unplaceable as exc:
-                            self._unplaced(download.file, f"not placed here: {exc}")
-                            continue
-                        except ContentReplaced as exc:
-                            self._unplaced(download.file, f"not downloaded: {exc.detail}")
-                            continue
-                        if local is not None:
-                            landed.append(_entry(local, download.file, None))
-                            report.downloaded += 1
-                        received += download.file.size
-                        self._progress("downloading", received, total)
-                finally:
-                    # One transaction per fetch, not per file: a file placed but not recorded (a crash
-                    # between) is found up to date by the next compare, its content being the server's.
-                    self._state.record(landed)
+            landed: list[StateEntry] = []
+            try:
+                async for got in self._api.fetch(self._ns, [d.file for d in batch]):
+                    download = batch[got.index]
+                    if got.data is None:
+                        self._unplaced(download.file, f"not downloaded: {got.problem}")
+                        continue
+                    try:
+                        local = await asyncio.to_thread(self._land, download, got.data)
+                    except Unplaceable as exc:
+                        self._unplaced(download.file, f"not placed here: {exc}")
+                        continue
+                    except ContentReplaced as exc:
+                        self._unplaced(download.file, f"not downloaded: {exc.detail}")
+                        continue
+                    if local is not None:
+                        landed.append(_entry(local, download.file, None))
+                        report.downloaded += 1
+                    received += download.file.size
+                    self._progress("downloading", received, total)
+            finally:
+                # One transaction per fetch, not per file: a file placed but not recorded (a crash
+                # between) is found up to date by the next compare, its content being the server's.
+                self._state.record(landed)
 
-        tasks = [asyncio.create_task(fetch(batch)) for batch in batches]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await bounded(batches, fetch, FETCHES_IN_FLIGHT)
 
     def _land(self, download: Download, data: bytes) -> LocalFile | None:
         """Place a small download whose bytes are in memory (in a thread: file system calls only): verified
@@ -858,7 +839,6 @@ class SyncEngine:
                 os.close(fd)
 
     async def _downloads(self, downloads: list[Download], transfer: S3Transfer | None, report: SyncReport) -> None:
-        slots = asyncio.Semaphore(self._concurrency)
         total = sum(d.file.size for d in downloads)
         received = 0
 
@@ -868,31 +848,30 @@ class SyncEngine:
             self._progress("downloading", received, total)
 
         async def fetch(download: Download) -> None:
-            async with slots:
-                try:
-                    if download.file.body_pack is not None:
-                        # In a pack, but larger than a fetch takes (the service's limit was lowered since):
-                        # through the service, which alone reads packs.
-                        file = download.file
-                        data = await self._api.download(self._ns, file.path, file.rev)
-                        local = await asyncio.to_thread(self._land, download, data)
-                        advance(file.size)
-                    else:
-                        with self._folder.placing(download.local or download.file.path) as placed:
-                            local = await self._fetch(download, placed, transfer, advance)
-                except Unplaceable as exc:
-                    self._unplaced(download.file, f"not placed here: {exc}")
-                    return
-                except ContentReplaced as exc:
-                    # Never taken for the file: it is listed with why, the rest of the round goes on, and a
-                    # later round fetches it once the content is uploaded again.
-                    self._unplaced(download.file, f"not downloaded: {exc.detail}")
-                    return
-                if local is not None:
-                    self._state.record([_entry(local, download.file, self._digests.pop(download.key, None))])
-                    report.downloaded += 1
+            try:
+                if download.file.body_pack is not None:
+                    # In a pack, but larger than a fetch takes (the service's limit was lowered since):
+                    # through the service, which alone reads packs.
+                    file = download.file
+                    data = await self._api.download(self._ns, file.path, file.rev)
+                    local = await asyncio.to_thread(self._land, download, data)
+                    advance(file.size)
+                else:
+                    with self._folder.placing(download.local or download.file.path) as placed:
+                        local = await self._fetch(download, placed, transfer, advance)
+            except Unplaceable as exc:
+                self._unplaced(download.file, f"not placed here: {exc}")
+                return
+            except ContentReplaced as exc:
+                # Never taken for the file: it is listed with why, the rest of the round goes on, and a
+                # later round fetches it once the content is uploaded again.
+                self._unplaced(download.file, f"not downloaded: {exc.detail}")
+                return
+            if local is not None:
+                self._state.record([_entry(local, download.file, self._digests.pop(download.key, None))])
+                report.downloaded += 1
 
-        await asyncio.gather(*(fetch(d) for d in downloads))
+        await bounded(downloads, fetch, self._concurrency)
 
     async def _fetch(
         self, download: Download, placed: Placed, transfer: S3Transfer | None, advance: Callable[[int], None]
