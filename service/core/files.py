@@ -1028,9 +1028,12 @@ class FileService:
     async def move(
         self, principal: Principal, ns: str, source: str, target: str, parent_rev: int, commit_key: str | None
     ) -> list[CommitResult]:
-        """Rename one file, as ``move_many`` does; 404 if the source is no live file. The answer: the source's
+        """Rename one file, as ``move_many`` does; 404 if the source is no live file as of ``parent_rev`` (a
+        deletion after it is a conflict: the move lost a race, as a commit would). The answer: the source's
         tombstone, then the target's new version (or a conflict for both)."""
-        src = await self.current(principal, ns, source)
+        src = await self.current(principal, ns, source, include_deleted=True)
+        if src.deleted and src.rev <= parent_rev:
+            raise NotFound(f"No file {src.path!r}.")
         if path_key(normalize_path(target, "$.to")) == path_key(src.path):
             raise ValidationFailed("Source and target are the same path.", (FieldError("$.to", "same as the source"),))
         await self._namespaces.authorize(principal, ns, "editor")

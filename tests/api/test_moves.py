@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import pytest
 
+from service.content import EMPTY_HASH
 from service.core import files as core_files
 from tests.api.files_helpers import commit, entry, upload_direct
 from tests.api.helpers import bearer, log_in, problem, sign_up, user
@@ -278,3 +279,19 @@ async def test_the_route_is_in_the_openapi_document(client):
         )
     result = spec["components"]["schemas"]["MoveResultOut"]
     assert set(result["properties"]) == {"from", "to", "status", "file", "current", "reason"}
+
+
+async def test_a_move_based_on_a_rev_before_the_sources_deletion_conflicts_and_one_after_it_is_404(client, alice):
+    headers, ns = alice
+    await commit(client, headers, ns, [{"path": "doc.txt", "content_hash": EMPTY_HASH, "size": 0, "parent_rev": None}])
+    deleted = await client.delete(f"/v1/ns/{ns}/files/doc.txt", headers={**headers, "If-Match": "1"})
+    assert deleted.status in (200, 204), await deleted.text()
+    stale = await client.post(
+        f"/v1/ns/{ns}/move", json={"from": "doc.txt", "to": "new.txt", "parent_rev": 1}, headers=headers
+    )
+    assert stale.status == 409, await stale.text()  # it lost the race to the deletion: told so, as a commit is
+    assert {r["status"] for r in (await stale.json())["results"]} == {"conflict"}
+    knowing = await client.post(
+        f"/v1/ns/{ns}/move", json={"from": "doc.txt", "to": "new.txt", "parent_rev": 2}, headers=headers
+    )
+    await problem(knowing, 404)
