@@ -189,8 +189,12 @@ async def _run_and_stop_gunicorn(web_line: str, env: dict[str, str], port: int, 
             await asyncio.sleep(0.1)
         workers = children(proc.pid)
         assert len(workers) == 2
-        # Each worker keeps its values in the shared directory; any worker's /metrics sums them all.
-        assert {f"gauge_livesum_{pid}.db" for pid in workers} <= {p.name for p in metrics_dir.iterdir()}
+        # Each worker keeps its values in the shared directory (a file it makes as it starts: the second
+        # worker may still be starting when the first answers); any worker's /metrics sums them all.
+        files = {f"gauge_livesum_{pid}.db" for pid in workers}
+        while not files <= {p.name for p in metrics_dir.iterdir()} and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert files <= {p.name for p in metrics_dir.iterdir()}
         async with aiohttp.ClientSession() as session:
             for _ in range(20):  # fresh connections: the kernel spreads them over both workers
                 async with session.get(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"}) as r:
