@@ -34,6 +34,7 @@ import uvloop
 
 from service.content import ContentDigest, digest_bytes
 from service.wire import FileInfo
+from tools.bench import help_text
 from tools.bench.compare import sample
 from tools.bench.harness import ProgressLine, stack
 from tools.sdk.client import FileSyncClient
@@ -283,7 +284,7 @@ async def run(files: int, batch: int, record_packed: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench commit_cost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench commit_cost", description=help_text(__doc__))
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument(

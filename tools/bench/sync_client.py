@@ -27,6 +27,7 @@ from pathlib import Path
 
 import uvloop
 
+from tools.bench import help_text
 from tools.bench.direct_upload import awscli
 from tools.bench.harness import ROOT, Stack, clean_env, stack
 from tools.sdk.client import FileSyncClient
@@ -209,7 +210,7 @@ async def _measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench sync_client", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench sync_client", description=help_text(__doc__))
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--unchanged-files", type=int, default=10_000)
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +34,23 @@ from tools.loadtest.workload import Workload, WorkloadConfig, WrongAnswer
 from tools.sdk.errors import ApiError
 
 
+def _plain(text: str) -> str:
+    """A docstring as help shows it: reST literals (double backticks) as plain text."""
+    return re.sub(r"``(.+?)``", r"\1", text)
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.loadtest plot", description="Draw the plots of a saved report again, beside it."
+    )
+    p.add_argument("report", type=Path, metavar="REPORT.json", help="a report.json a run wrote")
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tools.loadtest",
-        description=__doc__.split("\n\nLayer:")[0] if __doc__ else None,
+        description=_plain(__doc__.split("\n\nLayer:")[0]) if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = p.add_argument_group("target")
@@ -230,13 +244,15 @@ def check(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plot"]:
-        if len(argv) != 2:
-            sys.stderr.write("usage: python -m tools.loadtest plot REPORT.json\n")
-            return 2
         import json
 
-        source = Path(argv[1])
-        for path in reports.draw(json.loads(source.read_text()), source.parent):
+        plotting = plot_parser()
+        source = plotting.parse_args(argv[1:]).report
+        try:
+            saved = json.loads(source.read_text())
+        except (OSError, ValueError) as exc:
+            plotting.error(f"cannot read {source}: {exc}")
+        for path in reports.draw(saved, source.parent):
             print(path)
         return 0
     args = parser().parse_args(argv)

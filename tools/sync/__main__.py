@@ -931,7 +931,7 @@ def _parser() -> argparse.ArgumentParser:
     remove = member_actions.add_parser("remove", help="remove a member (or yourself: leave)")
     remove.add_argument("target", metavar="NAMESPACE", help="an id, a name, or a synced folder")
     remove.add_argument("user")
-    share = commands.add_parser("share", help="the same as `members add`")
+    share = commands.add_parser("share", help='the same as "members add"')
     share.add_argument("target", help="a synced folder, or a namespace id or name")
     share.add_argument("--with", dest="user", required=True)
     share.add_argument("--role", choices=("owner", "editor", "viewer"), required=True)
