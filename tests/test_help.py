@@ -55,12 +55,14 @@ def test_bench_help_lists_every_benchmark_and_no_empty_choice(capsys):
     assert "python -m tools.bench NAME --help" in text
 
 
-@pytest.mark.parametrize("name", ["compare", "hashing", "sustained"])
-def test_bench_name_help_shows_that_benchmarks_own_flags(name, capsys):
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_bench_name_help_shows_that_benchmarks_own_flags_with_their_defaults(name, capsys):
     text = help_of(bench_main, [name, "--help"], capsys)
     assert text.startswith(f"usage: python -m tools.bench {name} ")
     assert_plain(text)
-    assert "--" in text.split("options:", 1)[1].replace("--help", "")
+    options = text.split("options:", 1)[1]
+    assert "--" in options.replace("--help", "")
+    assert "default" in options
 
 
 def test_bench_names_an_unknown_benchmark(capsys):
