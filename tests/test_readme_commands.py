@@ -16,7 +16,9 @@ no rule knows fails the test, so a new README command is classified here, with i
   tour was run by hand against ``python -m service``), the activation line (replaced as said above) and
   ``python3 -m webbrowser`` (opens a browser).
 
-Every block must also pass ``bash -n`` (the shell parses it). About two seconds in all.
+Every block must also pass ``bash -n`` (the shell parses it), and so must the ``sh`` blocks of ``docs/``.
+The relative links of the README and the guides must name a file and heading that exist, and the soak rate
+the load-testing guide quotes must be the Makefile's. About a second in all.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def blocks() -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+def blocks(page: Path = README) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
 
 
 def commands() -> list[str]:
@@ -100,7 +102,8 @@ def test_the_readme_has_commands_and_every_one_is_classified():
 
 
 def test_every_block_parses_in_bash():
-    for block in blocks():
+    """The README's blocks, and the guides' in docs/ too (their commands are not run here)."""
+    for block in [b for page in [README, *sorted((ROOT / "docs").glob("*.md"))] for b in blocks(page)]:
         done = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True, timeout=10)
         assert done.returncode == 0, (block, done.stderr)
 
