@@ -27,11 +27,12 @@ _REST_LITERAL = re.compile(r"``(.+?)``", re.S)
 PATH_PARAMETERS: Mapping[str, tuple[str, str]] = {
     "ns": ("A namespace id, as `GET /v1/namespaces` lists them.", "q3kx7v2m9dp4wz1a"),
     "username": ("An account's username.", "bob"),
-    "path": ("A file's (or folder's) path in the namespace: relative, `/`-separated, portable.", "docs/report.pdf"),
+    "path": ("A file's (or folder's) path in the namespace: relative, `/`-separated, portable.", "docs/hello.txt"),
     "upload_id": ("The `upload_id` of the ticket `POST /v1/ns/{ns}/uploads` answered.", "2~abc123"),
 }
 
-#: Example values by field name, for the example request bodies (anything else: by its schema's type).
+#: Example values by field name, for the example request bodies (anything else: by its schema's type). The
+#: example file, ``hello.txt``, holds ``hello`` and a newline: its size and content hash are these.
 _EXAMPLE_VALUES: Mapping[str, Any] = {
     "username": "alice",
     "password": "correct horse battery",
@@ -40,9 +41,9 @@ _EXAMPLE_VALUES: Mapping[str, Any] = {
     "email": "alice@example.com",
     "name": "Team docs",
     "role": "editor",
-    "path": "docs/report.pdf",
-    "from": "docs/report.pdf",
-    "to": "old/report.pdf",
+    "path": "docs/hello.txt",
+    "from": "docs/hello.txt",
+    "to": "old/hello.txt",
     "content_hash": "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
     "size": 6,
     "mtime": 1764417600.0,
@@ -221,11 +222,11 @@ def _curl(op: Operation, schemas: Mapping[str, Any]) -> str:
     if op.auth:
         words.append('-H "Authorization: Bearer $TOKEN"')
     if upload:  # curl -T sends the file as a PUT
-        words.append("-T report.pdf")
+        words.append("-T hello.txt")
     if op.request is not None:
         body = orjson.dumps(_example(schemas, schemas[op.request.__name__])).decode()
         if op.request_media == "multipart/form-data":
-            words.append(f"-F 'manifest={body};type=application/json' -F file=@report.pdf")
+            words.append(f"-F 'manifest={body};type=application/json' -F file=@hello.txt")
         else:
             words.append(f"-H 'Content-Type: application/json' -d '{body}'")
     return " ".join(words)
