@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--seed-files", type=int, default=200)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="where the runs' reports go (default: out/bench/sustained)")
     args = parser.parse_args(argv)
     uvloop.run(run(args))
     return 0

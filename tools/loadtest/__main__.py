@@ -65,11 +65,22 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--allow-remote", action="store_true", help="allow a target off this machine")
 
     load = p.add_argument_group("load")
-    load.add_argument("--mode", choices=("open", "closed"), default="open")
+    load.add_argument(
+        "--mode",
+        choices=("open", "closed"),
+        default="open",
+        help="open: requests due at --rate, latency from when each was due; closed: --concurrency users back to"
+        " back (default open)",
+    )
     load.add_argument("--rate", type=float, default=20.0, help="open loop: arrivals per second (default 20)")
     load.add_argument("--ramp-to", type=float, help="open loop: ramp from --rate to this rate in --steps steps")
     load.add_argument("--steps", type=int, default=5, help="steps of the ramp (default 5)")
-    load.add_argument("--arrival", choices=("constant", "poisson"), default="constant")
+    load.add_argument(
+        "--arrival",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="open loop: evenly spaced arrivals, or Poisson ones (default constant)",
+    )
     load.add_argument("--concurrency", type=int, default=10, help="closed loop: users in flight (default 10)")
     load.add_argument("--think", type=float, default=0.0, help="closed loop: seconds between a user's requests")
     load.add_argument(
@@ -100,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
 
     out = p.add_argument_group("report")
     out.add_argument("--out", type=Path, help="report folder (default out/loadtest/<UTC time>)")
-    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--no-plots", action="store_true", help="write report.json only, no PNG plots")
     out.add_argument("--quiet", action="store_true", help="no progress line")
     out.add_argument("--rss-from", type=float, default=120.0, help="memory growth is measured from this second")
     out.add_argument("--slo-p99-ms", type=float, help="exit 1 if the p99 of all requests is at or over this")
