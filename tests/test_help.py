@@ -23,7 +23,7 @@ Main = Callable[[list[str]], int]
 
 SYNC_COMMANDS = (
     *("signup", "login", "sync", "relink", "status", "namespaces", "members", "share"),
-    *("history", "restore", "follow", "unfollow", "email"),
+    *("history", "restore", "follow", "unfollow", "email", "usage", "trash"),
 )
 
 
@@ -117,6 +117,7 @@ def test_loadtest_plot_help_is_a_help_not_a_traceback(capsys):
         *([command] for command in SYNC_COMMANDS),
         *(["namespaces", action] for action in ("list", "create", "show")),
         *(["members", action] for action in ("add", "remove")),
+        *(["trash", action] for action in ("list", "restore")),
     ],
 )
 def test_sync_help_prints_no_backticks_and_describes_every_argument(argv, capsys, tmp_path):
@@ -129,7 +130,14 @@ def test_sync_help_prints_no_backticks_and_describes_every_argument(argv, capsys
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["users"], *(["users", a] for a in ("add", "disable", "enable")), ["folders"], ["folders", "backfill"]]
+    "argv",
+    [
+        [],
+        ["users"],
+        *(["users", a] for a in ("add", "disable", "enable", "quota")),
+        ["folders"],
+        ["folders", "backfill"],
+    ],
 )
 def test_service_help_is_plain_and_says_where_settings_come_from(argv, capsys):
     text = help_of(service_main, [*argv, "--help"], capsys)

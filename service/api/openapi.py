@@ -53,6 +53,7 @@ _EXAMPLE_VALUES: Mapping[str, Any] = {
     "parent_rev": 1,
     "hashes": ["5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"],
     "namespaces": ["q3kx7v2m9dp4wz1a"],
+    "paths": ["docs/hello.txt"],
     "etag": '"<ETag of the part>"',
 }
 

@@ -450,9 +450,9 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: FileList},
         errors=(404, 422),
         auth=True,
-        parameters=tuple(
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in ("cursor", "limit")
+        parameters=(
+            _query("cursor", "The `cursor` of the previous page, for the next one."),
+            _query("limit", "Deleted files a page (default 100).", {"type": "integer", "minimum": 1, "maximum": 1000}),
         ),
     ),
     Operation(

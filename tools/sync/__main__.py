@@ -954,9 +954,9 @@ def _parser() -> argparse.ArgumentParser:
     trash_actions = trash.add_subparsers(dest="action", required=True)
     trash_actions.add_parser(
         "list", help="deleted files of a synced folder (or under a path in it), latest first"
-    ).add_argument("path")
+    ).add_argument("path", help="a synced folder, or a path in one")
     untrash = trash_actions.add_parser("restore", help="bring deleted files back (then run sync)")
-    untrash.add_argument("paths", nargs="+", metavar="PATH")
+    untrash.add_argument("paths", nargs="+", metavar="PATH", help="deleted files (or, with --folder, folders)")
     untrash.add_argument(
         "--folder",
         dest="folders",
