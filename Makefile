@@ -40,7 +40,7 @@ test: lint typecheck unit
 bench: $(VENV)/.installed
 	$(PY) -m tools.bench $(BENCH)
 
-# A deployable release (README "Deploy"): the committed tree plus a wheelhouse of the service's lock
+# A deployable release (docs/operations.md, "Deploy"): the committed tree plus a wheelhouse of the service's lock
 # (requirements/service.txt, hash-checked: no emulator, no stack generator, no client tools) for the instances
 # (Amazon Linux 2023, x86_64, CPython 3.11), so they install with no package index.
 RELEASE_DIR ?= out/release
@@ -69,7 +69,7 @@ lock:
 	$(LOCK) --extra service --extra emulator -c requirements/dev.txt -o requirements/embedded.txt pyproject.toml
 	$(LOCK) --extra stack -c requirements/dev.txt -o requirements/stack.txt pyproject.toml
 
-# A load test of the default mix against a service started for it (see README, "Load testing").
+# A load test of the default mix against a service started for it (see docs/performance.md, "Load testing").
 loadtest: $(VENV)/.installed
 	$(PY) -m tools.loadtest --spawn $(LOADTEST_ARGS)
 

@@ -2,7 +2,7 @@
 
 Layer: deployment entry point. The only module here that does I/O: it builds the template with
 ``build_template`` and writes ``DIR/filesync.<format>`` (default ``out/cloudformation``), and the stack
-policy that protects the data resources, ``DIR/stack-policy.json`` (README "Deploy" applies both).
+policy that protects the data resources, ``DIR/stack-policy.json`` (docs/operations.md, "Deploy", applies both).
 """
 
 from __future__ import annotations

@@ -30,7 +30,11 @@ from service.settings import Settings, SettingsError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
-        description="Run the file sync service (embedded emulator unless AWS is configured).",
+        description="Run the file sync service (embedded emulator unless AWS is configured), or administer it.",
+        epilog="Settings come from the environment (FILESYNC_*, AWS_*; the Configuration table of "
+        "docs/operations.md): with no AWS settings the service starts an embedded emulator and provisions it. "
+        "Exit codes: 0 stopped cleanly (Ctrl-C or SIGTERM drain in-flight requests first), 1 failed, "
+        "2 bad usage or settings (the message names the variable).",
     )
     parser.add_argument("--host", help="address to listen on (default: FILESYNC_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on, 0 for any free one (default: PORT or 8080)")
@@ -38,13 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     users = commands.add_parser("users", help="manage accounts (needs AWS settings)")
     actions = users.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="create an account; the password comes from FILESYNC_PASSWORD or a prompt")
-    add.add_argument("name")
+    add.add_argument("name", metavar="NAME", help="the username")
     for action, text in (("disable", "disable an account and end its sessions"), ("enable", "enable it")):
-        actions.add_parser(action, help=text).add_argument("name")
+        actions.add_parser(action, help=text).add_argument("name", metavar="NAME", help="the username")
     quota = actions.add_parser(
         "quota", help="set an account's storage quota (bytes of retained versions); prints it and the usage"
     )
-    quota.add_argument("name")
+    quota.add_argument("name", metavar="NAME", help="the username")
     quota.add_argument(
         "size", help="bytes, or with a unit (500MB, 10GiB); 0 or 'unlimited': no limit; 'default': the default"
     )

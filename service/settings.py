@@ -120,7 +120,7 @@ class AwsSettings:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Explicit limits on what one request may carry. Each is documented in the README."""
+    """Explicit limits on what one request may carry. Each is documented in docs/api.md (Limits)."""
 
     #: Largest JSON request body, in bytes (413 past it).
     max_json_body: int = env("FILESYNC_MAX_JSON_BODY", 1 * MiB, minimum=1024)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from service.api import auth, credentials, docs, files, follows, health, namespaces, sync
 from service.api.openapi import Operation
+from service.core.sync import MAX_FEED_ENTRIES, MAX_WAIT_SECONDS
 from service.wire import (
     FETCH_MEDIA_TYPE,
     MAX_REV,
@@ -72,6 +73,18 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
         "schema": schema or {"type": "string"},
     }
 
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_TOKEN = _query("token", "The signed token of the link the mail carried.", required=True)
 
 _IDEMPOTENCY = _header("Idempotency-Key", "A retried request with the same key commits nothing twice.")
 _IF_MATCH = _header(
@@ -200,7 +213,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "accounts",
         responses={200: "text/html"},
         errors=(404,),
-        parameters=({"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},),
+        parameters=(_TOKEN,),
     ),
     Operation(
         "POST",
@@ -210,7 +223,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "accounts",
         responses={200: EmailConfirmed},
         errors=(404,),
-        parameters=({"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},),
+        parameters=(_TOKEN,),
     ),
     Operation(
         "GET",
@@ -359,9 +372,11 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: FileList},
         errors=(404, 422),
         auth=True,
-        parameters=tuple(
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in ("folder", "recursive", "cursor", "limit")
+        parameters=(
+            _query("folder", "The folder to list (default: the root); compared ignoring case, as paths are."),
+            _query("recursive", "`true`: the folder's whole subtree; anything else: its direct children."),
+            _query("cursor", "The `cursor` of the previous page, for the next one."),
+            _query("limit", "Files a page (default 500).", {"type": "integer", "minimum": 1, "maximum": 1000}),
         ),
     ),
     Operation(
@@ -371,13 +386,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "Download a file, or its history",
         "files",
         responses={200: "application/octet-stream", 206: "application/octet-stream", 302: None},
-        errors=(404, 416, 422),
+        errors=(404, 409, 416, 422),
         auth=True,
         parameters=(
-            *(
-                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-                for name in ("versions", "rev", "via", "limit", "before")
-            ),
+            _query("versions", "Present (any value, even empty): answer the file's history, newest first."),
+            _query("rev", "Download this version.", {"type": "integer", "minimum": 1, "maximum": MAX_REV}),
+            _query("via", "`service`: stream the body through the service (with `Range`) instead of redirecting."),
+            _query("limit", "With `versions`: versions a page, an integer from 1 to 100 (default 50)."),
+            _query("before", "With `versions`: the `cursor` of the previous page (a rev), for older versions."),
             _header("Range", "With via=service: one range, bytes=a-b, a- or -n (else ignored)."),
         ),
     ),
@@ -434,9 +450,9 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: FileList},
         errors=(404, 422),
         auth=True,
-        parameters=tuple(
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in ("cursor", "limit")
+        parameters=(
+            _query("cursor", "The `cursor` of the previous page, for the next one."),
+            _query("limit", "Deleted files a page (default 100).", {"type": "integer", "minimum": 1, "maximum": 1000}),
         ),
     ),
     Operation(
@@ -472,7 +488,7 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: MovesResponse, 409: MovesResponse},
         errors=(403, 404),
         auth=True,
-        parameters=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},),
+        parameters=(_IDEMPOTENCY,),
     ),
     Operation(
         "POST",
@@ -494,9 +510,16 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: Changes},
         errors=(400, 404, 422),
         auth=True,
-        parameters=tuple(
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in ("cursor", "limit", "wait")
+        parameters=(
+            _query("cursor", "Where to start: the `cursor` of a compare or of the previous page (none: the start)."),
+            _query(
+                "limit", "Commits a page (default 50).", {"type": "integer", "minimum": 1, "maximum": MAX_FEED_ENTRIES}
+            ),
+            _query(
+                "wait",
+                "Seconds to wait for a change when there is none yet (a long-poll; default 0).",
+                {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+            ),
         ),
     ),
     Operation(
@@ -556,7 +579,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "notifications",
         responses={200: "text/html"},
         errors=(404,),
-        parameters=({"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},),
+        parameters=(_TOKEN,),
     ),
     Operation(
         "POST",
@@ -566,7 +589,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "notifications",
         responses={200: Unsubscribed},
         errors=(404,),
-        parameters=({"name": "token", "in": "query", "required": True, "schema": {"type": "string"}},),
+        parameters=(_TOKEN,),
     ),
 )
 

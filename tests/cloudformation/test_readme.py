@@ -1,7 +1,7 @@
-"""The documented deploy works as written: the commands of the README's "Deploy" section (and the
-runbooks' in ``docs/operations.md``) are parsed, their generator run, and every flag checked.
+"""The documented deploy works as written: the commands of ``docs/operations.md`` (its "Deploy" section and
+the runbooks) are parsed, their generator run, and every flag checked.
 
-- The template is rendered exactly as the README's command writes it, and its size checked against what
+- The template is rendered exactly as the documented command writes it, and its size checked against what
   ``aws cloudformation deploy`` does with it: over 51,200 bytes it refuses to send the template inline
   unless ``--s3-bucket`` is given, and a template in S3 may be up to 1 MB.
 - Each ``aws`` command's options are checked against the AWS CLI's own option list for that command (copied
@@ -134,10 +134,11 @@ def _commands(markdown: str) -> list[list[str]]:
     return commands
 
 
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
 def _documented_commands() -> list[list[str]]:
-    return _commands(_section(ROOT / "README.md", "## Deploy")) + _commands(
-        (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-    )
+    return _commands(OPERATIONS.read_text(encoding="utf-8"))
 
 
 def _options(command: list[str]) -> dict[str, list[str]]:
@@ -245,8 +246,8 @@ def test_every_parameter_override_is_a_template_parameter_with_a_valid_value(tem
         assert needed in options["capabilities"]
 
 
-def test_every_template_parameter_is_in_the_readme_table(template):
-    rows = [line.split("|")[1] for line in _section(ROOT / "README.md", "## Deploy").splitlines() if line[:3] == "| `"]
+def test_every_template_parameter_is_in_the_deploy_table(template):
+    rows = [line.split("|")[1] for line in _section(OPERATIONS, "## Deploy").splitlines() if line[:3] == "| `"]
     documented = {name for cell in rows for name in re.findall(r"`([A-Za-z0-9]+)`", cell)}
     assert set(template["Parameters"]) <= documented, sorted(set(template["Parameters"]) - documented)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvloop
 
+from tools.bench import BenchParser
 from tools.bench.compare import sample
 from tools.bench.harness import clean_env, stack
 from tools.bench.sync_client import PASSWORD, make_tree, timed
@@ -95,7 +96,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench background", description=__doc__)
+    parser = BenchParser("python -m tools.bench background", __doc__)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=20.0)

@@ -14,7 +14,6 @@ holds the folder or a page.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import uvloop
 
 from service.content import EMPTY_HASH
+from tools.bench import BenchParser
 from tools.bench.compare import bulk_load
 from tools.bench.harness import ROOT, ProgressLine, RssSampler, clean_env, stack
 from tools.bench.sync_client import PASSWORD, requests_now
@@ -132,7 +132,7 @@ async def run(files: int, per_folder: int, changed: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench client_scale", description=__doc__)
+    parser = BenchParser("python -m tools.bench client_scale", __doc__)
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--per-folder", type=int, default=1000)
     parser.add_argument(

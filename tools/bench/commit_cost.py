@@ -19,7 +19,6 @@ small file pushed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -34,6 +33,7 @@ import uvloop
 
 from service.content import ContentDigest, digest_bytes
 from service.wire import FileInfo
+from tools.bench import BenchParser
 from tools.bench.compare import sample
 from tools.bench.harness import ProgressLine, stack
 from tools.sdk.client import FileSyncClient
@@ -283,7 +283,7 @@ async def run(files: int, batch: int, record_packed: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench commit_cost", description=__doc__)
+    parser = BenchParser("python -m tools.bench commit_cost", __doc__)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument(

@@ -10,7 +10,6 @@ compare could read.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 import time
@@ -26,6 +25,7 @@ from service.content import digest_bytes
 from service.core.models import FileVersion
 from service.metrics import Metrics
 from service.paths import path_key
+from tools.bench import BenchParser
 from tools.bench.harness import ProgressLine, RssSampler, stack
 from tools.sdk.client import FileSyncClient
 
@@ -166,7 +166,7 @@ async def run(files: int, baseline: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench compare", description=__doc__)
+    parser = BenchParser("python -m tools.bench compare", __doc__)
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument(
         "--no-baseline",

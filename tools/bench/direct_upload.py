@@ -17,7 +17,6 @@ keeps bodies in memory and slows as it fills). The best of ``--rounds`` is kept 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import filecmp
@@ -34,6 +33,7 @@ from typing import Any
 
 import uvloop
 
+from tools.bench import BenchParser
 from tools.bench.harness import ROOT, MiB, ProgressLine, Stack, clean_env, cpu_seconds, stack
 from tools.sdk.client import FileSyncClient
 from tools.sdk.hashing import hash_file
@@ -260,7 +260,7 @@ def _report(size: int, rounds: int, figures: Figures, sync_startup: float, aws_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench direct_upload", description=__doc__)
+    parser = BenchParser("python -m tools.bench direct_upload", __doc__)
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8, help="parts in flight for the SDK's own upload")

@@ -11,7 +11,6 @@ same emulator with the service's adapters, so the ratio is the service's overhea
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ from service.aws.identity import DynamoIdentityStore
 from service.core.sync import decode_cursor
 from service.metrics import Metrics
 from service.settings import Settings
+from tools.bench import BenchParser
 from tools.bench.compare import sample
 from tools.bench.harness import stack
 from tools.sdk.client import FileSyncClient
@@ -103,7 +103,7 @@ async def bare_reads(settings: Settings, ns: str, seq: int, polls: int) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench feed_poll", description=__doc__)
+    parser = BenchParser("python -m tools.bench feed_poll", __doc__)
     parser.add_argument("--commits", type=int, default=50)
     parser.add_argument("--files", type=int, default=20, help="files per commit")
     parser.add_argument("--polls", type=int, default=1000)

@@ -12,7 +12,6 @@ the machine allows at that moment: on a shared machine other processes hold core
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import hashlib
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.content import DEFAULT_BLOCK_SIZE
+from tools.bench import BenchParser
 from tools.bench.harness import MiB
 from tools.sdk.hashing import hash_file_sync, hash_files
 
@@ -37,7 +37,7 @@ def best(fn: Callable[[], object], rounds: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench hashing", description=__doc__)
+    parser = BenchParser("python -m tools.bench hashing", __doc__)
     parser.add_argument("--size-mib", type=int, default=512, help="bytes hashed per measurement")
     parser.add_argument("--files", type=int, default=16, help="files for the multi-core measurement")
     parser.add_argument("--rounds", type=int, default=5)

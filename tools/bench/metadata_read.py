@@ -29,6 +29,7 @@ from aiohttp import web
 from service.aws.clients import open_clients
 from service.aws.items import key
 from service.metrics import Metrics
+from tools.bench import BenchParser
 from tools.bench.compare import sample
 from tools.bench.harness import clean_env, free_port, process, stack, wait_http
 from tools.sdk.client import FileSyncClient
@@ -120,7 +121,7 @@ async def _metrics(http: aiohttp.ClientSession, service: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench metadata_read", description=__doc__)
+    parser = BenchParser("python -m tools.bench metadata_read", __doc__)
     parser.add_argument("--requests", type=int, default=3000, help="timed requests per contender")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve-hello", type=int, metavar="PORT", help=argparse.SUPPRESS)

@@ -10,7 +10,6 @@ entries straight from DynamoDB (the least any notifier must do), as a ratio.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import time
@@ -24,6 +23,7 @@ from service.content import EMPTY_HASH
 from service.metrics import Metrics
 from service.settings import NotifySettings, Settings
 from service.wiring import build_notifier
+from tools.bench import BenchParser
 from tools.bench.compare import sample
 from tools.bench.harness import ProgressLine, stack
 from tools.sdk.client import FileSyncClient
@@ -111,7 +111,7 @@ async def run(followers: int, changes: int, per_commit: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench notifier", description=__doc__)
+    parser = BenchParser("python -m tools.bench notifier", __doc__)
     parser.add_argument("--followers", type=int, default=50)
     parser.add_argument("--changes", type=int, default=5000)
     parser.add_argument("--per-commit", type=int, default=50)

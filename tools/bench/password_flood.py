@@ -16,7 +16,6 @@ one hash at a time for the flooded account).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -25,6 +24,7 @@ from collections import Counter
 import aiohttp
 import uvloop
 
+from tools.bench import BenchParser
 from tools.bench.harness import stack
 
 PASSWORD = "benchmark password"  # noqa: S105 - throwaway accounts on a throwaway emulator
@@ -105,7 +105,7 @@ async def scenario(name: str, count: int, loops: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench password_flood", description=__doc__)
+    parser = BenchParser("python -m tools.bench password_flood", __doc__)
     parser.add_argument("--logins", type=int, default=40, help="measured logins per phase (default 40)")
     parser.add_argument("--loops", type=int, default=16, help="parallel guessing loops (default 16)")
     parser.add_argument(

@@ -13,7 +13,6 @@ first is reused or grows. Baseline in the same run: the same bursts against a se
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import time
@@ -23,6 +22,7 @@ import uvloop
 
 from service.paths import path_key
 from service.settings import Settings
+from tools.bench import BenchParser
 from tools.bench.harness import MiB, RssSampler, rss_bytes, stack
 from tools.sdk.client import FileSyncClient
 
@@ -127,7 +127,7 @@ async def run(clients: int, body_mib: int, seconds: float, rounds: int, malloc_t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench slow_bodies", description=__doc__)
+    parser = BenchParser("python -m tools.bench slow_bodies", __doc__)
     parser.add_argument("--clients", type=int, default=30)
     parser.add_argument("--body-mib", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -10,7 +10,6 @@ says what passing through the service costs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import os
@@ -24,6 +23,7 @@ from service.aws.clients import open_clients
 from service.content import BlockHasher
 from service.metrics import Metrics
 from service.settings import Settings
+from tools.bench import BenchParser
 from tools.bench.harness import MiB, ProgressLine, RssSampler, stack
 from tools.sdk.client import FileSyncClient
 
@@ -111,7 +111,7 @@ async def run(size: int, block_size: int, concurrency: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench stream_put", description=__doc__)
+    parser = BenchParser("python -m tools.bench stream_put", __doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--block-mib", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)

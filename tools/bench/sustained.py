@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from tools.bench import BenchParser
 from tools.bench.compare import sample
 from tools.bench.harness import Stack, cpu_seconds, embedded_default
 from tools.loadtest import report as reports
@@ -318,7 +319,7 @@ async def search(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench sustained", description=__doc__)
+    parser = BenchParser("python -m tools.bench sustained", __doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of a full run")
     parser.add_argument("--probe-seconds", type=float, default=10.0)
     parser.add_argument("--probe-requests", type=int, default=400, help="requests a probe sends at least")
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--seed-files", type=int, default=200)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="where the runs' reports go (default: out/bench/sustained)")
     args = parser.parse_args(argv)
     uvloop.run(run(args))
     return 0

@@ -15,7 +15,6 @@ at least 2.5x ``aws s3 sync``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import uvloop
 
+from tools.bench import BenchParser
 from tools.bench.direct_upload import awscli
 from tools.bench.harness import ROOT, Stack, clean_env, stack
 from tools.sdk.client import FileSyncClient
@@ -209,7 +209,7 @@ async def _measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench sync_client", description=__doc__)
+    parser = BenchParser("python -m tools.bench sync_client", __doc__)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--unchanged-files", type=int, default=10_000)
     args = parser.parse_args(argv)

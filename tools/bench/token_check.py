@@ -14,7 +14,6 @@ so the report says both "how much slower than the floor" and "what share of a re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
@@ -28,6 +27,7 @@ from aiohttp import web
 from service.core.models import Principal
 from service.core.revocations import RevocationList
 from service.core.tokens import TokenService, new_session_id
+from tools.bench import BenchParser
 
 
 def per_call_us(fn: Callable[[], object], seconds: float) -> float:
@@ -77,7 +77,7 @@ async def http_round_trip_us(requests: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench token_check", description=__doc__)
+    parser = BenchParser("python -m tools.bench token_check", __doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement (default 3)")
     parser.add_argument("--revoked", type=int, default=10_000, help="sessions in the revocation list")
     parser.add_argument("--requests", type=int, default=3000, help="HTTP round trips for the baseline")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +34,23 @@ from tools.loadtest.workload import Workload, WorkloadConfig, WrongAnswer
 from tools.sdk.errors import ApiError
 
 
+def _plain(text: str) -> str:
+    """A docstring as help shows it: reST literals (double backticks) as plain text."""
+    return re.sub(r"``(.+?)``", r"\1", text)
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.loadtest plot", description="Draw the plots of a saved report again, beside it."
+    )
+    p.add_argument("report", type=Path, metavar="REPORT.json", help="a report.json a run wrote")
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tools.loadtest",
-        description=__doc__.split("\n\nLayer:")[0] if __doc__ else None,
+        description=_plain(__doc__.split("\n\nLayer:")[0]) if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = p.add_argument_group("target")
@@ -51,11 +65,22 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--allow-remote", action="store_true", help="allow a target off this machine")
 
     load = p.add_argument_group("load")
-    load.add_argument("--mode", choices=("open", "closed"), default="open")
+    load.add_argument(
+        "--mode",
+        choices=("open", "closed"),
+        default="open",
+        help="open: requests due at --rate, latency from when each was due; closed: --concurrency users back to"
+        " back (default open)",
+    )
     load.add_argument("--rate", type=float, default=20.0, help="open loop: arrivals per second (default 20)")
     load.add_argument("--ramp-to", type=float, help="open loop: ramp from --rate to this rate in --steps steps")
     load.add_argument("--steps", type=int, default=5, help="steps of the ramp (default 5)")
-    load.add_argument("--arrival", choices=("constant", "poisson"), default="constant")
+    load.add_argument(
+        "--arrival",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="open loop: evenly spaced arrivals, or Poisson ones (default constant)",
+    )
     load.add_argument("--concurrency", type=int, default=10, help="closed loop: users in flight (default 10)")
     load.add_argument("--think", type=float, default=0.0, help="closed loop: seconds between a user's requests")
     load.add_argument(
@@ -86,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
 
     out = p.add_argument_group("report")
     out.add_argument("--out", type=Path, help="report folder (default out/loadtest/<UTC time>)")
-    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--no-plots", action="store_true", help="write report.json only, no PNG plots")
     out.add_argument("--quiet", action="store_true", help="no progress line")
     out.add_argument("--rss-from", type=float, default=120.0, help="memory growth is measured from this second")
     out.add_argument("--slo-p99-ms", type=float, help="exit 1 if the p99 of all requests is at or over this")
@@ -230,13 +255,15 @@ def check(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plot"]:
-        if len(argv) != 2:
-            sys.stderr.write("usage: python -m tools.loadtest plot REPORT.json\n")
-            return 2
         import json
 
-        source = Path(argv[1])
-        for path in reports.draw(json.loads(source.read_text()), source.parent):
+        plotting = plot_parser()
+        source = plotting.parse_args(argv[1:]).report
+        try:
+            saved = json.loads(source.read_text())
+        except (OSError, ValueError) as exc:
+            plotting.error(f"cannot read {source}: {exc}")
+        for path in reports.draw(saved, source.parent):
             print(path)
         return 0
     args = parser().parse_args(argv)

@@ -871,15 +871,15 @@ def _parser() -> argparse.ArgumentParser:
     default = os.environ.get("FILESYNC_CONFIG") or str(DEFAULT_CONFIG)
     parser.add_argument("--config", default=default, help=f"this device's state directory (default {default})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in ("signup", "login"):
-        sub = commands.add_parser(name, help=f"{name} and remember the session")
+    for name, does in (("signup", "create an account"), ("login", "log in")):
+        sub = commands.add_parser(name, help=f"{does} and remember the session on this device")
         sub.add_argument(
             "--server",
             required=True,
             help="the service's URL; without a scheme, http:// for localhost and 127.x.x.x, else https://",
         )
         sub.add_argument("--device", help="this device's name, used in conflicted copies (default: host name)")
-        sub.add_argument("user")
+        sub.add_argument("user", help="the username")
         if name == "signup":
             sub.add_argument("--email", help="where change notifications go (optional)")
     sync = commands.add_parser(
@@ -896,7 +896,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sync.add_argument("folder")
+    sync.add_argument("folder", help="the local folder to sync")
     sync.add_argument(
         "--namespace", help="a namespace id or name, for a folder's first sync (default: your home namespace)"
     )
@@ -909,16 +909,18 @@ def _parser() -> argparse.ArgumentParser:
         help="attach a folder afresh (after the server forgot its namespace): forget what was synced, keep every"
         " local file, sync both ways",
     )
-    relink.add_argument("folder")
+    relink.add_argument("folder", help="a synced folder")
     relink.add_argument("--namespace", help="a namespace id or name (default: your home namespace)")
     relink.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     status = commands.add_parser("status", help="what sync would upload, and what it cannot sync and why (no network)")
-    status.add_argument("folder")
+    status.add_argument("folder", help="a synced folder")
     status.add_argument("--ignored", action="store_true", help="also list what the ignore rules leave out")
     namespaces = commands.add_parser("namespaces", help="list your namespaces; create one; show one and its members")
     actions = namespaces.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="your namespaces, your role in each, and the folders that sync them here")
-    actions.add_parser("create", help="a new shared namespace; you become its owner").add_argument("name")
+    actions.add_parser("create", help="a new shared namespace; you become its owner").add_argument(
+        "name", help="its name (your other namespaces' names must differ)"
+    )
     actions.add_parser("show", help="a namespace and its members").add_argument(
         "namespace", help="an id, a name, or a synced folder"
     )
@@ -926,33 +928,35 @@ def _parser() -> argparse.ArgumentParser:
     member_actions = members.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = member_actions.add_parser("add", help="add a member, or change a member's role")
     add.add_argument("target", metavar="NAMESPACE", help="an id, a name, or a synced folder")
-    add.add_argument("user")
+    add.add_argument("user", help="the member's username")
     add.add_argument("--role", choices=("owner", "editor", "viewer"), default="editor", help="(default: editor)")
     remove = member_actions.add_parser("remove", help="remove a member (or yourself: leave)")
     remove.add_argument("target", metavar="NAMESPACE", help="an id, a name, or a synced folder")
-    remove.add_argument("user")
-    share = commands.add_parser("share", help="the same as `members add`")
+    remove.add_argument("user", help="the member's username (yours: leave the namespace)")
+    share = commands.add_parser("share", help='the same as "members add"')
     share.add_argument("target", help="a synced folder, or a namespace id or name")
-    share.add_argument("--with", dest="user", required=True)
-    share.add_argument("--role", choices=("owner", "editor", "viewer"), required=True)
+    share.add_argument("--with", dest="user", required=True, help="the username to share with")
+    share.add_argument("--role", choices=("owner", "editor", "viewer"), required=True, help="their role")
     history = commands.add_parser("history", help="the versions of a file: when, by whom, what")
-    history.add_argument("path")
+    history.add_argument("path", help="a file in a synced folder")
     restore = commands.add_parser("restore", help="make an old version current again")
-    restore.add_argument("path")
-    restore.add_argument("--rev", type=int, required=True)
+    restore.add_argument("path", help="a file in a synced folder")
+    restore.add_argument("--rev", type=int, required=True, help="the version to make current (history lists them)")
     for name, text in (("follow", "email me when it changes"), ("unfollow", "stop those emails")):
-        commands.add_parser(name, help=f"{text} (a file, or a folder and everything in it)").add_argument("path")
+        commands.add_parser(name, help=f"{text} (a file, or a folder and everything in it)").add_argument(
+            "path", help="a file or folder in a synced folder"
+        )
     email = commands.add_parser("email", help="set where notifications go (password: FILESYNC_PASSWORD or a prompt)")
-    email.add_argument("address", nargs="?")
+    email.add_argument("address", nargs="?", help="where notifications go (or --remove)")
     email.add_argument("--remove", action="store_true", help="no notification emails")
     commands.add_parser("usage", help="the storage your account uses, and its quota")
     trash = commands.add_parser("trash", help="deleted files: list them, bring them back")
     trash_actions = trash.add_subparsers(dest="action", required=True)
     trash_actions.add_parser(
         "list", help="deleted files of a synced folder (or under a path in it), latest first"
-    ).add_argument("path")
+    ).add_argument("path", help="a synced folder, or a path in one")
     untrash = trash_actions.add_parser("restore", help="bring deleted files back (then run sync)")
-    untrash.add_argument("paths", nargs="+", metavar="PATH")
+    untrash.add_argument("paths", nargs="+", metavar="PATH", help="deleted files (or, with --folder, folders)")
     untrash.add_argument(
         "--folder",
         dest="folders",

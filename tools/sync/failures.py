@@ -49,7 +49,7 @@ EXIT_CODES_HELP = """exit codes:
   1  failed: the network, the server or the session; the message says what to do, and running the
      command again resumes where it stopped
   2  usage or user error (a bad argument, not logged in, not a synced folder)
-  3  done, with items skipped (named in the summary and in `status`)"""
+  3  done, with items skipped (named in the summary and in "status")"""
 
 
 class UserError(Exception):
