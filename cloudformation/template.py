@@ -145,6 +145,19 @@ LAUNCH_ALARM_MINUTES = 20
 #: and 0.5%): alarm at half the review levels, while there is time to act. SES updates them about hourly.
 SES_BOUNCE_RATE = 0.025
 SES_COMPLAINT_RATE = 0.0005
+
+#: The service's own CPU per request of the load tool's default mix (`python -m tools.bench sustained`,
+#: 2026-11-29: 4.10 ms; what the service does, not the store's work, so it carries over to an instance).
+SERVICE_CPU_MS_PER_REQUEST = 4.10
+#: The default instance type, its vCPUs, and the CPU a t3.small earns credits for (20% of each vCPU): a group
+#: whose average stays at or below it never spends surplus credits in the T3 default (unlimited) mode.
+DEFAULT_INSTANCE_TYPE = "t3.small"
+DEFAULT_INSTANCE_VCPUS = 2
+BURSTABLE_BASELINE_PERCENT = 20
+#: Scale out when either is passed: CPU at the baseline, or 70% of the requests a minute that CPU serves at
+#: the measured cost per request (2 x 20% of a core / 4.10 ms = 97 requests a second; 70%: 4,100 a minute).
+TARGET_CPU_PERCENT = BURSTABLE_BASELINE_PERCENT
+TARGET_REQUESTS_PER_MINUTE = 4000
 SES_ALARM_PERIOD_SECONDS = 900
 MEMORY_ALARM_PERCENT = 90
 DISK_ALARM_PERCENT = 85
@@ -328,7 +341,7 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     add(
         ids.INSTANCE_TYPE,
         Type="String",
-        Default=INSTANCE_TYPES[0],
+        Default=DEFAULT_INSTANCE_TYPE,
         AllowedValues=list(INSTANCE_TYPES),
         Description="EC2 instance type (x86_64)",
     )
@@ -351,14 +364,14 @@ def _parameters(t: Template) -> dict[str, Parameter]:
     add(
         ids.TARGET_REQUESTS_PER_INSTANCE,
         Type="Number",
-        Default="3000",
+        Default=str(TARGET_REQUESTS_PER_MINUTE),
         MinValue=1,
         Description="Scaling target: API requests per instance per minute",
     )
     add(
         ids.TARGET_CPU_PERCENT,
         Type="Number",
-        Default="60",
+        Default=str(TARGET_CPU_PERCENT),
         MinValue=10,
         MaxValue=90,
         Description="Scaling target: average CPU utilization of the group, percent",

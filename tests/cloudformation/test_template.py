@@ -20,6 +20,8 @@ from cloudformation import ids, userdata
 from cloudformation.__main__ import STACK_POLICY_NAME, TEMPLATE_NAME, main, render, render_stack_policy
 from cloudformation.template import (
     AUTH_PATH_PREFIX,
+    BURSTABLE_BASELINE_PERCENT,
+    DEFAULT_INSTANCE_VCPUS,
     FEED_PATH_PATTERN,
     HEALTH_CHECK_PATH,
     INTERFACE_ENDPOINTS,
@@ -27,6 +29,7 @@ from cloudformation.template import (
     MAIL_FROM_SUBDOMAIN,
     NOTIFIER_FAILURE_MESSAGE,
     READINESS_PATH,
+    SERVICE_CPU_MS_PER_REQUEST,
     TemplateParams,
     build_template,
 )
@@ -188,6 +191,20 @@ def test_the_drain_watcher_stops_the_services_then_completes_the_termination_hoo
     (group_arn,) = statements["CompleteTerminationHook"]["Resource"]
     assert group_arn["Fn::Sub"].endswith(f"autoScalingGroupName/${{AWS::StackName}}-{ids.AUTO_SCALING_GROUP}-*")
     assert statements["FindOwnGroup"]["Action"] == ["cloudformation:DescribeStackResource"]
+
+
+def test_the_default_scaling_targets_keep_the_burstable_default_within_its_baseline(template):
+    """Both targets scale out before the group's average CPU passes a t3.small's credit baseline: the CPU
+    target is the baseline, and the requests target, at the service's measured CPU per request, asks for
+    less CPU than that (so whichever comes first, no surplus credits are billed in unlimited mode)."""
+    params = template["Parameters"]
+    assert params[ids.INSTANCE_TYPE]["Default"] == "t3.small"
+    cpu_target = int(params[ids.TARGET_CPU_PERCENT]["Default"])
+    assert cpu_target <= BURSTABLE_BASELINE_PERCENT
+    per_second = int(params[ids.TARGET_REQUESTS_PER_INSTANCE]["Default"]) / 60
+    busy_percent = per_second * SERVICE_CPU_MS_PER_REQUEST / 1000 / DEFAULT_INSTANCE_VCPUS * 100
+    assert busy_percent <= cpu_target
+    assert busy_percent >= 0.6 * cpu_target  # not so low that the group scales out for nothing
 
 
 def test_idle_timeout_outlasts_a_long_poll_and_not_gunicorns_keep_alive(template):
