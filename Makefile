@@ -76,7 +76,7 @@ loadtest: $(VENV)/.installed
 # The 10-minute soak (not in CI): SOAK_RATE requests/s, 70% of the sustained rate that `make bench
 # BENCH=sustained` finds; fails unless there are no errors and the service's memory (resident, and its
 # anonymous part) grows < 5% from minute 2.
-SOAK_RATE ?= 3.5
+SOAK_RATE ?= 53
 soak: $(VENV)/.installed
 	$(PY) -m tools.loadtest --spawn --rate $(SOAK_RATE) --duration 600 --rss-from 120 \
 		--slo-errors 0 --slo-rss-growth 5 --out out/soak $(LOADTEST_ARGS)

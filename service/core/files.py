@@ -104,6 +104,8 @@ MAX_ACTIONS = 100
 #: Budget for one journal entry (DynamoDB items are at most 400 KB).
 MAX_JOURNAL_BYTES = 300_000
 MAX_COMMIT_ENTRIES = 1000
+#: Files (live and deleted) a restore by folder reads at most to find the folder's deleted ones.
+MAX_RESTORE_SCAN = 100_000
 #: Reads of deleted files' last versions in flight at once while restoring from the trash.
 RESTORE_READS = 8
 #: Namespaces whose payer a worker remembers (cleared when full: a payer never changes).
@@ -1137,8 +1139,15 @@ class FileService:
         prefix = "" if folder == "" else path_key(normalize_path(folder, "$.folder")) + "/"
         found: list[FileVersion] = []
         start: str | None = None
+        read = 0
         while True:
+            if read >= MAX_RESTORE_SCAN:
+                message = (
+                    f"more than {MAX_RESTORE_SCAN:,} files are under it: restore its subfolders, or name the files"
+                )
+                raise ValidationFailed(f"The folder has {message}.", (FieldError("$.folder", message),))
             page, start = await self._store.list_files(ns, prefix, start, _SCAN_PAGE_MAX)
+            read += len(page)
             found += [v for v in page if v.deleted and v.moved_to is None]
             if len(found) > MAX_COMMIT_ENTRIES:
                 message = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from service.core import files as core_files
 from tests.api.files_helpers import commit, download
 from tests.api.helpers import problem, user
 from tests.api.test_packs import batch
@@ -105,3 +106,18 @@ def _empty() -> dict:
     from service.content import EMPTY_HASH
 
     return {"content_hash": EMPTY_HASH, "size": 0, "mtime": 1.0, "parent_rev": None}
+
+
+async def test_a_restore_by_folder_reads_a_bounded_subtree_and_says_so_past_it(quiet, monkeypatch):
+    client, headers, ns = quiet
+    monkeypatch.setattr(core_files, "MAX_RESTORE_SCAN", 4)
+    monkeypatch.setattr(core_files, "_SCAN_PAGE_MAX", 2)
+    versions = await batch(client, headers, ns, {f"big/f{i}.txt": b"%d" % i for i in range(5)})
+    await commit(
+        client, headers, ns, [{"path": "big/f0.txt", "deleted": True, "parent_rev": versions["big/f0.txt"]["rev"]}]
+    )
+    refused = await client.post(f"/v1/ns/{ns}/trash:restore", json={"folder": "big"}, headers=headers)
+    assert "more than 4 files are under it" in (await problem(refused, 422))["detail"]
+    # Named, the same file comes back whatever the folder holds.
+    answer = await restore(client, headers, ns, paths=["big/f0.txt"])
+    assert [r["status"] for r in answer["results"]] == ["committed"]
