@@ -1,7 +1,7 @@
-"""The service's one bounded fan-out: ``bounded(items, work, limit)``.
+"""The one bounded fan-out: ``bounded(items, work, limit)``, for the service and the client.
 
-Layer: leaf (standard library only). Semantics, the same as the client's ``tools.sdk.fanout``
-(``tests/test_fanout.py`` runs one suite against both):
+Layer: leaf (standard library only), used by the service and by the client (the client's import contract
+allows it beside the protocol's modules). Semantics (``tests/test_fanout.py``):
 
 - ``work(item)`` runs for every item, at most ``limit`` at once; only ``limit`` tasks exist whatever the
   number of items (they take items from one shared iterator, so ``items`` may be a lazy iterable).

@@ -239,6 +239,7 @@ print(" ".join(m for m in ("moto", "boto3", "botocore", "aioboto3", "troposphere
         "service.content",
         "service.core",
         "service.core.errors",
+        "service.fanout",
         "service.paths",
         "service.resources",
         "service.wire",

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from service.content import ContentDigest, content_hash_from_blocks
-from tools.sdk.fanout import bounded
+from service.fanout import bounded
 
 _READ = 1024 * 1024
 

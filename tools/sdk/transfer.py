@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from service.content import ContentDigest, block_count, content_hash_from_blocks
+from service.fanout import bounded
 from service.resources import blob_key
 from service.wire import AwsCredentials
 from tools.sdk.errors import (
@@ -54,7 +55,6 @@ from tools.sdk.errors import (
     status_error,
     stopped_answering,
 )
-from tools.sdk.fanout import bounded
 from tools.sdk.retry import retrying
 from tools.sdk.s3 import Part, S3Client, S3Error
 

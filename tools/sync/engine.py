@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.content import EMPTY_HASH, ContentDigest, digest_bytes
+from service.fanout import bounded
 from service.paths import PathRuleError, normalize_path, path_key
 from service.wire import (
     MTIME_MAX,
@@ -45,7 +46,6 @@ from service.wire import (
 )
 from tools.sdk.client import FileSyncClient
 from tools.sdk.errors import ApiError, ContentReplaced
-from tools.sdk.fanout import bounded
 from tools.sdk.hashing import hash_file, hash_file_sync
 from tools.sdk.transfer import S3Transfer
 from tools.sync.ignore import TEMP_PREFIX, IgnoreRules
