@@ -754,20 +754,28 @@ def _encryption_rule(rule: dict[str, Any]) -> s3.ServerSideEncryptionRule:
     )
 
 
+def _kept_private_bucket() -> dict[str, Any]:
+    """What every bucket of the stack has: kept when the stack goes, no public access, encrypted, owned by
+    the bucket owner."""
+    return {
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "PublicAccessBlockConfiguration": s3.PublicAccessBlockConfiguration(**resources.bucket_public_access_block()),
+        "BucketEncryption": s3.BucketEncryption(
+            ServerSideEncryptionConfiguration=[_encryption_rule(r) for r in resources.bucket_encryption_rules()]
+        ),
+        "OwnershipControls": s3.OwnershipControls(
+            Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
+        ),
+    }
+
+
 def _data(t: Template, p: dict[str, Parameter]) -> _Data:
     # Data outlives the stack: deleting or replacing it leaves the bucket and the table behind.
     bucket = t.add_resource(
         s3.Bucket(
             ids.BUCKET,
-            DeletionPolicy="Retain",
-            UpdateReplacePolicy="Retain",
-            PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(**resources.bucket_public_access_block()),
-            BucketEncryption=s3.BucketEncryption(
-                ServerSideEncryptionConfiguration=[_encryption_rule(r) for r in resources.bucket_encryption_rules()]
-            ),
-            OwnershipControls=s3.OwnershipControls(
-                Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
-            ),
+            **_kept_private_bucket(),
             CorsConfiguration=s3.CorsConfiguration(
                 CorsRules=[_cors_rule(r, Ref(p[ids.CORS_ORIGINS])) for r in resources.bucket_cors_rules()]
             ),
@@ -1092,17 +1100,9 @@ def _access_logs(t: Template, p: dict[str, Parameter]) -> tuple[s3.Bucket, s3.Bu
     bucket = t.add_resource(
         s3.Bucket(
             ids.ACCESS_LOG_BUCKET,
-            # Evidence, like the log group: it outlives the stack (its objects still expire).
-            DeletionPolicy="Retain",
-            UpdateReplacePolicy="Retain",
-            PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(**resources.bucket_public_access_block()),
-            # Access logs may only go to a bucket encrypted with S3-managed keys.
-            BucketEncryption=s3.BucketEncryption(
-                ServerSideEncryptionConfiguration=[_encryption_rule(r) for r in resources.bucket_encryption_rules()]
-            ),
-            OwnershipControls=s3.OwnershipControls(
-                Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
-            ),
+            # Evidence, like the log group: it outlives the stack (its objects still expire). Access logs may
+            # only go to a bucket encrypted with S3-managed keys, which the shared rules are.
+            **_kept_private_bucket(),
             LifecycleConfiguration=s3.LifecycleConfiguration(
                 Rules=[
                     s3.LifecycleRule(
