@@ -137,33 +137,25 @@ class S3BlobStore:
         """A body of at most one block, in one PutObject with its SHA-256, only if nothing is at the key
         yet: the object stored, or None if something was there."""
         data.seek(0)
-        try:
-            with unavailable_on_transient("S3"):
-                response = await self._s3.put_object(
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=data,
-                    ChecksumSHA256=b64_digest(digest.block_digests[0]) if digest.block_digests else None,  # type: ignore[arg-type]
-                    IfNoneMatch="*",
-                )
-        except ClientError as exc:
-            if _already_there(exc):
-                return None
-            raise
-        return _body(response)
+        return await self._create(key, data, digest.block_digests[0] if digest.block_digests else None)
 
     async def put_pack(self, key: str, data: bytearray) -> BodyRef | None:
         """A pack (``service.core.packs``) in one PutObject with its SHA-256, only if nothing is at the key
         yet: the object stored, or None if something was there (pack ids are random: only a retry of this
         very write finds one)."""
         digest = await asyncio.to_thread(hashlib.sha256, data) if len(data) >= 256 * 1024 else hashlib.sha256(data)
+        return await self._create(key, io.BytesIO(data), digest.digest())
+
+    async def _create(self, key: str, body: io.BytesIO, sha256: bytes | None) -> BodyRef | None:
+        """One PutObject with its SHA-256 (S3 checks it), only if nothing is at the key: the object stored,
+        or None if something was there."""
         try:
             with unavailable_on_transient("S3"):
                 response = await self._s3.put_object(
                     Bucket=self.bucket,
                     Key=key,
-                    Body=io.BytesIO(data),
-                    ChecksumSHA256=b64_digest(digest.digest()),
+                    Body=body,
+                    ChecksumSHA256=b64_digest(sha256) if sha256 is not None else None,  # type: ignore[arg-type]
                     IfNoneMatch="*",
                 )
         except ClientError as exc:
